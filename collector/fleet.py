@@ -1,0 +1,310 @@
+"""The simulated fleet's shape: clusters, node pools with real instance types, nodes, GPUs and who runs what.
+
+Everything here is decided once per seed, before any sample exists; ``collector.simulate`` then turns the plan into
+samples day by day. Instance types, GPU models, GPU counts and memory come from the shipped instance catalog
+(``analysis.instances``). Power limits are the published board TDPs of each model (SXM parts), the H200's read from
+the real capture; they are simulator assumptions, not measurements of your fleet.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+import numpy as np
+
+from analysis.instances import instance_types
+from collector.calibration import load as load_calibration
+
+REGION = "us-east-1"
+ZONES = ("us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d")
+POWER_LIMIT_W = {
+    "NVIDIA A100-SXM4-40GB": 400.0,
+    "NVIDIA A100-SXM4-80GB": 400.0,
+    "NVIDIA H100 80GB HBM3": 700.0,
+    "NVIDIA A10G": 300.0,
+    "NVIDIA L4": 72.0,
+}
+_RS_ALPHABET = np.array(list("bcdfghjklmnpqrstvwxz2456789"))
+
+
+class Kind(IntEnum):
+    """What a GPU is doing during a segment of its timeline (0 = nobody holds it)."""
+
+    UNALLOCATED = 0
+    TRAIN = 1
+    TRAIN_STALLED = 2
+    TRAIN_SPARE = 3
+    LLM_INFERENCE = 4
+    SMALL_INFERENCE = 5
+    BURSTY_LOW = 6
+    NOTEBOOK = 7
+    BATCH = 8
+
+
+@dataclass(frozen=True)
+class Pool:
+    cluster: str
+    name: str
+    instance_type: str
+    capacity_type: str
+    share: float
+    profile: str
+
+
+POOLS = (
+    Pool("train-use1", "h100-train", "p5.48xlarge", "on-demand", 0.25, "training"),
+    Pool("train-use1", "h200-train", "p5en.48xlarge", "on-demand", 0.125, "training"),
+    Pool("train-use1", "a100-train-spot", "p4d.24xlarge", "spot", 0.125, "training"),
+    Pool("train-use1", "a100-research", "p4de.24xlarge", "on-demand", 0.125, "research"),
+    Pool("serve-use1", "h100-llm", "p5.48xlarge", "on-demand", 0.125, "llm"),
+    Pool("serve-use1", "a10g-serve", "g5.12xlarge", "spot", 0.125, "serving"),
+    Pool("serve-use1", "l4-serve", "g6.12xlarge", "on-demand", 0.125, "serving"),
+)
+FILLER = Pool("serve-use1", "l4-small", "g6.xlarge", "on-demand", 0.0, "serving")
+
+
+@dataclass
+class Node:
+    cluster: str
+    name: str
+    pool: Pool
+    zone: str
+    gpu_model: str
+    gpu_count: int
+    fb_total_bytes: int
+    power_limit_w: float
+    offset_s: int
+    gpu_uuids: list[str]
+
+    def labels(self) -> str:
+        return json.dumps(
+            {
+                "node.kubernetes.io/instance-type": self.pool.instance_type,
+                "karpenter.sh/capacity-type": self.pool.capacity_type,
+                "karpenter.sh/nodepool": self.pool.name,
+                "topology.kubernetes.io/zone": self.zone,
+                "nvidia.com/gpu.product": self.gpu_model.removeprefix("NVIDIA ").replace(" ", "-"),
+            },
+            sort_keys=True,
+        )
+
+
+@dataclass
+class Segments:
+    """Every GPU's timeline as flat arrays, sorted by (gpu, start): times in seconds since the fleet's start."""
+
+    gpu: list[int] = field(default_factory=list)
+    start: list[float] = field(default_factory=list)
+    end: list[float] = field(default_factory=list)
+    kind: list[int] = field(default_factory=list)
+    holder: list[int] = field(default_factory=list)
+    level: list[float] = field(default_factory=list)
+    mem_frac: list[float] = field(default_factory=list)
+
+    def add(self, gpu: int, start: float, end: float, kind: Kind, holder: int, level: float, mem: float) -> None:
+        self.gpu.append(gpu)
+        self.start.append(start)
+        self.end.append(end)
+        self.kind.append(int(kind))
+        self.holder.append(holder)
+        self.level.append(level)
+        self.mem_frac.append(mem)
+
+
+@dataclass(frozen=True)
+class Holder:
+    namespace: str
+    pod: str
+    container: str
+    workload: str
+
+
+@dataclass
+class Fleet:
+    start: dt.datetime
+    days: int
+    seed: int
+    nodes: list[Node]
+    holders: list[Holder]
+    segments: dict[str, np.ndarray]
+    outage: tuple[int, float, float]
+    """(node index, start s, end s): a collector outage on one node, which must show as no_data."""
+
+    @property
+    def gpu_count(self) -> int:
+        return sum(n.gpu_count for n in self.nodes)
+
+
+def plan(gpus: int, days: int, seed: int, end: dt.datetime) -> Fleet:
+    """The whole simulated fleet for ``gpus`` GPUs over the ``days`` before ``end`` (deterministic per seed)."""
+    if gpus < 1 or days < 1:
+        raise ValueError("a simulated fleet needs at least one GPU and one day")
+    rng = np.random.default_rng(seed)
+    start = end - dt.timedelta(days=days)
+    nodes = _nodes(gpus, rng)
+    holders: list[Holder] = []
+    segs = Segments()
+    horizon = days * 86400.0
+    first_gpu = 0
+    for node in nodes:
+        ids = list(range(first_gpu, first_gpu + node.gpu_count))
+        _PLANNERS[node.pool.profile](node, ids, horizon, rng, holders, segs, start)
+        first_gpu += node.gpu_count
+    order = np.lexsort((np.asarray(segs.start), np.asarray(segs.gpu)))
+    arrays = {name: np.asarray(getattr(segs, name))[order] for name in Segments.__dataclass_fields__}
+    train_nodes = [i for i, n in enumerate(nodes) if n.pool.profile == "training"] or [0]
+    outage_day = min(2, days - 1)
+    outage = (train_nodes[len(train_nodes) // 2], outage_day * 86400.0 + 10 * 3600.0, outage_day * 86400.0 + 13 * 3600.0)
+    return Fleet(start, days, seed, nodes, holders, arrays, outage)
+
+
+def _nodes(gpus: int, rng: np.random.Generator) -> list[Node]:
+    catalog = instance_types()
+    calibration = load_calibration()
+    counts: list[tuple[Pool, int]] = []
+    remaining = gpus
+    for pool in POOLS:
+        per_node = catalog[pool.instance_type].gpu_count
+        n = int(pool.share * gpus) // per_node
+        counts.append((pool, n))
+        remaining -= n * per_node
+    counts.append((FILLER, remaining))
+    nodes: list[Node] = []
+    for pool, n in counts:
+        itype = catalog[pool.instance_type]
+        for _ in range(n):
+            if itype.gpu_model == calibration["gpu_model"]:
+                fb_total, limit = int(calibration["fb_total_bytes"]), float(calibration["power_limit_w"])
+            else:
+                fb_total, limit = itype.gpu_memory_gib << 30, POWER_LIMIT_W[itype.gpu_model]
+            octets = rng.integers(0, 256, size=2)
+            nodes.append(
+                Node(
+                    cluster=pool.cluster,
+                    name=f"ip-10-{16 + len(nodes) // 250}-{octets[0]}-{octets[1]}.ec2.internal",
+                    pool=pool,
+                    zone=str(rng.choice(ZONES)),
+                    gpu_model=itype.gpu_model,
+                    gpu_count=itype.gpu_count,
+                    fb_total_bytes=fb_total,
+                    power_limit_w=limit,
+                    offset_s=int(rng.integers(0, 60)),
+                    gpu_uuids=[_uuid(rng) for _ in range(itype.gpu_count)],
+                )
+            )
+    return nodes
+
+
+def _uuid(rng: np.random.Generator) -> str:
+    h = "".join(f"{b:02x}" for b in rng.integers(0, 256, size=16))
+    return f"GPU-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _suffix(rng: np.random.Generator, n: int) -> str:
+    return "".join(rng.choice(_RS_ALPHABET, size=n))
+
+
+def _holder(holders: list[Holder], namespace: str, pod: str, workload: str, container: str = "main") -> int:
+    holders.append(Holder(namespace, pod, container, workload))
+    return len(holders) - 1
+
+
+TRAIN_TEAMS = (("ml-training", "llama-ft"), ("ml-training", "moe-pretrain"), ("vision", "vit-train"), ("research", "rl-sweep"))
+
+
+def _plan_training(
+    node: Node, ids: list[int], horizon: float, rng: np.random.Generator, holders: list[Holder], segs: Segments,
+    start: dt.datetime,
+) -> None:
+    """Whole-node jobs (PyTorchJob workers): saturated, some hang holding memory, some ask for more GPUs than they use."""
+    t = float(rng.uniform(0, 6 * 3600))
+    while t < horizon:
+        duration = float(rng.lognormal(np.log(20 * 3600), 0.6))
+        namespace, base = TRAIN_TEAMS[int(rng.integers(len(TRAIN_TEAMS)))]
+        job = f"{base}-{_suffix(rng, 5)}"
+        holder = _holder(holders, namespace, f"{job}-worker-0", job, "pytorch")
+        end = min(horizon, t + duration)
+        stall = float(rng.uniform(2, 10) * 3600) if rng.random() < 0.3 else 0.0
+        used = len(ids) if rng.random() < 0.8 else int(rng.choice([2, 4]))
+        mem = float(rng.uniform(0.55, 0.9))
+        for rank, gpu in enumerate(ids):
+            if rank < used:
+                segs.add(gpu, t, max(t, end - stall), Kind.TRAIN, holder, float(rng.uniform(0.9, 1.0)), mem)
+                if stall:
+                    segs.add(gpu, max(t, end - stall), end, Kind.TRAIN_STALLED, holder, 0.0, mem)
+            else:
+                segs.add(gpu, t, end, Kind.TRAIN_SPARE, holder, 0.0, 0.0)
+        t = end + float(rng.exponential(4 * 3600))
+
+
+def _plan_research(
+    node: Node, ids: list[int], horizon: float, rng: np.random.Generator, holders: list[Holder], segs: Segments,
+    start: dt.datetime,
+) -> None:
+    """Per-GPU notebooks (StatefulSets) that hold memory all day, with fine-tuning jobs on the rest."""
+    users = ("alice", "bob", "chen", "dana", "eli", "fatima", "goran", "hana")
+    for rank, gpu in enumerate(ids):
+        if rank < len(ids) // 2:
+            user = users[int(rng.integers(len(users)))]
+            holder = _holder(holders, "research", f"jupyter-{user}-{rank}-0", f"jupyter-{user}-{rank}", "notebook")
+            segs.add(gpu, 0.0, horizon, Kind.NOTEBOOK, holder, float(rng.uniform(0.3, 0.9)), float(rng.uniform(0.2, 0.6)))
+        elif rank < len(ids) - 1:
+            t = 0.0
+            while t < horizon:
+                end = min(horizon, t + float(rng.lognormal(np.log(8 * 3600), 0.5)))
+                job = f"finetune-{_suffix(rng, 5)}"
+                holder = _holder(holders, "research", f"{job}-worker-0", job, "pytorch")
+                segs.add(gpu, t, end, Kind.TRAIN, holder, float(rng.uniform(0.6, 0.95)), float(rng.uniform(0.3, 0.8)))
+                t = end + float(rng.exponential(10 * 3600))
+        else:
+            cron = "nightly-embeddings"
+            for day in range(int(horizon // 86400) + 1):
+                t0 = day * 86400.0 + 3600.0
+                if t0 >= horizon:
+                    break
+                stamp = int((start + dt.timedelta(seconds=t0)).timestamp() // 60)
+                holder = _holder(holders, "data-platform", f"{cron}-{stamp}-{_suffix(rng, 5)}", cron, "embed")
+                segs.add(gpu, t0, min(horizon, t0 + 4 * 3600.0), Kind.BATCH, holder, 0.85, 0.4)
+
+
+def _plan_serving(
+    node: Node, ids: list[int], horizon: float, rng: np.random.Generator, holders: list[Holder], segs: Segments,
+    start: dt.datetime,
+    llm: bool = False,
+) -> None:
+    """Long-lived Deployment replicas, one per GPU, following the daily load; some GPUs are never scheduled."""
+    services = (
+        (("llm-serving", "chat-70b"), ("llm-serving", "code-assist"), ("llm-serving", "embed-api"))
+        if llm
+        else (("recsys", "ranker"), ("recsys", "candidate-gen"), ("search", "query-encoder"), ("vision", "ocr"))
+    )
+    for gpu in ids:
+        roll = rng.random()
+        if roll < 0.15:
+            continue
+        namespace, deploy = services[int(rng.integers(len(services)))]
+        kind = Kind.BURSTY_LOW if roll > 0.88 else (Kind.LLM_INFERENCE if llm else Kind.SMALL_INFERENCE)
+        mem = float(rng.uniform(0.6, 0.8) if llm else rng.uniform(0.25, 0.55))
+        level = float(rng.uniform(0.5, 0.9) if llm else rng.uniform(0.15, 0.45))
+        t = 0.0
+        template = _suffix(rng, 10)
+        while t < horizon:
+            end = min(horizon, t + float(rng.exponential(3 * 86400)))
+            pod = f"{deploy}-{template}-{_suffix(rng, 5)}"
+            segs.add(gpu, t, end, kind, _holder(holders, namespace, pod, deploy, deploy), level, mem)
+            t = end + 45.0
+            if rng.random() < 0.5:
+                template = _suffix(rng, 10)
+
+
+def _plan_llm(
+    node: Node, ids: list[int], horizon: float, rng: np.random.Generator, holders: list[Holder], segs: Segments,
+    start: dt.datetime,
+) -> None:
+    _plan_serving(node, ids, horizon, rng, holders, segs, start, llm=True)
+
+
+_PLANNERS = {"training": _plan_training, "research": _plan_research, "serving": _plan_serving, "llm": _plan_llm}

@@ -1,0 +1,276 @@
+"""The ``gpuledger`` command: parse arguments, call one job, turn a domain error into one line and exit code 2."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import click
+import polars as pl
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table as RichTable
+
+from alerts.render import to_json, to_markdown
+from analysis.errors import AnalysisError
+from analysis.window import parse_time
+from gpuledger import __version__, jobs
+from gpuledger.settings import Settings, SettingsError, load_settings
+from warehouse import maintenance
+from warehouse.errors import WarehouseError
+from warehouse.lake import Lake
+from warehouse.views import run_query
+
+P = ParamSpec("P")
+R = TypeVar("R")
+DEMO_MARKER = "demo.json"
+err = Console(stderr=True)
+
+
+class Fail(click.ClickException):
+    """An expected failure: printed as ``Error: <one line>`` with exit code 2."""
+
+    exit_code = 2
+
+
+def one_line_errors(func: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except (WarehouseError, AnalysisError, SettingsError) as exc:
+            raise Fail(str(exc)) from None
+
+    return wrapper
+
+
+@contextmanager
+def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr when it is a terminal; silent otherwise (logs and CI stay clean)."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+        disable=not err.is_terminal,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def warehouse_option(required: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--warehouse",
+        "warehouse",
+        type=click.Path(path_type=Path, file_okay=False),
+        required=False,
+        help="Warehouse directory" + ("" if required else " (default: the demo warehouse)") + ".",
+    )
+
+
+def settings_from(ctx: click.Context) -> Settings:
+    settings: Settings = ctx.obj
+    return settings
+
+
+def warehouse_path(ctx: click.Context, given: Path | None) -> Path:
+    path = given or settings_from(ctx).warehouse
+    if path is None:
+        raise Fail("no warehouse given: pass --warehouse DIR (or set `warehouse` in gpuledger.toml)")
+    return path
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="gpuledger")
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="TOML settings file (default: ./gpuledger.toml when present). GPULEDGER_* variables override it.",
+)
+@click.pass_context
+@one_line_errors
+def main(ctx: click.Context, config: Path | None) -> None:
+    """gpuledger: which GPU-hours did useful work, which were wasted, by whom, and what should change."""
+    ctx.obj = load_settings(config)
+
+
+@main.command()
+@warehouse_option(required=True)
+@click.option("--gpus", type=click.IntRange(min=1), default=64, show_default=True, help="GPUs in the fleet.")
+@click.option("--days", type=click.IntRange(min=1), default=7, show_default=True, help="Days of history.")
+@click.option("--seed", type=int, default=42, show_default=True, help="Same seed and end: same fleet, same data.")
+@click.option("--end", "end_at", default=None, help="End of the history (T); default: today 00:00 UTC.")
+@click.pass_context
+@one_line_errors
+def simulate(ctx: click.Context, warehouse: Path | None, gpus: int, days: int, seed: int, end_at: str | None) -> None:
+    """Simulate a realistic GPU fleet (60 s samples) into the warehouse and roll it up per minute."""
+    lake = Lake(warehouse_path(ctx, warehouse), create=True)
+    _simulate(ctx, lake, gpus, days, seed, end_at)
+
+
+def _simulate(ctx: click.Context, lake: Lake, gpus: int, days: int, seed: int, end_at: str | None) -> None:
+    end = parse_time(end_at, now()) if end_at else now().replace(hour=0, minute=0, second=0, microsecond=0)
+    with progress_bar("simulating days") as sim, progress_bar("rolling up minutes") as roll:
+        result = jobs.simulate(
+            lake, settings_from(ctx), gpus=gpus, days=days, seed=seed, end=end, progress=sim, rollup_progress=roll
+        )
+    err.print(
+        f"simulated {result.gpus} GPUs x {result.days} days into {lake.root}: "
+        f"{result.samples_written:,} samples, {result.allocations_written:,} allocation rows, "
+        f"{result.rollup.computed} rollup partitions computed"
+    )
+
+
+@main.command()
+@warehouse_option(required=False)
+@click.option("--gpus", type=click.IntRange(min=1), default=None, help="GPUs in the demo fleet [default: 64].")
+@click.option("--days", type=click.IntRange(min=1), default=None, help="Days of history [default: 7].")
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--no-dashboard", is_flag=True, help="Only print the report.")
+@click.pass_context
+@one_line_errors
+def demo(
+    ctx: click.Context, warehouse: Path | None, gpus: int | None, days: int | None, seed: int, no_dashboard: bool
+) -> None:
+    """Simulate the default fleet into ./demo-warehouse (made anew each run) and print its report."""
+    settings = settings_from(ctx)
+    root = warehouse or settings.demo_warehouse
+    if root.exists() and any(root.iterdir()):
+        if not (root / DEMO_MARKER).exists():
+            raise Fail(f"{root} exists and was not made by `gpuledger demo`: pass another --warehouse")
+        shutil.rmtree(root)
+    lake = Lake(root, create=True)
+    (root / DEMO_MARKER).write_text(json.dumps({"made_by": "gpuledger demo", "seed": seed}) + "\n")
+    _simulate(ctx, lake, gpus or settings.demo_gpus, days or settings.demo_days, seed, None)
+    click.echo(to_markdown(jobs.report(lake, settings, start=None, end=None, now=now())))
+    if not no_dashboard:
+        err.print(
+            "The dashboard is not part of this release yet; query the demo with "
+            f"`gpuledger query --warehouse {root} \"SELECT state, count(*)/60 AS gpu_hours FROM gpu_minutes GROUP BY 1\"`."
+        )
+
+
+@main.command()
+@warehouse_option()
+@click.argument("sql")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.pass_context
+@one_line_errors
+def query(ctx: click.Context, warehouse: Path | None, sql: str, fmt: str) -> None:
+    """Run SQL against the warehouse tables (DuckDB views: gpu_samples, gpu_allocations, nodes, prices, gpu_minutes)."""
+    lake = Lake(warehouse_path(ctx, warehouse))
+    with maintenance.diagnosing(lake):
+        relation = run_query(lake, sql)
+        frame = pl.from_arrow(relation.to_arrow_table()) if relation is not None else pl.DataFrame()
+    assert isinstance(frame, pl.DataFrame)
+    if fmt == "csv":
+        click.echo(frame.write_csv(), nl=False)
+    elif fmt == "json":
+        click.echo(json.dumps(frame.to_dicts(), default=str, indent=2))
+    else:
+        table = RichTable(*frame.columns)
+        for row in frame.iter_rows():
+            table.add_row(*("" if v is None else str(v) for v in row))
+        Console().print(table)
+
+
+@main.command()
+@warehouse_option()
+@click.option("--start", default=None, help="Window start (T). Default: report_days before --end.")
+@click.option("--end", default=None, help="Window end, exclusive (T). Default: just after the newest sample.")
+@click.option("--format", "fmt", type=click.Choice(["md", "json"]), default="md", show_default=True)
+@click.pass_context
+@one_line_errors
+def report(ctx: click.Context, warehouse: Path | None, start: str | None, end: str | None, fmt: str) -> None:
+    """Fleet report: GPUs, GPU-hours, GPU-hours per state, utilization, top namespaces and idle workloads."""
+    for value in (start, end):
+        if value:
+            parse_time(value, now())
+    lake = Lake(warehouse_path(ctx, warehouse))
+    result = jobs.report(lake, settings_from(ctx), start=start, end=end, now=now())
+    click.echo(to_json(result) if fmt == "json" else to_markdown(result), nl=fmt == "json")
+
+
+@main.group()
+def warehouse() -> None:
+    """Look after a warehouse: verify parts, quarantine corrupt ones, compact, prune, roll up."""
+
+
+@warehouse.command()
+@warehouse_option()
+@click.option("--quarantine", is_flag=True, help="Move unreadable parts to <warehouse>/_quarantine/.")
+@click.pass_context
+@one_line_errors
+def check(ctx: click.Context, warehouse: Path | None, quarantine: bool) -> None:
+    """Read every part completely; list the unreadable ones (exit 1 when any remain in place)."""
+    lake = Lake(warehouse_path(ctx, warehouse))
+    with progress_bar("verifying parts") as bar:
+        problems = maintenance.check(lake, quarantine=quarantine, progress=bar)
+    for problem in problems:
+        action = "quarantined" if quarantine else "corrupt"
+        click.echo(f"{action}: {problem.path} ({problem.reason})")
+    if not problems:
+        click.echo("all parts readable")
+    elif not quarantine:
+        click.echo(f"run `gpuledger warehouse check --warehouse {lake.root} --quarantine` to move them aside")
+        sys.exit(1)
+
+
+@warehouse.command()
+@warehouse_option()
+@click.pass_context
+@one_line_errors
+def compact(ctx: click.Context, warehouse: Path | None) -> None:
+    """Merge each partition's small parts (atomic per partition)."""
+    lake = Lake(warehouse_path(ctx, warehouse))
+    with progress_bar("compacting partitions") as bar:
+        result = maintenance.compact(lake, target_rows=settings_from(ctx).compact_target_rows, progress=bar)
+    click.echo(f"compacted {result.partitions} partitions: {result.parts_before} parts -> {result.parts_after}")
+
+
+@warehouse.command()
+@warehouse_option()
+@click.option("--keep-days", type=click.IntRange(min=1), default=None, help="Default: the retention_days setting.")
+@click.pass_context
+@one_line_errors
+def prune(ctx: click.Context, warehouse: Path | None, keep_days: int | None) -> None:
+    """Drop date partitions older than the retention period, then refresh the rollup."""
+    lake = Lake(warehouse_path(ctx, warehouse))
+    settings = settings_from(ctx)
+    removed = maintenance.prune(lake, keep_days=keep_days or settings.retention_days, today=now().date())
+    jobs.refresh(lake, settings)
+    click.echo(f"removed {removed} parts older than {keep_days or settings.retention_days} days")
+
+
+@warehouse.command()
+@warehouse_option()
+@click.pass_context
+@one_line_errors
+def rollup(ctx: click.Context, warehouse: Path | None) -> None:
+    """Recompute the gpu_minutes rollup where its inputs or the state settings changed."""
+    lake = Lake(warehouse_path(ctx, warehouse))
+    with progress_bar("rolling up minutes") as bar:
+        result = jobs.refresh(lake, settings_from(ctx), bar)
+    click.echo(f"rollup: {result.computed} partitions computed, {result.fresh} up to date, {result.removed} removed")
+
+
+if __name__ == "__main__":
+    main()

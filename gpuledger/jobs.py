@@ -1,0 +1,89 @@
+"""Wiring the parts together: a source's rows into the warehouse, the rollup with analysis' rules, a report.
+
+Each function is what one CLI command does, without the CLI: tests and the scheduler call them directly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from analysis.errors import EmptyWarehouse
+from analysis.report import fleet_report
+from analysis.window import Window, resolve
+from collector.fleet import plan
+from collector.simulate import FleetTelemetry
+from gpuledger.settings import Settings
+from warehouse import rollup
+from warehouse.ingest import append
+from warehouse.lake import Lake
+from warehouse.maintenance import diagnosing
+from warehouse.schema import GPU_ALLOCATIONS, GPU_MINUTES, GPU_SAMPLES, NODES
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class SimulateResult:
+    gpus: int
+    days: int
+    samples_written: int
+    allocations_written: int
+    rollup: rollup.RollupResult
+
+
+def simulate(
+    lake: Lake,
+    settings: Settings,
+    *,
+    gpus: int,
+    days: int,
+    seed: int,
+    end: dt.datetime,
+    progress: Progress | None = None,
+    rollup_progress: Progress | None = None,
+) -> SimulateResult:
+    """Simulate a fleet into the warehouse, day by day, then bring the minute rollup up to date."""
+    fleet = plan(gpus, days, seed, end)
+    telemetry = FleetTelemetry(fleet)
+    samples = allocations = 0
+    with lake.writing():
+        for i, batch in enumerate(telemetry.days()):
+            samples += append(lake, GPU_SAMPLES, batch.samples).rows_written
+            allocations += append(lake, GPU_ALLOCATIONS, batch.allocations).rows_written
+            append(lake, NODES, batch.nodes)
+            if progress:
+                progress(i + 1, days)
+        result = refresh(lake, settings, rollup_progress)
+    return SimulateResult(fleet.gpu_count, days, samples, allocations, result)
+
+
+def refresh(lake: Lake, settings: Settings, progress: Progress | None = None) -> rollup.RollupResult:
+    with diagnosing(lake):
+        return rollup.refresh(lake, settings.state_rules, settings.rollup, progress)
+
+
+def newest_minute(lake: Lake) -> dt.datetime | None:
+    value = lake.scan(GPU_MINUTES).select(pl.col("ts").max()).collect().item()
+    return value if isinstance(value, dt.datetime) else None
+
+
+def report(
+    lake: Lake, settings: Settings, *, start: str | None, end: str | None, now: dt.datetime
+) -> dict[str, Any]:
+    """The fleet report over the requested window (rollup refreshed first when the warehouse is writable)."""
+    with diagnosing(lake):
+        if not lake.parts(GPU_SAMPLES):
+            raise EmptyWarehouse(str(lake.root))
+        if not rollup.is_fresh(lake, settings.state_rules, settings.rollup):
+            refresh(lake, settings)
+        window = resolve(start, end, newest=newest_minute(lake), default_days=settings.report_days, now=now)
+        return fleet_report(lake.scan(GPU_MINUTES, start=window.start, end=window.end), window, settings.report_top_n)
+
+
+def window_for(lake: Lake, settings: Settings, start: str | None, end: str | None, now: dt.datetime) -> Window:
+    return resolve(start, end, newest=newest_minute(lake), default_days=settings.report_days, now=now)

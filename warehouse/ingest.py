@@ -1,0 +1,177 @@
+"""Appending rows: validate a batch against its table contract, drop rows already stored, write it atomically.
+
+Idempotency strategy: **dedupe on append**. A batch is first made unique on the table key (first row wins), then
+anti-joined against the keys already stored in the partitions it touches (same date and cluster, restricted to the
+batch's time range). Re-appending rows that are stored changes no count and no value: the stored row wins. Readers
+therefore never need to deduplicate.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from warehouse.errors import SchemaViolation
+from warehouse.lake import Lake, Partition, Staged
+from warehouse.schema import Table
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    table: str
+    rows_in: int
+    rows_written: int
+    parts: int
+
+    @property
+    def rows_skipped(self) -> int:
+        return self.rows_in - self.rows_written
+
+
+def conform(table: Table, data: pa.Table) -> pa.Table:
+    """``data`` cast to the table's schema, or SchemaViolation naming the first offending column."""
+    unknown = [name for name in data.column_names if name not in table.schema.names]
+    if unknown:
+        raise SchemaViolation(table.name, unknown[0], f"unknown column (the table has {', '.join(table.columns)})")
+    columns = []
+    for fld in table.schema:
+        if fld.name not in data.column_names:
+            if fld.name in table.required:
+                raise SchemaViolation(table.name, fld.name, "required column is missing")
+            columns.append(pa.nulls(data.num_rows, fld.type))
+            continue
+        columns.append(_cast_column(table, fld, data.column(fld.name)))
+    out = pa.Table.from_arrays(columns, schema=table.schema)
+    _check_values(table, out)
+    return out
+
+
+def append(lake: Lake, table: Table, data: pa.Table) -> AppendResult:
+    """Validate ``data`` and add its new rows to ``table`` in one transaction."""
+    conformed = conform(table, data)
+    rows_in = conformed.num_rows
+    if rows_in == 0:
+        return AppendResult(table.name, 0, 0, 0)
+    frame = pl.from_arrow(conformed)
+    assert isinstance(frame, pl.DataFrame)
+    key = list(table.key)
+    if frame.select(pl.struct(key).is_duplicated().any()).item():
+        frame = frame.unique(subset=key, keep="first", maintain_order=True)
+    with lake.writing():
+        staged: list[Staged] = []
+        for partition, rows in _split(table, frame):
+            rows = _drop_stored(lake, table, partition, rows)
+            if rows.height:
+                sort_by = [c for c in ("gpu_uuid", "node", "mig_instance_id", "ts") if c in rows.columns]
+                arrow = rows.sort(sort_by, nulls_last=True).to_arrow().cast(table.schema)
+                staged.append(lake.stage(table, partition, arrow))
+        lake.commit(staged)
+    return AppendResult(table.name, rows_in, sum(s.rows for s in staged), len(staged))
+
+
+def _split(table: Table, frame: pl.DataFrame) -> list[tuple[Partition, pl.DataFrame]]:
+    by: list[str] = []
+    if table.time_column is not None:
+        day = pl.col(table.time_column)
+        frame = frame.with_columns((day.dt.date() if frame.schema[table.time_column] != pl.Date else day).alias("_d"))
+        by.append("_d")
+    if table.partition_by_cluster:
+        by.append("cluster")
+    if not by:
+        return [(Partition(None, None), frame)]
+    out = []
+    for values, rows in frame.partition_by(by, as_dict=True, maintain_order=True).items():
+        named = dict(zip(by, values, strict=True))
+        date = named.get("_d")
+        assert date is None or isinstance(date, dt.date)
+        cluster = named.get("cluster")
+        out.append((Partition(date, str(cluster) if cluster is not None else None), rows.drop("_d", strict=False)))
+    return out
+
+
+def _drop_stored(lake: Lake, table: Table, partition: Partition, rows: pl.DataFrame) -> pl.DataFrame:
+    existing = lake.parts(table, start=partition.date, end=partition.date, cluster=partition.cluster)
+    if not existing:
+        return rows
+    key = list(table.key)
+    stored = pl.scan_parquet([str(p) for p in existing], hive_partitioning=False).select(key)
+    if table.time_column is not None:
+        col = pl.col(table.time_column)
+        stored = stored.filter(col.is_between(rows[table.time_column].min(), rows[table.time_column].max()))
+    stored_keys = stored.collect().cast(rows.select(key).schema)  # type: ignore[arg-type]
+    if stored_keys.height == 0:
+        return rows
+    return rows.join(stored_keys, on=key, how="anti", nulls_equal=True)
+
+
+_FAMILIES = {
+    "int": pa.types.is_integer,
+    "float": lambda t: pa.types.is_floating(t) or pa.types.is_integer(t),
+    "string": lambda t: pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t),
+    "timestamp": pa.types.is_timestamp,
+    "date": lambda t: pa.types.is_date(t) or pa.types.is_timestamp(t),
+}
+
+
+def _family(dtype: pa.DataType) -> str:
+    if pa.types.is_integer(dtype):
+        return "int"
+    if pa.types.is_floating(dtype):
+        return "float"
+    if pa.types.is_timestamp(dtype):
+        return "timestamp"
+    if pa.types.is_date(dtype):
+        return "date"
+    return "string"
+
+
+def _cast_column(table: Table, fld: pa.Field, column: pa.ChunkedArray) -> pa.ChunkedArray:
+    source = column.type
+    if pa.types.is_dictionary(source):
+        column = column.cast(source.value_type)
+        source = column.type
+    if pa.types.is_null(source):
+        return pa.nulls(len(column), fld.type)  # type: ignore[return-value]
+    family = _family(fld.type)
+    if not _FAMILIES[family](source):
+        raise SchemaViolation(table.name, fld.name, f"expected {fld.type}, got {source}")
+    if pa.types.is_timestamp(source) and source.tz is None:
+        column = column.cast(pa.timestamp(source.unit, tz="UTC"))
+    try:
+        return column.cast(fld.type, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise SchemaViolation(table.name, fld.name, f"cannot be stored as {fld.type} ({exc})") from None
+
+
+def _check_values(table: Table, data: pa.Table) -> None:
+    for name in table.required:
+        if data.column(name).null_count:
+            raise SchemaViolation(table.name, name, f"{data.column(name).null_count} row(s) have no value (required)")
+    if table.any_of:
+        missing = pc.and_(*(pc.is_null(data.column(c)) for c in table.any_of))
+        count = pc.sum(missing.cast(pa.int64())).as_py() or 0
+        if count:
+            raise SchemaViolation(
+                table.name, "/".join(table.any_of), f"{count} row(s) name no holder (need one of them)"
+            )
+    for name, (low, high) in table.ranges.items():
+        column = data.column(name)
+        if pa.types.is_floating(column.type):
+            nans = pc.sum(pc.is_nan(column).cast(pa.int64())).as_py() or 0
+            if nans:
+                raise SchemaViolation(table.name, name, f"{nans} row(s) are NaN")
+        bounds = pc.min_max(column).as_py()
+        if bounds["min"] is not None and low is not None and bounds["min"] < low:
+            raise SchemaViolation(table.name, name, f"value {bounds['min']} is below {low}")
+        if bounds["max"] is not None and high is not None and bounds["max"] > high:
+            raise SchemaViolation(table.name, name, f"value {bounds['max']} is above {high}")
+    for name, values in table.allowed.items():
+        column = data.column(name)
+        bad = pc.filter(column, pc.invert(pc.is_in(column, value_set=pa.array(values))))
+        bad = pc.drop_null(bad)
+        if len(bad):
+            raise SchemaViolation(table.name, name, f"{bad[0].as_py()!r} is not one of {', '.join(values)}")

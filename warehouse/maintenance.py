@@ -1,0 +1,134 @@
+"""Keeping the lake healthy: verify parts (and quarantine corrupt ones), compact small parts, drop old partitions."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from warehouse.errors import CorruptPart
+from warehouse.lake import Lake, Staged
+from warehouse.schema import INGEST_TABLES, TABLES, Table
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: Path
+    reason: str
+
+
+def verify_part(path: Path, *, full: bool = True) -> str | None:
+    """Why the part cannot be read, or None. ``full`` decodes every page, not only the footer."""
+    try:
+        handle = pq.ParquetFile(path)
+        if full:
+            for i in range(handle.num_row_groups):
+                handle.read_row_group(i)
+    except (OSError, pa.ArrowException) as exc:
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return None
+
+
+def check(lake: Lake, *, quarantine: bool = False, progress: Progress | None = None) -> list[Problem]:
+    """Every unreadable part; with ``quarantine``, each is moved under ``_quarantine/`` (same relative path)."""
+    parts = [p for table in TABLES.values() for p in lake.parts(table)]
+    problems: list[Problem] = []
+    for i, part in enumerate(parts):
+        reason = verify_part(part)
+        if reason:
+            problems.append(Problem(part, reason))
+        if progress:
+            progress(i + 1, len(parts))
+    if quarantine and problems:
+        with lake.writing():
+            for problem in problems:
+                target = lake.root / "_quarantine" / problem.path.relative_to(lake.root)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(problem.path, target)
+    return problems
+
+
+def first_corrupt(lake: Lake) -> CorruptPart | None:
+    """The error for the first unreadable part (footers first: cheap; then full decode)."""
+    parts = [p for table in TABLES.values() for p in lake.parts(table)]
+    for full in (False, True):
+        for part in parts:
+            reason = verify_part(part, full=full)
+            if reason:
+                return CorruptPart(part, reason)
+    return None
+
+
+@dataclass(frozen=True)
+class CompactResult:
+    partitions: int
+    parts_before: int
+    parts_after: int
+
+
+def compact(lake: Lake, *, target_rows: int = 4_000_000, progress: Progress | None = None) -> CompactResult:
+    """Merge each partition's small parts into parts of about ``target_rows`` rows, one transaction per partition."""
+    merged_partitions = before = after = 0
+    with lake.writing():
+        work = [(t, p) for name in INGEST_TABLES for t in [TABLES[name]] for p in lake.partitions(t)]
+        for i, (table, partition) in enumerate(work):
+            parts = lake.parts(table, start=partition.date, end=partition.date, cluster=partition.cluster)
+            parts = [p for p in parts if Lake.partition_of(p.relative_to(lake.root)) == partition]
+            small = [p for p in parts if pq.ParquetFile(p).metadata.num_rows < target_rows]
+            if len(small) > 1:
+                staged = _merge(lake, table, small, target_rows)
+                lake.commit(staged, removes=small)
+                merged_partitions += 1
+                before += len(small)
+                after += len(staged)
+            if progress:
+                progress(i + 1, len(work))
+    return CompactResult(merged_partitions, before, after)
+
+
+def _merge(lake: Lake, table: Table, parts: list[Path], target_rows: int) -> list[Staged]:
+    partition = Lake.partition_of(parts[0].relative_to(lake.root))
+    frame = pl.read_parquet([str(p) for p in parts], hive_partitioning=False)
+    sort_by = [c for c in ("gpu_uuid", "node", "mig_instance_id", "ts") if c in frame.columns]
+    frame = frame.sort(sort_by, nulls_last=True)
+    staged = []
+    for offset in range(0, frame.height, target_rows):
+        chunk = frame.slice(offset, target_rows).to_arrow().cast(table.schema)
+        staged.append(lake.stage(table, partition, chunk))
+    return staged
+
+
+def prune(lake: Lake, *, keep_days: int, today: dt.date) -> int:
+    """Drop every date partition older than ``keep_days`` before ``today``; returns the parts removed."""
+    cutoff = today - dt.timedelta(days=keep_days)
+    with lake.writing():
+        old = [
+            p
+            for table in TABLES.values()
+            if table.time_column is not None
+            for p in lake.parts(table, end=cutoff - dt.timedelta(days=1))
+        ]
+        lake.commit([], removes=old)
+    return len(old)
+
+
+@contextlib.contextmanager
+def diagnosing(lake: Lake) -> Iterator[None]:
+    """Turn a read failure caused by a corrupt part into CorruptPart naming the file; other errors pass through."""
+    try:
+        yield
+    except (pl.exceptions.PolarsError, pa.ArrowException, OSError, duckdb.Error) as exc:
+        found = first_corrupt(lake)
+        if found is not None:
+            raise found from exc
+        raise

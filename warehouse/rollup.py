@@ -1,0 +1,281 @@
+"""The 1-minute rollup ``gpu_minutes``: per GPU-minute the mean and max utilization, memory, power, who held it,
+and the minute's state.
+
+Coverage rule (the time definition): a sample stands for the time until the GPU's next sample, capped at
+``max_gap`` = ``max_gap_factor`` x the expected sample interval (configured, or inferred per GPU and day as the median
+spacing of its samples). At minute resolution a minute is *observed* when it holds a sample of the GPU or starts
+before the previous sample's coverage ends. A GPU's lifetime runs from its first to its last stored sample; every
+minute of that lifetime is one row, and unobserved minutes are ``no_data``. Holders come from ``gpu_allocations``
+under the same coverage rule.
+
+This module only aggregates and aligns. What a minute *means* (its state) is decided by a classifier that
+``analysis`` owns and the caller injects, so the warehouse never knows what "idle" is.
+
+Each (date, cluster) partition is recomputed when its inputs change: its part is named after a fingerprint of the
+sample and allocation parts it reads (that day and the day before), the GPU lifetimes crossing the day, the
+coverage settings and the classifier's rules.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import polars as pl
+
+from warehouse.lake import Lake, Partition
+from warehouse.schema import GPU_ALLOCATIONS, GPU_MINUTES, GPU_SAMPLES
+
+GPU_KEY = ["gpu_uuid", "mig_id"]
+MINUTE = dt.timedelta(minutes=1)
+DAY = dt.timedelta(days=1)
+
+
+class Classifier(Protocol):
+    """Gives each minute its state (``analysis.states.StateRules`` is the one implementation)."""
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    def classify(self, minutes: pl.LazyFrame) -> pl.LazyFrame: ...
+
+
+@dataclass(frozen=True)
+class RollupConfig:
+    max_gap_factor: float = 2.0
+    expected_interval_s: float | None = None
+    """None: inferred per GPU and day as the median spacing of its samples."""
+    fallback_interval_s: float = 60.0
+    """Used when a GPU has a single sample in a day and no interval is configured."""
+
+    @property
+    def lookback(self) -> dt.timedelta:
+        """How far into the previous day a sample can still cover this day's first minutes."""
+        interval = self.expected_interval_s or 1800.0
+        return dt.timedelta(seconds=max(3600.0, self.max_gap_factor * interval))
+
+    @property
+    def fingerprint(self) -> str:
+        return f"rollup-v1:{self.max_gap_factor}:{self.expected_interval_s}:{self.fallback_interval_s}"
+
+
+@dataclass(frozen=True)
+class RollupResult:
+    computed: int
+    fresh: int
+    removed: int
+
+
+Progress = Callable[[int, int], None]
+
+
+def refresh(
+    lake: Lake, classifier: Classifier, config: RollupConfig = RollupConfig(), progress: Progress | None = None
+) -> RollupResult:
+    """Bring ``gpu_minutes`` up to date with the stored samples; untouched partitions are not recomputed."""
+    with lake.writing():
+        lifetimes = gpu_lifetimes(lake)
+        todo = _partitions_to_cover(lifetimes)
+        computed = fresh = 0
+        for i, partition in enumerate(todo):
+            name = f"part-{_fingerprint(lake, partition, lifetimes, classifier, config)}.parquet"
+            existing = lake.parts(GPU_MINUTES, start=partition.date, end=partition.date, cluster=partition.cluster)
+            if [p.name for p in existing] == [name]:
+                fresh += 1
+            else:
+                frame = minutes_for_day(lake, partition, lifetimes, classifier, config)
+                staged = lake.stage(GPU_MINUTES, partition, frame.to_arrow().cast(GPU_MINUTES.schema), name)
+                lake.commit([staged], removes=existing)
+                computed += 1
+            if progress:
+                progress(i + 1, len(todo))
+        wanted = set(todo)
+        stale = [p for p in lake.parts(GPU_MINUTES) if Lake.partition_of(p.relative_to(lake.root)) not in wanted]
+        lake.commit([], removes=stale)
+        return RollupResult(computed, fresh, len(stale))
+
+
+def is_fresh(lake: Lake, classifier: Classifier, config: RollupConfig = RollupConfig()) -> bool:
+    lifetimes = gpu_lifetimes(lake)
+    for partition in _partitions_to_cover(lifetimes):
+        name = f"part-{_fingerprint(lake, partition, lifetimes, classifier, config)}.parquet"
+        existing = lake.parts(GPU_MINUTES, start=partition.date, end=partition.date, cluster=partition.cluster)
+        if [p.name for p in existing] != [name]:
+            return False
+    return True
+
+
+def gpu_lifetimes(lake: Lake) -> pl.DataFrame:
+    """First and last sample time of every GPU (or MIG instance), per cluster."""
+    return (
+        lake.scan(GPU_SAMPLES)
+        .group_by("cluster", "gpu_uuid", pl.col("mig_instance_id").fill_null(-1).alias("mig_id"))
+        .agg(pl.col("ts").min().alias("first_ts"), pl.col("ts").max().alias("last_ts"))
+        .sort("cluster", "gpu_uuid", "mig_id")
+        .collect()
+    )
+
+
+def minutes_for_day(
+    lake: Lake, partition: Partition, lifetimes: pl.DataFrame, classifier: Classifier, config: RollupConfig
+) -> pl.DataFrame:
+    """Every GPU-minute of one (date, cluster), classified."""
+    assert partition.date is not None and partition.cluster is not None
+    day_start = dt.datetime.combine(partition.date, dt.time(), dt.UTC)
+    day_end = day_start + DAY
+    read_from = day_start - config.lookback
+
+    samples = (
+        lake.scan(GPU_SAMPLES, start=read_from, end=day_end, cluster=partition.cluster)
+        .with_columns(pl.col("mig_instance_id").fill_null(-1).alias("mig_id"), pl.col("ts").dt.truncate("1m").alias("minute"))
+        .collect()
+    )
+    gaps = _max_gaps(samples, config)
+    per_minute = (
+        samples.group_by(*GPU_KEY, "minute")
+        .agg(
+            pl.len().cast(pl.Int32).alias("samples"),
+            pl.col("util_pct").mean().alias("util_mean_pct"),
+            pl.col("util_pct").max().alias("util_max_pct"),
+            pl.col("sm_active").mean().alias("sm_active_mean"),
+            pl.col("fb_used_bytes").max().alias("fb_used_max_bytes"),
+            pl.col("power_w").mean().alias("power_mean_w"),
+            pl.col("ts").max().alias("last_ts"),
+        )
+        .join(gaps, on=GPU_KEY, how="left")
+        .with_columns(pl.col("minute").alias("sample_minute"))
+        .sort("minute")
+    )
+    identity = (
+        samples.sort("ts")
+        .group_by(GPU_KEY)
+        .agg(
+            pl.col(c).drop_nulls().last()
+            for c in ("node", "gpu_index", "mig_profile", "mig_instance_id", "gpu_model", "fb_total_bytes", "source")
+        )
+    )
+    grid = _grid(lifetimes, partition, day_start, day_end)
+    minutes = grid.join_asof(per_minute, on="minute", by=GPU_KEY, strategy="backward", check_sortedness=False)
+    observed = pl.col("sample_minute").is_not_null() & (
+        (pl.col("sample_minute") == pl.col("minute")) | ((pl.col("minute") - pl.col("last_ts")) < pl.col("max_gap"))
+    )
+    carried = ["util_mean_pct", "util_max_pct", "sm_active_mean", "fb_used_max_bytes", "power_mean_w"]
+    minutes = minutes.with_columns(observed.fill_null(False).alias("observed")).with_columns(
+        pl.when(pl.col("sample_minute") == pl.col("minute")).then(pl.col("samples")).otherwise(0).alias("samples"),
+        *(pl.when(pl.col("observed")).then(pl.col(c)).alias(c) for c in carried),
+    )
+    minutes = _attach_holders(lake, partition, minutes, read_from, day_end).join(identity, on=GPU_KEY, how="left")
+    minutes = minutes.with_columns(
+        pl.lit(partition.cluster).alias("cluster"),
+        pl.when(pl.col("observed")).then(pl.col("power_mean_w").cast(pl.Float64) * 60.0).alias("energy_j"),
+    )
+    classified = classifier.classify(minutes.lazy()).collect()
+    return (
+        classified.rename({"minute": "ts"})
+        .select(GPU_MINUTES.columns)
+        .sort("gpu_uuid", "mig_instance_id", "ts", nulls_last=True)
+    )
+
+
+def _max_gaps(samples: pl.DataFrame, config: RollupConfig) -> pl.DataFrame:
+    """Per GPU: the coverage cap in microseconds-typed duration."""
+    if config.expected_interval_s is not None:
+        interval = pl.lit(config.expected_interval_s)
+    else:
+        interval = (
+            pl.col("ts").sort().diff().dt.total_microseconds().median() / 1e6
+        ).fill_null(config.fallback_interval_s)
+    return samples.group_by(GPU_KEY).agg(
+        (pl.duration(microseconds=(interval * config.max_gap_factor * 1e6).cast(pl.Int64))).alias("max_gap")
+    )
+
+
+def _grid(lifetimes: pl.DataFrame, partition: Partition, day_start: dt.datetime, day_end: dt.datetime) -> pl.DataFrame:
+    """One row per minute of each GPU's lifetime that falls in this day."""
+    last_minute = day_end - MINUTE
+    alive = lifetimes.filter(
+        (pl.col("cluster") == partition.cluster) & (pl.col("first_ts") < day_end) & (pl.col("last_ts") >= day_start)
+    )
+    return (
+        alive.select(
+            *GPU_KEY,
+            pl.datetime_ranges(
+                pl.max_horizontal(pl.col("first_ts").dt.truncate("1m"), pl.lit(day_start).dt.cast_time_unit("us")),
+                pl.min_horizontal(pl.col("last_ts").dt.truncate("1m"), pl.lit(last_minute).dt.cast_time_unit("us")),
+                interval="1m",
+            ).alias("minute"),
+        )
+        .explode("minute")
+        .sort("minute")
+    )
+
+
+def _attach_holders(
+    lake: Lake, partition: Partition, minutes: pl.DataFrame, read_from: dt.datetime, day_end: dt.datetime
+) -> pl.DataFrame:
+    """Who held each GPU-minute: the first holder by (namespace, pod, container), and how many held it."""
+    holder_id = pl.coalesce(pl.col("pod"), pl.col("pid").cast(pl.String))
+    holders = (
+        lake.scan(GPU_ALLOCATIONS, start=read_from, end=day_end, cluster=partition.cluster)
+        .with_columns(pl.col("mig_instance_id").fill_null(-1).alias("mig_id"), pl.col("ts").dt.truncate("1m").alias("minute"))
+        .sort(*GPU_KEY, "minute", "namespace", "pod", "container", nulls_last=True)
+        .group_by(*GPU_KEY, "minute", maintain_order=True)
+        .agg(
+            pl.col("namespace", "pod", "container", "workload").first(),
+            holder_id.n_unique().cast(pl.Int32).alias("holders"),
+            pl.col("ts").max().alias("alloc_last_ts"),
+        )
+        .with_columns(pl.col("minute").alias("alloc_minute"))
+        .sort("minute")
+        .collect()
+    )
+    joined = minutes.join_asof(holders, on="minute", by=GPU_KEY, strategy="backward", check_sortedness=False)
+    held = pl.col("alloc_minute").is_not_null() & (
+        (pl.col("alloc_minute") == pl.col("minute"))
+        | ((pl.col("minute") - pl.col("alloc_last_ts")) < pl.col("max_gap"))
+    )
+    joined = joined.with_columns((held & pl.col("observed")).fill_null(False).alias("held"))
+    return joined.with_columns(
+        *(pl.when(pl.col("held")).then(pl.col(c)).alias(c) for c in ("namespace", "pod", "container", "workload")),
+        pl.when(pl.col("held")).then(pl.col("holders")).otherwise(0).alias("holders"),
+    )
+
+
+def _partitions_to_cover(lifetimes: pl.DataFrame) -> list[Partition]:
+    out: set[Partition] = set()
+    spans = lifetimes.group_by("cluster").agg(pl.col("first_ts").min(), pl.col("last_ts").max())
+    for cluster, first, last in spans.iter_rows():
+        day = first.date()
+        while day <= last.date():
+            out.add(Partition(day, cluster))
+            day += dt.timedelta(days=1)
+    return sorted(out, key=lambda p: (p.date, p.cluster))
+
+
+def _fingerprint(
+    lake: Lake, partition: Partition, lifetimes: pl.DataFrame, classifier: Classifier, config: RollupConfig
+) -> str:
+    assert partition.date is not None
+    digest = hashlib.sha256()
+    digest.update(f"{classifier.fingerprint}|{config.fingerprint}|".encode())
+    before = partition.date - dt.timedelta(days=1)
+    for table in (GPU_SAMPLES, GPU_ALLOCATIONS):
+        for part in lake.parts(table, start=before, end=partition.date, cluster=partition.cluster):
+            digest.update(str(part.relative_to(lake.root)).encode())
+    day_start = dt.datetime.combine(partition.date, dt.time(), dt.UTC)
+    alive = lifetimes.filter(
+        (pl.col("cluster") == partition.cluster)
+        & (pl.col("first_ts") < day_start + DAY)
+        & (pl.col("last_ts") >= day_start)
+    )
+    clipped = alive.select(
+        *GPU_KEY,
+        pl.col("first_ts").clip(lower_bound=day_start),
+        pl.col("last_ts").clip(upper_bound=day_start + DAY),
+    )
+    digest.update(str(clipped.hash_rows().sum()).encode())
+    digest.update(str(clipped.height).encode())
+    return digest.hexdigest()[:20]

@@ -1,0 +1,192 @@
+"""The warehouse contract: every table's Arrow schema, key, partitioning and value checks, declared once.
+
+Collectors build Arrow tables with these schemas; `warehouse.lake` validates against them before anything is
+written; analysis reads the columns named here. Meanings (what "idle" is) live in `analysis/`, not here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+UTC_TS = pa.timestamp("us", tz="UTC")
+SOURCES = ("nvml", "dcgm-exporter", "prometheus", "simulator")
+CAPACITY_TYPES = ("on-demand", "spot")
+
+
+@dataclass(frozen=True)
+class Table:
+    """One warehouse table: its columns, its key, how it is partitioned on disk and what values it accepts."""
+
+    name: str
+    schema: pa.Schema
+    key: tuple[str, ...]
+    required: tuple[str, ...]
+    time_column: str | None
+    partition_by_cluster: bool
+    ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    allowed: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    any_of: tuple[str, ...] = ()
+    """When set, every row must have at least one of these columns non-null (who holds a GPU: a pod or a pid)."""
+
+    @property
+    def columns(self) -> list[str]:
+        return self.schema.names
+
+
+def _schema(*fields: tuple[str, pa.DataType]) -> pa.Schema:
+    return pa.schema([pa.field(name, dtype) for name, dtype in fields])
+
+
+GPU_SAMPLES = Table(
+    name="gpu_samples",
+    schema=_schema(
+        ("ts", UTC_TS),
+        ("cluster", pa.string()),
+        ("node", pa.string()),
+        ("gpu_uuid", pa.string()),
+        ("gpu_index", pa.int32()),
+        ("mig_profile", pa.string()),
+        ("mig_instance_id", pa.int32()),
+        ("gpu_model", pa.string()),
+        ("util_pct", pa.float32()),
+        ("sm_active", pa.float32()),
+        ("fb_used_bytes", pa.int64()),
+        ("fb_total_bytes", pa.int64()),
+        ("power_w", pa.float32()),
+        ("energy_j", pa.float64()),
+        ("temp_c", pa.float32()),
+        ("sm_clock_mhz", pa.int32()),
+        ("source", pa.string()),
+    ),
+    key=("gpu_uuid", "mig_instance_id", "ts"),
+    required=("ts", "cluster", "node", "gpu_uuid", "source"),
+    time_column="ts",
+    partition_by_cluster=True,
+    ranges={
+        "util_pct": (0.0, 100.0),
+        "sm_active": (0.0, 1.0),
+        "fb_used_bytes": (0, None),
+        "fb_total_bytes": (0, None),
+        "power_w": (0.0, None),
+        "energy_j": (0.0, None),
+        "sm_clock_mhz": (0, None),
+        "gpu_index": (0, None),
+    },
+    allowed={"source": SOURCES},
+)
+
+GPU_ALLOCATIONS = Table(
+    name="gpu_allocations",
+    schema=_schema(
+        ("ts", UTC_TS),
+        ("cluster", pa.string()),
+        ("node", pa.string()),
+        ("gpu_uuid", pa.string()),
+        ("mig_instance_id", pa.int32()),
+        ("namespace", pa.string()),
+        ("pod", pa.string()),
+        ("container", pa.string()),
+        ("workload", pa.string()),
+        ("pid", pa.int64()),
+        ("process_fb_used_bytes", pa.int64()),
+        ("process_util_pct", pa.float32()),
+        ("source", pa.string()),
+    ),
+    key=("gpu_uuid", "mig_instance_id", "ts", "namespace", "pod", "container", "pid"),
+    required=("ts", "cluster", "node", "gpu_uuid", "source"),
+    time_column="ts",
+    partition_by_cluster=True,
+    ranges={"process_fb_used_bytes": (0, None), "process_util_pct": (0.0, 100.0), "pid": (0, None)},
+    allowed={"source": SOURCES},
+    any_of=("pod", "pid"),
+)
+
+NODES = Table(
+    name="nodes",
+    schema=_schema(
+        ("date", pa.date32()),
+        ("cluster", pa.string()),
+        ("node", pa.string()),
+        ("instance_type", pa.string()),
+        ("capacity_type", pa.string()),
+        ("region", pa.string()),
+        ("zone", pa.string()),
+        ("gpu_model", pa.string()),
+        ("gpu_count", pa.int32()),
+        ("mig_strategy", pa.string()),
+        ("labels", pa.string()),
+    ),
+    key=("cluster", "node", "date"),
+    required=("date", "cluster", "node"),
+    time_column="date",
+    partition_by_cluster=False,
+    ranges={"gpu_count": (0, None)},
+    allowed={"capacity_type": CAPACITY_TYPES, "mig_strategy": ("none", "single", "mixed")},
+)
+
+PRICES = Table(
+    name="prices",
+    schema=_schema(
+        ("cloud", pa.string()),
+        ("region", pa.string()),
+        ("instance_type", pa.string()),
+        ("gpu_model", pa.string()),
+        ("gpu_count", pa.int32()),
+        ("on_demand_usd_per_hour", pa.float64()),
+        ("spot_usd_per_hour", pa.float64()),
+        ("interruption_bucket", pa.int8()),
+        ("as_of", pa.date32()),
+        ("source", pa.string()),
+    ),
+    key=("cloud", "region", "instance_type", "as_of"),
+    required=("cloud", "instance_type", "as_of", "source"),
+    time_column=None,
+    partition_by_cluster=False,
+    ranges={
+        "gpu_count": (0, None),
+        "on_demand_usd_per_hour": (0.0, None),
+        "spot_usd_per_hour": (0.0, None),
+        "interruption_bucket": (0, 4),
+    },
+)
+
+GPU_MINUTES = Table(
+    name="gpu_minutes",
+    schema=_schema(
+        ("ts", UTC_TS),
+        ("cluster", pa.string()),
+        ("node", pa.string()),
+        ("gpu_uuid", pa.string()),
+        ("gpu_index", pa.int32()),
+        ("mig_profile", pa.string()),
+        ("mig_instance_id", pa.int32()),
+        ("gpu_model", pa.string()),
+        ("samples", pa.int32()),
+        ("util_mean_pct", pa.float32()),
+        ("util_max_pct", pa.float32()),
+        ("sm_active_mean", pa.float32()),
+        ("fb_used_max_bytes", pa.int64()),
+        ("fb_total_bytes", pa.int64()),
+        ("power_mean_w", pa.float32()),
+        ("energy_j", pa.float64()),
+        ("namespace", pa.string()),
+        ("pod", pa.string()),
+        ("container", pa.string()),
+        ("workload", pa.string()),
+        ("holders", pa.int32()),
+        ("state", pa.string()),
+        ("source", pa.string()),
+    ),
+    key=("gpu_uuid", "mig_instance_id", "ts"),
+    required=("ts", "cluster", "gpu_uuid", "state"),
+    time_column="ts",
+    partition_by_cluster=True,
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in (GPU_SAMPLES, GPU_ALLOCATIONS, NODES, PRICES, GPU_MINUTES)}
+"""Every table the warehouse holds, by name."""
+
+INGEST_TABLES = ("gpu_samples", "gpu_allocations", "nodes", "prices")
+"""Tables that sources append to; `gpu_minutes` is derived by the rollup and only replaced, never appended."""

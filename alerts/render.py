@@ -37,20 +37,32 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines += _table(
         "Top namespaces by GPU-hours",
         ["namespace", "GPU-hours", "active hours", "mean util"],
-        [[r["namespace"], f"{r['gpu_hours']:,.1f}", f"{r['active_hours']:,.1f}", _pct(r["mean_pct"])]
-         for r in util["by_namespace"]],
+        [
+            [r["namespace"], f"{r['gpu_hours']:,.1f}", f"{r['active_hours']:,.1f}", _pct(r["mean_pct"])]
+            for r in util["by_namespace"]
+        ],
     )
     lines += _table(
         "By GPU model",
         ["GPU model", "GPU-hours", "active hours", "mean util"],
-        [[r["gpu_model"], f"{r['gpu_hours']:,.1f}", f"{r['active_hours']:,.1f}", _pct(r["mean_pct"])]
-         for r in util["by_model"]],
+        [
+            [r["gpu_model"], f"{r['gpu_hours']:,.1f}", f"{r['active_hours']:,.1f}", _pct(r["mean_pct"])]
+            for r in util["by_model"]
+        ],
     )
     lines += _table(
         "Top idle workloads (held GPU-hours below the active threshold)",
         ["namespace", "workload", "idle GPU-hours", "of which memory held", "peak memory GiB"],
-        [[r["namespace"], r["workload"], f"{r['gpu_hours']:,.1f}", f"{r['idle_held_hours']:,.1f}",
-          f"{r['peak_mem_gib']:,.1f}"] for r in report["idle_waste"]["by_workload"]],
+        [
+            [
+                r["namespace"],
+                r["workload"],
+                f"{r['gpu_hours']:,.1f}",
+                f"{r['idle_held_hours']:,.1f}",
+                f"{r['peak_mem_gib']:,.1f}",
+            ]
+            for r in report["idle_waste"]["by_workload"]
+        ],
     )
     lines.append(
         "States: active >= threshold utilization; idle_held = held with memory in use; idle_allocated = held, no "

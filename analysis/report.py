@@ -17,17 +17,23 @@ MINUTES_PER_HOUR = 60.0
 
 
 def minute_totals(minutes: pl.LazyFrame, window: Window) -> pl.LazyFrame:
-    """Minutes, utilization sums and memory per (namespace, workload, gpu_model, state): the report's one pass."""
+    """Minutes, utilization sums and memory per (namespace, workload, gpu_model, state): the report's one pass.
+
+    Only plain aggregations run over the minutes; anything that depends on the state is derived per group after.
+    """
     observed = pl.col("state") != "no_data"
     return (
         minutes.filter(pl.col("ts").is_between(window.start, window.end, closed="left"))
         .group_by("namespace", "workload", "gpu_model", "state")
         .agg(
             pl.len().alias("minutes"),
-            pl.col("util_mean_pct").filter(observed).sum().alias("util_sum"),
-            observed.sum().alias("observed_minutes"),
+            pl.col("util_mean_pct").sum().alias("util_sum"),
             pl.col("fb_used_max_bytes").max().alias("fb_used_max_bytes"),
-            pl.col("ts").filter(pl.col("state") == "active").max().alias("last_active"),
+            pl.col("ts").max().alias("last_seen"),
+        )
+        .with_columns(
+            pl.when(observed).then(pl.col("minutes")).otherwise(0).alias("observed_minutes"),
+            pl.when(pl.col("state") == "active").then(pl.col("last_seen")).alias("last_active"),
         )
     )
 
@@ -36,12 +42,15 @@ def fleet_gpus(minutes: pl.LazyFrame, window: Window) -> pl.LazyFrame:
     """How many distinct GPUs (or MIG instances) appear in the window."""
     return (
         minutes.filter(pl.col("ts").is_between(window.start, window.end, closed="left"))
-        .select(pl.struct("gpu_uuid", "mig_instance_id").n_unique().alias("gpus"))
+        .select("gpu_uuid", "mig_instance_id")
+        .unique()
+        .select(pl.len().alias("gpus"))
     )
 
 
 def fleet_report(minutes: pl.LazyFrame, window: Window, top_n: int = 10) -> dict[str, Any]:
-    totals, gpus = pl.collect_all([minute_totals(minutes, window), fleet_gpus(minutes, window)])
+    totals = minute_totals(minutes, window).collect(engine="streaming")
+    gpus = fleet_gpus(minutes, window).collect(engine="streaming")
     return summarize(totals, int(gpus.item()) if gpus.height else 0, window, top_n)
 
 
@@ -78,7 +87,9 @@ def _utilization_by(totals: pl.DataFrame, column: str, top_n: int) -> list[dict[
         totals.group_by(column)
         .agg(
             (pl.col("minutes").sum() / MINUTES_PER_HOUR).round(4).alias("gpu_hours"),
-            (pl.col("minutes").filter(pl.col("state") == "active").sum() / MINUTES_PER_HOUR).round(4).alias("active_hours"),
+            (pl.col("minutes").filter(pl.col("state") == "active").sum() / MINUTES_PER_HOUR)
+            .round(4)
+            .alias("active_hours"),
             (pl.col("util_sum").sum() / pl.col("observed_minutes").sum()).round(2).alias("mean_pct"),
         )
         .with_columns(pl.col(column).fill_null("(unallocated)" if column == "namespace" else "(unknown)"))
@@ -94,7 +105,9 @@ def _idle_by_workload(idle: pl.DataFrame, top_n: int) -> list[dict[str, Any]]:
         held.group_by("namespace", "workload")
         .agg(
             (pl.col("minutes").sum() / MINUTES_PER_HOUR).round(4).alias("gpu_hours"),
-            (pl.col("minutes").filter(pl.col("state") == "idle_held").sum() / MINUTES_PER_HOUR).round(4).alias("idle_held_hours"),
+            (pl.col("minutes").filter(pl.col("state") == "idle_held").sum() / MINUTES_PER_HOUR)
+            .round(4)
+            .alias("idle_held_hours"),
             (pl.col("fb_used_max_bytes").max() / (1 << 30)).round(2).alias("peak_mem_gib"),
             pl.col("gpu_model").unique().sort().str.join(", ").alias("gpu_models"),
         )

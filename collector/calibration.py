@@ -9,6 +9,7 @@ as bytes so the shapes transfer to other GPU models. ``collector/data/h200_calib
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 from pathlib import Path
@@ -25,7 +26,7 @@ def calibrate(capture_dir: Path) -> dict[str, Any]:
     marks = [json.loads(line) for line in (capture_dir / "phases.jsonl").read_text().splitlines() if line]
     phases: dict[str, Any] = {}
     bounds = [("no_context", rows[0]["ts"], marks[0]["ts"])]
-    bounds += [(m["phase"], m["ts"], n["ts"]) for m, n in zip(marks, marks[1:], strict=False)]
+    bounds += [(m["phase"], m["ts"], n["ts"]) for m, n in itertools.pairwise(marks)]
     for name, start, end in bounds:
         inside = [r for r in rows if start <= r["ts"] < end]
         util = sorted(r["util_gpu"] for r in inside)

@@ -157,34 +157,63 @@ def plan(gpus: int, days: int, seed: int, end: dt.datetime) -> Fleet:
     arrays = {name: np.asarray(getattr(segs, name))[order] for name in Segments.__dataclass_fields__}
     train_nodes = [i for i, n in enumerate(nodes) if n.pool.profile == "training"] or [0]
     outage_day = min(2, days - 1)
-    outage = (train_nodes[len(train_nodes) // 2], outage_day * 86400.0 + 10 * 3600.0, outage_day * 86400.0 + 13 * 3600.0)
+    outage = (
+        train_nodes[len(train_nodes) // 2],
+        outage_day * 86400.0 + 10 * 3600.0,
+        outage_day * 86400.0 + 13 * 3600.0,
+    )
     return Fleet(start, days, seed, nodes, holders, arrays, outage)
+
+
+def _node_counts(gpus: int) -> list[tuple[Pool, int]]:
+    """Nodes per pool: first one node per pool while the budget allows (small fleets keep their variety), then
+    always the pool furthest below its share; single-GPU filler nodes take what is left."""
+    per_node = {p.name: instance_types()[p.instance_type].gpu_count for p in POOLS}
+    counts = dict.fromkeys(per_node, 0)
+    remaining = gpus
+    for pool in sorted(POOLS, key=lambda p: _FIRST_PASS.index(p.name)):
+        if per_node[pool.name] <= remaining:
+            counts[pool.name] += 1
+            remaining -= per_node[pool.name]
+    while True:
+        fits = [p for p in POOLS if per_node[p.name] <= remaining]
+        if not fits:
+            break
+        pool = max(fits, key=lambda p: p.share * gpus - counts[p.name] * per_node[p.name])
+        if pool.share * gpus - counts[pool.name] * per_node[pool.name] <= 0:
+            break
+        counts[pool.name] += 1
+        remaining -= per_node[pool.name]
+    return [(p, counts[p.name]) for p in POOLS] + [(FILLER, remaining)]
+
+
+_FIRST_PASS = (
+    "h100-train",
+    "a10g-serve",
+    "h200-train",
+    "l4-serve",
+    "a100-research",
+    "h100-llm",
+    "a100-train-spot",
+)
 
 
 def _nodes(gpus: int, rng: np.random.Generator) -> list[Node]:
     catalog = instance_types()
     calibration = load_calibration()
-    counts: list[tuple[Pool, int]] = []
-    remaining = gpus
-    for pool in POOLS:
-        per_node = catalog[pool.instance_type].gpu_count
-        n = int(pool.share * gpus) // per_node
-        counts.append((pool, n))
-        remaining -= n * per_node
-    counts.append((FILLER, remaining))
     nodes: list[Node] = []
-    for pool, n in counts:
+    for pool, n in _node_counts(gpus):
         itype = catalog[pool.instance_type]
         for _ in range(n):
             if itype.gpu_model == calibration["gpu_model"]:
                 fb_total, limit = int(calibration["fb_total_bytes"]), float(calibration["power_limit_w"])
             else:
                 fb_total, limit = itype.gpu_memory_gib << 30, POWER_LIMIT_W[itype.gpu_model]
-            octets = rng.integers(0, 256, size=2)
+            host = int(rng.integers(1, 255))
             nodes.append(
                 Node(
                     cluster=pool.cluster,
-                    name=f"ip-10-{16 + len(nodes) // 250}-{octets[0]}-{octets[1]}.ec2.internal",
+                    name=f"ip-10-{16 + len(nodes) // 256}-{len(nodes) % 256}-{host}.ec2.internal",
                     pool=pool,
                     zone=str(rng.choice(ZONES)),
                     gpu_model=itype.gpu_model,
@@ -212,14 +241,24 @@ def _holder(holders: list[Holder], namespace: str, pod: str, workload: str, cont
     return len(holders) - 1
 
 
-TRAIN_TEAMS = (("ml-training", "llama-ft"), ("ml-training", "moe-pretrain"), ("vision", "vit-train"), ("research", "rl-sweep"))
+TRAIN_TEAMS = (
+    ("ml-training", "llama-ft"),
+    ("ml-training", "moe-pretrain"),
+    ("vision", "vit-train"),
+    ("research", "rl-sweep"),
+)
 
 
 def _plan_training(
-    node: Node, ids: list[int], horizon: float, rng: np.random.Generator, holders: list[Holder], segs: Segments,
+    node: Node,
+    ids: list[int],
+    horizon: float,
+    rng: np.random.Generator,
+    holders: list[Holder],
+    segs: Segments,
     start: dt.datetime,
 ) -> None:
-    """Whole-node jobs (PyTorchJob workers): saturated, some hang holding memory, some ask for more GPUs than they use."""
+    """Whole-node PyTorchJob workers: saturated; some hang holding memory, some use fewer GPUs than they hold."""
     t = float(rng.uniform(0, 6 * 3600))
     while t < horizon:
         duration = float(rng.lognormal(np.log(20 * 3600), 0.6))
@@ -241,7 +280,12 @@ def _plan_training(
 
 
 def _plan_research(
-    node: Node, ids: list[int], horizon: float, rng: np.random.Generator, holders: list[Holder], segs: Segments,
+    node: Node,
+    ids: list[int],
+    horizon: float,
+    rng: np.random.Generator,
+    holders: list[Holder],
+    segs: Segments,
     start: dt.datetime,
 ) -> None:
     """Per-GPU notebooks (StatefulSets) that hold memory all day, with fine-tuning jobs on the rest."""
@@ -250,14 +294,30 @@ def _plan_research(
         if rank < len(ids) // 2:
             user = users[int(rng.integers(len(users)))]
             holder = _holder(holders, "research", f"jupyter-{user}-{rank}-0", f"jupyter-{user}-{rank}", "notebook")
-            segs.add(gpu, 0.0, horizon, Kind.NOTEBOOK, holder, float(rng.uniform(0.3, 0.9)), float(rng.uniform(0.2, 0.6)))
+            segs.add(
+                gpu,
+                0.0,
+                horizon,
+                Kind.NOTEBOOK,
+                holder,
+                float(rng.uniform(0.3, 0.9)),
+                float(rng.uniform(0.2, 0.6)),
+            )
         elif rank < len(ids) - 1:
             t = 0.0
             while t < horizon:
                 end = min(horizon, t + float(rng.lognormal(np.log(8 * 3600), 0.5)))
                 job = f"finetune-{_suffix(rng, 5)}"
                 holder = _holder(holders, "research", f"{job}-worker-0", job, "pytorch")
-                segs.add(gpu, t, end, Kind.TRAIN, holder, float(rng.uniform(0.6, 0.95)), float(rng.uniform(0.3, 0.8)))
+                segs.add(
+                    gpu,
+                    t,
+                    end,
+                    Kind.TRAIN,
+                    holder,
+                    float(rng.uniform(0.6, 0.95)),
+                    float(rng.uniform(0.3, 0.8)),
+                )
                 t = end + float(rng.exponential(10 * 3600))
         else:
             cron = "nightly-embeddings"
@@ -271,7 +331,12 @@ def _plan_research(
 
 
 def _plan_serving(
-    node: Node, ids: list[int], horizon: float, rng: np.random.Generator, holders: list[Holder], segs: Segments,
+    node: Node,
+    ids: list[int],
+    horizon: float,
+    rng: np.random.Generator,
+    holders: list[Holder],
+    segs: Segments,
     start: dt.datetime,
     llm: bool = False,
 ) -> None:
@@ -279,7 +344,12 @@ def _plan_serving(
     services = (
         (("llm-serving", "chat-70b"), ("llm-serving", "code-assist"), ("llm-serving", "embed-api"))
         if llm
-        else (("recsys", "ranker"), ("recsys", "candidate-gen"), ("search", "query-encoder"), ("vision", "ocr"))
+        else (
+            ("recsys", "ranker"),
+            ("recsys", "candidate-gen"),
+            ("search", "query-encoder"),
+            ("vision", "ocr"),
+        )
     )
     for gpu in ids:
         roll = rng.random()
@@ -301,10 +371,20 @@ def _plan_serving(
 
 
 def _plan_llm(
-    node: Node, ids: list[int], horizon: float, rng: np.random.Generator, holders: list[Holder], segs: Segments,
+    node: Node,
+    ids: list[int],
+    horizon: float,
+    rng: np.random.Generator,
+    holders: list[Holder],
+    segs: Segments,
     start: dt.datetime,
 ) -> None:
     _plan_serving(node, ids, horizon, rng, holders, segs, start, llm=True)
 
 
-_PLANNERS = {"training": _plan_training, "research": _plan_research, "serving": _plan_serving, "llm": _plan_llm}
+_PLANNERS = {
+    "training": _plan_training,
+    "research": _plan_research,
+    "serving": _plan_serving,
+    "llm": _plan_llm,
+}

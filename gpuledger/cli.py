@@ -79,7 +79,7 @@ def warehouse_option(required: bool = True) -> Callable[[Callable[..., Any]], Ca
     return click.option(
         "--warehouse",
         "warehouse",
-        type=click.Path(path_type=Path, file_okay=False),
+        type=click.Path(path_type=Path),
         required=False,
         help="Warehouse directory" + ("" if required else " (default: the demo warehouse)") + ".",
     )
@@ -130,12 +130,20 @@ def _simulate(ctx: click.Context, lake: Lake, gpus: int, days: int, seed: int, e
     end = parse_time(end_at, now()) if end_at else now().replace(hour=0, minute=0, second=0, microsecond=0)
     with progress_bar("simulating days") as sim, progress_bar("rolling up minutes") as roll:
         result = jobs.simulate(
-            lake, settings_from(ctx), gpus=gpus, days=days, seed=seed, end=end, progress=sim, rollup_progress=roll
+            lake,
+            settings_from(ctx),
+            gpus=gpus,
+            days=days,
+            seed=seed,
+            end=end,
+            progress=sim,
+            rollup_progress=roll,
         )
-    err.print(
+    click.echo(
         f"simulated {result.gpus} GPUs x {result.days} days into {lake.root}: "
         f"{result.samples_written:,} samples, {result.allocations_written:,} allocation rows, "
-        f"{result.rollup.computed} rollup partitions computed"
+        f"{result.rollup.computed} rollup partitions computed",
+        err=True,
     )
 
 
@@ -148,7 +156,12 @@ def _simulate(ctx: click.Context, lake: Lake, gpus: int, days: int, seed: int, e
 @click.pass_context
 @one_line_errors
 def demo(
-    ctx: click.Context, warehouse: Path | None, gpus: int | None, days: int | None, seed: int, no_dashboard: bool
+    ctx: click.Context,
+    warehouse: Path | None,
+    gpus: int | None,
+    days: int | None,
+    seed: int,
+    no_dashboard: bool,
 ) -> None:
     """Simulate the default fleet into ./demo-warehouse (made anew each run) and print its report."""
     settings = settings_from(ctx)
@@ -162,9 +175,11 @@ def demo(
     _simulate(ctx, lake, gpus or settings.demo_gpus, days or settings.demo_days, seed, None)
     click.echo(to_markdown(jobs.report(lake, settings, start=None, end=None, now=now())))
     if not no_dashboard:
-        err.print(
+        click.echo(
             "The dashboard is not part of this release yet; query the demo with "
-            f"`gpuledger query --warehouse {root} \"SELECT state, count(*)/60 AS gpu_hours FROM gpu_minutes GROUP BY 1\"`."
+            f"`gpuledger query --warehouse {root} "
+            '"SELECT state, count(*)/60 AS gpu_hours FROM gpu_minutes GROUP BY 1"`.',
+            err=True,
         )
 
 

@@ -72,9 +72,7 @@ def newest_minute(lake: Lake) -> dt.datetime | None:
     return value if isinstance(value, dt.datetime) else None
 
 
-def report(
-    lake: Lake, settings: Settings, *, start: str | None, end: str | None, now: dt.datetime
-) -> dict[str, Any]:
+def report(lake: Lake, settings: Settings, *, start: str | None, end: str | None, now: dt.datetime) -> dict[str, Any]:
     """The fleet report over the requested window (rollup refreshed first when the warehouse is writable)."""
     with diagnosing(lake):
         if not lake.parts(GPU_SAMPLES):

@@ -10,7 +10,12 @@ import tomllib
 from pathlib import Path
 
 from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from analysis.states import GIB, StateRules
 from warehouse.rollup import RollupConfig
@@ -26,33 +31,41 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GPULEDGER_", extra="forbid")
 
     warehouse: Path | None = Field(
-        None, description="Warehouse directory used when a command gets no --warehouse."
+        default=None, description="Warehouse directory used when a command gets no --warehouse."
     )
     active_threshold_pct: float = Field(
-        5.0, ge=0, le=100, description="A GPU-minute at or above this utilization (or SM activity) is active."
+        default=5.0, ge=0, le=100, description="A GPU-minute at or above this utilization (or SM activity) is active."
     )
     held_memory_gib: float = Field(
-        1.0, ge=0, description="Memory in use above this makes an idle, held GPU-minute idle_held, not idle_allocated."
+        default=1.0,
+        ge=0,
+        description="Memory in use above this makes an idle, held GPU-minute idle_held, not idle_allocated.",
     )
     max_gap_factor: float = Field(
-        2.0, gt=0, description="A sample covers at most this many expected intervals; beyond it is no_data."
+        default=2.0, gt=0, description="A sample covers at most this many expected intervals; beyond it is no_data."
     )
     expected_interval_s: float | None = Field(
-        None, gt=0, description="Expected seconds between samples; unset: inferred per GPU and day (median spacing)."
+        default=None,
+        gt=0,
+        description="Expected seconds between samples; unset: inferred per GPU and day (median spacing).",
     )
     report_days: float = Field(
-        7.0, gt=0, description="Default report window: this many days ending at the newest sample."
+        default=7.0, gt=0, description="Default report window: this many days ending at the newest sample."
     )
-    report_top_n: int = Field(10, ge=1, description="Rows in each top-N list of a report.")
+    report_top_n: int = Field(default=10, ge=1, description="Rows in each top-N list of a report.")
     retention_days: int = Field(
-        400, ge=1, description="`gpuledger warehouse prune` drops date partitions older than this."
+        default=400, ge=1, description="`gpuledger warehouse prune` drops date partitions older than this."
     )
     compact_target_rows: int = Field(
-        4_000_000, ge=1, description="`gpuledger warehouse compact` merges small parts up to about this many rows."
+        default=4_000_000,
+        ge=1,
+        description="`gpuledger warehouse compact` merges small parts up to about this many rows.",
     )
-    demo_warehouse: Path = Field(Path("demo-warehouse"), description="Where `gpuledger demo` simulates its fleet.")
-    demo_gpus: int = Field(64, ge=1, description="GPUs in the demo fleet.")
-    demo_days: int = Field(7, ge=1, description="Days of history in the demo fleet.")
+    demo_warehouse: Path = Field(
+        default=Path("demo-warehouse"), description="Where `gpuledger demo` simulates its fleet."
+    )
+    demo_gpus: int = Field(default=64, ge=1, description="GPUs in the demo fleet.")
+    demo_days: int = Field(default=7, ge=1, description="Days of history in the demo fleet.")
 
     @classmethod
     def settings_customise_sources(

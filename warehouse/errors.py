@@ -24,11 +24,6 @@ class WarehouseUnreadable(WarehouseError):
         self.root = root
 
 
-class UnknownTable(WarehouseError):
-    def __init__(self, name: str, known: list[str]) -> None:
-        super().__init__(f"unknown table {name!r}: the warehouse has {', '.join(known)}")
-
-
 class SchemaViolation(WarehouseError):
     """A batch that breaks the table contract; nothing of the batch was written."""
 

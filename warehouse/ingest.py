@@ -102,7 +102,7 @@ def _drop_stored(lake: Lake, table: Table, partition: Partition, rows: pl.DataFr
     if table.time_column is not None:
         col = pl.col(table.time_column)
         stored = stored.filter(col.is_between(rows[table.time_column].min(), rows[table.time_column].max()))
-    stored_keys = stored.collect().cast(rows.select(key).schema)  # type: ignore[arg-type]
+    stored_keys = stored.collect().cast(rows.select(key).schema)
     if stored_keys.height == 0:
         return rows
     return rows.join(stored_keys, on=key, how="anti", nulls_equal=True)
@@ -135,7 +135,7 @@ def _cast_column(table: Table, fld: pa.Field, column: pa.ChunkedArray) -> pa.Chu
         column = column.cast(source.value_type)
         source = column.type
     if pa.types.is_null(source):
-        return pa.nulls(len(column), fld.type)  # type: ignore[return-value]
+        return pa.chunked_array([pa.nulls(len(column), fld.type)])
     family = _family(fld.type)
     if not _FAMILIES[family](source):
         raise SchemaViolation(table.name, fld.name, f"expected {fld.type}, got {source}")

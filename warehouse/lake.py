@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, unquote
 
 import polars as pl
@@ -157,9 +158,7 @@ class Lake:
                 lf = lf.filter(col < _lit_time(table, end))
         return lf
 
-    def _list_parts(
-        self, table: Table, start: dt.date | None, end: dt.date | None, cluster: str | None
-    ) -> list[Path]:
+    def _list_parts(self, table: Table, start: dt.date | None, end: dt.date | None, cluster: str | None) -> list[Path]:
         base = self.table_dir(table)
         if not base.is_dir():
             return []
@@ -182,7 +181,7 @@ class Lake:
         self,
         table: Table,
         listed: list[Path],
-        journals: dict[str, dict[str, list]],
+        journals: dict[str, dict[str, list[Any]]],
         start: dt.date | None,
         end: dt.date | None,
         cluster: str | None,
@@ -204,11 +203,11 @@ class Lake:
                     visible.add(self.root / tmp_rel)
         return sorted(visible)
 
-    def _journals(self) -> dict[str, dict[str, list]]:
+    def _journals(self) -> dict[str, dict[str, list[Any]]]:
         jdir = self.root / "_journal"
         if not jdir.is_dir():
             return {}
-        out: dict[str, dict[str, list]] = {}
+        out: dict[str, dict[str, list[Any]]] = {}
         for entry in sorted(jdir.glob("*.json")):
             with contextlib.suppress(FileNotFoundError):
                 out[entry.name] = json.loads(entry.read_text())
@@ -273,7 +272,7 @@ class Lake:
         self._require_lock()
         if not adds and not removes:
             return
-        journal = {
+        journal: dict[str, list[Any]] = {
             "adds": [[str(s.tmp.relative_to(self.root)), str(s.final.relative_to(self.root))] for s in adds],
             "removes": [str(Path(r).relative_to(self.root)) for r in removes],
         }
@@ -291,7 +290,7 @@ class Lake:
         self._apply(journal)
         (jdir / name).unlink()
 
-    def _apply(self, journal: dict[str, list]) -> None:
+    def _apply(self, journal: dict[str, list[Any]]) -> None:
         touched: set[Path] = set()
         for tmp_rel, final_rel in journal["adds"]:
             tmp, final = self.root / tmp_rel, self.root / final_rel
@@ -313,18 +312,8 @@ class Lake:
             raise RuntimeError("warehouse writes must happen inside `with lake.writing():`")
 
 
-def table(name: str) -> Table:
-    """The table called ``name`` (raises UnknownTable)."""
-    from warehouse.errors import UnknownTable
-
-    try:
-        return TABLES[name]
-    except KeyError:
-        raise UnknownTable(name, list(TABLES)) from None
-
-
 def _lit_time(table: Table, value: dt.datetime) -> pl.Expr:
-    if table.schema.field(table.time_column).type == pa.date32():  # type: ignore[arg-type]
+    if table.schema.field(table.time_column).type == pa.date32():
         return pl.lit(value.date())
     return pl.lit(value.astimezone(dt.UTC)).cast(pl.Datetime("us", "UTC"))
 

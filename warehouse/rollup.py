@@ -73,7 +73,10 @@ Progress = Callable[[int, int], None]
 
 
 def refresh(
-    lake: Lake, classifier: Classifier, config: RollupConfig = RollupConfig(), progress: Progress | None = None
+    lake: Lake,
+    classifier: Classifier,
+    config: RollupConfig = RollupConfig(),
+    progress: Progress | None = None,
 ) -> RollupResult:
     """Bring ``gpu_minutes`` up to date with the stored samples; untouched partitions are not recomputed."""
     with lake.writing():
@@ -130,7 +133,10 @@ def minutes_for_day(
 
     samples = (
         lake.scan(GPU_SAMPLES, start=read_from, end=day_end, cluster=partition.cluster)
-        .with_columns(pl.col("mig_instance_id").fill_null(-1).alias("mig_id"), pl.col("ts").dt.truncate("1m").alias("minute"))
+        .with_columns(
+            pl.col("mig_instance_id").fill_null(-1).alias("mig_id"),
+            pl.col("ts").dt.truncate("1m").alias("minute"),
+        )
         .collect()
     )
     gaps = _max_gaps(samples, config)
@@ -154,7 +160,15 @@ def minutes_for_day(
         .group_by(GPU_KEY)
         .agg(
             pl.col(c).drop_nulls().last()
-            for c in ("node", "gpu_index", "mig_profile", "mig_instance_id", "gpu_model", "fb_total_bytes", "source")
+            for c in (
+                "node",
+                "gpu_index",
+                "mig_profile",
+                "mig_instance_id",
+                "gpu_model",
+                "fb_total_bytes",
+                "source",
+            )
         )
     )
     grid = _grid(lifetimes, partition, day_start, day_end)
@@ -185,9 +199,9 @@ def _max_gaps(samples: pl.DataFrame, config: RollupConfig) -> pl.DataFrame:
     if config.expected_interval_s is not None:
         interval = pl.lit(config.expected_interval_s)
     else:
-        interval = (
-            pl.col("ts").sort().diff().dt.total_microseconds().median() / 1e6
-        ).fill_null(config.fallback_interval_s)
+        interval = (pl.col("ts").sort().diff().dt.total_microseconds().median() / 1e6).fill_null(
+            config.fallback_interval_s
+        )
     return samples.group_by(GPU_KEY).agg(
         (pl.duration(microseconds=(interval * config.max_gap_factor * 1e6).cast(pl.Int64))).alias("max_gap")
     )
@@ -220,7 +234,10 @@ def _attach_holders(
     holder_id = pl.coalesce(pl.col("pod"), pl.col("pid").cast(pl.String))
     holders = (
         lake.scan(GPU_ALLOCATIONS, start=read_from, end=day_end, cluster=partition.cluster)
-        .with_columns(pl.col("mig_instance_id").fill_null(-1).alias("mig_id"), pl.col("ts").dt.truncate("1m").alias("minute"))
+        .with_columns(
+            pl.col("mig_instance_id").fill_null(-1).alias("mig_id"),
+            pl.col("ts").dt.truncate("1m").alias("minute"),
+        )
         .sort(*GPU_KEY, "minute", "namespace", "pod", "container", nulls_last=True)
         .group_by(*GPU_KEY, "minute", maintain_order=True)
         .agg(

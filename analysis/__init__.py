@@ -1,0 +1,1 @@
+"""The meaning: GPU-time states, utilization, waste, reports. Pure functions over frames."""

@@ -1,0 +1,1 @@
+"""The warehouse: table contract, transactional Parquet lake, idempotent ingest, rollups, DuckDB views."""

@@ -136,9 +136,7 @@ def run_measured(
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
-        proc = subprocess.Popen(
-            list(args), cwd=cwd, env=clean_env(), stdin=subprocess.DEVNULL, stdout=out, stderr=err
-        )
+        proc = subprocess.Popen(list(args), cwd=cwd, env=clean_env(), stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         watched: psutil.Process | None
         try:
             watched = psutil.Process(proc.pid)

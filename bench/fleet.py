@@ -43,9 +43,7 @@ def _count_parts(path: Path) -> int:
     return sum(1 for _ in path.rglob("part-*.parquet")) if path.is_dir() else 0
 
 
-def simulate(
-    *, gpus: int, days: int, seed: int, end: dt.datetime, workdir: Path, progress: Progress
-) -> Simulated:
+def simulate(*, gpus: int, days: int, seed: int, end: dt.datetime, workdir: Path, progress: Progress) -> Simulated:
     warehouse = workdir / "warehouse"
     args = [
         *gpuledger_command(),
@@ -92,12 +90,8 @@ def simulate(
     fleet = f"{gpus} GPUs x {days} days"
     results = [
         Result("simulate_ingest_wall_s", measured.wall_s, "s", note=f"{fleet}: simulate + ingest + rollup"),
-        Result(
-            "simulate_ingest_peak_rss_gib", measured.peak_rss_gib, "GiB", note=f"{fleet}: peak RSS (wait4)"
-        ),
-        Result(
-            "simulate_ingest_gpu_samples", float(samples), "rows", note=f"{fleet}: gpu_samples rows stored"
-        ),
+        Result("simulate_ingest_peak_rss_gib", measured.peak_rss_gib, "GiB", note=f"{fleet}: peak RSS (wait4)"),
+        Result("simulate_ingest_gpu_samples", float(samples), "rows", note=f"{fleet}: gpu_samples rows stored"),
         Result(
             "bytes_per_gpu_sample",
             sample_bytes / samples,

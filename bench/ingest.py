@@ -41,9 +41,7 @@ def _time_append(root: Path, data: pa.Table) -> float:
     result = append(lake, GPU_SAMPLES, data)
     elapsed = time.perf_counter() - started
     if result.rows_written != data.num_rows:
-        raise RuntimeError(
-            f"append wrote {result.rows_written} of {data.num_rows} rows into a fresh warehouse"
-        )
+        raise RuntimeError(f"append wrote {result.rows_written} of {data.num_rows} rows into a fresh warehouse")
     return elapsed
 
 
@@ -53,9 +51,7 @@ def _time_bare(path: Path, data: pa.Table) -> float:
     return time.perf_counter() - started
 
 
-def run(
-    *, gpus: int, seed: int, end: dt.datetime, workdir: Path, progress: Progress, repeats: int = 3
-) -> list[Result]:
+def run(*, gpus: int, seed: int, end: dt.datetime, workdir: Path, progress: Progress, repeats: int = 3) -> list[Result]:
     with progress.step(f"ingest: simulating one day of {gpus} GPUs"):
         data = one_day(gpus, seed, end)
     rows = data.num_rows

@@ -31,13 +31,9 @@ def run(*, warehouse: Path, workdir: Path, progress: Progress, repeats: int = 3)
             walls.append(measured.wall_s)
             peaks.append(measured.peak_rss_gib)
             update(f"run {i + 1}/{repeats}: {measured.wall_s:.2f} s, {measured.peak_rss_gib:.2f} GiB")
-    progress.note(
-        "report: runs " + ", ".join(f"{w:.2f} s / {p:.2f} GiB" for w, p in zip(walls, peaks, strict=True))
-    )
+    progress.note("report: runs " + ", ".join(f"{w:.2f} s / {p:.2f} GiB" for w, p in zip(walls, peaks, strict=True)))
     return [
-        Result(
-            "report_wall_s", min(walls), "s", target=Target("<=", TARGET_WALL_S), note=f"best of {repeats}"
-        ),
+        Result("report_wall_s", min(walls), "s", target=Target("<=", TARGET_WALL_S), note=f"best of {repeats}"),
         Result(
             "report_peak_rss_gib",
             max(peaks),

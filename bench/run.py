@@ -36,12 +36,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help=f"small fleet ({QUICK['gpus']} GPUs x {QUICK['days']} days): a smoke run",
     )
-    parser.add_argument(
-        "--gpus", type=int, default=None, help=f"GPUs in every fleet (default {FULL['gpus']})"
-    )
-    parser.add_argument(
-        "--days", type=int, default=None, help=f"days for simulate/report (default {FULL['days']})"
-    )
+    parser.add_argument("--gpus", type=int, default=None, help=f"GPUs in every fleet (default {FULL['gpus']})")
+    parser.add_argument("--days", type=int, default=None, help=f"days for simulate/report (default {FULL['days']})")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--repeats", type=int, default=3, help="repeats for best-of timings (default 3)")
     parser.add_argument(
@@ -54,9 +50,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--tmpdir", type=Path, default=None, help="where the temporary warehouses go (default: $TMPDIR)"
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON results file (default {RESULTS})")
-    parser.add_argument(
-        "--profile", action="store_true", help="also print a cProfile of one append to stderr"
-    )
+    parser.add_argument("--profile", action="store_true", help="also print a cProfile of one append to stderr")
     parser.add_argument("--check", action="store_true", help="exit 1 when a number misses its target")
     args = parser.parse_args(argv)
     size = QUICK if args.quick else FULL
@@ -102,9 +96,7 @@ def render(results: list[Result], console: Console) -> None:
 
 
 def check_disk(workdir: Path, gpus: int, days: int, progress: Progress, fleet_too: bool) -> None:
-    needed = (
-        gpus * fleet.MINUTES_PER_DAY * 100.0
-    )  # one day's bare and appended Parquet copies, with room to spare
+    needed = gpus * fleet.MINUTES_PER_DAY * 100.0  # one day's bare and appended Parquet copies, with room to spare
     if fleet_too:
         needed += fleet.estimated_bytes(gpus, days)
     free = free_bytes(workdir)

@@ -216,9 +216,6 @@ def query(ctx: click.Context, warehouse: Path | None, sql: str, fmt: str) -> Non
 @one_line_errors
 def report(ctx: click.Context, warehouse: Path | None, start: str | None, end: str | None, fmt: str) -> None:
     """Fleet report: GPUs, GPU-hours, GPU-hours per state, utilization, top namespaces and idle workloads."""
-    for value in (start, end):
-        if value:
-            parse_time(value, now())
     lake = Lake(warehouse_path(ctx, warehouse))
     result = jobs.report(lake, settings_from(ctx), start=start, end=end, now=now())
     click.echo(to_json(result) if fmt == "json" else to_markdown(result), nl=fmt == "json")

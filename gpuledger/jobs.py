@@ -14,7 +14,7 @@ import polars as pl
 
 from analysis.errors import EmptyWarehouse
 from analysis.report import fleet_report
-from analysis.window import Window, resolve
+from analysis.window import parse_time, resolve
 from collector.fleet import plan
 from collector.simulate import FleetTelemetry
 from gpuledger.settings import Settings
@@ -74,6 +74,9 @@ def newest_minute(lake: Lake) -> dt.datetime | None:
 
 def report(lake: Lake, settings: Settings, *, start: str | None, end: str | None, now: dt.datetime) -> dict[str, Any]:
     """The fleet report over the requested window (rollup refreshed first when the warehouse is writable)."""
+    for value in (start, end):
+        if value:
+            parse_time(value, now)
     with diagnosing(lake):
         if not lake.parts(GPU_SAMPLES):
             raise EmptyWarehouse(str(lake.root))
@@ -81,7 +84,3 @@ def report(lake: Lake, settings: Settings, *, start: str | None, end: str | None
             refresh(lake, settings)
         window = resolve(start, end, newest=newest_minute(lake), default_days=settings.report_days, now=now)
         return fleet_report(lake.scan(GPU_MINUTES, start=window.start, end=window.end), window, settings.report_top_n)
-
-
-def window_for(lake: Lake, settings: Settings, start: str | None, end: str | None, now: dt.datetime) -> Window:
-    return resolve(start, end, newest=newest_minute(lake), default_days=settings.report_days, now=now)

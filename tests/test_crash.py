@@ -26,7 +26,7 @@ from warehouse.lake import Lake, Partition, Staged
 from warehouse.schema import GPU_SAMPLES, TABLES
 from warehouse.views import connect
 
-# ---------------------------------------------------------------------------------------------- the killed writer
+# ------------------------------------------------------------------------------- writers killed at random
 
 DAYS = 3
 CLUSTERS = ("c-east", "c-west")
@@ -42,10 +42,11 @@ KILL_DELAYS_S = (0.05, 1.5)
 BATCHES_PER_WRITER = 40  # far more than a writer can append before it is killed; bounds the loop regardless
 READY_TIMEOUT_S = 30.0
 
-# argv: root, first batch number, batches to append, log file. The log gets "ready" once the writer has built its
-# first batch (so the kill delay is spent appending) and "committed <n>" each time append() has returned for batch n.
+# argv[1]: JSON {root, first, count, log, days, clusters, gpus, samples, base_us}. The writer appends batches
+# first..first+count-1; the log gets "ready" once it has built its first batch (so the kill delay is spent
+# appending) and "committed <n>" each time append() has returned for batch n.
 WRITER = """
-import datetime as dt
+import json
 import sys
 
 import numpy as np
@@ -55,24 +56,22 @@ from warehouse.ingest import append
 from warehouse.lake import Lake
 from warehouse.schema import GPU_SAMPLES
 
-root, first, count, log_path = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-days, clusters, gpus, samples = {days}, {clusters!r}, {gpus}, {samples}
-base_us = {base_us}
+p = json.loads(sys.argv[1])
 
 
 def batch(n: int) -> pa.Table:
     rng = np.random.default_rng(n)
-    steps = np.arange(samples, dtype=np.int64) * 8_000_000
+    steps = np.arange(p["samples"], dtype=np.int64) * 8_000_000
     ts, cluster, gpu = [], [], []
-    for day in range(days):
-        for name in clusters:
-            for g in range(gpus):
-                ts.append(base_us + day * 86_400_000_000 + steps)
-                cluster.append(np.full(samples, name, dtype=object))
-                gpu.append(np.full(samples, f"GPU-batch-{{n}}-{{name}}-{{g}}", dtype=object))
-    rows = samples * gpus * days * len(clusters)
+    for day in range(p["days"]):
+        for name in p["clusters"]:
+            for g in range(p["gpus"]):
+                ts.append(p["base_us"] + day * 86_400_000_000 + steps)
+                cluster.append(np.full(p["samples"], name, dtype=object))
+                gpu.append(np.full(p["samples"], f"GPU-batch-{n}-{name}-{g}", dtype=object))
+    rows = sum(len(chunk) for chunk in ts)
     return pa.table(
-        {{
+        {
             "ts": pa.array(np.concatenate(ts), pa.timestamp("us", tz="UTC")),
             "cluster": pa.array(np.concatenate(cluster), pa.string()),
             "node": pa.array(["node-1"] * rows, pa.string()),
@@ -80,33 +79,38 @@ def batch(n: int) -> pa.Table:
             "util_pct": pa.array(rng.uniform(0.0, 100.0, rows).astype(np.float32)),
             "power_w": pa.array(rng.uniform(50.0, 700.0, rows).astype(np.float32)),
             "source": pa.array(["nvml"] * rows, pa.string()),
-        }}
+        }
     )
 
 
-lake = Lake(root, create=True)
-data = batch(first)
-with open(log_path, "a", buffering=1) as log:
+lake = Lake(p["root"], create=True)
+data = batch(p["first"])
+with open(p["log"], "a", buffering=1) as log:
     log.write("ready\\n")
-    for n in range(first, first + count):
+    for n in range(p["first"], p["first"] + p["count"]):
         append(lake, GPU_SAMPLES, data)
-        log.write(f"committed {{n}}\\n")
+        log.write(f"committed {n}\\n")
         data = batch(n + 1)
-""".format(
-    days=DAYS,
-    clusters=CLUSTERS,
-    gpus=GPUS_PER_PARTITION,
-    samples=SAMPLES_PER_GPU,
-    base_us=int(BATCH_START.timestamp() * 1_000_000),
-)
+"""
 
 BATCH_OF = pl.col("gpu_uuid").str.extract(r"^GPU-batch-(\d+)-", 1).cast(pl.Int64)
 
 
 def _start_writer(root: Path, first: int, log: Path, stderr: Path) -> subprocess.Popen[bytes]:
+    params = {
+        "root": str(root),
+        "first": first,
+        "count": BATCHES_PER_WRITER,
+        "log": str(log),
+        "days": DAYS,
+        "clusters": CLUSTERS,
+        "gpus": GPUS_PER_PARTITION,
+        "samples": SAMPLES_PER_GPU,
+        "base_us": int(BATCH_START.timestamp() * 1_000_000),
+    }
     with stderr.open("wb") as err:
         return subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(root), str(first), str(BATCHES_PER_WRITER), str(log)],
+            [sys.executable, "-c", WRITER, json.dumps(params)],
             cwd=REPO,
             stdout=subprocess.DEVNULL,
             stderr=err,
@@ -174,12 +178,6 @@ def _visible_batches(lake: Lake) -> dict[int, int]:
     return seen
 
 
-def _pending(root: Path) -> tuple[int, int]:
-    journals = len(list((root / "_journal").glob("*.json"))) if (root / "_journal").is_dir() else 0
-    temps = len(list((root / "_tmp").iterdir())) if (root / "_tmp").is_dir() else 0
-    return journals, temps
-
-
 def test_killed_writers_leave_whole_batches_and_a_readable_warehouse(tmp_path: Path) -> None:
     root = tmp_path / "wh"
     lake = Lake(root, create=True)
@@ -199,7 +197,7 @@ def test_killed_writers_leave_whole_batches_and_a_readable_warehouse(tmp_path: P
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)
         assert proc.returncode == -signal.SIGKILL, f"writer ended by itself:\n{stderr.read_text()}"
-        left_behind.append((round(delay, 2), *_pending(root)))
+        left_behind.append((round(delay, 2), len(_journal_files(root)), len(_tmp_files(root))))
 
         now_visible = _visible_batches(lake)
         assert set(now_visible) <= set(range(first + BATCHES_PER_WRITER)), "rows of a batch nobody wrote"
@@ -220,7 +218,7 @@ def test_killed_writers_leave_whole_batches_and_a_readable_warehouse(tmp_path: P
     assert len(lake.parts(GPU_SAMPLES)) == PARTITIONS_PER_BATCH * len(visible)
 
 
-# ---------------------------------------------------------------------------------------------- deterministic crash points
+# ------------------------------------------------------------------------------- deterministic crash points
 
 
 class WriterKilled(BaseException):

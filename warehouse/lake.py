@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from warehouse.errors import WarehouseBusy, WarehouseMissing, WarehouseUnreadable
-from warehouse.schema import TABLES, Table
+from warehouse.schema import Table
 
 MARKER = ".gpuledger-warehouse"
 PART_GLOB = "part-*.parquet"
@@ -221,8 +221,11 @@ class Lake:
         if self._lock_fd is not None:
             yield self
             return
-        (self.root / MARKER).touch(exist_ok=True)
-        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            (self.root / MARKER).touch(exist_ok=True)
+            fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise WarehouseUnreadable(self.root, f"it is not writable ({exc.strerror})") from None
         deadline = time.monotonic() + self.lock_timeout_s
         while True:
             try:
@@ -262,7 +265,7 @@ class Lake:
         tmp = self.root / "_tmp" / f"{uuid.uuid4().hex}.parquet"
         tmp.parent.mkdir(exist_ok=True)
         with tmp.open("wb") as handle:
-            pq.write_table(data, handle, compression=COMPRESSION, row_group_size=1 << 20)
+            pq.write_table(data, handle, compression=COMPRESSION, row_group_size=1 << 20, write_page_checksum=True)
             handle.flush()
             os.fsync(handle.fileno())
         return Staged(tmp, final, data.num_rows)

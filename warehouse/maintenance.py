@@ -28,9 +28,9 @@ class Problem:
 
 
 def verify_part(path: Path, *, full: bool = True) -> str | None:
-    """Why the part cannot be read, or None. ``full`` decodes every page, not only the footer."""
+    """Why the part cannot be read, or None. ``full`` decodes every page and checks its CRC, not only the footer."""
     try:
-        handle = pq.ParquetFile(path)
+        handle = pq.ParquetFile(path, page_checksum_verification=full)
         if full:
             for i in range(handle.num_row_groups):
                 handle.read_row_group(i)
@@ -40,17 +40,21 @@ def verify_part(path: Path, *, full: bool = True) -> str | None:
 
 
 def check(lake: Lake, *, quarantine: bool = False, progress: Progress | None = None) -> list[Problem]:
-    """Every unreadable part; with ``quarantine``, each is moved under ``_quarantine/`` (same relative path)."""
-    parts = [p for table in TABLES.values() for p in lake.parts(table)]
-    problems: list[Problem] = []
-    for i, part in enumerate(parts):
-        reason = verify_part(part)
-        if reason:
-            problems.append(Problem(part, reason))
-        if progress:
-            progress(i + 1, len(parts))
-    if quarantine and problems:
-        with lake.writing():
+    """Every unreadable part; with ``quarantine``, each is moved under ``_quarantine/`` (same relative path).
+
+    Quarantining holds the writer lock from the start, so pending journals are rolled forward before parts are
+    listed and no part moves between being found and being moved aside.
+    """
+    with lake.writing() if quarantine else contextlib.nullcontext():
+        parts = [p for table in TABLES.values() for p in lake.parts(table)]
+        problems: list[Problem] = []
+        for i, part in enumerate(parts):
+            reason = verify_part(part)
+            if reason:
+                problems.append(Problem(part, reason))
+            if progress:
+                progress(i + 1, len(parts))
+        if quarantine:
             for problem in problems:
                 target = lake.root / "_quarantine" / problem.path.relative_to(lake.root)
                 target.parent.mkdir(parents=True, exist_ok=True)

@@ -63,6 +63,7 @@ def to_markdown(report: dict[str, Any]) -> str:
             ]
             for r in report["idle_waste"]["by_workload"]
         ],
+        text_columns=2,
     )
     lines.append(
         "States: active >= threshold utilization; idle_held = held with memory in use; idle_allocated = held, no "
@@ -71,12 +72,12 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _table(title: str, header: list[str], rows: list[list[str]]) -> list[str]:
+def _table(title: str, header: list[str], rows: list[list[str]], text_columns: int = 1) -> list[str]:
     out = [f"## {title}", ""]
     if not rows:
         return [*out, "(none in this window)", ""]
     out.append("| " + " | ".join(header) + " |")
-    out.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
+    out.append("|" + "|".join(["---"] * text_columns + ["---:"] * (len(header) - text_columns)) + "|")
     out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return [*out, ""]
 

@@ -168,3 +168,52 @@ def test_any_split_and_repetition_of_batches_stores_each_key_once(tmp_path_facto
     got = stored(lake)
     assert got.height == len(set(steps))
     assert got["ts"].is_unique().all()
+
+
+def test_within_a_batch_the_first_row_of_a_key_wins_whatever_the_order(lake: Lake) -> None:
+    later = sample_rows(minutes=range(5, -1, -1), util=[60.0, 50.0, 40.0, 30.0, 20.0, 10.0])  # newest first
+    repeat = sample_rows(minutes=range(6), util=99.0)
+    append(lake, GPU_SAMPLES, pa.concat_tables([later, repeat]))
+    got = stored(lake)
+    assert got["util_pct"].to_list() == [10.0, 20.0, 30.0, 40.0, 50.0, 60.0]
+    assert got["ts"].is_sorted()
+
+
+def test_allocations_with_null_key_parts_dedupe(lake: Lake) -> None:
+    rows = allocation_rows(minutes=range(3))
+    by_pid = rows.set_column(rows.schema.get_field_index("pod"), "pod", pa.nulls(3, pa.string())).append_column(
+        "pid", pa.array([4242] * 3, pa.int64())
+    )
+    both = pa.concat_tables([by_pid, rows.append_column("pid", pa.nulls(3, pa.int64())), by_pid])
+    assert append(lake, GPU_ALLOCATIONS, both).rows_written == 6
+    assert append(lake, GPU_ALLOCATIONS, both).rows_written == 0
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    rows=st.lists(
+        st.tuples(st.sampled_from(["GPU-a", "GPU-b", "GPU-c"]), st.sampled_from([None, 1, 2]), st.integers(0, 30)),
+        min_size=1,
+        max_size=80,
+    )
+)
+def test_any_interleaving_of_series_stores_each_key_once_first_row_winning(tmp_path_factory, rows) -> None:
+    lake = Lake(tmp_path_factory.mktemp("mix") / "wh", create=True)
+    batch = pa.concat_tables(
+        [
+            sample_rows(gpu=gpu, minutes=[step], util=float(i % 100)).append_column(  # type: ignore[arg-type]
+                "mig_instance_id", pa.array([mig], pa.int32())
+            )
+            for i, (gpu, mig, step) in enumerate(rows)
+        ]
+    )
+    append(lake, GPU_SAMPLES, batch)
+    got = lake.scan(GPU_SAMPLES).collect()
+    first: dict[tuple, float] = {}
+    for i, (gpu, mig, step) in enumerate(rows):
+        first.setdefault((gpu, mig, step), float(i % 100))
+    stored_rows = {
+        (g, m, int((ts - T0).total_seconds() // 60)): u
+        for g, m, ts, u in got.select("gpu_uuid", "mig_instance_id", "ts", "util_pct").iter_rows()
+    }
+    assert stored_rows == first

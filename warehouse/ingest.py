@@ -58,19 +58,60 @@ def append(lake: Lake, table: Table, data: pa.Table) -> AppendResult:
         return AppendResult(table.name, 0, 0, 0)
     frame = pl.from_arrow(conformed)
     assert isinstance(frame, pl.DataFrame)
-    key = list(table.key)
-    if frame.select(pl.struct(key).is_duplicated().any()).item():
-        frame = frame.unique(subset=key, keep="first", maintain_order=True)
+    frame = _unique_sorted(frame, table)
     with lake.writing():
         staged: list[Staged] = []
         for partition, rows in _split(table, frame):
             rows = _drop_stored(lake, table, partition, rows)
             if rows.height:
-                sort_by = [c for c in ("gpu_uuid", "node", "mig_instance_id", "ts") if c in rows.columns]
-                arrow = rows.sort(sort_by, nulls_last=True).to_arrow().cast(table.schema)
-                staged.append(lake.stage(table, partition, arrow))
+                staged.append(lake.stage(table, partition, rows.to_arrow().cast(table.schema)))
         lake.commit(staged)
     return AppendResult(table.name, rows_in, sum(s.rows for s in staged), len(staged))
+
+
+def _unique_sorted(frame: pl.DataFrame, table: Table) -> pl.DataFrame:
+    """``frame`` with each key once (the first in input order kept) and equal keys' rows grouped together.
+
+    A batch that already arrives grouped by series (every GPU's rows contiguous and in time order, as collectors
+    and the simulator produce them) is kept in its order; any other batch is sorted by the key. Either way equal
+    keys end up adjacent, so duplicates are found by comparing each row with the one before, without hashing.
+    """
+    key = list(table.key)
+    if frame.height > 1 and not _grouped_by_series(frame, table):
+        frame = frame.sort(key, nulls_last=True, maintain_order=True)
+    repeated = pl.all_horizontal([pl.col(c).eq_missing(pl.col(c).shift(1)) for c in key])
+    if frame.select(repeated.any()).item():
+        frame = frame.filter(~repeated.fill_null(False))
+    return frame
+
+
+def _grouped_by_series(frame: pl.DataFrame, table: Table) -> bool:
+    """True when each series (the key columns before the time column) is one contiguous run of rows whose
+    remaining key columns never decrease. Nullable key columns compare as a nulls-last sort would."""
+    key = list(table.key)
+    split = key.index(table.time_column) if table.time_column in key else len(key)
+    series, within = key[:split], key[split:]
+    same_series = pl.all_horizontal([pl.col(c).eq_missing(pl.col(c).shift(1)) for c in series])
+    ordered, equal_so_far = pl.lit(True), same_series
+    for name in within:
+        column = _nulls_last(frame, name)
+        previous = column.shift(1)
+        ordered = ordered & (~equal_so_far | (column >= previous).fill_null(True))
+        equal_so_far = equal_so_far & (column == previous).fill_null(True)
+    checks = frame.select(ordered.all().alias("ordered"), (~same_series).alias("starts"))
+    if not checks["ordered"][0]:
+        return False
+    starts = frame.filter(checks["starts"]).select(series)
+    return starts.height == starts.unique().height
+
+
+def _nulls_last(frame: pl.DataFrame, name: str) -> pl.Expr:
+    dtype = frame.schema[name]
+    if dtype == pl.String:
+        return pl.col(name).fill_null("\U0010ffff")
+    if dtype.is_integer():
+        return pl.col(name).fill_null(dtype.max())  # type: ignore[attr-defined]
+    return pl.col(name)
 
 
 def _split(table: Table, frame: pl.DataFrame) -> list[tuple[Partition, pl.DataFrame]]:
@@ -105,7 +146,7 @@ def _drop_stored(lake: Lake, table: Table, partition: Partition, rows: pl.DataFr
     stored_keys = stored.collect().cast(rows.select(key).schema)
     if stored_keys.height == 0:
         return rows
-    return rows.join(stored_keys, on=key, how="anti", nulls_equal=True)
+    return rows.join(stored_keys, on=key, how="anti", nulls_equal=True, maintain_order="left")
 
 
 _FAMILIES = {

@@ -6,13 +6,15 @@ import datetime as dt
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 from polars.testing import assert_frame_equal
 
 from analysis.states import StateRules
 from tests.conftest import T0, allocation_rows, sample_rows
 from warehouse import rollup
-from warehouse.ingest import append
+from warehouse.ingest import append, conform
 from warehouse.lake import Lake
+from warehouse.maintenance import compact
 from warehouse.rollup import RollupConfig
 from warehouse.schema import GPU_ALLOCATIONS, GPU_MINUTES, GPU_SAMPLES
 
@@ -160,3 +162,27 @@ def test_mig_instances_roll_up_separately(lake: Lake) -> None:
         .sort("mig_instance_id", nulls_last=True)
     )
     assert got.rows() == [(1, "active", 10), (2, "unallocated", 10), (None, "unallocated", 10)]
+
+
+def test_lifetimes_from_part_footers_equal_a_full_scan(lake: Lake) -> None:
+    append(lake, GPU_SAMPLES, sample_rows(gpu="GPU-a", minutes=range(0, 2000, 5)))
+    append(lake, GPU_SAMPLES, sample_rows(gpu="GPU-b", minutes=range(100, 200), cluster="c2"))
+    append(lake, GPU_SAMPLES, sample_rows(gpu="GPU-a", minutes=range(2000, 2100)))
+    # A part written by another tool into the same layout has no footer summary: it is scanned instead.
+    foreign = lake.root / "gpu_samples" / "date=2026-11-05" / "cluster=c1" / "part-foreign.parquet"
+    foreign.parent.mkdir(parents=True)
+    rows = conform(GPU_SAMPLES, sample_rows(gpu="GPU-c", minutes=range(3), start=T0 + dt.timedelta(days=3)))
+    pq.write_table(rows, foreign)
+    compact(lake, target_rows=10_000)
+
+    def scanned() -> pl.DataFrame:
+        return (
+            lake.scan(GPU_SAMPLES)
+            .group_by("cluster", "gpu_uuid", pl.col("mig_instance_id").fill_null(-1).alias("mig_id"))
+            .agg(pl.col("ts").min().alias("first_ts"), pl.col("ts").max().alias("last_ts"))
+            .sort("cluster", "gpu_uuid", "mig_id")
+            .collect()
+        )
+
+    assert_frame_equal(rollup.gpu_lifetimes(lake), scanned())
+    assert rollup.gpu_lifetimes(lake).height == 3

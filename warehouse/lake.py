@@ -10,9 +10,11 @@ which no reader ever lists.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import fcntl
+import io
 import json
 import os
 import time
@@ -31,6 +33,7 @@ from warehouse.errors import WarehouseBusy, WarehouseMissing, WarehouseUnreadabl
 from warehouse.schema import Table
 
 MARKER = ".gpuledger-warehouse"
+SPANS_KEY = b"gpuledger.series_spans"
 PART_GLOB = "part-*.parquet"
 COMPRESSION = "zstd"
 
@@ -158,6 +161,33 @@ class Lake:
                 lf = lf.filter(col < _lit_time(table, end))
         return lf
 
+    def series_spans(self, table: Table) -> pl.DataFrame:
+        """First and last time of every series, per cluster, from the summaries in the parts' footers.
+
+        Reads footers only, so it costs per part, not per row; a part without a summary (written by another tool)
+        is scanned instead.
+        """
+        assert table.series and table.time_column
+        frames = []
+        for part in self.parts(table):
+            blob = (pq.read_schema(part).metadata or {}).get(SPANS_KEY)
+            if blob is not None:
+                spans = pl.read_ipc(io.BytesIO(base64.b64decode(blob)))
+            else:
+                spans = _spans(table, pl.scan_parquet(part, hive_partitioning=False)).collect()
+            cluster = self.partition_of(part.relative_to(self.root)).cluster
+            frames.append(spans.with_columns(pl.lit(cluster, pl.String).alias("cluster")))
+        if not frames:
+            empty = {c: pl.from_arrow(table.schema.empty_table()).schema[c] for c in table.series}  # type: ignore[union-attr]
+            time_type = pl.Datetime("us", "UTC")
+            return pl.DataFrame(schema={"cluster": pl.String, **empty, "first": time_type, "last": time_type})
+        return (
+            pl.concat(frames)
+            .group_by("cluster", *table.series)
+            .agg(pl.col("first").min(), pl.col("last").max())
+            .select("cluster", *table.series, "first", "last")
+        )
+
     def _list_parts(self, table: Table, start: dt.date | None, end: dt.date | None, cluster: str | None) -> list[Path]:
         base = self.table_dir(table)
         if not base.is_dir():
@@ -261,6 +291,8 @@ class Lake:
     def stage(self, table: Table, partition: Partition, data: pa.Table, name: str | None = None) -> Staged:
         """Write ``data`` as a complete Parquet file under ``_tmp/``; invisible until committed."""
         self._require_lock()
+        if table.series and table.time_column:
+            data = data.replace_schema_metadata({**(data.schema.metadata or {}), SPANS_KEY: _spans_blob(table, data)})
         final = self.new_part_path(table, partition, name)
         tmp = self.root / "_tmp" / f"{uuid.uuid4().hex}.parquet"
         tmp.parent.mkdir(exist_ok=True)
@@ -313,6 +345,21 @@ class Lake:
     def _require_lock(self) -> None:
         if self._lock_fd is None:
             raise RuntimeError("warehouse writes must happen inside `with lake.writing():`")
+
+
+def _spans(table: Table, rows: pl.LazyFrame) -> pl.LazyFrame:
+    assert table.time_column is not None
+    time = pl.col(table.time_column)
+    return rows.group_by(*table.series).agg(time.min().alias("first"), time.max().alias("last"))
+
+
+def _spans_blob(table: Table, data: pa.Table) -> bytes:
+    """Every series' first and last time in ``data``, as base64 Arrow IPC for the part's footer."""
+    frame = pl.from_arrow(data.select([*table.series, table.time_column]))
+    assert isinstance(frame, pl.DataFrame)
+    buffer = io.BytesIO()
+    _spans(table, frame.lazy()).collect().write_ipc(buffer, compression="zstd")
+    return base64.b64encode(buffer.getvalue())
 
 
 def _write_options(schema: pa.Schema) -> dict[str, Any]:

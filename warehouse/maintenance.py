@@ -103,8 +103,7 @@ def compact(lake: Lake, *, target_rows: int = 4_000_000, progress: Progress | No
 def _merge(lake: Lake, table: Table, parts: list[Path], target_rows: int) -> list[Staged]:
     partition = Lake.partition_of(parts[0].relative_to(lake.root))
     frame = pl.read_parquet([str(p) for p in parts], hive_partitioning=False)
-    sort_by = [c for c in ("gpu_uuid", "node", "mig_instance_id", "ts") if c in frame.columns]
-    frame = frame.sort(sort_by, nulls_last=True)
+    frame = frame.sort(list(table.key), nulls_last=True)
     staged = []
     for offset in range(0, frame.height, target_rows):
         chunk = frame.slice(offset, target_rows).to_arrow().cast(table.schema)

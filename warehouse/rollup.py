@@ -112,13 +112,17 @@ def is_fresh(lake: Lake, classifier: Classifier, config: RollupConfig = RollupCo
 
 
 def gpu_lifetimes(lake: Lake) -> pl.DataFrame:
-    """First and last sample time of every GPU (or MIG instance), per cluster."""
+    """First and last sample time of every GPU (or MIG instance), per cluster (from the parts' footers)."""
     return (
-        lake.scan(GPU_SAMPLES)
-        .group_by("cluster", "gpu_uuid", pl.col("mig_instance_id").fill_null(-1).alias("mig_id"))
-        .agg(pl.col("ts").min().alias("first_ts"), pl.col("ts").max().alias("last_ts"))
+        lake.series_spans(GPU_SAMPLES)
+        .select(
+            "cluster",
+            "gpu_uuid",
+            pl.col("mig_instance_id").fill_null(-1).alias("mig_id"),
+            pl.col("first").alias("first_ts"),
+            pl.col("last").alias("last_ts"),
+        )
         .sort("cluster", "gpu_uuid", "mig_id")
-        .collect()
     )
 
 

@@ -27,6 +27,8 @@ class Table:
     partition_by_cluster: bool
     ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     allowed: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    series: tuple[str, ...] = ()
+    """Columns naming one time series (a GPU or MIG instance); each part records every series' first and last time."""
     any_of: tuple[str, ...] = ()
     """When set, every row must have at least one of these columns non-null (who holds a GPU: a pod or a pid)."""
 
@@ -75,6 +77,7 @@ GPU_SAMPLES = Table(
         "gpu_index": (0, None),
     },
     allowed={"source": SOURCES},
+    series=("gpu_uuid", "mig_instance_id"),
 )
 
 GPU_ALLOCATIONS = Table(

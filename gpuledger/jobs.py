@@ -16,6 +16,7 @@ from analysis.errors import EmptyWarehouse
 from analysis.report import fleet_report
 from analysis.window import parse_time, resolve
 from collector.fleet import plan
+from collector.rows import Rows
 from collector.simulate import FleetTelemetry
 from gpuledger.settings import Settings
 from warehouse import rollup
@@ -84,3 +85,20 @@ def report(lake: Lake, settings: Settings, *, start: str | None, end: str | None
             refresh(lake, settings)
         window = resolve(start, end, newest=newest_minute(lake), default_days=settings.report_days, now=now)
         return fleet_report(lake.scan(GPU_MINUTES, start=window.start, end=window.end), window, settings.report_top_n)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    samples: int
+    allocations: int
+    nodes: int
+
+
+def ingest(lake: Lake, rows: Rows) -> IngestResult:
+    """Append one source's rows to the warehouse (each table idempotently); the rollup is refreshed separately."""
+    with lake.writing():
+        return IngestResult(
+            append(lake, GPU_SAMPLES, rows.samples).rows_written,
+            append(lake, GPU_ALLOCATIONS, rows.allocations).rows_written,
+            append(lake, NODES, rows.nodes).rows_written,
+        )

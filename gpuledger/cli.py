@@ -21,6 +21,7 @@ from rich.table import Table as RichTable
 from alerts.render import to_json, to_markdown
 from analysis.errors import AnalysisError
 from analysis.window import parse_time
+from collector.errors import CollectorError
 from gpuledger import __version__, jobs
 from gpuledger.settings import Settings, SettingsError, load_settings
 from warehouse import maintenance
@@ -45,7 +46,7 @@ def one_line_errors(func: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
-        except (WarehouseError, AnalysisError, SettingsError) as exc:
+        except (WarehouseError, AnalysisError, CollectorError, SettingsError) as exc:
             raise Fail(str(exc)) from None
 
     return wrapper

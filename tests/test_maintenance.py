@@ -53,3 +53,11 @@ def test_duckdb_views_match_polars_scans(sim_warehouse: Path, tmp_path: Path) ->
     assert util is not None
     assert util[0] == round(lake.scan(GPU_SAMPLES).select(pl.col("util_pct").mean()).collect().item(), 6)
     assert con.execute("SELECT count(*) FROM prices").fetchone() == (0,)
+
+
+def test_state_documents_are_replaced_whole(lake: Lake) -> None:
+    assert lake.read_state("scrape/http://prom:9090") is None
+    lake.write_state("scrape/http://prom:9090", {"watermark": "2026-11-02T00:00:00+00:00"})
+    lake.write_state("scrape/http://prom:9090", {"watermark": "2026-11-03T00:00:00+00:00"})
+    assert lake.read_state("scrape/http://prom:9090") == {"watermark": "2026-11-03T00:00:00+00:00"}
+    assert [p.name for p in (lake.root / "_state").iterdir()] == ["scrape_http___prom_9090.json"]

@@ -342,6 +342,33 @@ class Lake:
         for directory in sorted(touched, key=lambda p: len(p.parts), reverse=True):
             _remove_empty_dirs(directory, stop=self.root)
 
+    # ----------------------------------------------------------------------------------------------- state
+
+    def read_state(self, name: str) -> dict[str, Any] | None:
+        """A small JSON document a job keeps beside the data (a scrape watermark, alert state), or None."""
+        path = self._state_path(name)
+        try:
+            data: dict[str, Any] = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        return data
+
+    def write_state(self, name: str, value: dict[str, Any]) -> None:
+        """Replace the state document ``name`` atomically (written whole, then renamed into place)."""
+        path = self._state_path(name)
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        with tmp.open("w") as handle:
+            json.dump(value, handle, indent=2, sort_keys=True, default=str)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+
+    def _state_path(self, name: str) -> Path:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+        return self.root / "_state" / f"{safe}.json"
+
     def _require_lock(self) -> None:
         if self._lock_fd is None:
             raise RuntimeError("warehouse writes must happen inside `with lake.writing():`")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import os
 import shutil
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,7 +24,7 @@ from alerts.render import to_json, to_markdown
 from analysis.errors import AnalysisError
 from analysis.window import parse_time
 from collector.errors import CollectorError
-from gpuledger import __version__, jobs
+from gpuledger import __version__, jobs, sources
 from gpuledger.settings import Settings, SettingsError, load_settings
 from warehouse import maintenance
 from warehouse.errors import WarehouseError
@@ -220,6 +222,60 @@ def report(ctx: click.Context, warehouse: Path | None, start: str | None, end: s
     lake = Lake(warehouse_path(ctx, warehouse))
     result = jobs.report(lake, settings_from(ctx), start=start, end=end, now=now())
     click.echo(to_json(result) if fmt == "json" else to_markdown(result), nl=fmt == "json")
+
+
+@main.command()
+@warehouse_option()
+@click.option(
+    "--source", type=click.Choice(["nvml"]), default=None, help="Read this node's GPUs through NVML [default]."
+)
+@click.option("--dcgm-exporter", "dcgm_url", default=None, metavar="URL", help="Read a dcgm-exporter /metrics URL.")
+@click.option(
+    "--interval", type=click.FloatRange(min=0.05), default=10.0, show_default=True, help="Seconds per sample."
+)
+@click.option("--once", is_flag=True, help="Take one sample, store it, exit.")
+@click.option("--duration", type=click.FloatRange(min=0), default=None, help="Stop after this many seconds.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None, help="Serve live values on /metrics.")
+@click.option("--metrics-addr", default="0.0.0.0", show_default=True, help="Address for --metrics-port.")
+@click.option("--node", default=None, help="Node name [default: $NODE_NAME, else the host name].")
+@click.pass_context
+@one_line_errors
+def collect(
+    ctx: click.Context,
+    warehouse: Path | None,
+    source: str | None,
+    dcgm_url: str | None,
+    interval: float,
+    once: bool,
+    duration: float | None,
+    metrics_port: int | None,
+    metrics_addr: str,
+    node: str | None,
+) -> None:
+    """Sample GPUs (NVML on this node, or a dcgm-exporter) into the warehouse until stopped (SIGTERM flushes)."""
+    if source and dcgm_url:
+        raise Fail("--source nvml and --dcgm-exporter URL are alternatives: pass one")
+    if once and duration is not None:
+        raise Fail("--once and --duration are alternatives: pass one")
+    settings = settings_from(ctx)
+    root = warehouse_path(ctx, warehouse)
+    node_name = node or os.environ.get("NODE_NAME") or socket.gethostname()
+    read = sources.open_reader(settings, node=node_name, dcgm_url=dcgm_url)
+    stats = jobs.run_agent(
+        root,
+        read,
+        settings,
+        interval_s=interval,
+        duration_s=duration,
+        once=once,
+        metrics_port=metrics_port,
+        metrics_addr=metrics_addr,
+    )
+    click.echo(
+        f"collected {stats.samples_taken} samples into {root}: {stats.rows_stored:,} rows stored, "
+        f"{stats.spooled_batches} batches spooled, {stats.replayed_batches} replayed, {stats.read_errors} read errors",
+        err=True,
+    )
 
 
 @main.group()

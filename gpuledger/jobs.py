@@ -6,8 +6,10 @@ Each function is what one CLI command does, without the CLI: tests and the sched
 from __future__ import annotations
 
 import datetime as dt
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -15,7 +17,9 @@ import polars as pl
 from analysis.errors import EmptyWarehouse
 from analysis.report import fleet_report
 from analysis.window import parse_time, resolve
+from collector.agent import AgentStats, NodeAgent, Spool
 from collector.fleet import plan
+from collector.metrics import LiveMetrics, serve
 from collector.rows import Rows
 from collector.simulate import FleetTelemetry
 from gpuledger.settings import Settings
@@ -102,3 +106,50 @@ def ingest(lake: Lake, rows: Rows) -> IngestResult:
             append(lake, GPU_ALLOCATIONS, rows.allocations).rows_written,
             append(lake, NODES, rows.nodes).rows_written,
         )
+
+
+def run_agent(
+    lake_root: Path,
+    read: Callable[[], Rows],
+    settings: Settings,
+    *,
+    interval_s: float,
+    duration_s: float | None = None,
+    once: bool = False,
+    metrics_port: int | None = None,
+    metrics_addr: str = "0.0.0.0",
+    on_sample: Callable[[Rows], None] | None = None,
+) -> AgentStats:
+    """`gpuledger collect`: sample with ``read`` until SIGTERM/SIGINT (or the duration), storing into the warehouse.
+
+    The warehouse is opened on every flush, so a warehouse that disappears or turns read-only sends batches to the
+    spool instead of stopping the agent.
+    """
+    live = LiveMetrics() if metrics_port is not None else None
+
+    def store(rows: Rows) -> IngestResult:
+        return ingest(Lake(lake_root, create=True), rows)
+
+    def sampled(rows: Rows) -> None:
+        if live is not None:
+            live.update(rows)
+        if on_sample is not None:
+            on_sample(rows)
+
+    agent = NodeAgent(
+        read,
+        store,
+        Spool(settings.spool_dir, int(settings.spool_max_mib * (1 << 20))),
+        interval_s=interval_s,
+        flush_every_s=settings.flush_every_s,
+        on_sample=sampled,
+    )
+    server = serve(live, metrics_port, metrics_addr) if live is not None and metrics_port is not None else None
+    previous = {sig: signal.signal(sig, lambda *_: agent.stop()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return agent.run(duration_s=duration_s, once=once)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if server is not None:
+            server.shutdown()

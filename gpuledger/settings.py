@@ -61,6 +61,24 @@ class Settings(BaseSettings):
         ge=1,
         description="`gpuledger warehouse compact` merges small parts up to about this many rows.",
     )
+    cluster: str = Field(default="default", description="Cluster name stamped on every row a collector writes.")
+    flush_every_s: float = Field(
+        default=60.0, gt=0, description="`gpuledger collect` writes its buffer to the warehouse this often."
+    )
+    spool_dir: Path = Field(
+        default=Path(".gpuledger-spool"),
+        description="Where `gpuledger collect` keeps batches the warehouse could not take, to replay them later.",
+    )
+    spool_max_mib: float = Field(
+        default=256.0, gt=0, description="Bound of the spool; past it the oldest batches are dropped (and logged)."
+    )
+    energy_every_s: float = Field(
+        default=60.0, gt=0, description="NVML energy reads (~4 ms each on an H200) happen at most this often."
+    )
+    pod_resources_socket: Path = Field(
+        default=Path("/var/lib/kubelet/pod-resources/kubelet.sock"),
+        description="The kubelet pod-resources socket used to name the pod holding each GPU (skipped if absent).",
+    )
     demo_warehouse: Path = Field(
         default=Path("demo-warehouse"), description="Where `gpuledger demo` simulates its fleet."
     )

@@ -1,0 +1,109 @@
+"""The agent's live values on ``/metrics``, named and labelled as dcgm-exporter does.
+
+Existing Grafana dashboards built on dcgm-exporter, and ``gpuledger scrape`` through Prometheus, work against it:
+metric names are DCGM field names, units are dcgm-exporter's (FB in MiB, power in W, energy in mJ), labels are
+``gpu``, ``UUID``, ``device``, ``modelName``, ``Hostname``, ``GPU_I_PROFILE``/``GPU_I_ID`` for MIG instances and
+``pod``/``namespace``/``container`` for the holder.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
+
+from collector.rows import Rows
+
+MIB = 1 << 20
+GAUGES = (
+    ("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).", lambda s: s["util_pct"]),
+    ("DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB).", lambda s: _mib(s["fb_used_bytes"])),
+    ("DCGM_FI_DEV_FB_FREE", "Framebuffer memory free (in MiB).", lambda s: _mib(_free(s))),
+    ("DCGM_FI_DEV_POWER_USAGE", "Power draw (in W).", lambda s: s["power_w"]),
+    ("DCGM_FI_DEV_GPU_TEMP", "GPU temperature (in C).", lambda s: s["temp_c"]),
+    ("DCGM_FI_DEV_SM_CLOCK", "SM clock frequency (in MHz).", lambda s: s["sm_clock_mhz"]),
+)
+ENERGY = "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"
+
+
+class LiveMetrics(Collector):
+    """Holds the newest sample of every GPU and renders it on each scrape."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._samples: dict[tuple[str, Any], dict[str, Any]] = {}
+        self._energy_mj: dict[tuple[str, Any], float] = {}
+        self._holders: dict[tuple[str, Any], dict[str, Any]] = {}
+
+    def update(self, rows: Rows) -> None:
+        samples = rows.samples.to_pylist()
+        holders = rows.allocations.to_pylist()
+        with self._lock:
+            for sample in samples:
+                key = (sample["gpu_uuid"], sample["mig_instance_id"])
+                self._samples[key] = sample
+                if sample["energy_j"] is not None:
+                    self._energy_mj[key] = sample["energy_j"] * 1000.0
+                self._holders.pop(key, None)
+            for holder in holders:
+                key = (holder["gpu_uuid"], holder["mig_instance_id"])
+                if holder.get("pod") and key not in self._holders:
+                    self._holders[key] = holder
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            samples = dict(self._samples)
+            energy = dict(self._energy_mj)
+            holders = dict(self._holders)
+        families = [(Metric(name, doc, "gauge"), value_of) for name, doc, value_of in GAUGES]
+        counter = Metric(ENERGY, "Total energy consumption since boot (in mJ).", "counter")
+        for key, sample in sorted(samples.items(), key=lambda kv: (kv[0][0], kv[0][1] or -1)):
+            labels = _labels(sample, holders.get(key))
+            for family, value_of in families:
+                value = value_of(sample)
+                if value is not None:
+                    family.add_sample(family.name, labels, float(value))
+            if key in energy:
+                counter.add_sample(ENERGY, labels, energy[key])
+        yield from (family for family, _ in families)
+        yield counter
+
+
+def serve(metrics: LiveMetrics, port: int, addr: str = "0.0.0.0") -> Any:
+    """Serve ``/metrics`` on ``addr:port`` in a background thread; returns the server (``.shutdown()`` stops it)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(metrics)
+    server, _thread = start_http_server(port, addr=addr, registry=registry)
+    return server
+
+
+def _labels(sample: dict[str, Any], holder: dict[str, Any] | None) -> dict[str, str]:
+    """dcgm-exporter's label set: MIG labels only on MIG rows, pod labels only when a pod holds the GPU."""
+    labels = {"UUID": sample["gpu_uuid"]}
+    if sample["gpu_index"] is not None:
+        labels["gpu"] = str(sample["gpu_index"])
+        labels["device"] = f"nvidia{sample['gpu_index']}"
+    if sample["gpu_model"]:
+        labels["modelName"] = sample["gpu_model"]
+    if sample["node"]:
+        labels["Hostname"] = sample["node"]
+    if sample["mig_instance_id"] is not None:
+        labels["GPU_I_ID"] = str(sample["mig_instance_id"])
+        labels["GPU_I_PROFILE"] = sample["mig_profile"] or ""
+    if holder and holder.get("pod"):
+        labels.update({k: holder.get(k) or "" for k in ("pod", "namespace", "container")})
+    return labels
+
+
+def _mib(value: float | None) -> float | None:
+    return None if value is None else value / MIB
+
+
+def _free(sample: dict[str, Any]) -> float | None:
+    if sample["fb_total_bytes"] is None or sample["fb_used_bytes"] is None:
+        return None
+    return float(sample["fb_total_bytes"] - sample["fb_used_bytes"])

@@ -1,0 +1,319 @@
+"""NVML sampling on a GPU node (nvidia-ml-py, imported as ``pynvml``).
+
+Every NVML call goes through :class:`NvmlQuery`: bytes are decoded, "not supported" becomes a missing value, a
+function the installed driver lacks is logged once and then treated as missing, and a lost GPU raises
+:class:`GpuLost` so the sampler can mark that GPU and keep sampling the others.
+
+Costs on a real H200 (``shared/fixtures/nvml-h200/nvml_latency_us.json``): utilization, memory, power, temperature
+and clock reads take ~2 us each, the process list ~10 us, but one energy read ~4,000 us. Energy is therefore read on
+a slower cadence (``energy_every_s``) and left null in between.
+
+The NVML module is a constructor argument: nodes use the real ``pynvml``; machines without a GPU pass a stand-in
+built from a real capture (``tests/nvml_standin.py``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from collector.errors import CollectorError
+from collector.rows import Rows
+
+log = logging.getLogger(__name__)
+MIB = 1 << 20
+
+
+class NvmlUnavailable(CollectorError):
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            f"NVML is not available ({reason}): run on a node with the NVIDIA driver loaded, or read "
+            "`--dcgm-exporter URL` instead, or try gpuledger with `gpuledger simulate`"
+        )
+
+
+class GpuLost(Exception):
+    """NVML says the GPU fell off the bus; the sampler stops reading it."""
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class NvmlQuery:
+    """The one way into NVML: ``query("nvmlDeviceGetPowerUsage", handle)``."""
+
+    def __init__(self, nvml: Any) -> None:
+        self.nvml = nvml
+        self._absent: set[str] = set()
+        self._quiet = tuple(
+            getattr(nvml, name)
+            for name in ("NVMLError_NotSupported", "NVMLError_NotFound", "NVMLError_NoData", "NVMLError_NoPermission")
+            if hasattr(nvml, name)
+        )
+        self._lost = tuple(
+            getattr(nvml, name) for name in ("NVMLError_GpuIsLost", "NVMLError_GpuNotFound") if hasattr(nvml, name)
+        )
+        self._missing_function = getattr(nvml, "NVMLError_FunctionNotFound", ())
+
+    def __call__(self, name: str, *args: Any, default: Any = None) -> Any:
+        if name in self._absent:
+            return default
+        func = getattr(self.nvml, name, None)
+        if func is None:
+            return self._absent_once(name, default, "not in this nvidia-ml-py")
+        try:
+            value = func(*args)
+        except self._lost as exc:
+            raise GpuLost(str(exc)) from exc
+        except self._quiet:
+            return default
+        except self._missing_function:
+            return self._absent_once(name, default, "not in this driver")
+        return _decoded(value)
+
+    def _absent_once(self, name: str, default: Any, why: str) -> Any:
+        self._absent.add(name)
+        log.info("NVML function %s is %s; its values stay empty", name, why)
+        return default
+
+
+def _decoded(value: Any) -> Any:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass
+class Device:
+    """One whole GPU or one MIG instance, with what does not change while the agent runs."""
+
+    handle: Any
+    index: int
+    uuid: str
+    model: str
+    fb_total_bytes: int | None
+    mig_profile: str | None = None
+    mig_instance_id: int | None = None
+    mig_uuid: str | None = None
+    parent: Device | None = None
+    lost: bool = False
+    last_energy_at: dt.datetime | None = None
+    last_process_ts_us: int = 0
+    children: list[Device] = field(default_factory=list)
+
+
+class NvmlSampler:
+    """Reads every GPU (and MIG instance) of this node into ``gpu_samples`` and ``gpu_allocations`` rows."""
+
+    def __init__(
+        self,
+        *,
+        cluster: str,
+        node: str,
+        nvml: Any = None,
+        clock: Callable[[], dt.datetime] = utcnow,
+        energy_every_s: float = 60.0,
+        holders: Callable[[], Iterable[Holder]] | None = None,
+    ) -> None:
+        self.nvml = nvml if nvml is not None else _import_pynvml()
+        self.query = NvmlQuery(self.nvml)
+        self.cluster = cluster
+        self.node = node
+        self.clock = clock
+        self.energy_every_s = energy_every_s
+        self.holders = holders
+        self.devices: list[Device] = []
+
+    def open(self) -> list[Device]:
+        try:
+            self.nvml.nvmlInit()
+        except Exception as exc:  # any failure to start NVML is the same answer for the user
+            raise NvmlUnavailable(str(exc) or type(exc).__name__) from None
+        q = self.query
+        self.devices = []
+        for index in range(q("nvmlDeviceGetCount", default=0)):
+            handle = q("nvmlDeviceGetHandleByIndex", index)
+            memory = q("nvmlDeviceGetMemoryInfo", handle)
+            gpu = Device(
+                handle=handle,
+                index=index,
+                uuid=q("nvmlDeviceGetUUID", handle),
+                model=q("nvmlDeviceGetName", handle),
+                fb_total_bytes=memory.total if memory is not None else None,
+            )
+            gpu.children = self._mig_instances(gpu)
+            self.devices.append(gpu)
+        return self.devices
+
+    def close(self) -> None:
+        try:
+            self.nvml.nvmlShutdown()
+        except Exception as exc:
+            log.debug("nvmlShutdown failed: %s", exc)
+
+    def _mig_instances(self, gpu: Device) -> list[Device]:
+        q = self.query
+        mode = q("nvmlDeviceGetMigMode", gpu.handle)
+        if not mode or not mode[0]:
+            return []
+        out = []
+        for slot in range(q("nvmlDeviceGetMaxMigDeviceCount", gpu.handle, default=0)):
+            handle = q("nvmlDeviceGetMigDeviceHandleByIndex", gpu.handle, slot)
+            if handle is None:
+                continue
+            name = q("nvmlDeviceGetName", handle) or ""
+            memory = q("nvmlDeviceGetMemoryInfo", handle)
+            out.append(
+                Device(
+                    handle=handle,
+                    index=gpu.index,
+                    uuid=gpu.uuid,
+                    model=gpu.model,
+                    fb_total_bytes=memory.total if memory is not None else None,
+                    mig_profile=name.rsplit("MIG ", 1)[-1] if "MIG " in name else None,
+                    mig_instance_id=q("nvmlDeviceGetGpuInstanceId", handle),
+                    mig_uuid=q("nvmlDeviceGetUUID", handle),
+                    parent=gpu,
+                )
+            )
+        return out
+
+    def device_ids(self) -> dict[str, tuple[str, int | None]]:
+        """What the kubelet calls each device (GPU UUID, or MIG-<uuid> for an instance) -> (GPU UUID, instance)."""
+        ids: dict[str, tuple[str, int | None]] = {}
+        for gpu in self.devices:
+            ids[gpu.uuid] = (gpu.uuid, None)
+            for child in gpu.children:
+                if child.mig_uuid:
+                    ids[child.mig_uuid] = (gpu.uuid, child.mig_instance_id)
+        return ids
+
+    def sample(self) -> Rows:
+        """One reading of every GPU that is not lost."""
+        now = self.clock()
+        samples: list[dict[str, Any]] = []
+        processes: list[dict[str, Any]] = []
+        for gpu in self.devices:
+            if gpu.lost:
+                continue
+            try:
+                for device in [gpu, *gpu.children]:
+                    samples.append(self._read(device, now))
+                    processes += self._processes(device, now)
+            except GpuLost as exc:
+                gpu.lost = True
+                log.error("GPU %s (index %d) is lost (%s); sampling the other GPUs", gpu.uuid, gpu.index, exc)
+                samples = [s for s in samples if s["gpu_uuid"] != gpu.uuid]
+                processes = [p for p in processes if p["gpu_uuid"] != gpu.uuid]
+        return Rows.from_records(samples, self._allocations(processes, now))
+
+    def _read(self, device: Device, now: dt.datetime) -> dict[str, Any]:
+        q = self.query
+        whole = device.parent is None
+        handle = device.handle
+        util = q("nvmlDeviceGetUtilizationRates", handle)
+        memory = q("nvmlDeviceGetMemoryInfo", handle)
+        power_mw = q("nvmlDeviceGetPowerUsage", handle) if whole else None
+        return {
+            "ts": now,
+            "cluster": self.cluster,
+            "node": self.node,
+            "gpu_uuid": device.uuid,
+            "gpu_index": device.index,
+            "mig_profile": device.mig_profile,
+            "mig_instance_id": device.mig_instance_id,
+            "gpu_model": device.model,
+            "util_pct": float(util.gpu) if util is not None else None,
+            "fb_used_bytes": memory.used if memory is not None else None,
+            "fb_total_bytes": device.fb_total_bytes,
+            "power_w": power_mw / 1000.0 if power_mw is not None else None,
+            "energy_j": self._energy(device, now) if whole else None,
+            "temp_c": q("nvmlDeviceGetTemperature", handle, 0) if whole else None,
+            "sm_clock_mhz": q("nvmlDeviceGetClockInfo", handle, 1) if whole else None,
+            "source": "nvml",
+        }
+
+    def _energy(self, device: Device, now: dt.datetime) -> float | None:
+        due = device.last_energy_at is None or (now - device.last_energy_at).total_seconds() >= self.energy_every_s
+        if not due:
+            return None
+        device.last_energy_at = now
+        millijoules = self.query("nvmlDeviceGetTotalEnergyConsumption", device.handle)
+        return millijoules / 1000.0 if millijoules is not None else None
+
+    def _processes(self, device: Device, now: dt.datetime) -> list[dict[str, Any]]:
+        q = self.query
+        running = q("nvmlDeviceGetComputeRunningProcesses", device.handle, default=[]) or []
+        if not running:
+            return []
+        sm_util: dict[int, float] = {}
+        if device.parent is None:
+            # NotFound here means "no samples since last_process_ts_us", not a failure: the query maps it to [].
+            for s in q("nvmlDeviceGetProcessUtilization", device.handle, device.last_process_ts_us, default=[]) or []:
+                sm_util[s.pid] = float(s.smUtil)
+                device.last_process_ts_us = max(device.last_process_ts_us, int(s.timeStamp))
+        return [
+            {
+                "ts": now,
+                "gpu_uuid": device.uuid,
+                "mig_instance_id": device.mig_instance_id,
+                "pid": p.pid,
+                "process_fb_used_bytes": p.usedGpuMemory,
+                "process_util_pct": sm_util.get(p.pid),
+            }
+            for p in running
+        ]
+
+    def _allocations(self, processes: list[dict[str, Any]], now: dt.datetime) -> list[dict[str, Any]]:
+        """Holders from the kubelet (pod per GPU) joined with NVML's processes (pid, memory, SM utilization)."""
+        pods = list(self.holders()) if self.holders else []
+        by_device: dict[tuple[str, int | None], list[Holder]] = {}
+        for holder in pods:
+            by_device.setdefault((holder.gpu_uuid, holder.mig_instance_id), []).append(holder)
+        rows = []
+        for proc in processes:
+            owners = by_device.get((proc["gpu_uuid"], proc["mig_instance_id"]), [])
+            owner = owners[0] if len(owners) == 1 else None  # a shared GPU: the pid cannot be attributed here
+            rows.append({**proc, **self._where(), **(owner.columns() if owner else {})})
+        attributed = {(r["gpu_uuid"], r["mig_instance_id"], r.get("pod")) for r in rows}
+        for holder in pods:
+            if (holder.gpu_uuid, holder.mig_instance_id, holder.pod) not in attributed:
+                rows.append(
+                    {
+                        "ts": now,
+                        "gpu_uuid": holder.gpu_uuid,
+                        "mig_instance_id": holder.mig_instance_id,
+                        **self._where(),
+                        **holder.columns(),
+                    }
+                )
+        return rows
+
+    def _where(self) -> dict[str, Any]:
+        return {"cluster": self.cluster, "node": self.node, "source": "nvml"}
+
+
+@dataclass(frozen=True)
+class Holder:
+    """A pod (from the kubelet's pod-resources API) assigned a GPU or MIG instance of this node."""
+
+    gpu_uuid: str
+    mig_instance_id: int | None
+    namespace: str
+    pod: str
+    container: str
+    workload: str
+
+    def columns(self) -> dict[str, Any]:
+        return {"namespace": self.namespace, "pod": self.pod, "container": self.container, "workload": self.workload}
+
+
+def _import_pynvml() -> ModuleType:
+    try:
+        import pynvml  # nvidia-ml-py
+    except ImportError as exc:  # pragma: no cover - a dependency of the project
+        raise NvmlUnavailable(f"nvidia-ml-py is not installed: {exc}") from None
+    return pynvml

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -19,7 +20,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import fleet, ingest, machine, report
+from bench import fleet, ingest, machine, nvml, report
 from bench.common import GIB, Progress, Result, free_bytes
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -27,6 +28,9 @@ FULL = {"gpus": 1024, "days": 30}
 QUICK = {"gpus": 64, "days": 2}
 DEFAULT_END = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
 """A fixed end of history, so every run simulates the very same fleet and samples."""
+SHARED = Path(os.environ.get("GPULEDGER_SHARED", Path(__file__).resolve().parent.parent.parent / "shared"))
+NVML_GPUS = 8
+"""GPUs on the simulated node for the NVML benchmark (one p5/p5en node)."""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -42,9 +46,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="repeats for best-of timings (default 3)")
     parser.add_argument(
         "--only",
-        choices=("ingest", "fleet"),
+        choices=("ingest", "fleet", "nvml"),
         default=None,
-        help="ingest: benchmark 1; fleet: simulate, bytes, report",
+        help="ingest: benchmark 1; fleet: simulate, bytes, report; nvml: the NVML sampler's CPU per sample",
     )
     parser.add_argument(
         "--tmpdir", type=Path, default=None, help="where the temporary warehouses go (default: $TMPDIR)"
@@ -140,6 +144,12 @@ def main(argv: list[str] | None = None) -> int:
                 progress.note("profile of one append (cumulative time):")
                 text = ingest.profile_append(gpus=args.gpus, seed=args.seed, end=DEFAULT_END, workdir=workdir)
                 sys.stderr.write(text)
+        if args.only in (None, "nvml"):
+            results += nvml.run(
+                progress=progress,
+                nvml_factory=nvml.standin_factory(SHARED / "fixtures" / "nvml-h200", NVML_GPUS),
+                gpus=NVML_GPUS,
+            )
         if args.only in (None, "fleet"):
             simulated = fleet.simulate(
                 gpus=args.gpus,

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from collector.errors import CollectorError
-from collector.rows import Rows
+from collector.rows import Records, Rows, combine
 
 log = logging.getLogger(__name__)
 TABLES = ("samples", "allocations", "nodes")
@@ -93,13 +93,13 @@ class Spool:
 class NodeAgent:
     def __init__(
         self,
-        read: Callable[[], Rows],
+        read: Callable[[], Rows | Records],
         store: Callable[[Rows], object],
         spool: Spool,
         *,
         interval_s: float = 10.0,
         flush_every_s: float = 60.0,
-        on_sample: Callable[[Rows], None] | None = None,
+        on_sample: Callable[[Rows | Records], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.read = read
@@ -110,7 +110,7 @@ class NodeAgent:
         self.on_sample = on_sample
         self.monotonic = monotonic
         self.stats = AgentStats()
-        self._buffer: list[Rows] = []
+        self._buffer: list[Rows | Records] = []
         self._stop = threading.Event()
 
     def stop(self) -> None:
@@ -156,7 +156,7 @@ class NodeAgent:
 
     def flush(self) -> None:
         """Store the spool (oldest first), then the buffer; what cannot be stored goes to the spool."""
-        batch = _concat(self._buffer)
+        batch = combine(self._buffer) if self._buffer else None
         self._buffer = []
         self.stats.flushes += 1
         for spooled in self.spool.batches():
@@ -184,11 +184,3 @@ class NodeAgent:
         self.stats.rows_stored += rows.count
         return True
 
-
-def _concat(batches: list[Rows]) -> Rows | None:
-    if not batches:
-        return None
-    out = batches[0]
-    for rows in batches[1:]:
-        out = out + rows
-    return out

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from collector.rows import Rows
+from collector.rows import Records, Rows
 
 MIB = 1 << 20
 GAUGES = (
@@ -39,9 +39,9 @@ class LiveMetrics(Collector):
         self._energy_mj: dict[tuple[str, Any], float] = {}
         self._holders: dict[tuple[str, Any], dict[str, Any]] = {}
 
-    def update(self, rows: Rows) -> None:
-        samples = rows.samples.to_pylist()
-        holders = rows.allocations.to_pylist()
+    def update(self, rows: Rows | Records) -> None:
+        samples = rows.sample_dicts()
+        holders = rows.allocation_dicts()
         with self._lock:
             for sample in samples:
                 key = (sample["gpu_uuid"], sample["mig_instance_id"])

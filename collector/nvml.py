@@ -22,7 +22,7 @@ from types import ModuleType
 from typing import Any
 
 from collector.errors import CollectorError
-from collector.rows import Rows
+from collector.rows import Records, Rows
 
 log = logging.getLogger(__name__)
 MIB = 1 << 20
@@ -50,6 +50,7 @@ class NvmlQuery:
     def __init__(self, nvml: Any) -> None:
         self.nvml = nvml
         self._absent: set[str] = set()
+        self._functions: dict[str, Callable[..., Any]] = {}
         self._quiet = tuple(
             getattr(nvml, name)
             for name in ("NVMLError_NotSupported", "NVMLError_NotFound", "NVMLError_NoData", "NVMLError_NoPermission")
@@ -61,11 +62,14 @@ class NvmlQuery:
         self._missing_function = getattr(nvml, "NVMLError_FunctionNotFound", ())
 
     def __call__(self, name: str, *args: Any, default: Any = None) -> Any:
-        if name in self._absent:
-            return default
-        func = getattr(self.nvml, name, None)
+        func = self._functions.get(name)
         if func is None:
-            return self._absent_once(name, default, "not in this nvidia-ml-py")
+            if name in self._absent:
+                return default
+            func = getattr(self.nvml, name, None)
+            if func is None:
+                return self._absent_once(name, default, "not in this nvidia-ml-py")
+            self._functions[name] = func
         try:
             value = func(*args)
         except self._lost as exc:
@@ -78,6 +82,7 @@ class NvmlQuery:
 
     def _absent_once(self, name: str, default: Any, why: str) -> Any:
         self._absent.add(name)
+        self._functions.pop(name, None)
         log.info("NVML function %s is %s; its values stay empty", name, why)
         return default
 
@@ -192,10 +197,14 @@ class NvmlSampler:
         return ids
 
     def sample(self) -> Rows:
-        """One reading of every GPU that is not lost."""
+        """One reading of every GPU that is not lost, as Arrow tables."""
+        return self.read().to_rows()
+
+    def read(self) -> Records:
+        """One reading of every GPU that is not lost, as records (the agent converts many at once)."""
         now = self.clock()
-        samples: list[dict[str, Any]] = []
-        processes: list[dict[str, Any]] = []
+        samples: list[tuple[Any, ...]] = []
+        processes: list[tuple[Any, ...]] = []
         for gpu in self.devices:
             if gpu.lost:
                 continue
@@ -206,35 +215,37 @@ class NvmlSampler:
             except GpuLost as exc:
                 gpu.lost = True
                 log.error("GPU %s (index %d) is lost (%s); sampling the other GPUs", gpu.uuid, gpu.index, exc)
-                samples = [s for s in samples if s["gpu_uuid"] != gpu.uuid]
-                processes = [p for p in processes if p["gpu_uuid"] != gpu.uuid]
-        return Rows.from_records(samples, self._allocations(processes, now))
+                samples = [s for s in samples if s[3] != gpu.uuid]
+                processes = [p for p in processes if p[0] != gpu.uuid]
+        return Records(samples, self._allocations(processes, now))
 
-    def _read(self, device: Device, now: dt.datetime) -> dict[str, Any]:
+    def _read(self, device: Device, now: dt.datetime) -> tuple[Any, ...]:
+        """One gpu_samples row, in the table's column order."""
         q = self.query
         whole = device.parent is None
         handle = device.handle
         util = q("nvmlDeviceGetUtilizationRates", handle)
         memory = q("nvmlDeviceGetMemoryInfo", handle)
         power_mw = q("nvmlDeviceGetPowerUsage", handle) if whole else None
-        return {
-            "ts": now,
-            "cluster": self.cluster,
-            "node": self.node,
-            "gpu_uuid": device.uuid,
-            "gpu_index": device.index,
-            "mig_profile": device.mig_profile,
-            "mig_instance_id": device.mig_instance_id,
-            "gpu_model": device.model,
-            "util_pct": float(util.gpu) if util is not None else None,
-            "fb_used_bytes": memory.used if memory is not None else None,
-            "fb_total_bytes": device.fb_total_bytes,
-            "power_w": power_mw / 1000.0 if power_mw is not None else None,
-            "energy_j": self._energy(device, now) if whole else None,
-            "temp_c": q("nvmlDeviceGetTemperature", handle, 0) if whole else None,
-            "sm_clock_mhz": q("nvmlDeviceGetClockInfo", handle, 1) if whole else None,
-            "source": "nvml",
-        }
+        return (
+            now,
+            self.cluster,
+            self.node,
+            device.uuid,
+            device.index,
+            device.mig_profile,
+            device.mig_instance_id,
+            device.model,
+            float(util.gpu) if util is not None else None,
+            None,  # sm_active: NVML has no SM activity; DCGM profiling does
+            memory.used if memory is not None else None,
+            device.fb_total_bytes,
+            power_mw / 1000.0 if power_mw is not None else None,
+            self._energy(device, now) if whole else None,
+            q("nvmlDeviceGetTemperature", handle, 0) if whole else None,
+            q("nvmlDeviceGetClockInfo", handle, 1) if whole else None,
+            "nvml",
+        )
 
     def _energy(self, device: Device, now: dt.datetime) -> float | None:
         due = device.last_energy_at is None or (now - device.last_energy_at).total_seconds() >= self.energy_every_s
@@ -244,7 +255,8 @@ class NvmlSampler:
         millijoules = self.query("nvmlDeviceGetTotalEnergyConsumption", device.handle)
         return millijoules / 1000.0 if millijoules is not None else None
 
-    def _processes(self, device: Device, now: dt.datetime) -> list[dict[str, Any]]:
+    def _processes(self, device: Device, now: dt.datetime) -> list[tuple[Any, ...]]:
+        """(gpu_uuid, mig_instance_id, pid, used bytes, SM utilization) of each compute process."""
         q = self.query
         running = q("nvmlDeviceGetComputeRunningProcesses", device.handle, default=[]) or []
         if not running:
@@ -255,45 +267,40 @@ class NvmlSampler:
             for s in q("nvmlDeviceGetProcessUtilization", device.handle, device.last_process_ts_us, default=[]) or []:
                 sm_util[s.pid] = float(s.smUtil)
                 device.last_process_ts_us = max(device.last_process_ts_us, int(s.timeStamp))
-        return [
-            {
-                "ts": now,
-                "gpu_uuid": device.uuid,
-                "mig_instance_id": device.mig_instance_id,
-                "pid": p.pid,
-                "process_fb_used_bytes": p.usedGpuMemory,
-                "process_util_pct": sm_util.get(p.pid),
-            }
-            for p in running
-        ]
+        return [(device.uuid, device.mig_instance_id, p.pid, p.usedGpuMemory, sm_util.get(p.pid)) for p in running]
 
-    def _allocations(self, processes: list[dict[str, Any]], now: dt.datetime) -> list[dict[str, Any]]:
-        """Holders from the kubelet (pod per GPU) joined with NVML's processes (pid, memory, SM utilization)."""
+    def _allocations(self, processes: list[tuple[Any, ...]], now: dt.datetime) -> list[tuple[Any, ...]]:
+        """Holders from the kubelet (pod per GPU) joined with NVML's processes (pid, memory, SM utilization);
+        gpu_allocations rows in the table's column order."""
         pods = list(self.holders()) if self.holders else []
         by_device: dict[tuple[str, int | None], list[Holder]] = {}
         for holder in pods:
             by_device.setdefault((holder.gpu_uuid, holder.mig_instance_id), []).append(holder)
         rows = []
-        for proc in processes:
-            owners = by_device.get((proc["gpu_uuid"], proc["mig_instance_id"]), [])
+        attributed = set()
+        for uuid, mig_id, pid, used, util in processes:
+            owners = by_device.get((uuid, mig_id), [])
             owner = owners[0] if len(owners) == 1 else None  # a shared GPU: the pid cannot be attributed here
-            rows.append({**proc, **self._where(), **(owner.columns() if owner else {})})
-        attributed = {(r["gpu_uuid"], r["mig_instance_id"], r.get("pod")) for r in rows}
+            pod = owner.names() if owner else (None, None, None, None)
+            rows.append((now, self.cluster, self.node, uuid, mig_id, *pod, pid, used, util, "nvml"))
+            attributed.add((uuid, mig_id, pod[1]))
         for holder in pods:
             if (holder.gpu_uuid, holder.mig_instance_id, holder.pod) not in attributed:
                 rows.append(
-                    {
-                        "ts": now,
-                        "gpu_uuid": holder.gpu_uuid,
-                        "mig_instance_id": holder.mig_instance_id,
-                        **self._where(),
-                        **holder.columns(),
-                    }
+                    (
+                        now,
+                        self.cluster,
+                        self.node,
+                        holder.gpu_uuid,
+                        holder.mig_instance_id,
+                        *holder.names(),
+                        None,
+                        None,
+                        None,
+                        "nvml",
+                    )
                 )
         return rows
-
-    def _where(self) -> dict[str, Any]:
-        return {"cluster": self.cluster, "node": self.node, "source": "nvml"}
 
 
 @dataclass(frozen=True)
@@ -307,8 +314,9 @@ class Holder:
     container: str
     workload: str
 
-    def columns(self) -> dict[str, Any]:
-        return {"namespace": self.namespace, "pod": self.pod, "container": self.container, "workload": self.workload}
+    def names(self) -> tuple[str, str, str, str]:
+        """(namespace, pod, container, workload), in gpu_allocations' column order."""
+        return (self.namespace, self.pod, self.container, self.workload)
 
 
 def _import_pynvml() -> ModuleType:

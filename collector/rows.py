@@ -6,8 +6,10 @@ the warehouse schemas, so nothing downstream needs to know which source produced
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+import datetime as dt
+import gc
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -34,9 +36,9 @@ class Rows:
     ) -> Rows:
         """Rows from records keyed by column name; absent columns are null."""
         return cls(
-            pa.Table.from_pylist(list(samples), schema=GPU_SAMPLES.schema),
-            pa.Table.from_pylist(list(allocations), schema=GPU_ALLOCATIONS.schema),
-            pa.Table.from_pylist(list(nodes), schema=NODES.schema),
+            _table(list(samples), GPU_SAMPLES.schema),
+            _table(list(allocations), GPU_ALLOCATIONS.schema),
+            _table(list(nodes), NODES.schema),
         )
 
     def __add__(self, other: Rows) -> Rows:
@@ -49,3 +51,99 @@ class Rows:
     @property
     def count(self) -> int:
         return self.samples.num_rows + self.allocations.num_rows + self.nodes.num_rows
+
+    def to_rows(self) -> Rows:
+        return self
+
+    def sample_dicts(self) -> list[dict[str, Any]]:
+        return self.samples.to_pylist()
+
+    def allocation_dicts(self) -> list[dict[str, Any]]:
+        return self.allocations.to_pylist()
+
+
+@dataclass(frozen=True)
+class Records:
+    """Rows not yet converted to Arrow, as tuples in each table's column order: what a fast sampler returns per
+    tick. Building Arrow tables costs ~37 us per row for a handful of rows but well under 1 us per row for
+    thousands, so the agent buffers records and converts them once per flush."""
+
+    samples: list[tuple[Any, ...]] = field(default_factory=list)
+    allocations: list[tuple[Any, ...]] = field(default_factory=list)
+    nodes: list[tuple[Any, ...]] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.samples) + len(self.allocations) + len(self.nodes)
+
+    def to_rows(self) -> Rows:
+        return Rows(
+            _table_from_tuples(self.samples, GPU_SAMPLES.schema),
+            _table_from_tuples(self.allocations, GPU_ALLOCATIONS.schema),
+            _table_from_tuples(self.nodes, NODES.schema),
+        )
+
+    def sample_dicts(self) -> list[dict[str, Any]]:
+        names = GPU_SAMPLES.schema.names
+        return [dict(zip(names, row, strict=True)) for row in self.samples]
+
+    def allocation_dicts(self) -> list[dict[str, Any]]:
+        names = GPU_ALLOCATIONS.schema.names
+        return [dict(zip(names, row, strict=True)) for row in self.allocations]
+
+
+def combine(batches: Sequence[Rows | Records]) -> Rows:
+    """One Rows from many readings: records are converted together, in one pass.
+
+    The cyclic garbage collector is paused for the conversion: it holds no cycles, but the many short-lived
+    lists it allocates would otherwise trigger full collections over every buffered record (10x the cost).
+    """
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        records = Records(
+            [s for b in batches if isinstance(b, Records) for s in b.samples],
+            [a for b in batches if isinstance(b, Records) for a in b.allocations],
+            [n for b in batches if isinstance(b, Records) for n in b.nodes],
+        )
+        out = records.to_rows()
+    finally:
+        if paused:
+            gc.enable()
+    for rows in (b for b in batches if isinstance(b, Rows)):
+        out = out + rows
+    return out
+
+
+def _table(records: list[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
+    """Records keyed by column name to a table."""
+    return _table_from_columns([[r.get(name) for r in records] for name in schema.names], schema)
+
+
+def _table_from_tuples(rows: list[tuple[Any, ...]], schema: pa.Schema) -> pa.Table:
+    columns = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in schema.names]
+    return _table_from_columns(columns, schema)
+
+
+def _table_from_columns(columns: list[list[Any]], schema: pa.Schema) -> pa.Table:
+    """Column lists to a table (several times faster than ``pa.Table.from_pylist``). Timestamps go through epoch
+    microseconds: pyarrow converts timezone-aware datetimes ~100x slower than ints."""
+    arrays = []
+    for fld, values in zip(schema, columns, strict=True):
+        if pa.types.is_timestamp(fld.type):
+            arrays.append(pa.array([_epoch_us(v) for v in values], type=fld.type))
+        else:
+            arrays.append(pa.array(values, type=fld.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
+def _epoch_us(value: dt.datetime | None) -> int | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return (value - _EPOCH) // _MICROSECOND

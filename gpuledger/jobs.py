@@ -20,7 +20,7 @@ from analysis.window import parse_time, resolve
 from collector.agent import AgentStats, NodeAgent, Spool
 from collector.fleet import plan
 from collector.metrics import LiveMetrics, serve
-from collector.rows import Rows
+from collector.rows import Records, Rows
 from collector.simulate import FleetTelemetry
 from gpuledger.settings import Settings
 from warehouse import rollup
@@ -110,7 +110,7 @@ def ingest(lake: Lake, rows: Rows) -> IngestResult:
 
 def run_agent(
     lake_root: Path,
-    read: Callable[[], Rows],
+    read: Callable[[], Rows | Records],
     settings: Settings,
     *,
     interval_s: float,
@@ -118,7 +118,7 @@ def run_agent(
     once: bool = False,
     metrics_port: int | None = None,
     metrics_addr: str = "0.0.0.0",
-    on_sample: Callable[[Rows], None] | None = None,
+    on_sample: Callable[[Rows | Records], None] | None = None,
 ) -> AgentStats:
     """`gpuledger collect`: sample with ``read`` until SIGTERM/SIGINT (or the duration), storing into the warehouse.
 
@@ -130,7 +130,7 @@ def run_agent(
     def store(rows: Rows) -> IngestResult:
         return ingest(Lake(lake_root, create=True), rows)
 
-    def sampled(rows: Rows) -> None:
+    def sampled(rows: Rows | Records) -> None:
         if live is not None:
             live.update(rows)
         if on_sample is not None:

@@ -3,20 +3,59 @@
 from __future__ import annotations
 
 import atexit
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterable
 
-from collector.nvml import NvmlSampler
-from collector.rows import Rows
+from collector.errors import CollectorError
+from collector.k8s import GpuAssignment, PodResourcesClient, workload_from_owner
+from collector.nvml import Holder, NvmlSampler
+from collector.rows import Records, Rows
 from gpuledger.settings import Settings
 
+log = logging.getLogger(__name__)
 
-def open_reader(settings: Settings, *, node: str, dcgm_url: str | None) -> Callable[[], Rows]:
+
+def open_reader(settings: Settings, *, node: str, dcgm_url: str | None) -> Callable[[], Rows | Records]:
     """A function returning one reading of the chosen source (NVML on this node unless a dcgm-exporter URL is given)."""
     if dcgm_url:
         from collector.dcgm import DcgmExporterReader
 
         return DcgmExporterReader(dcgm_url, cluster=settings.cluster).read
     sampler = NvmlSampler(cluster=settings.cluster, node=node, energy_every_s=settings.energy_every_s)
+    if settings.pod_resources_socket.exists():
+        client = PodResourcesClient(settings.pod_resources_socket)
+        sampler.holders = lambda: kubelet_holders(client.list_gpu_assignments, sampler.device_ids())
+    else:
+        log.info(
+            "no kubelet pod-resources socket at %s: GPUs are attributed to processes only",
+            settings.pod_resources_socket,
+        )
     sampler.open()
     atexit.register(sampler.close)
-    return sampler.sample
+    return sampler.read
+
+
+def kubelet_holders(
+    assignments: Callable[[], Iterable[GpuAssignment]], device_ids: dict[str, tuple[str, int | None]]
+) -> list[Holder]:
+    """The kubelet's device assignments as holders of this node's GPUs and MIG instances.
+
+    A container holding several time-sliced replicas of one GPU is one holder; devices this node's NVML does not
+    know (another node's, or a stale assignment) are skipped. A kubelet that cannot be asked is logged, and the
+    GPUs are then attributed to processes only for that sample.
+    """
+    try:
+        listed = list(assignments())
+    except CollectorError as exc:
+        log.error("%s", exc)
+        return []
+    holders: dict[tuple[str, int | None, str, str, str], Holder] = {}
+    for a in listed:
+        where = device_ids.get(a.device_id)
+        if where is None:
+            continue
+        key = (*where, a.namespace, a.pod, a.container)
+        holders.setdefault(
+            key, Holder(where[0], where[1], a.namespace, a.pod, a.container, workload_from_owner(None, None, a.pod))
+        )
+    return list(holders.values())

@@ -47,7 +47,7 @@ def stored(root: Path) -> pl.DataFrame:
 def test_agent_samples_on_its_interval_and_flushes_everything(sampler: NvmlSampler, tmp_path: Path) -> None:
     root = tmp_path / "wh"
     agent = NodeAgent(
-        sampler.sample,
+        sampler.read,
         lambda rows: jobs.ingest(Lake(root, create=True), rows),
         Spool(tmp_path / "spool", 1 << 30),
         interval_s=0.05,
@@ -114,11 +114,11 @@ AGENT_SCRIPT = textwrap.dedent(
     out = log.open("a")
 
     def taken(rows):
-        for ts in rows.samples.column("ts").to_pylist():
-            out.write(ts.isoformat() + "\\n")
+        for sample in rows.sample_dicts():
+            out.write(sample["ts"].isoformat() + "\\n")
         out.flush()
 
-    stats = jobs.run_agent(root, sampler.sample, settings, interval_s=0.05, on_sample=taken)
+    stats = jobs.run_agent(root, sampler.read, settings, interval_s=0.05, on_sample=taken)
     print(json.dumps({"samples": stats.samples_taken, "stored": stats.rows_stored}))
     """
 )

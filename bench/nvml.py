@@ -11,6 +11,7 @@ For reference, on a real H200 six raw calls cost 41 us of CPU per sample, nvitop
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 from collections.abc import Callable
@@ -43,8 +44,9 @@ class Recorder:
         return call
 
 
-def run(*, progress: Progress, nvml_factory: Callable[[Callable[[], dt.datetime]], Any], gpus: int,
-        ticks: int = 2000) -> list[Result]:
+def run(
+    *, progress: Progress, nvml_factory: Callable[[Callable[[], dt.datetime]], Any], gpus: int, ticks: int = 2000
+) -> list[Result]:
     clock = _Clock()
     with progress.step(f"nvml: sampler vs raw calls, {gpus} GPUs x {ticks} ticks") as update:
         recorder = Recorder(nvml_factory(clock))
@@ -74,10 +76,8 @@ def run(*, progress: Progress, nvml_factory: Callable[[Callable[[], dt.datetime]
         nvml_error = nvml_factory(clock).NVMLError
         start = time.process_time()
         for func, args in recorded:
-            try:
+            with contextlib.suppress(nvml_error):  # "not supported" / "no samples since": part of the raw cost too
                 func(*args)
-            except nvml_error:  # "not supported" / "no samples since": part of the raw cost too
-                pass
         raw_us = (time.process_time() - start) / (ticks * gpus) * 1e6
     progress.note(f"nvml: sampler {sampler_us:.1f} us, raw calls {raw_us:.1f} us of CPU per GPU per sample")
     return [

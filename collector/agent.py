@@ -183,4 +183,3 @@ class NodeAgent:
             return False
         self.stats.rows_stored += rows.count
         return True
-

@@ -235,7 +235,7 @@ _TEMPLATE_HASH = re.compile(rf"(?P<base>.+)-[{_SAFE}]{{6,10}}")
 """A ReplicaSet's ``pod-template-hash`` (a 32-bit hash's decimal digits, each mapped into the safe alphabet)."""
 _CRON_RUN = re.compile(r"(?P<base>.+)-\d{8,}")
 """A CronJob's Job: ``<cronjob>-<scheduled time in minutes since the epoch>``."""
-_ORDINAL = re.compile(r"(?P<base>.+)-\d+")
+_ORDINAL = re.compile(r"(?P<base>.+)-(?:0|[1-9]\d{0,4})")
 """A StatefulSet's pod: ``<statefulset>-<ordinal>``."""
 
 
@@ -259,6 +259,16 @@ def workload_from_owner(owner_kind: str | None, owner_name: str | None, pod_name
         if owner_kind == "Node":
             return pod_name.removesuffix(f"-{owner_name}")
         return owner_name
+    return workload_from_pod(pod_name)
+
+
+def workload_from_pod(pod_name: str) -> str:
+    """The workload of a pod whose owner is unknown: its name without the suffixes Kubernetes generated.
+
+    ``name-<template hash>-<5>`` (Deployment), ``name-<minutes>-<5>`` (CronJob), ``name-<5>`` (DaemonSet, Job) and
+    ``name-<ordinal>`` (StatefulSet) give ``name``; generated parts use an alphabet without vowels, so ordinary
+    words are not mistaken for them; a bare pod is its own workload.
+    """
     if (generated := _POD_SUFFIX.fullmatch(pod_name)) is not None:
         base = generated["base"]
         for parent in (_CRON_RUN, _TEMPLATE_HASH):

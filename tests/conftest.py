@@ -13,6 +13,7 @@ from click.testing import CliRunner, Result
 
 from gpuledger.cli import main
 from gpuledger.settings import Settings, load_settings
+from tests.kubelet import serve, socket_dir  # noqa: F401  (fixtures: a real kubelet pod-resources socket)
 from warehouse.lake import Lake
 
 REPO = Path(__file__).resolve().parent.parent

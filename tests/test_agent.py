@@ -228,3 +228,66 @@ def test_collect_once_without_nvml_is_one_line(cli, tmp_path: Path) -> None:
     result = cli("collect", "--warehouse", str(tmp_path / "wh"), "--once")
     assert result.exit_code == 2
     assert result.stderr.startswith("Error: NVML is not available (")
+
+
+def test_metrics_endpoint_round_trips_through_the_dcgm_reader(shared: Path) -> None:
+    """What the agent serves on /metrics is what gpuledger's dcgm-exporter reader reads back, MIG included."""
+    from collector.dcgm import DcgmExporterReader
+
+    nvml = CapturedNVML(shared / "fixtures" / "nvml-h200", utcnow, count=2, mig=["3g.71gb", "3g.71gb"])
+    sampler = NvmlSampler(cluster="c1", node="gpu-node-1", nvml=nvml, clock=utcnow)
+    sampler.open()
+    live = LiveMetrics()
+    rows = sampler.sample()
+    live.update(rows)
+    server = serve(live, 0, "127.0.0.1")
+    try:
+        back = DcgmExporterReader(f"http://127.0.0.1:{server.server_port}", cluster="c1").read()
+    finally:
+        server.shutdown()
+    key = ["gpu_uuid", "mig_instance_id"]
+    columns = [*key, "gpu_index", "mig_profile", "gpu_model", "node", "util_pct", "fb_used_bytes", "power_w"]
+    sent = pl.from_arrow(rows.samples).select(columns).sort(key, nulls_last=True)
+    got = pl.from_arrow(back.samples).select(columns).sort(key, nulls_last=True)
+    assert got.height == 6
+    assert got.drop("power_w").equals(sent.drop("power_w"))
+    assert got["power_w"].to_list() == pytest.approx(sent["power_w"].to_list(), nan_ok=True)
+
+
+def test_collect_once_from_a_dcgm_exporter(cli, tmp_path: Path, shared: Path) -> None:
+    import http.server
+    import threading
+
+    body = (shared / "fixtures" / "dcgm-exporter" / "h100x8_eks_pod_labels.prom").read_bytes()
+
+    class Exporter(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Exporter)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+        result = cli("collect", "--warehouse", str(tmp_path / "wh"), "--dcgm-exporter", url, "--once")
+    finally:
+        server.shutdown()
+    assert result.exit_code == 0, result.output
+    assert "collected 1 samples" in result.stderr
+    lake = Lake(tmp_path / "wh")
+    samples = lake.scan(GPU_SAMPLES).collect()
+    assert samples.height == 8 and set(samples["source"]) == {"dcgm-exporter"}
+    assert samples["gpu_model"].unique().to_list() == ["NVIDIA H100 80GB HBM3"]
+
+
+def test_collect_refuses_two_sources(cli, tmp_path: Path) -> None:
+    result = cli("collect", "--warehouse", str(tmp_path), "--source", "nvml", "--dcgm-exporter", "http://x:9400")
+    assert (result.exit_code, result.stderr) == (
+        2,
+        "Error: --source nvml and --dcgm-exporter URL are alternatives: pass one\n",
+    )

@@ -10,8 +10,8 @@ from collector.k8s import PodResourcesClient
 from collector.nvml import NvmlSampler
 from collector.podresources import api_pb2
 from gpuledger.sources import kubelet_holders
+from tests.kubelet import Kubelet
 from tests.nvml_standin import CapturedNVML
-from tests.test_k8s import Kubelet, serve, socket_dir  # noqa: F401  (pytest fixtures)
 
 T0 = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)
 

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import os
 import socket
-import tempfile
 import threading
-from collections.abc import Callable, Iterator
-from concurrent import futures
+from collections.abc import Callable
 from pathlib import Path
 
-import grpc
 import pytest
 
 from collector.k8s import (
@@ -24,6 +21,7 @@ from collector.k8s import (
     workload_from_owner,
 )
 from collector.podresources import api_pb2, api_pb2_grpc
+from tests.kubelet import Kubelet
 
 UID = "1f7c3e2a-8b5d-4c1e-9a3f-2d6b7e8c9f01"
 UID_ = UID.replace("-", "_")
@@ -241,48 +239,6 @@ EXPECTED = [
     GpuAssignment("inference", "llm-serve-6d5f7c9b8d-q7wzx", "vllm", "nvidia.com/gpu", GPU[5], replica=1),
     GpuAssignment("inference", "reranker-5b8c9d7f6-m4n2p", "server", "nvidia.com/gpu.shared", GPU[6], replica=3),
 ]
-
-
-class Kubelet(api_pb2_grpc.PodResourcesListerServicer):
-    """The pod-resources service as a kubelet serves it, answering List with one node's pods."""
-
-    def __init__(self, response: api_pb2.ListPodResourcesResponse, release: threading.Event | None = None) -> None:
-        self.response = response
-        self.release = release
-
-    def List(self, request: api_pb2.ListPodResourcesRequest, context: grpc.ServicerContext) -> object:
-        if self.release is not None:
-            self.release.wait(10)
-        return self.response
-
-
-@pytest.fixture
-def socket_dir(tmp_path: Path) -> Iterator[Path]:
-    """A folder for a unix socket: tmp_path, unless its path is too long for one (sun_path holds 108 bytes)."""
-    if len(str(tmp_path)) < 80:
-        yield tmp_path
-        return
-    with tempfile.TemporaryDirectory(prefix="gl-") as short:
-        yield Path(short)
-
-
-@pytest.fixture
-def serve(socket_dir: Path) -> Iterator[Callable[[api_pb2_grpc.PodResourcesListerServicer], Path]]:
-    """Start a real gRPC server with the given servicer on ``<dir>/kubelet.sock``; returns the socket's path."""
-    servers: list[grpc.Server] = []
-
-    def start(servicer: api_pb2_grpc.PodResourcesListerServicer) -> Path:
-        path = socket_dir / "kubelet.sock"
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-        api_pb2_grpc.add_PodResourcesListerServicer_to_server(servicer, server)
-        server.add_insecure_port(f"unix://{path}")
-        server.start()
-        servers.append(server)
-        return path
-
-    yield start
-    for server in servers:
-        server.stop(grace=None)
 
 
 def test_list_gpu_assignments_from_a_real_kubelet_socket(serve: Callable[..., Path]) -> None:

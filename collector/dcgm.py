@@ -1,0 +1,518 @@
+"""dcgm-exporter: its ``/metrics`` text, or DCGM series a Prometheus returns, into gpu_samples and gpu_allocations.
+
+``rows_from_points`` is the one mapping from DCGM metric names and labels to warehouse rows; ``parse_exposition``
+(a scraped ``/metrics`` body) and the Prometheus scraper both feed it :class:`DcgmPoint` values.
+
+Label facts it honours (see ``shared/fixtures/SOURCES.md``):
+
+- ``Hostname`` (released images) or ``hostname`` (main branch) names the node.
+- MIG instances carry the parent GPU's ``UUID`` plus ``GPU_I_PROFILE`` and ``GPU_I_ID``; the whole GPU's own series
+  have no ``GPU_I_ID``, so a MIG GPU yields one row for itself and one per instance.
+- The pod holding a GPU arrives as ``pod``/``namespace``/``container``, as ``pod_name``/``pod_namespace``/
+  ``container_name`` (``--use-old-namespace``), or as ``exported_pod``/... (a ServiceMonitor without
+  ``honorLabels``: the plain ``pod`` then names the exporter pod itself).
+- Through a ServiceMonitor, a GPU that no pod holds still carries ``pod``/``namespace``/``container`` labels: the
+  scrape target's, i.e. the exporter's own pod (``nvidia-dcgm-exporter-wqqqn`` in the real Prometheus answers of
+  ``h100x8_prometheus_vector_*.json``). That pod is never a holder: see ``_is_exporter_pod``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import re
+import socket
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import NamedTuple, NoReturn
+from urllib.parse import urlsplit, urlunsplit
+
+import pyarrow as pa
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from collector.errors import SourceRejected, SourceUnreachable
+from collector.k8s import workload_from_pod
+from collector.rows import Rows
+from warehouse.schema import GPU_ALLOCATIONS, GPU_SAMPLES, NODES
+
+log = logging.getLogger(__name__)
+
+SOURCE = "dcgm-exporter"
+MIB = 1 << 20
+DEFAULT_PORT = 9400
+UNREACHABLE_FIX = f"check the URL and that dcgm-exporter is running (default port {DEFAULT_PORT})"
+NOT_METRICS_FIX = f"point the URL at dcgm-exporter's metrics endpoint, e.g. http://NODE:{DEFAULT_PORT}/metrics"
+
+GPU_UTIL = "DCGM_FI_DEV_GPU_UTIL"
+GR_ENGINE_ACTIVE = "DCGM_FI_PROF_GR_ENGINE_ACTIVE"
+SM_ACTIVE = "DCGM_FI_PROF_SM_ACTIVE"
+FB_USED = "DCGM_FI_DEV_FB_USED"
+FB_FREE = "DCGM_FI_DEV_FB_FREE"
+FB_RESERVED = "DCGM_FI_DEV_FB_RESERVED"
+FB_TOTAL = "DCGM_FI_DEV_FB_TOTAL"
+POWER_USAGE = "DCGM_FI_DEV_POWER_USAGE"
+TOTAL_ENERGY = "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"
+GPU_TEMP = "DCGM_FI_DEV_GPU_TEMP"
+SM_CLOCK = "DCGM_FI_DEV_SM_CLOCK"
+METRICS = frozenset(
+    {GPU_UTIL, GR_ENGINE_ACTIVE, SM_ACTIVE, FB_USED, FB_FREE, FB_RESERVED, FB_TOTAL}
+    | {POWER_USAGE, TOTAL_ENERGY, GPU_TEMP, SM_CLOCK}
+)
+"""The DCGM fields gpu_samples is built from; every other DCGM metric only makes its GPU known."""
+
+_POD_LABELS = (
+    ("exported_namespace", "exported_pod", "exported_container"),
+    ("pod_namespace", "pod_name", "container_name"),
+    ("namespace", "pod", "container"),
+)
+"""Where the holding pod is, best first: exported_* beats pod_name, which beats the plain (maybe exporter's) pod."""
+
+_INT_LIMITS = {pa.int32(): (-(2**31), 2**31 - 1), pa.int64(): (-(2**63), 2**63 - 1)}
+_VALUE_COLUMNS = (
+    "util_pct",
+    "sm_active",
+    "fb_used_bytes",
+    "fb_total_bytes",
+    "power_w",
+    "energy_j",
+    "temp_c",
+    "sm_clock_mhz",
+)
+
+
+class DcgmPoint(NamedTuple):
+    """One sample of one DCGM metric series; ``ts`` is an aware UTC datetime."""
+
+    name: str
+    labels: Mapping[str, str]
+    ts: dt.datetime
+    value: float
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+# --- workload names ----------------------------------------------------------------------------------------------
+
+
+# --- points into rows --------------------------------------------------------------------------------------------
+
+Holder = tuple[str | None, str, str | None]
+"""(namespace, pod, container) of a pod that holds a GPU."""
+ReadingKey = tuple[str, int | None, dt.datetime]
+"""(gpu_uuid, mig_instance_id, ts): the gpu_samples key."""
+
+
+@dataclass
+class _Reading:
+    """Everything the points say about one GPU or MIG instance at one time."""
+
+    node: str
+    gpu_index: float | None
+    gpu_model: str | None
+    mig_profile: str | None
+    values: dict[str, float] = field(default_factory=dict)
+    holders: set[Holder] = field(default_factory=set)
+
+
+def rows_from_points(points: Iterable[DcgmPoint], *, cluster: str, source: str) -> Rows:
+    """gpu_samples rows (one per GPU or MIG instance per timestamp) and gpu_allocations rows (one per holding pod
+    of each of those). Points of other metrics, or without a ``UUID`` label, are ignored; out-of-range values
+    become null and are logged once per column."""
+    readings = _collect(points)
+    keys = sorted(readings, key=_series_order)
+    samples = _samples_table(keys, readings, cluster, source)
+    allocations = _allocations_table(keys, readings, cluster, source)
+    return Rows(samples, allocations, NODES.schema.empty_table())
+
+
+def _collect(points: Iterable[DcgmPoint]) -> dict[ReadingKey, _Reading]:
+    readings: dict[ReadingKey, _Reading] = {}
+    for name, labels, ts, value in points:
+        uuid = labels.get("UUID")
+        if not uuid or not name.startswith("DCGM_"):
+            continue
+        key = (uuid, _int_label(labels.get("GPU_I_ID")), ts)
+        reading = readings.get(key)
+        if reading is None:
+            reading = readings[key] = _new_reading(labels)
+        if name in METRICS:
+            reading.values.setdefault(name, value)
+        holder = _holder(labels)
+        if holder is not None:
+            reading.holders.add(holder)
+    return readings
+
+
+def _new_reading(labels: Mapping[str, str]) -> _Reading:
+    index = labels.get("gpu")
+    return _Reading(
+        node=labels.get("Hostname") or labels.get("hostname") or "",
+        gpu_index=_number(index) if index else None,
+        gpu_model=labels.get("modelName") or None,
+        mig_profile=labels.get("GPU_I_PROFILE") or None,
+    )
+
+
+def _int_label(text: str | None) -> int | None:
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
+def _holder(labels: Mapping[str, str]) -> Holder | None:
+    for namespace, pod, container in _POD_LABELS:
+        name = labels.get(pod)
+        if not name:
+            continue
+        if pod == "pod" and _is_exporter_pod(labels, name):
+            return None
+        return labels.get(namespace) or None, name, labels.get(container) or None
+    return None
+
+
+def _is_exporter_pod(labels: Mapping[str, str], pod: str) -> bool:
+    """Whether a plain ``pod`` label names the exporter that was scraped rather than a pod holding the GPU.
+
+    Prometheus' Kubernetes discovery gives every scraped series its target's pod, namespace and container; with
+    ``honorLabels`` dcgm-exporter's own pod labels win for held GPUs, but a GPU no pod holds keeps the target's.
+    The exporter never holds a GPU, so its pod (named after the scrape job or service, or after dcgm-exporter)
+    is dropped.
+    """
+    scrape_names = {labels.get("job"), labels.get("service")} - {None, ""}
+    return "dcgm-exporter" in pod or workload_from_pod(pod) in scrape_names or labels.get("container") in scrape_names
+
+
+def _series_order(key: ReadingKey) -> tuple[str, bool, int, dt.datetime]:
+    """Series by series, each in time order, whole GPU after its MIG instances: the nulls-last key order ingest
+    keeps without sorting again."""
+    uuid, mig, ts = key
+    return uuid, mig is None, mig or 0, ts
+
+
+def _samples_table(keys: list[ReadingKey], readings: dict[ReadingKey, _Reading], cluster: str, source: str) -> pa.Table:
+    converted = [_converted(readings[key].values) for key in keys]
+    values = {name: [row[name] for row in converted] for name in _VALUE_COLUMNS}
+    values["gpu_index"] = [readings[key].gpu_index for key in keys]
+    for name, column in values.items():
+        _drop_out_of_range(name, column, keys)
+    n = len(keys)
+    columns: dict[str, list[object]] = {
+        "ts": [key[2] for key in keys],
+        "cluster": [cluster] * n,
+        "node": [readings[key].node for key in keys],
+        "gpu_uuid": [key[0] for key in keys],
+        "mig_profile": [readings[key].mig_profile for key in keys],
+        "mig_instance_id": [key[1] for key in keys],
+        "gpu_model": [readings[key].gpu_model for key in keys],
+        "source": [source] * n,
+    }
+    for name, column in values.items():
+        columns[name] = _typed(name, column)
+    _warn_nodeless(keys, readings)
+    return pa.table([pa.array(columns[f.name], f.type) for f in GPU_SAMPLES.schema], schema=GPU_SAMPLES.schema)
+
+
+def _converted(values: Mapping[str, float]) -> dict[str, float | None]:
+    """One reading's DCGM values in warehouse units (MiB to bytes, mJ to J), still unchecked floats."""
+    sm_active = values.get(GR_ENGINE_ACTIVE)
+    if sm_active is None or math.isnan(sm_active):
+        sm_active = values.get(SM_ACTIVE, sm_active)
+    energy = values.get(TOTAL_ENERGY)
+    return {
+        "util_pct": values.get(GPU_UTIL),
+        "sm_active": sm_active,
+        "fb_used_bytes": _bytes(values.get(FB_USED)),
+        "fb_total_bytes": _bytes(_fb_total_mib(values)),
+        "power_w": values.get(POWER_USAGE),
+        "energy_j": None if energy is None else energy / 1000.0,
+        "temp_c": values.get(GPU_TEMP),
+        "sm_clock_mhz": values.get(SM_CLOCK),
+    }
+
+
+def _fb_total_mib(values: Mapping[str, float]) -> float | None:
+    """USED + FREE (+ RESERVED, which newer DCGM splits out of FREE); FB_TOTAL only when USED or FREE is missing.
+    A negative or NaN part makes the total NaN, so it is dropped and logged rather than summed into nonsense."""
+    used, free = values.get(FB_USED), values.get(FB_FREE)
+    if used is None or free is None:
+        return values.get(FB_TOTAL)
+    parts = (used, free, values.get(FB_RESERVED, 0.0))
+    return math.nan if any(not part >= 0 for part in parts) else sum(parts)
+
+
+def _bytes(mib: float | None) -> float | None:
+    return None if mib is None else mib * MIB
+
+
+def _drop_out_of_range(name: str, column: list[float | None], keys: list[ReadingKey]) -> None:
+    """Replace, in place, values the warehouse would reject (NaN, infinite, outside the column's range or type)
+    with None, and log the column once."""
+    low, high = _bounds(name)
+    bad = [
+        i for i, value in enumerate(column) if value is not None and not (math.isfinite(value) and low <= value <= high)
+    ]
+    if not bad:
+        return
+    uuid, mig, ts = keys[bad[0]]
+    where = uuid if mig is None else f"{uuid} MIG instance {mig}"
+    log.warning(
+        "dcgm: dropped %d %s value(s) outside [%s, %s], first %r on %s at %s",
+        len(bad),
+        name,
+        low,
+        high,
+        column[bad[0]],
+        where,
+        ts.isoformat(),
+    )
+    for i in bad:
+        column[i] = None
+
+
+def _bounds(name: str) -> tuple[float, float]:
+    """The column's range in the warehouse contract, narrowed to what its integer type can hold."""
+    low, high = GPU_SAMPLES.ranges.get(name, (None, None))
+    type_low, type_high = _INT_LIMITS.get(GPU_SAMPLES.schema.field(name).type, (-math.inf, math.inf))
+    return (type_low if low is None else low), (type_high if high is None else min(high, type_high))
+
+
+def _typed(name: str, column: list[float | None]) -> list[object]:
+    if pa.types.is_integer(GPU_SAMPLES.schema.field(name).type):
+        return [None if value is None else round(value) for value in column]
+    return list(column)
+
+
+def _warn_nodeless(keys: list[ReadingKey], readings: dict[ReadingKey, _Reading]) -> None:
+    nodeless = {key[0] for key in keys if not readings[key].node}
+    if nodeless:
+        log.warning("dcgm: %d GPU(s) have no Hostname/hostname label, node left empty", len(nodeless))
+
+
+def _allocations_table(
+    keys: list[ReadingKey], readings: dict[ReadingKey, _Reading], cluster: str, source: str
+) -> pa.Table:
+    held = [(key, readings[key].node, holder) for key in keys for holder in sorted(readings[key].holders, key=_by_name)]
+    workloads = {pod: workload_from_pod(pod) for pod in {holder[1] for _, _, holder in held}}
+    n = len(held)
+    columns: dict[str, list[object]] = {
+        "ts": [key[2] for key, _, _ in held],
+        "cluster": [cluster] * n,
+        "node": [node for _, node, _ in held],
+        "gpu_uuid": [key[0] for key, _, _ in held],
+        "mig_instance_id": [key[1] for key, _, _ in held],
+        "namespace": [holder[0] for _, _, holder in held],
+        "pod": [holder[1] for _, _, holder in held],
+        "container": [holder[2] for _, _, holder in held],
+        "workload": [workloads[holder[1]] for _, _, holder in held],
+        "source": [source] * n,
+    }
+    schema = GPU_ALLOCATIONS.schema
+    return pa.table([pa.array(columns.get(f.name, [None] * n), f.type) for f in schema], schema=schema)
+
+
+def _by_name(holder: Holder) -> tuple[str, str, str]:
+    """Nulls last, as ingest orders a key."""
+    namespace, pod, container = holder
+    return namespace or "\U0010ffff", pod, container or "\U0010ffff"
+
+
+# --- the /metrics text -------------------------------------------------------------------------------------------
+
+
+def parse_exposition(text: str, *, cluster: str, scraped_at: dt.datetime, url: str = "the given text") -> Rows:
+    """Rows from one dcgm-exporter ``/metrics`` body. A sample's own timestamp wins over ``scraped_at``.
+
+    ``url`` only names the input in errors: a body that is not a Prometheus exposition of DCGM metrics (an HTML
+    page, a JSON answer, another exporter's metrics) raises SourceRejected.
+    """
+    if text.lstrip().startswith(("<", "{", "[")):
+        _reject(url, f"the answer is not Prometheus metrics; it begins {_opening(text)}")
+    try:
+        samples = _samples(text)
+    except ValueError as exc:
+        _reject(url, f"the answer is not Prometheus metrics ({_clip(str(exc), 80)}); it begins {_opening(text)}")
+    if not samples:
+        log.warning("dcgm: %s held no samples", url)
+    elif not any(name.startswith("DCGM_") for name, _, _, _ in samples):
+        _reject(url, f"no DCGM_* metric among its {len(samples)} samples")
+    points = (
+        DcgmPoint(name, labels, scraped_at if seconds is None else _from_unix(seconds), value)
+        for name, labels, value, seconds in samples
+    )
+    return rows_from_points(points, cluster=cluster, source=SOURCE)
+
+
+WireSample = tuple[str, Mapping[str, str], float, float | None]
+"""(metric name as on the wire, labels, value, own timestamp in seconds or None)."""
+
+_LABEL_BLOCK = re.compile(r'\{[^"{}\n]*(?:"[^"\\\n]*(?:\\.[^"\\\n]*)*"[^"{}\n]*)*\}')
+"""One ``{...}`` label set on one line; braces inside quoted label values do not end it."""
+
+
+def _samples(text: str) -> list[WireSample]:
+    """Every sample of the exposition, parsed by prometheus_client; ValueError when it is not an exposition.
+
+    prometheus_client parses labels one character at a time (about 1 s for a 1,000-GPU node's 23,000 lines), while
+    dcgm-exporter repeats each GPU's label set on every metric. So each distinct label set is parsed once, and the
+    text is parsed with a short stand-in label in its place; a text that this trips up is parsed plainly.
+    """
+    blocks: dict[str, int] = {}
+    compact = _LABEL_BLOCK.sub(lambda m: f'{{_k="{blocks.setdefault(m.group(0), len(blocks))}"}}', text)
+    try:
+        label_sets = [_block_labels(block) for block in blocks]
+        return _parsed(compact, lambda labels: label_sets[int(labels["_k"])] if labels else labels)
+    except (ValueError, KeyError, IndexError):
+        return _parsed(text, lambda labels: labels)
+
+
+def _block_labels(block: str) -> dict[str, str]:
+    families = list(text_string_to_metric_families(f"x{block} 0\n"))
+    if len(families) != 1 or len(families[0].samples) != 1:
+        raise ValueError(f"label set {block[:40]!r} does not parse alone")
+    return families[0].samples[0].labels
+
+
+def _parsed(text: str, resolve: Callable[[dict[str, str]], Mapping[str, str]]) -> list[WireSample]:
+    """prometheus_client renames the samples of a ``# TYPE X counter`` family to ``X_total`` (its OpenMetrics view);
+    dcgm-exporter's counters (TOTAL_ENERGY_CONSUMPTION among them) never end in ``_total``, so the suffix is undone.
+    """
+    out: list[WireSample] = []
+    for family in text_string_to_metric_families(text):
+        renamed = f"{family.name}_total" if family.type == "counter" else None
+        for sample in family.samples:
+            name = family.name if sample.name == renamed else sample.name
+            seconds = None if sample.timestamp is None else _seconds(sample.timestamp)
+            out.append((name, resolve(sample.labels), float(sample.value), seconds))
+    return out
+
+
+def _reject(url: str, reason: str) -> NoReturn:
+    raise SourceRejected(SOURCE, url, reason, NOT_METRICS_FIX)
+
+
+def _opening(text: str) -> str:
+    return repr(_clip(" ".join(text.split()), 32))
+
+
+def _clip(text: str, limit: int) -> str:
+    """The first line of ``text``, cut to ``limit`` characters."""
+    line = text.split("\n", 1)[0].strip()
+    return line if len(line) <= limit else f"{line[: limit - 3]}..."
+
+
+def _seconds(timestamp: object) -> float:
+    """Seconds since the epoch of a parsed sample timestamp (a float, or OpenMetrics' Timestamp)."""
+    sec, nsec = getattr(timestamp, "sec", None), getattr(timestamp, "nsec", None)
+    if isinstance(sec, int) and isinstance(nsec, int):
+        return sec + nsec / 1e9
+    assert isinstance(timestamp, int | float)
+    return float(timestamp)
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _from_unix(seconds: float) -> dt.datetime:
+    """An aware UTC datetime, rounded to the microsecond so 1773114089.184 stays .184000 and not .183999."""
+    return _EPOCH + dt.timedelta(microseconds=round(seconds * 1_000_000))
+
+
+# --- reading a live exporter -------------------------------------------------------------------------------------
+
+
+def metrics_url(url: str) -> str:
+    """``url`` with ``http://`` when it has no scheme and ``/metrics`` when it has no path (or only ``/``)."""
+    if "://" not in url:
+        url = f"http://{url}"
+    parts = urlsplit(url)
+    if parts.path in ("", "/"):
+        parts = parts._replace(path="/metrics")
+    return urlunsplit(parts)
+
+
+class DcgmExporterReader:
+    """Reads one dcgm-exporter's ``/metrics`` into Rows, one scrape per ``read()``."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        cluster: str,
+        session: requests.Session | None = None,
+        clock: Callable[[], dt.datetime] = utcnow,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self.url = metrics_url(url)
+        self.cluster = cluster
+        self.session = session if session is not None else requests.Session()
+        self.clock = clock
+        self.timeout_s = timeout_s
+
+    def read(self) -> Rows:
+        body = self._get()
+        return parse_exposition(body, cluster=self.cluster, scraped_at=self.clock(), url=self.url)
+
+    def _get(self) -> str:
+        try:
+            response = self.session.get(self.url, timeout=self.timeout_s)
+        except requests.Timeout as exc:
+            reason = f"no answer within {self.timeout_s:g} s"
+            raise SourceUnreachable(SOURCE, self.url, reason, UNREACHABLE_FIX) from exc
+        except requests.ConnectionError as exc:
+            raise SourceUnreachable(SOURCE, self.url, _connection_failure(exc), UNREACHABLE_FIX) from exc
+        except requests.RequestException as exc:
+            reason = _clip(str(exc), 120) or type(exc).__name__
+            raise SourceUnreachable(SOURCE, self.url, reason, UNREACHABLE_FIX) from exc
+        if response.status_code >= 400:
+            status = f"HTTP {response.status_code} {response.reason}".rstrip()
+            raise SourceRejected(SOURCE, self.url, status, _status_fix(response.status_code))
+        return response.content.decode("utf-8", errors="replace")  # the text format is UTF-8, charset given or not
+
+
+def _connection_failure(exc: BaseException) -> str:
+    """The root cause of a failed connection in a few words, found in urllib3's chain of wrapped errors."""
+    for cause in _causes(exc):
+        if isinstance(cause, socket.gaierror) or type(cause).__name__ == "NameResolutionError":
+            return "host name not found"
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, ConnectionResetError):
+            return "connection reset"
+    return "connection failed"
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        linked = [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args]
+        todo.extend(item for item in linked if isinstance(item, BaseException))
+
+
+def _status_fix(status: int) -> str:
+    if status == 404:
+        return "check the path: dcgm-exporter serves its metrics at /metrics"
+    if status in (401, 403):
+        return "this endpoint needs credentials; point the URL at dcgm-exporter itself (port 9400)"
+    if status >= 500:
+        return "dcgm-exporter failed to collect: check its logs and that DCGM can see the GPUs"
+    return UNREACHABLE_FIX

@@ -20,7 +20,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import fleet, ingest, machine, nvml, report
+from bench import fleet, ingest, machine, nvml, report, scrape
 from bench.common import GIB, Progress, Result, free_bytes
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -46,9 +46,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="repeats for best-of timings (default 3)")
     parser.add_argument(
         "--only",
-        choices=("ingest", "fleet", "nvml"),
+        choices=("ingest", "fleet", "nvml", "scrape"),
         default=None,
-        help="ingest: benchmark 1; fleet: simulate, bytes, report; nvml: the NVML sampler's CPU per sample",
+        help="ingest: benchmark 1; fleet: simulate, bytes, report; nvml: the NVML sampler's CPU per sample; "
+        "scrape: points/s from a real Prometheus",
     )
     parser.add_argument(
         "--tmpdir", type=Path, default=None, help="where the temporary warehouses go (default: $TMPDIR)"
@@ -149,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
                 progress=progress,
                 nvml_factory=nvml.standin_factory(SHARED / "fixtures" / "nvml-h200", NVML_GPUS),
                 gpus=NVML_GPUS,
+            )
+        if args.only in (None, "scrape"):
+            results += scrape.run(
+                gpus=min(args.gpus, 64), hours=6, workdir=workdir, progress=progress, repeats=args.repeats
             )
         if args.only in (None, "fleet"):
             simulated = fleet.simulate(

@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from warehouse.schema import GPU_ALLOCATIONS, GPU_SAMPLES, NODES
+from warehouse.schema import GPU_ALLOCATIONS, GPU_SAMPLES, NODES, Table
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,10 @@ class Rows:
     @property
     def count(self) -> int:
         return self.samples.num_rows + self.allocations.num_rows + self.nodes.num_rows
+
+    def batches(self) -> list[tuple[Table, pa.Table]]:
+        """(warehouse table, rows) pairs, for ``warehouse.ingest.append_many``."""
+        return [(GPU_SAMPLES, self.samples), (GPU_ALLOCATIONS, self.allocations), (NODES, self.nodes)]
 
     def to_rows(self) -> Rows:
         return self

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import logging
 import os
 import shutil
 import socket
@@ -22,7 +23,7 @@ from rich.table import Table as RichTable
 
 from alerts.render import to_json, to_markdown
 from analysis.errors import AnalysisError
-from analysis.window import parse_time
+from analysis.window import Window, parse_time
 from collector.errors import CollectorError
 from gpuledger import __version__, jobs, sources
 from gpuledger.settings import Settings, SettingsError, load_settings
@@ -108,10 +109,14 @@ def warehouse_path(ctx: click.Context, given: Path | None) -> Path:
     default=None,
     help="TOML settings file (default: ./gpuledger.toml when present). GPULEDGER_* variables override it.",
 )
+@click.option("-v", "--verbose", is_flag=True, help="Log progress details (retries, chunks, flushes) on stderr.")
 @click.pass_context
 @one_line_errors
-def main(ctx: click.Context, config: Path | None) -> None:
+def main(ctx: click.Context, config: Path | None, verbose: bool) -> None:
     """gpuledger: which GPU-hours did useful work, which were wasted, by whom, and what should change."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s", force=True
+    )
     ctx.obj = load_settings(config)
 
 
@@ -274,6 +279,40 @@ def collect(
     click.echo(
         f"collected {stats.samples_taken} samples into {root}: {stats.rows_stored:,} rows stored, "
         f"{stats.spooled_batches} batches spooled, {stats.replayed_batches} replayed, {stats.read_errors} read errors",
+        err=True,
+    )
+
+
+@main.command()
+@click.option("--prometheus", "prometheus_url", required=True, metavar="URL", help="Prometheus base URL.")
+@warehouse_option()
+@click.option("--start", "start_at", required=True, help="Window start (T, e.g. -7d or 2026-11-01).")
+@click.option("--end", "end_at", default="now", show_default=True, help="Window end, exclusive (T).")
+@click.option("--step", type=click.IntRange(min=1), default=60, show_default=True, help="Seconds between points.")
+@click.pass_context
+@one_line_errors
+def scrape(
+    ctx: click.Context, prometheus_url: str, warehouse: Path | None, start_at: str, end_at: str, step: int
+) -> None:
+    """Copy DCGM and kube-state-metrics series from Prometheus; a re-run resumes where the last one stopped."""
+    at = now()
+    window = Window(parse_time(start_at, at), parse_time(end_at, at))
+    lake = Lake(warehouse_path(ctx, warehouse), create=True)
+    with progress_bar("scraping Prometheus") as bar:
+        result = jobs.scrape(
+            lake,
+            settings_from(ctx),
+            url=prometheus_url,
+            start=window.start,
+            end=window.end,
+            step_s=step,
+            progress=bar,
+        )
+    done = result.watermark.isoformat() if result.watermark else "-"
+    click.echo(
+        f"scraped {result.points:,} points in {result.chunks} chunks ({result.queries} queries): "
+        f"{result.samples:,} samples, {result.allocations:,} allocation rows, {result.nodes:,} node rows stored; "
+        f"done up to {done}",
         err=True,
     )
 

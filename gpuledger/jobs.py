@@ -20,11 +20,12 @@ from analysis.window import parse_time, resolve
 from collector.agent import AgentStats, NodeAgent, Spool
 from collector.fleet import plan
 from collector.metrics import LiveMetrics, serve
+from collector.prometheus import PrometheusScraper, ScrapeResult
 from collector.rows import Records, Rows
 from collector.simulate import FleetTelemetry
 from gpuledger.settings import Settings
 from warehouse import rollup
-from warehouse.ingest import append
+from warehouse.ingest import append, append_many
 from warehouse.lake import Lake
 from warehouse.maintenance import diagnosing
 from warehouse.schema import GPU_ALLOCATIONS, GPU_MINUTES, GPU_SAMPLES, NODES
@@ -100,12 +101,8 @@ class IngestResult:
 
 def ingest(lake: Lake, rows: Rows) -> IngestResult:
     """Append one source's rows to the warehouse (each table idempotently); the rollup is refreshed separately."""
-    with lake.writing():
-        return IngestResult(
-            append(lake, GPU_SAMPLES, rows.samples).rows_written,
-            append(lake, GPU_ALLOCATIONS, rows.allocations).rows_written,
-            append(lake, NODES, rows.nodes).rows_written,
-        )
+    samples, allocations, nodes = append_many(lake, rows.batches())
+    return IngestResult(samples.rows_written, allocations.rows_written, nodes.rows_written)
 
 
 def run_agent(
@@ -153,3 +150,20 @@ def run_agent(
             signal.signal(sig, handler)
         if server is not None:
             server.shutdown()
+
+
+def scrape(
+    lake: Lake,
+    settings: Settings,
+    *,
+    url: str,
+    start: dt.datetime,
+    end: dt.datetime,
+    step_s: int,
+    progress: Progress | None = None,
+) -> ScrapeResult:
+    """`gpuledger scrape`: copy [start, end) from Prometheus (resuming where the last run stopped), then roll up."""
+    result = PrometheusScraper(url, cluster=settings.cluster, step_s=step_s).scrape(lake, start, end, progress=progress)
+    if result.chunks:
+        refresh(lake, settings)
+    return result

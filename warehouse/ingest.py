@@ -9,6 +9,7 @@ therefore never need to deduplicate.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import polars as pl
@@ -67,6 +68,12 @@ def append(lake: Lake, table: Table, data: pa.Table) -> AppendResult:
                 staged.append(lake.stage(table, partition, rows.to_arrow().cast(table.schema)))
         lake.commit(staged)
     return AppendResult(table.name, rows_in, sum(s.rows for s in staged), len(staged))
+
+
+def append_many(lake: Lake, batches: Sequence[tuple[Table, pa.Table]]) -> list[AppendResult]:
+    """Append several tables' batches under one hold of the writer lock (each batch its own transaction)."""
+    with lake.writing():
+        return [append(lake, table, data) for table, data in batches]
 
 
 def _unique_sorted(frame: pl.DataFrame, table: Table) -> pl.DataFrame:

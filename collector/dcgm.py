@@ -56,9 +56,11 @@ POWER_USAGE = "DCGM_FI_DEV_POWER_USAGE"
 TOTAL_ENERGY = "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"
 GPU_TEMP = "DCGM_FI_DEV_GPU_TEMP"
 SM_CLOCK = "DCGM_FI_DEV_SM_CLOCK"
+CLOCK_REASONS = ("DCGM_FI_DEV_CLOCKS_EVENT_REASONS", "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS")
+"""The clock-event reasons bitmask: the current name first, then the name older exporters use."""
 METRICS = frozenset(
     {GPU_UTIL, GR_ENGINE_ACTIVE, SM_ACTIVE, FB_USED, FB_FREE, FB_RESERVED, FB_TOTAL}
-    | {POWER_USAGE, TOTAL_ENERGY, GPU_TEMP, SM_CLOCK}
+    | {POWER_USAGE, TOTAL_ENERGY, GPU_TEMP, SM_CLOCK, *CLOCK_REASONS}
 )
 """The DCGM fields gpu_samples is built from; every other DCGM metric only makes its GPU known."""
 
@@ -79,6 +81,7 @@ _VALUE_COLUMNS = (
     "energy_j",
     "temp_c",
     "sm_clock_mhz",
+    "clock_event_reasons",
 )
 
 
@@ -241,6 +244,7 @@ def _converted(values: Mapping[str, float]) -> dict[str, float | None]:
         "energy_j": None if energy is None else energy / 1000.0,
         "temp_c": values.get(GPU_TEMP),
         "sm_clock_mhz": values.get(SM_CLOCK),
+        "clock_event_reasons": next((values[n] for n in CLOCK_REASONS if n in values), None),
     }
 
 

@@ -26,6 +26,11 @@ GAUGES = (
     ("DCGM_FI_DEV_POWER_USAGE", "Power draw (in W).", lambda s: s["power_w"]),
     ("DCGM_FI_DEV_GPU_TEMP", "GPU temperature (in C).", lambda s: s["temp_c"]),
     ("DCGM_FI_DEV_SM_CLOCK", "SM clock frequency (in MHz).", lambda s: s["sm_clock_mhz"]),
+    (
+        "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS",
+        "Current clock event (throttle) reasons, a bitmask.",
+        lambda s: s["clock_event_reasons"],
+    ),
 )
 ENERGY = "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"
 

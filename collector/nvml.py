@@ -244,6 +244,7 @@ class NvmlSampler:
             self._energy(device, now) if whole else None,
             q("nvmlDeviceGetTemperature", handle, 0) if whole else None,
             q("nvmlDeviceGetClockInfo", handle, 1) if whole else None,
+            q("nvmlDeviceGetCurrentClocksEventReasons", handle) if whole else None,
             "nvml",
         )
 

@@ -145,6 +145,10 @@ class CapturedNVML:
         self._count("nvmlDeviceGetClockInfo")
         return int(self._row(handle)["sm_clock_mhz"])
 
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: Handle) -> int:
+        self._count("nvmlDeviceGetCurrentClocksEventReasons")
+        return int(self._row(handle)["clock_reasons"])
+
     def nvmlDeviceGetComputeRunningProcesses(self, handle: Handle) -> list[Any]:
         self._count("nvmlDeviceGetComputeRunningProcesses")
         row = self._row(handle)

@@ -104,7 +104,7 @@ def _with(table: pa.Table, column: str, values: pa.Array) -> pa.Table:
             lambda t: t.append_column("fan_rpm", pa.array([1] * t.num_rows)),
             "gpu_samples.fan_rpm: unknown column (the table has ts, cluster, node, gpu_uuid, gpu_index, mig_profile, "
             "mig_instance_id, gpu_model, util_pct, sm_active, fb_used_bytes, fb_total_bytes, power_w, energy_j, "
-            "temp_c, sm_clock_mhz, source); nothing of this batch was written",
+            "temp_c, sm_clock_mhz, clock_event_reasons, source); nothing of this batch was written",
         ),
         (
             lambda t: _with(t, "source", pa.array(["guess"] * t.num_rows)),

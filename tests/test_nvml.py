@@ -54,6 +54,7 @@ def test_one_sample_holds_the_captured_values(capture: Path) -> None:
     assert (sample["util_pct"], sample["fb_used_bytes"]) == (row["util_gpu"], row["mem_used"])
     assert sample["power_w"] == pytest.approx(row["power_mw"] / 1000)
     assert (sample["temp_c"], sample["sm_clock_mhz"]) == (row["temp_c"], row["sm_clock_mhz"])
+    assert sample["clock_event_reasons"] == row["clock_reasons"]
     assert sample["energy_j"] == pytest.approx(row["energy_mj"] / 1000)
     conform(GPU_SAMPLES, rows.samples)
     conform(GPU_ALLOCATIONS, rows.allocations)

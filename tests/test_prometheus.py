@@ -20,6 +20,7 @@ from polars.testing import assert_frame_equal
 from collector.dcgm import DcgmPoint, rows_from_points
 from collector.errors import CollectorError, SourceRejected, SourceUnreachable
 from collector.prometheus import (
+    DCGM_METRICS,
     MAX_POINTS_PER_SERIES,
     PrometheusScraper,
     Series,
@@ -62,6 +63,10 @@ clean_env = prometheus_server.clean_env
 CLUSTER = "c1"
 SECRET = "s3cr3t-Tok3n-do-not-print"
 T0 = dt.datetime(2024, 11, 2, 23, 58, tzinfo=dt.UTC)
+
+
+QUERIES_PER_CHUNK = len(DCGM_METRICS) + 3
+"""One range query per DCGM field, then kube_node_labels, kube_pod_owner and the running pods' GPU requests."""
 
 
 def no_sleep(_seconds: float) -> None:
@@ -321,7 +326,7 @@ def test_scrape_stores_exactly_the_history(lake: Lake, prometheus: PrometheusSer
     assert_matches_history(lake, history)
     samples, allocations, nodes = stored(lake)
     assert (result.samples, result.allocations, result.nodes) == (samples.height, allocations.height, nodes.height)
-    assert result.chunks == 1 and result.queries == 13 and progress == [(0, 1), (1, 1)]
+    assert result.chunks == 1 and result.queries == QUERIES_PER_CHUNK and progress == [(0, 1), (1, 1)]
     assert result.watermark == history.end_dt
     # units and labels, spot-checked against the OpenMetrics history itself
     first = samples.filter(pl.col("gpu_uuid") == UUID_A0).row(0, named=True)
@@ -367,7 +372,7 @@ def test_a_second_scrape_fetches_nothing_and_an_earlier_window_only_the_gap(
     assert [t.height for t in stored(lake)] == before
     sent = len(session.sent)
     wider = scrape.scrape(lake, history.start_dt, history.end_dt)
-    assert wider.chunks == 1 and wider.queries == 13
+    assert wider.chunks == 1 and wider.queries == QUERIES_PER_CHUNK
     assert {(q["start"], q["end"]) for q in session.sent[sent:]} == {
         (str(history.start), str(int(later.timestamp()) - 60))
     }
@@ -380,10 +385,10 @@ def test_a_window_of_more_than_11000_steps_is_split(lake: Lake, prometheus: Prom
     session = CountingSession()
     fine = scraper(prometheus.url, session=session, step_s=1, chunk_s=86_400)
     result = fine.scrape(lake, history.start_dt, history.end_dt)  # 4 h at 1 s: 14,400+ steps
-    assert result.chunks == 2 and result.queries == 26 == len(session.sent)
+    assert result.chunks == 2 and result.queries == 2 * QUERIES_PER_CHUNK == len(session.sent)
     points_per_query = [(int(q["end"]) - int(q["start"])) // int(q["step"]) + 1 for q in session.sent]
     assert max(points_per_query) == MAX_POINTS_PER_SERIES
-    assert sum(points_per_query) == 13 * (history.end - history.start + 60)
+    assert sum(points_per_query) == QUERIES_PER_CHUNK * (history.end - history.start + 60)
     assert_matches_history(lake, history)  # every sample once, at its own timestamp
 
 
@@ -398,7 +403,7 @@ def test_a_server_killed_mid_scrape_loses_nothing(
             server.kill()
 
     def kill_inside(sent: int) -> None:
-        if sent == 13 + 5 and kill_at == "inside a chunk":  # the 5th query of the 2nd chunk
+        if sent == QUERIES_PER_CHUNK + 5 and kill_at == "inside a chunk":  # the 5th query of the 2nd chunk
             server.kill()
 
     sleeps: list[float] = []
@@ -414,7 +419,7 @@ def test_a_server_killed_mid_scrape_loses_nothing(
 
     server.start()  # the same data directory and port
     resumed = scraper(server.url, max_points_per_series=60).scrape(lake, history.start_dt, history.end_dt)
-    assert resumed.chunks == 3 and resumed.queries == 39
+    assert resumed.chunks == 3 and resumed.queries == 3 * QUERIES_PER_CHUNK
     assert_matches_history(lake, history)
 
 
@@ -500,7 +505,7 @@ def test_server_errors_and_timeouts_are_retried_with_backoff(lake: Lake) -> None
     flaky = [Answer(503, "unavailable", "text/plain"), Answer(502, ""), Answer(200, EMPTY_MATRIX)]
     with StubServer(flaky) as stub:
         result = scraper(stub.url, sleep=sleeps.append).scrape(lake, T0, T0 + dt.timedelta(minutes=10))
-    assert (result.chunks, result.queries, result.points) == (1, 15, 0)
+    assert (result.chunks, result.queries, result.points) == (1, QUERIES_PER_CHUNK + 2, 0)  # two retried
     assert sleeps == [0.5, 1.0]
     with StubServer([Answer(200, EMPTY_MATRIX, delay_s=1.0)]) as stub, pytest.raises(SourceUnreachable) as slow:
         scraper(stub.url, timeout_s=0.2, tries=2).scrape(lake, T0, T0 + dt.timedelta(hours=1))

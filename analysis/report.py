@@ -1,118 +1,83 @@
-"""The fleet report: GPU-hours, states, utilization and idle time over a window, from ``gpu_minutes``.
+"""The fleet report: one dict with the stable keys of ARCHITECTURE.md, built from already computed pieces.
 
-Pure: takes the minute rollup as a LazyFrame and returns a plain dict whose keys are the stable report contract of
-ARCHITECTURE.md. Sections that later analyses fill (costs, MIG fit, spot) are present and empty (null or []).
+Pure: ``build`` takes the priced minute groups, histograms and the MIG and spot results and arranges them; the
+reading happens in ``gpuledger.jobs``. Every dollar figure carries its price source (``fleet.price_sources``, and
+per row where rows mix sources); every estimate carries its assumptions (``assumptions``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
 
-from analysis.states import IDLE_STATES, STATES
+from analysis import allocation, utilization, waste
+from analysis.costs import price_sources
+from analysis.states import IDLE_STATES, StateRules
 from analysis.window import Window
 
-MINUTES_PER_HOUR = 60.0
+
+@dataclass(frozen=True)
+class ReportInputs:
+    window: Window
+    groups: pl.DataFrame
+    """Priced minute groups (``analysis.usage.minute_groups`` joined by ``analysis.costs.priced``)."""
+    gpus: int
+    histogram: pl.DataFrame
+    heatmap: pl.DataFrame
+    rules: StateRules
+    top_n: int = 10
+    teams: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    idle_mode: str = "separate"
+    mig_fit: dict[str, Any] | None = None
+    spot: dict[str, Any] | None = None
+    assumptions: dict[str, Any] = field(default_factory=dict)
 
 
-def minute_totals(minutes: pl.LazyFrame, window: Window) -> pl.LazyFrame:
-    """Minutes, utilization sums and memory per (namespace, workload, gpu_model, state): the report's one pass.
-
-    Only plain aggregations run over the minutes; anything that depends on the state is derived per group after.
-    """
-    observed = pl.col("state") != "no_data"
-    return (
-        minutes.filter(pl.col("ts").is_between(window.start, window.end, closed="left"))
-        .group_by("namespace", "workload", "gpu_model", "state")
-        .agg(
-            pl.len().alias("minutes"),
-            pl.col("util_mean_pct").sum().alias("util_sum"),
-            pl.col("fb_used_max_bytes").max().alias("fb_used_max_bytes"),
-            pl.col("ts").max().alias("last_seen"),
-        )
-        .with_columns(
-            pl.when(observed).then(pl.col("minutes")).otherwise(0).alias("observed_minutes"),
-            pl.when(pl.col("state") == "active").then(pl.col("last_seen")).alias("last_active"),
-        )
-    )
-
-
-def fleet_gpus(minutes: pl.LazyFrame, window: Window) -> pl.LazyFrame:
-    """How many distinct GPUs (or MIG instances) appear in the window."""
-    return (
-        minutes.filter(pl.col("ts").is_between(window.start, window.end, closed="left"))
-        .select("gpu_uuid", "mig_instance_id")
-        .unique()
-        .select(pl.len().alias("gpus"))
-    )
-
-
-def fleet_report(minutes: pl.LazyFrame, window: Window, top_n: int = 10) -> dict[str, Any]:
-    totals = minute_totals(minutes, window).collect(engine="streaming")
-    gpus = fleet_gpus(minutes, window).collect(engine="streaming")
-    return summarize(totals, int(gpus.item()) if gpus.height else 0, window, top_n)
-
-
-def summarize(totals: pl.DataFrame, gpus: int, window: Window, top_n: int) -> dict[str, Any]:
-    """The report dict from the per-group totals (split out so tests can feed hand-made totals)."""
-    hours = pl.col("minutes").sum() / MINUTES_PER_HOUR
-    by_state = dict(totals.group_by("state").agg(hours.alias("h")).iter_rows())
-    states = {state: round(float(by_state.get(state, 0.0)), 4) for state in STATES}
-    gpu_hours = round(float(totals["minutes"].sum() or 0) / MINUTES_PER_HOUR, 4)
-    observed = float(totals["observed_minutes"].sum() or 0)
-    mean_pct = round(float(totals["util_sum"].sum() or 0) / observed, 2) if observed else None
-    idle = totals.filter(pl.col("state").is_in(IDLE_STATES))
+def build(inputs: ReportInputs) -> dict[str, Any]:
+    groups = inputs.groups
+    states = waste.by_state(groups)
+    gpu_hours = round(float(groups["gpu_hours"].sum() or 0.0), 4)
+    cost = round(float(groups["cost_usd"].sum() or 0.0), 2)
+    idle_hours = round(sum(states[s]["gpu_hours"] for s in IDLE_STATES), 4)
+    idle_cost = round(sum(states[s]["cost_usd"] for s in IDLE_STATES), 2)
+    teams = allocation.cost_by_team(groups, inputs.teams, inputs.idle_mode)
     return {
-        "window": {"start": window.start.isoformat(), "end": window.end.isoformat()},
-        "fleet": {"gpus": gpus, "gpu_hours": gpu_hours, "cost_usd": None},
-        "states": states,
+        "window": {"start": inputs.window.start.isoformat(), "end": inputs.window.end.isoformat()},
+        "fleet": {
+            "gpus": inputs.gpus,
+            "gpu_hours": gpu_hours,
+            "cost_usd": cost,
+            "price_sources": price_sources(groups),
+        },
+        "states": {s: v["gpu_hours"] for s, v in states.items()},
+        "states_cost_usd": {s: v["cost_usd"] for s, v in states.items()},
         "utilization": {
-            "mean_pct": mean_pct,
-            "by_namespace": _utilization_by(totals, "namespace", top_n),
-            "by_model": _utilization_by(totals, "gpu_model", top_n),
+            "mean_pct": utilization.mean_pct(groups),
+            "allocation_rate": utilization.allocation_rate(groups),
+            "by_namespace": utilization.by(groups, "namespace", inputs.top_n, inputs.histogram),
+            "by_model": utilization.by(groups, "gpu_model", inputs.top_n, inputs.histogram),
+            "by_node": utilization.by(groups, "node", inputs.top_n),
+            "hour_of_week": inputs.heatmap.with_columns(pl.col(pl.Float64).round(4)).to_dicts(),
         },
         "idle_waste": {
-            "gpu_hours": round(sum(states[s] for s in IDLE_STATES), 4),
-            "cost_usd": None,
-            "by_workload": _idle_by_workload(idle, top_n),
+            "gpu_hours": idle_hours,
+            "cost_usd": idle_cost,
+            "share_of_cost": round(idle_cost / cost, 4) if cost else None,
+            "by_workload": waste.idle_leaderboard(groups, inputs.top_n),
+            "by_namespace": waste.idle_by(groups, ["namespace"]).head(inputs.top_n).to_dicts(),
+            "by_node": waste.idle_by(groups, ["node"]).head(inputs.top_n).to_dicts(),
+            "by_model": waste.idle_by(groups, ["gpu_model"]).head(inputs.top_n).to_dicts(),
         },
-        "mig_fit": {"workloads": [], "gpus_now": None, "gpus_needed": None, "savings_usd_month": None},
-        "spot": {"candidates": [], "savings_usd_month": None},
+        "cost_allocation": {"idle": inputs.idle_mode, "by_team": teams.to_dicts()},
+        "mig_fit": inputs.mig_fit
+        or {"workloads": [], "gpus_now": None, "gpus_needed": None, "savings_usd_month": None},
+        "spot": inputs.spot or {"candidates": [], "savings_usd_month": None},
+        "assumptions": {
+            "active_threshold_pct": inputs.rules.active_threshold_pct,
+            "held_memory_gib": inputs.rules.held_memory_bytes / (1 << 30),
+            **inputs.assumptions,
+        },
     }
-
-
-def _utilization_by(totals: pl.DataFrame, column: str, top_n: int) -> list[dict[str, Any]]:
-    rows = (
-        totals.group_by(column)
-        .agg(
-            (pl.col("minutes").sum() / MINUTES_PER_HOUR).round(4).alias("gpu_hours"),
-            (pl.col("minutes").filter(pl.col("state") == "active").sum() / MINUTES_PER_HOUR)
-            .round(4)
-            .alias("active_hours"),
-            (pl.col("util_sum").sum() / pl.col("observed_minutes").sum()).round(2).alias("mean_pct"),
-        )
-        .with_columns(pl.col(column).fill_null("(unallocated)" if column == "namespace" else "(unknown)"))
-        .sort(["gpu_hours", column], descending=[True, False])
-        .head(top_n)
-    )
-    return rows.to_dicts()
-
-
-def _idle_by_workload(idle: pl.DataFrame, top_n: int) -> list[dict[str, Any]]:
-    held = idle.filter(pl.col("workload").is_not_null())
-    rows = (
-        held.group_by("namespace", "workload")
-        .agg(
-            (pl.col("minutes").sum() / MINUTES_PER_HOUR).round(4).alias("gpu_hours"),
-            (pl.col("minutes").filter(pl.col("state") == "idle_held").sum() / MINUTES_PER_HOUR)
-            .round(4)
-            .alias("idle_held_hours"),
-            (pl.col("fb_used_max_bytes").max() / (1 << 30)).round(2).alias("peak_mem_gib"),
-            pl.col("gpu_model").unique().sort().str.join(", ").alias("gpu_models"),
-        )
-        .with_columns(pl.lit(None, dtype=pl.Float64).alias("cost_usd"))
-        .sort(["gpu_hours", "namespace", "workload"], descending=[True, False, False])
-        .head(top_n)
-    )
-    return rows.to_dicts()

@@ -8,7 +8,8 @@ Every GPU-minute is in exactly one state, tested in this order:
    0-1) is preferred when present, because ``util_pct`` only says *a* kernel ran during the sample period.
    A GPU doing work is active whether or not we know who holds it.
 3. ``idle_held``: held by a pod or process, below the threshold, with more than the memory threshold (default
-   1 GiB) in use: a job that keeps its weights resident and computes nothing.
+   1 GiB) held by it: a job that keeps its weights resident and computes nothing. The memory counted is what the
+   holder's processes use when the source reports processes (NVML), else the GPU's used memory.
 4. ``idle_allocated``: held, below the threshold, no real memory in use.
 5. ``unallocated``: below the threshold and no pod or process holds it.
 
@@ -37,14 +38,14 @@ class StateRules:
     @property
     def fingerprint(self) -> str:
         """Changes whenever a threshold changes, so rollups computed under other rules are recomputed."""
-        text = f"states-v1:{self.active_threshold_pct}:{self.held_memory_bytes}"
+        text = f"states-v2:{self.active_threshold_pct}:{self.held_memory_bytes}"
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def state(self) -> pl.Expr:
         """The state of each row of a minute frame.
 
         Needs the columns ``observed`` (bool), ``util_mean_pct``, ``sm_active_mean`` (nullable), ``held`` (bool)
-        and ``fb_used_max_bytes``.
+        and ``held_memory_bytes`` (what the holder's processes use; the GPU's used memory when unknown).
         """
         busy = (
             pl.when(pl.col("sm_active_mean").is_not_null())
@@ -53,7 +54,7 @@ class StateRules:
             .fill_null(0.0)
             >= self.active_threshold_pct
         )
-        holds_memory = pl.col("fb_used_max_bytes").fill_null(0) > self.held_memory_bytes
+        holds_memory = pl.col("held_memory_bytes").fill_null(0) > self.held_memory_bytes
         return (
             pl.when(~pl.col("observed"))
             .then(pl.lit("no_data"))

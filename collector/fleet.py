@@ -359,6 +359,8 @@ def _plan_serving(
         kind = Kind.BURSTY_LOW if roll > 0.88 else (Kind.LLM_INFERENCE if llm else Kind.SMALL_INFERENCE)
         mem = float(rng.uniform(0.6, 0.8) if llm else rng.uniform(0.25, 0.55))
         level = float(rng.uniform(0.5, 0.9) if llm else rng.uniform(0.15, 0.45))
+        if deploy == "embed-api":  # a small model on a whole H100: the MIG-slice case
+            mem, level = float(rng.uniform(0.06, 0.14)), float(rng.uniform(0.05, 0.15))
         t = 0.0
         template = _suffix(rng, 10)
         while t < horizon:

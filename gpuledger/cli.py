@@ -21,11 +21,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
 
-from alerts.render import to_json, to_markdown
+from alerts.render import to_html, to_json, to_markdown
 from analysis.errors import AnalysisError
 from analysis.window import Window, parse_time
 from collector.errors import CollectorError
-from gpuledger import __version__, jobs, sources
+from gpuledger import __version__, jobs, reporting, sources
 from gpuledger.settings import Settings, SettingsError, load_settings
 from warehouse import maintenance
 from warehouse.errors import WarehouseError
@@ -181,7 +181,7 @@ def demo(
     lake = Lake(root, create=True)
     (root / DEMO_MARKER).write_text(json.dumps({"made_by": "gpuledger demo", "seed": seed}) + "\n")
     _simulate(ctx, lake, gpus or settings.demo_gpus, days or settings.demo_days, seed, None)
-    click.echo(to_markdown(jobs.report(lake, settings, start=None, end=None, now=now())))
+    click.echo(to_markdown(reporting.fleet_report(lake, settings, start=None, end=None, now=now())))
     if not no_dashboard:
         click.echo(
             "The dashboard is not part of this release yet; query the demo with "
@@ -219,14 +219,15 @@ def query(ctx: click.Context, warehouse: Path | None, sql: str, fmt: str) -> Non
 @warehouse_option()
 @click.option("--start", default=None, help="Window start (T). Default: report_days before --end.")
 @click.option("--end", default=None, help="Window end, exclusive (T). Default: just after the newest sample.")
-@click.option("--format", "fmt", type=click.Choice(["md", "json"]), default="md", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["md", "json", "html"]), default="md", show_default=True)
 @click.pass_context
 @one_line_errors
 def report(ctx: click.Context, warehouse: Path | None, start: str | None, end: str | None, fmt: str) -> None:
     """Fleet report: GPUs, GPU-hours, GPU-hours per state, utilization, top namespaces and idle workloads."""
     lake = Lake(warehouse_path(ctx, warehouse))
-    result = jobs.report(lake, settings_from(ctx), start=start, end=end, now=now())
-    click.echo(to_json(result) if fmt == "json" else to_markdown(result), nl=fmt == "json")
+    result = reporting.fleet_report(lake, settings_from(ctx), start=start, end=end, now=now())
+    rendered = {"json": to_json, "md": to_markdown, "html": to_html}[fmt](result)
+    click.echo(rendered, nl=fmt == "json")
 
 
 @main.command()

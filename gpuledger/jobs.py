@@ -10,13 +10,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import polars as pl
-
-from analysis.errors import EmptyWarehouse
-from analysis.report import fleet_report
-from analysis.window import parse_time, resolve
 from collector.agent import AgentStats, NodeAgent, Spool
 from collector.fleet import plan
 from collector.metrics import LiveMetrics, serve
@@ -28,7 +22,7 @@ from warehouse import rollup
 from warehouse.ingest import append, append_many
 from warehouse.lake import Lake
 from warehouse.maintenance import diagnosing
-from warehouse.schema import GPU_ALLOCATIONS, GPU_MINUTES, GPU_SAMPLES, NODES
+from warehouse.schema import GPU_ALLOCATIONS, GPU_SAMPLES, NODES
 
 Progress = Callable[[int, int], None]
 
@@ -71,25 +65,6 @@ def simulate(
 def refresh(lake: Lake, settings: Settings, progress: Progress | None = None) -> rollup.RollupResult:
     with diagnosing(lake):
         return rollup.refresh(lake, settings.state_rules, settings.rollup, progress)
-
-
-def newest_minute(lake: Lake) -> dt.datetime | None:
-    value = lake.scan(GPU_MINUTES).select(pl.col("ts").max()).collect().item()
-    return value if isinstance(value, dt.datetime) else None
-
-
-def report(lake: Lake, settings: Settings, *, start: str | None, end: str | None, now: dt.datetime) -> dict[str, Any]:
-    """The fleet report over the requested window (rollup refreshed first when the warehouse is writable)."""
-    for value in (start, end):
-        if value:
-            parse_time(value, now)
-    with diagnosing(lake):
-        if not lake.parts(GPU_SAMPLES):
-            raise EmptyWarehouse(str(lake.root))
-        if not rollup.is_fresh(lake, settings.state_rules, settings.rollup):
-            refresh(lake, settings)
-        window = resolve(start, end, newest=newest_minute(lake), default_days=settings.report_days, now=now)
-        return fleet_report(lake.scan(GPU_MINUTES, start=window.start, end=window.end), window, settings.report_top_n)
 
 
 @dataclass(frozen=True)

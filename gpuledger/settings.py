@@ -6,8 +6,10 @@ defaults. Secrets never live here as values: only as environment variables or fi
 
 from __future__ import annotations
 
+import datetime as dt
 import tomllib
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError
 from pydantic_settings import (
@@ -17,6 +19,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from analysis.mig import MigAssumptions
+from analysis.pricing import PriceOverrides
+from analysis.spot import SpotAssumptions
 from analysis.states import GIB, StateRules
 from warehouse.rollup import RollupConfig
 
@@ -79,6 +84,53 @@ class Settings(BaseSettings):
         default=Path("/var/lib/kubelet/pod-resources/kubelet.sock"),
         description="The kubelet pod-resources socket used to name the pod holding each GPU (skipped if absent).",
     )
+    teams: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Team -> namespace glob patterns for cost allocation (unmatched namespaces are their own team).",
+    )
+    idle_cost: Literal["separate", "shared"] = Field(
+        default="separate",
+        description="Unallocated GPU cost in cost allocation: its own line (separate) or shared in proportion.",
+    )
+    gpu_prices: dict[str, float] = Field(
+        default_factory=dict,
+        description="USD per GPU-hour by GPU model, used when a node's instance type has no price.",
+    )
+    instance_type_prices: dict[str, float | dict[str, float]] = Field(
+        default_factory=dict,
+        description="USD per node-hour by instance type: a number (on-demand) or {on-demand = .., spot = ..}.",
+    )
+    custom_pricing_csv: Path | None = Field(
+        default=None, description="An OpenCost custom-pricing CSV (pricing_schema.csv format) with node and GPU prices."
+    )
+    default_gpu_price: float | None = Field(
+        default=None, gt=0, description="Last-resort USD per GPU-hour when nothing else prices a GPU (OpenCost's 0.95)."
+    )
+    spot_checkpoint_interval_s: float = Field(
+        default=300.0, ge=0, description="Seconds between checkpoints assumed for a job whose interval is unknown."
+    )
+    spot_restart_overhead_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="Seconds an interruption costs beyond lost progress: new node, image pull, load.",
+    )
+    spot_workload_kinds: dict[str, str] = Field(
+        default_factory=dict,
+        description="Workload kind (training, batch, inference, service, notebook) by namespace/workload glob.",
+    )
+    spot_checkpoint_intervals_s: dict[str, float] = Field(
+        default_factory=dict, description="Checkpoint interval in seconds by namespace/workload glob."
+    )
+    mig_percentile: float = Field(
+        default=0.95, gt=0, le=1, description="MIG fit: the utilization percentile a workload's compute demand uses."
+    )
+    mig_compute_margin: float = Field(
+        default=1.15, ge=1, description="MIG fit: safety margin on compute demand (scaled up for short histories)."
+    )
+    mig_memory_margin: float = Field(default=1.10, ge=1, description="MIG fit: safety margin on peak memory.")
+    mig_half_life_hours: float = Field(
+        default=24.0, gt=0, description="MIG fit: half-life of the decaying utilization histogram, in hours."
+    )
     demo_warehouse: Path = Field(
         default=Path("demo-warehouse"), description="Where `gpuledger demo` simulates its fleet."
     )
@@ -99,6 +151,30 @@ class Settings(BaseSettings):
     @property
     def state_rules(self) -> StateRules:
         return StateRules(self.active_threshold_pct, int(self.held_memory_gib * GIB))
+
+    def price_overrides(self) -> PriceOverrides:
+        """The configured prices (reads ``custom_pricing_csv`` when set)."""
+        return PriceOverrides.load(
+            gpu_model_usd_per_gpu_hour=self.gpu_prices,
+            instance_type_usd_per_hour=self.instance_type_prices,
+            custom_pricing_csv=self.custom_pricing_csv,
+            default_gpu_usd_per_gpu_hour=self.default_gpu_price,
+        )
+
+    @property
+    def spot_assumptions(self) -> SpotAssumptions:
+        return SpotAssumptions(
+            checkpoint_interval_s=self.spot_checkpoint_interval_s, restart_overhead_s=self.spot_restart_overhead_s
+        )
+
+    @property
+    def mig_assumptions(self) -> MigAssumptions:
+        return MigAssumptions(
+            percentile=self.mig_percentile,
+            compute_margin=self.mig_compute_margin,
+            memory_margin=self.mig_memory_margin,
+            half_life=dt.timedelta(hours=self.mig_half_life_hours),
+        )
 
     @property
     def rollup(self) -> RollupConfig:

@@ -20,7 +20,7 @@ def classify(rows: list[dict]) -> list[str]:
             "util_mean_pct": pl.Float32,
             "sm_active_mean": pl.Float32,
             "held": pl.Boolean,
-            "fb_used_max_bytes": pl.Int64,
+            "held_memory_bytes": pl.Int64,
         },
     )
     return RULES.classify(frame.lazy()).collect()["state"].to_list()
@@ -32,7 +32,7 @@ def row(observed=True, util=0.0, sm=None, held=False, mem=0) -> dict:
         "util_mean_pct": util,
         "sm_active_mean": sm,
         "held": held,
-        "fb_used_max_bytes": mem,
+        "held_memory_bytes": mem,
     }
 
 

@@ -6,7 +6,9 @@ Coverage rule (the time definition): a sample stands for the time until the GPU'
 spacing of its samples). At minute resolution a minute is *observed* when it holds a sample of the GPU or starts
 before the previous sample's coverage ends. A GPU's lifetime runs from its first to its last stored sample; every
 minute of that lifetime is one row, and unobserved minutes are ``no_data``. Holders come from ``gpu_allocations``
-under the same coverage rule.
+under the same coverage rule. The memory a holder holds (``held_memory_bytes``) is what its processes use (NVML's
+per-process memory, averaged over the minute's observations) when the source reports processes, else the GPU's
+used memory: the device figure includes what the driver reserves (~0.6 GiB on an H200 with no process at all).
 
 This module only aggregates and aligns. What a minute *means* (its state) is decided by a classifier that
 ``analysis`` owns and the caller injects, so the warehouse never knows what "idle" is.
@@ -59,7 +61,7 @@ class RollupConfig:
 
     @property
     def fingerprint(self) -> str:
-        return f"rollup-v1:{self.max_gap_factor}:{self.expected_interval_s}:{self.fallback_interval_s}"
+        return f"rollup-v2:{self.max_gap_factor}:{self.expected_interval_s}:{self.fallback_interval_s}"
 
 
 @dataclass(frozen=True)
@@ -248,6 +250,12 @@ def _attach_holders(
             pl.col("namespace", "pod", "container", "workload").first(),
             holder_id.n_unique().cast(pl.Int32).alias("holders"),
             pl.col("ts").max().alias("alloc_last_ts"),
+            pl.when(pl.col("process_fb_used_bytes").is_not_null().any())
+            .then(
+                pl.col("process_fb_used_bytes").sum()
+                / pl.col("ts").filter(pl.col("process_fb_used_bytes").is_not_null()).n_unique()
+            )
+            .alias("process_memory"),
         )
         .with_columns(pl.col("minute").alias("alloc_minute"))
         .sort("minute")
@@ -262,6 +270,12 @@ def _attach_holders(
     return joined.with_columns(
         *(pl.when(pl.col("held")).then(pl.col(c)).alias(c) for c in ("namespace", "pod", "container", "workload")),
         pl.when(pl.col("held")).then(pl.col("holders")).otherwise(0).alias("holders"),
+        pl.coalesce(
+            pl.when(pl.col("held") & (pl.col("alloc_minute") == pl.col("minute"))).then(pl.col("process_memory")),
+            pl.col("fb_used_max_bytes"),
+        )
+        .cast(pl.Int64)
+        .alias("held_memory_bytes"),
     )
 
 

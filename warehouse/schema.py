@@ -174,6 +174,7 @@ GPU_MINUTES = Table(
         ("sm_active_mean", pa.float32()),
         ("fb_used_max_bytes", pa.int64()),
         ("fb_total_bytes", pa.int64()),
+        ("held_memory_bytes", pa.int64()),
         ("power_mean_w", pa.float32()),
         ("energy_j", pa.float64()),
         ("namespace", pa.string()),

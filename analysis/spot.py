@@ -1,0 +1,504 @@
+"""Spot savings net of interruption risk, for workloads that run on on-demand capacity today.
+
+Definitions (ARCHITECTURE.md "Spot savings"; pinned by ``tests/test_spot.py``). For one candidate using ``H``
+GPU-hours of instance type ``T`` over a window of ``W`` hours:
+
+- prices ``p_od`` and ``p_spot`` (USD per GPU-hour) come from the one price catalog (``analysis.pricing``); on AWS the
+  spot price is an *estimate*: on-demand x (1 - Spot Advisor savings %);
+- the Spot Advisor bucket ``b`` of ``T`` (0 ``<5%``, 1 ``5-10%``, 2 ``10-15%``, 3 ``15-20%``, 4 ``>20%`` of
+  instances interrupted in the trailing month) gives the monthly interruption probability of one instance, ``m_b``,
+  the bucket's midpoint: 2.5%, 7.5%, 12.5%, 17.5%, and 25% for the open-ended ``>20%``. Unknown risk (no Spot
+  Advisor data, e.g. GCP) is taken as bucket 4. An instance is then interrupted ``m_b / 730`` times per hour;
+- expected interruptions in the window = ``m_b / 730 x H / g`` (``g`` GPUs per instance: ``H / g`` instance-hours);
+- work lost per interruption ``L`` (hours) = checkpoint interval / 2 (the expected progress since the last
+  checkpoint) + restart overhead (defaults 300 s and 120 s). Replicated inference keeps no progress to lose, so its
+  ``L`` is the restart overhead alone. ``L`` is lost on all ``g`` GPUs of the interrupted instance;
+- expected interruption cost = interruptions x ``L`` x ``g`` x ``p_spot`` = ``m_b / 730 x H x L x p_spot`` (the
+  lost GPU time is re-run on spot);
+- gross savings = ``(p_od - p_spot) x H``; net savings = gross savings - interruption cost;
+- monthly projection = window value x 730 / ``W`` (the window's usage is taken as typical).
+
+Eligibility: checkpointed training and batch jobs (a job whose checkpoint interval is unknown is assumed to
+checkpoint every 300 s, and the ``reason`` says so) and replicated inference (``replicas >= 2``) are eligible;
+single-replica services, notebooks and unknown kinds are not, nor is an instance type with no spot price. Each
+ineligible row says why in ``reason``. A candidate is ``recommended`` when eligible and its net savings are positive.
+
+Entry points: ``spot_savings`` (a frame of candidates in, ``SpotSavings`` out); ``usage_candidates`` builds that frame
+from the report's minute groups and priced nodes (workload kinds from configured patterns or guessed from names,
+replicas estimated); ``report`` returns the report's ``spot`` section.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import polars as pl
+
+from analysis.errors import AnalysisError
+from analysis.pricing import INTERRUPTION_BUCKETS, ON_DEMAND, SPOT, PriceCatalog
+from analysis.window import Window
+
+HOURS_PER_MONTH = 730.0
+BUCKET_MONTHLY_INTERRUPTION: Mapping[int, float] = MappingProxyType({0: 0.025, 1: 0.075, 2: 0.125, 3: 0.175, 4: 0.25})
+"""Share of instances interrupted per month for each Spot Advisor bucket: the bucket's midpoint (25% for >20%)."""
+UNKNOWN_RISK_BUCKET = 4
+"""Bucket assumed when the catalog has no interruption data (the worst one: unknown risk is not low risk)."""
+
+JOB_KINDS = ("training", "batch")
+SERVING_KINDS = ("inference", "service")
+NOTEBOOK_KINDS = ("notebook",)
+WORKLOAD_KINDS = JOB_KINDS + SERVING_KINDS + NOTEBOOK_KINDS
+
+REQUIRED = ("instance_type", "capacity_type", "namespace", "workload", "workload_kind", "gpu_hours")
+OPTIONAL: Mapping[str, type[pl.DataType]] = MappingProxyType(
+    {
+        "cluster": pl.String,
+        "node_group": pl.String,
+        "region": pl.String,
+        "gpu_model": pl.String,
+        "replicas": pl.Int64,
+        "checkpoint_interval_s": pl.Float64,
+        "checkpointed": pl.Boolean,
+    }
+)
+
+
+class SpotInputError(AnalysisError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"spot savings: {detail}")
+
+
+@dataclass(frozen=True)
+class SpotAssumptions:
+    """The knobs of the interruption model (settings ``spot_checkpoint_interval_s``, ``spot_restart_overhead_s``)."""
+
+    checkpoint_interval_s: float = 300.0
+    """Used for a job whose checkpoint interval is unknown."""
+    restart_overhead_s: float = 120.0
+    """Time to get a replacement instance running and the work resumed (scheduling, image pull, model load)."""
+    min_replicas: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("checkpoint_interval_s", "restart_overhead_s"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise SpotInputError(f"{name} must be a number of seconds >= 0, not {value!r}")
+        if self.min_replicas < 2:
+            raise SpotInputError(f"min_replicas must be at least 2, not {self.min_replicas}")
+
+    def describe(self) -> tuple[str, ...]:
+        """The formula and its assumptions, in words (also ``SpotSavings.assumptions``)."""
+        midpoints = ", ".join(
+            f"{b} ({INTERRUPTION_BUCKETS[b]}): {m:.1%}" for b, m in BUCKET_MONTHLY_INTERRUPTION.items()
+        )
+        return (
+            "Monthly interruption probability of one instance m = the Spot Advisor bucket's midpoint: "
+            f"{midpoints} (25% taken for the open-ended >20%); unknown risk (no Spot Advisor data, e.g. GCP) is "
+            f"taken as bucket {UNKNOWN_RISK_BUCKET}. An instance is interrupted m / {HOURS_PER_MONTH:g} times "
+            "per instance-hour.",
+            "Work lost per interruption L = checkpoint interval / 2 + restart overhead "
+            f"(checkpoint {self.checkpoint_interval_s:g} s when unknown, restart {self.restart_overhead_s:g} s); "
+            "replicated inference loses only the restart overhead. L is lost on every GPU of the interrupted "
+            "instance and re-run at the spot price.",
+            f"Interruption cost = m / {HOURS_PER_MONTH:g} x GPU-hours x L x spot USD/GPU-hour; net savings = "
+            "(on-demand - spot USD/GPU-hour) x GPU-hours - interruption cost.",
+            f"Monthly = window value x {HOURS_PER_MONTH:g} / window hours: the window's usage is taken as typical.",
+            "Spot prices come from the price catalog (AWS: an estimate, on-demand x (1 - Spot Advisor savings %)). "
+            "An interruption is assumed to lose work on the interrupted instance only (a multi-node job that "
+            "restarts every rank loses more).",
+            f"Eligible: training and batch jobs that checkpoint (assumed when the interval is unknown) and inference "
+            f"with at least {self.min_replicas} replicas; not notebooks, single-replica services or unknown kinds.",
+        )
+
+
+DEFAULT_ASSUMPTIONS = SpotAssumptions()
+
+
+@dataclass(frozen=True)
+class SpotSavings:
+    """Spot candidates (one row per on-demand input row) and their total."""
+
+    candidates: pl.DataFrame
+    savings_usd_month: float
+    """Net savings per month summed over recommended candidates (eligible, net savings > 0)."""
+    gross_savings_usd_month: float
+    """Gross savings per month over the same candidates."""
+    interruption_cost_usd_month: float
+    recommended: int
+    assumptions: tuple[str, ...]
+
+    def to_report(self) -> dict[str, Any]:
+        """The report's ``spot`` section: ``candidates[]`` (recommended first) and ``savings_usd_month``."""
+        return {
+            "candidates": self.candidates.with_columns(pl.col(pl.Float64).round(4)).to_dicts(),
+            "savings_usd_month": round(self.savings_usd_month, 2),
+            "assumptions": list(self.assumptions),
+        }
+
+
+def spot_savings(
+    workloads: pl.LazyFrame | pl.DataFrame,
+    catalog: PriceCatalog,
+    *,
+    window_hours: float,
+    assumptions: SpotAssumptions = DEFAULT_ASSUMPTIONS,
+) -> SpotSavings:
+    """Spot savings net of interruption risk for the on-demand rows of ``workloads`` (module docstring: formulas).
+
+    ``workloads`` has one row per node group (instance type) and workload: ``instance_type``, ``capacity_type``,
+    ``namespace``, ``workload``, ``workload_kind`` (training | batch | inference | service | notebook),
+    ``gpu_hours`` (used in the window), and optionally ``cluster``, ``node_group``, ``region``, ``gpu_model``,
+    ``replicas``, ``checkpoint_interval_s`` and ``checkpointed`` (False: the job keeps no checkpoints). Other
+    columns (e.g. ``kind_source``) are passed through. Rows not on on-demand are not candidates. ``window_hours``
+    is the length of the window the GPU-hours were measured over. Candidates come back recommended first, by net
+    savings per month.
+    """
+    if not math.isfinite(window_hours) or window_hours <= 0:
+        raise SpotInputError(f"window_hours must be a positive number of hours, not {window_hours!r}")
+    frame = workloads.collect() if isinstance(workloads, pl.LazyFrame) else workloads
+    missing = [c for c in REQUIRED if c not in frame.columns]
+    if missing:
+        raise SpotInputError(f"the workloads frame lacks the column(s) {', '.join(missing)}")
+    frame = frame.with_columns(
+        pl.lit(None, dtype=dtype).alias(name) for name, dtype in OPTIONAL.items() if name not in frame.columns
+    ).with_columns(
+        pl.col("instance_type", "capacity_type", "region", "gpu_model", "workload_kind").cast(pl.String),
+        pl.col("gpu_hours").cast(pl.Float64),
+        pl.col("replicas").cast(pl.Int64),
+        pl.col("checkpoint_interval_s").cast(pl.Float64),
+    )
+    for column in ("gpu_hours", "checkpoint_interval_s"):
+        if frame.filter(pl.col(column) < 0).height:
+            raise SpotInputError(f"{column} must be >= 0")
+    on_demand = frame.filter(pl.col("capacity_type") == ON_DEMAND)
+    priced = on_demand.join(
+        _prices(on_demand, catalog), on=["instance_type", "region", "gpu_model"], how="left", nulls_equal=True
+    )
+    out = priced.with_columns(pl.col("checkpoint_interval_s").is_not_null().alias("_interval_known"))
+    out = out.with_columns(_effective_checkpoint(assumptions)).with_columns(
+        pl.col("interruption_bucket").fill_null(UNKNOWN_RISK_BUCKET).alias("_bucket"),
+        ((pl.col("checkpoint_interval_s") / 2 + assumptions.restart_overhead_s) / 3600.0).alias(
+            "lost_hours_per_interruption"
+        ),
+    )
+    m = pl.col("_bucket").replace_strict(dict(BUCKET_MONTHLY_INTERRUPTION), return_dtype=pl.Float64)
+    month = HOURS_PER_MONTH / window_hours
+    out = out.with_columns(
+        pl.col("interruption_bucket")
+        .replace_strict(dict(INTERRUPTION_BUCKETS), default=None, return_dtype=pl.String)
+        .fill_null(f"unknown (assumed {INTERRUPTION_BUCKETS[UNKNOWN_RISK_BUCKET]})")
+        .alias("interruption_risk"),
+        (m * pl.col("gpu_hours") / pl.col("gpus_per_node") / window_hours).alias("interruptions_per_month"),
+        ((pl.col("on_demand_usd_per_gpu_hour") - pl.col("spot_usd_per_gpu_hour")) * pl.col("gpu_hours")).alias(
+            "gross_savings_usd"
+        ),
+        (
+            m
+            / HOURS_PER_MONTH
+            * pl.col("gpu_hours")
+            * pl.col("lost_hours_per_interruption")
+            * pl.col("spot_usd_per_gpu_hour")
+        ).alias("interruption_cost_usd"),
+    ).with_columns((pl.col("gross_savings_usd") - pl.col("interruption_cost_usd")).alias("net_savings_usd"))
+    out = out.with_columns(
+        (pl.col("gross_savings_usd") * month).alias("gross_savings_usd_month"),
+        (pl.col("interruption_cost_usd") * month).alias("interruption_cost_usd_month"),
+        (pl.col("net_savings_usd") * month).alias("net_savings_usd_month"),
+        *_eligibility(assumptions),
+    ).with_columns(
+        (pl.col("eligible") & (pl.col("net_savings_usd") > 0)).alias("recommended"),
+        pl.when(pl.col("eligible") & (pl.col("net_savings_usd") <= 0))
+        .then(pl.concat_str("reason", pl.lit("; but expected interruptions cost more than spot saves")))
+        .otherwise(pl.col("reason"))
+        .alias("reason"),
+    )
+    columns = [
+        "cluster",
+        "node_group",
+        "namespace",
+        "workload",
+        "workload_kind",
+        "instance_type",
+        "region",
+        "gpu_model",
+        "replicas",
+        "gpu_hours",
+        "checkpoint_interval_s",
+        "on_demand_usd_per_gpu_hour",
+        "spot_usd_per_gpu_hour",
+        "on_demand_price_source",
+        "spot_price_source",
+        "interruption_bucket",
+        "interruption_risk",
+        "interruptions_per_month",
+        "lost_hours_per_interruption",
+        "gross_savings_usd",
+        "interruption_cost_usd",
+        "net_savings_usd",
+        "gross_savings_usd_month",
+        "interruption_cost_usd_month",
+        "net_savings_usd_month",
+        "eligible",
+        "recommended",
+        "reason",
+    ]
+    passed = [c for c in frame.columns if c not in columns and c not in ("capacity_type", "checkpointed")]
+    candidates = out.select(*columns, *passed).sort(
+        ["recommended", "net_savings_usd_month", "namespace", "workload"],
+        descending=[True, True, False, False],
+        nulls_last=True,
+    )
+    chosen = candidates.filter(pl.col("recommended"))
+    return SpotSavings(
+        candidates=candidates,
+        savings_usd_month=float(chosen["net_savings_usd_month"].sum()),
+        gross_savings_usd_month=float(chosen["gross_savings_usd_month"].sum()),
+        interruption_cost_usd_month=float(chosen["interruption_cost_usd_month"].sum()),
+        recommended=chosen.height,
+        assumptions=assumptions.describe(),
+    )
+
+
+def _prices(frame: pl.DataFrame, catalog: PriceCatalog) -> pl.DataFrame:
+    """On-demand and spot GPU-hour prices (and spot risk) per distinct (instance type, region, GPU model)."""
+    keys = frame.select("instance_type", "region", "gpu_model").unique(maintain_order=True)
+    rows = []
+    for it, region, model in keys.iter_rows():
+        od = catalog.gpu_hour_price(it, ON_DEMAND, model, region)
+        sp = catalog.gpu_hour_price(it, SPOT, model, region)
+        rows.append(
+            {
+                "on_demand_usd_per_gpu_hour": od.usd_per_gpu_hour,
+                "spot_usd_per_gpu_hour": sp.usd_per_gpu_hour if sp.spot_priced else None,
+                "on_demand_price_source": od.source,
+                "spot_price_source": sp.source if sp.spot_priced else None,
+                "interruption_bucket": sp.interruption_bucket,
+                "gpus_per_node": od.gpu_count,
+            }
+        )
+    schema = {
+        "on_demand_usd_per_gpu_hour": pl.Float64,
+        "spot_usd_per_gpu_hour": pl.Float64,
+        "on_demand_price_source": pl.String,
+        "spot_price_source": pl.String,
+        "interruption_bucket": pl.Int8,
+        "gpus_per_node": pl.Int64,
+    }
+    return pl.concat([keys, pl.DataFrame(rows, schema=schema)], how="horizontal")
+
+
+def _kind() -> pl.Expr:
+    return pl.col("workload_kind").str.to_lowercase()
+
+
+def _effective_checkpoint(assumptions: SpotAssumptions) -> pl.Expr:
+    """Seconds between checkpoints used in the model: serving keeps no progress (0); a job without a known interval
+    gets the default."""
+    return (
+        pl.when(_kind().is_in(SERVING_KINDS))
+        .then(pl.lit(0.0))
+        .otherwise(pl.col("checkpoint_interval_s").fill_null(assumptions.checkpoint_interval_s))
+        .alias("checkpoint_interval_s")
+    )
+
+
+def _eligibility(assumptions: SpotAssumptions) -> tuple[pl.Expr, pl.Expr]:
+    """``eligible`` and ``reason``: the first rule that applies, in the order written."""
+    kind = _kind()
+    replicas = pl.col("replicas")
+    rules: list[tuple[pl.Expr, bool, pl.Expr]] = [
+        (
+            kind.is_in(NOTEBOOK_KINDS),
+            False,
+            pl.lit("notebook: an interruption kills the interactive session and its in-memory state"),
+        ),
+        (
+            kind.is_in(SERVING_KINDS) & replicas.is_null(),
+            False,
+            pl.lit(f"replica count unknown: inference needs at least {assumptions.min_replicas} replicas"),
+        ),
+        (
+            kind.is_in(SERVING_KINDS) & (replicas < assumptions.min_replicas),
+            False,
+            pl.lit("single replica: an interruption (2-minute notice) is an outage until a replacement serves"),
+        ),
+        (
+            ~kind.is_in(WORKLOAD_KINDS) | kind.is_null(),
+            False,
+            pl.format(
+                "unknown workload kind '{}': only training, batch, inference, service and notebook are judged",
+                pl.col("workload_kind").fill_null("(none)"),
+            ),
+        ),
+        (
+            kind.is_in(JOB_KINDS) & pl.col("checkpointed").eq(False),
+            False,
+            pl.lit("job without checkpoints: an interruption loses all its progress"),
+        ),
+        (
+            pl.col("spot_usd_per_gpu_hour").is_null(),
+            False,
+            pl.format("no spot price known for {}", pl.col("instance_type").fill_null("(unknown instance type)")),
+        ),
+        (
+            kind.is_in(SERVING_KINDS),
+            True,
+            pl.format("replicated inference ({} replicas): the others serve while one is replaced", replicas),
+        ),
+    ]
+    eligible: pl.Expr = pl.lit(True)
+    interval = pl.col("checkpoint_interval_s").round(0).cast(pl.Int64)
+    reason: pl.Expr = (
+        pl.when(pl.col("_interval_known"))
+        .then(pl.format("checkpointed job: resumes from its last checkpoint (every {} s)", interval))
+        .when(pl.col("checkpointed").eq(True))
+        .then(
+            pl.format("checkpointed job: resumes from its last checkpoint ({} s assumed, interval unknown)", interval)
+        )
+        .otherwise(pl.format("job: eligible if it checkpoints ({} s assumed, interval unknown)", interval))
+    )
+    for condition, ok, text in reversed(rules):
+        eligible = pl.when(condition).then(pl.lit(ok)).otherwise(eligible)
+        reason = pl.when(condition).then(text).otherwise(reason)
+    return eligible.alias("eligible"), reason.alias("reason")
+
+
+# --- from the report's minute groups to candidates ------------------------------------------------------------------
+
+NODE_GROUP_LABELS = ("karpenter.sh/nodepool", "eks.amazonaws.com/nodegroup", "cloud.google.com/gke-nodepool")
+"""Node labels naming a node's group, in order of preference; a node with none is grouped by its instance type."""
+_KIND_PATTERNS = (
+    ("notebook", re.compile(r"jupyter|notebook|rstudio|code-server|(^|[/-])nb($|-)")),
+    ("training", re.compile(r"train|finetune|fine-tune|pretrain|sweep|(^|[/-])ft($|-)")),
+    ("batch", re.compile(r"batch|cron|nightly|hourly|daily|backfill|etl")),
+)
+"""How a workload's kind is guessed from ``namespace/workload`` when no configured pattern matches (first match);
+anything else is taken as inference (a long-lived Deployment or StatefulSet serving requests)."""
+
+
+def workload_kind(namespace: str | None, workload: str, configured: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """(kind, how it was decided) of one workload.
+
+    ``configured`` maps shell-style patterns over ``namespace/workload`` (``research/jupyter-*``, ``*/llama-ft-*``)
+    to a kind (training | batch | inference | service | notebook); the first matching pattern wins. Otherwise the
+    kind is guessed from the name (``_KIND_PATTERNS``): notebooks (jupyter, notebook...), training (train, finetune,
+    pretrain, sweep, ``-ft-``), batch (batch, cron, nightly...), else inference.
+    """
+    name = f"{namespace or ''}/{workload}"
+    for pattern, kind in (configured or {}).items():
+        if fnmatch.fnmatchcase(name, pattern):
+            if kind.lower() not in WORKLOAD_KINDS:
+                raise SpotInputError(
+                    f"workload kind {kind!r} for pattern {pattern!r} is not one of {', '.join(WORKLOAD_KINDS)}"
+                )
+            return kind.lower(), f"configured ({pattern})"
+    lowered = name.lower()
+    for kind, regex in _KIND_PATTERNS:
+        if regex.search(lowered):
+            return kind, "guessed from the name"
+    return "inference", "guessed (no job or notebook pattern in the name)"
+
+
+def usage_candidates(
+    groups: pl.DataFrame,
+    node_prices: pl.DataFrame,
+    window: Window,
+    *,
+    workload_kinds: Mapping[str, str] | None = None,
+    checkpoint_intervals_s: Mapping[str, float] | None = None,
+) -> pl.DataFrame:
+    """The ``spot_savings`` input built from the report's minute groups (``analysis.usage.minute_groups``: cluster,
+    node, date, gpu_model, namespace, workload, state, gpu_hours, first_seen, last_seen) and the priced nodes
+    (``analysis.pricing.price_nodes`` of the ``nodes`` table).
+
+    One row per (cluster, node group, instance type, capacity type, region, GPU model, namespace, workload):
+    ``gpu_hours`` is the GPU time the workload held (every state but ``no_data``; unallocated time has no workload);
+    the node group is the first of ``NODE_GROUP_LABELS`` on the node, else its instance type; ``replicas`` is an
+    *estimate*: the mean number of GPUs it held at once (GPU-hours / hours between its first and last minute,
+    rounded, at least 1), i.e. replicas when each replica holds one GPU; ``workload_kind`` comes from
+    ``workload_kind`` (configured patterns first) and ``kind_source`` says how; ``checkpoint_interval_s`` from
+    ``checkpoint_intervals_s`` (patterns over ``namespace/workload``, first match), else unknown.
+    """
+    facts = node_prices.select(
+        "cluster",
+        "node",
+        "date",
+        "instance_type",
+        "capacity_type",
+        "region",
+        pl.coalesce(
+            *(pl.col("labels").str.json_path_match(f"$['{label}']") for label in NODE_GROUP_LABELS),
+            pl.col("instance_type"),
+        ).alias("node_group"),
+    ).unique(["cluster", "node", "date"], keep="first", maintain_order=True)
+    held = groups.filter(pl.col("workload").is_not_null() & (pl.col("state") != "no_data"))
+    keys = ["cluster", "node_group", "instance_type", "capacity_type", "region", "gpu_model", "namespace", "workload"]
+    usage = (
+        held.join(facts, on=["cluster", "node", "date"], how="left")
+        .group_by(keys)
+        .agg(
+            pl.col("gpu_hours").sum(),
+            pl.col("first_seen").min(),
+            pl.col("last_seen").max(),
+        )
+        .with_columns(
+            ((pl.col("last_seen") - pl.col("first_seen")).dt.total_seconds() / 3600.0 + 1 / 60).alias("_span_h")
+        )
+        .with_columns(
+            (pl.col("gpu_hours") / pl.col("_span_h")).round(0).cast(pl.Int64).clip(lower_bound=1).alias("replicas")
+        )
+        .drop("first_seen", "last_seen", "_span_h")
+        .sort(keys, nulls_last=True)
+    )
+    names = usage.select("namespace", "workload").unique(maintain_order=True)
+    kinds = [workload_kind(ns, wl, workload_kinds) for ns, wl in names.iter_rows()]
+    intervals = [_checkpoint(ns, wl, checkpoint_intervals_s or {}) for ns, wl in names.iter_rows()]
+    decided = names.with_columns(
+        pl.Series("workload_kind", [k for k, _ in kinds], dtype=pl.String),
+        pl.Series("kind_source", [s for _, s in kinds], dtype=pl.String),
+        pl.Series("checkpoint_interval_s", intervals, dtype=pl.Float64),
+    )
+    return usage.join(decided, on=["namespace", "workload"], how="left", nulls_equal=True, maintain_order="left")
+
+
+def _checkpoint(namespace: str | None, workload: str, configured: Mapping[str, float]) -> float | None:
+    name = f"{namespace or ''}/{workload}"
+    for pattern, seconds in configured.items():
+        if fnmatch.fnmatchcase(name, pattern):
+            if not isinstance(seconds, int | float) or not math.isfinite(seconds) or seconds < 0:
+                raise SpotInputError(
+                    f"checkpoint interval for pattern {pattern!r} must be seconds >= 0, not {seconds!r}"
+                )
+            return float(seconds)
+    return None
+
+
+def report(
+    groups: pl.DataFrame,
+    node_prices: pl.DataFrame,
+    catalog: PriceCatalog,
+    window: Window,
+    *,
+    assumptions: SpotAssumptions = DEFAULT_ASSUMPTIONS,
+    workload_kinds: Mapping[str, str] | None = None,
+    checkpoint_intervals_s: Mapping[str, float] | None = None,
+    top_n: int | None = None,
+) -> dict[str, Any]:
+    """The report's ``spot`` section: ``spot_savings`` over ``usage_candidates`` for the window (``top_n`` rows)."""
+    candidates = usage_candidates(
+        groups, node_prices, window, workload_kinds=workload_kinds, checkpoint_intervals_s=checkpoint_intervals_s
+    )
+    result = spot_savings(candidates, catalog, window_hours=window.hours, assumptions=assumptions)
+    section = result.to_report()
+    if top_n is not None:
+        section["candidates"] = section["candidates"][:top_n]
+    section["gross_savings_usd_month"] = round(result.gross_savings_usd_month, 2)
+    section["interruption_cost_usd_month"] = round(result.interruption_cost_usd_month, 2)
+    section["recommended"] = result.recommended
+    return section

@@ -1,0 +1,112 @@
+"""The one pass over GPU-minutes that every fleet number is derived from.
+
+``minute_groups`` reads the ``gpu_minutes`` rollup for a window once and returns a small frame: per cluster, node,
+date, GPU model, namespace, workload and state, the GPU-hours, utilization sums, peak memory and last active time.
+Costs, idle waste, utilization and cost allocation are then computed on that frame (thousands of rows, not tens of
+millions), joined with node prices per (cluster, node, date).
+
+GPU-time of MIG instances: a MIG instance's minute counts as ``slices / 7`` of a GPU-minute (``3g.40gb`` -> 3/7), so
+instances add up to the GPU they are cut from; the parent GPU's own row is then not counted again.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from analysis.window import Window
+
+GROUP_KEYS = ["cluster", "node", "date", "gpu_model", "namespace", "workload", "state"]
+MINUTES_PER_HOUR = 60.0
+
+
+def busy_pct() -> pl.Expr:
+    """Utilization as the state rules see it: DCGM SM activity (0-1) when present, else NVML/DCGM GPU_UTIL (%)."""
+    return pl.coalesce(pl.col("sm_active_mean") * 100.0, pl.col("util_mean_pct"))
+
+
+def gpu_share(mig_parents: list[str]) -> pl.Expr:
+    """How much of a GPU one row's minute is: 1 for a whole GPU, slices/7 for a MIG instance, 0 for the parent row
+    of a GPU whose MIG instances are counted instead."""
+    slices = pl.col("mig_profile").str.extract(r"^(\d+)g", 1).cast(pl.Float64)
+    instance = pl.col("mig_instance_id").is_not_null()
+    parent = pl.col("gpu_uuid").is_in(mig_parents) if mig_parents else pl.lit(False)
+    return pl.when(instance).then(slices.fill_null(7.0) / 7.0).when(parent).then(0.0).otherwise(1.0)
+
+
+def in_window(minutes: pl.LazyFrame, window: Window) -> pl.LazyFrame:
+    return minutes.filter(pl.col("ts").is_between(window.start, window.end, closed="left"))
+
+
+def mig_parent_gpus(minutes: pl.LazyFrame, window: Window) -> list[str]:
+    """GPUs that appear as MIG instances in the window (usually none: a cheap, pushed-down query)."""
+    parents = (
+        in_window(minutes, window)
+        .filter(pl.col("mig_instance_id").is_not_null())
+        .select(pl.col("gpu_uuid").unique())
+        .collect(engine="streaming")
+    )
+    return parents["gpu_uuid"].to_list()
+
+
+def minute_groups(minutes: pl.LazyFrame, window: Window, mig_parents: list[str]) -> pl.LazyFrame:
+    observed = pl.col("state") != "no_data"
+    return (
+        in_window(minutes, window)
+        .with_columns(
+            pl.col("ts").dt.date().alias("date"),
+            gpu_share(mig_parents).alias("share"),
+            busy_pct().alias("busy_pct"),
+        )
+        .group_by(GROUP_KEYS)
+        .agg(
+            pl.len().alias("minutes"),
+            (pl.col("share").sum() / MINUTES_PER_HOUR).alias("gpu_hours"),
+            (pl.col("busy_pct") * pl.col("share")).sum().alias("busy_weighted"),
+            (pl.col("util_mean_pct") * pl.col("share")).sum().alias("util_weighted"),
+            pl.col("share").filter(pl.col("util_mean_pct").is_not_null()).sum().alias("util_share"),
+            pl.col("share").filter(pl.col("busy_pct").is_not_null()).sum().alias("busy_share"),
+            pl.col("fb_used_max_bytes").max().alias("fb_used_max_bytes"),
+            pl.col("ts").max().alias("last_seen"),
+            pl.col("ts").min().alias("first_seen"),
+        )
+        .with_columns(
+            pl.when(observed).then(pl.col("gpu_hours")).otherwise(0.0).alias("observed_hours"),
+            pl.when(pl.col("state") == "active").then(pl.col("last_seen")).alias("last_active"),
+        )
+    )
+
+
+def fleet_gpus(minutes: pl.LazyFrame, window: Window) -> pl.LazyFrame:
+    """Distinct physical GPUs in the window (a GPU cut into MIG instances counts once)."""
+    return in_window(minutes, window).select(pl.col("gpu_uuid").n_unique().alias("gpus"))
+
+
+def busy_histogram(minutes: pl.LazyFrame, window: Window, mig_parents: list[str]) -> pl.LazyFrame:
+    """GPU-hours per whole percent of utilization, by namespace and GPU model: percentiles come from this."""
+    return (
+        in_window(minutes, window)
+        .filter(pl.col("state") != "no_data")
+        .with_columns(
+            busy_pct().fill_null(0.0).round(0).clip(0, 100).cast(pl.Int16).alias("busy"),
+            gpu_share(mig_parents).alias("share"),
+        )
+        .group_by("namespace", "gpu_model", "busy")
+        .agg((pl.col("share").sum() / MINUTES_PER_HOUR).alias("gpu_hours"))
+    )
+
+
+def hour_of_week(minutes: pl.LazyFrame, window: Window) -> pl.LazyFrame:
+    """Mean utilization and allocation rate per (weekday, hour) in UTC: the heatmap's cells."""
+    observed = in_window(minutes, window).filter(pl.col("state") != "no_data")
+    return (
+        observed.group_by(
+            pl.col("ts").dt.weekday().alias("weekday"),  # 1 = Monday
+            pl.col("ts").dt.hour().alias("hour"),
+        )
+        .agg(
+            busy_pct().mean().alias("mean_pct"),
+            pl.col("state").is_in(["active", "idle_held", "idle_allocated"]).mean().alias("allocation_rate"),
+            (pl.len() / MINUTES_PER_HOUR).alias("gpu_hours"),
+        )
+        .sort("weekday", "hour")
+    )

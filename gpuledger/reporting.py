@@ -1,0 +1,88 @@
+"""The report job: read the warehouse once for the window, price it, and hand the pieces to ``analysis.report``."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import polars as pl
+
+from analysis import mig, pricing, report, spot, usage
+from analysis.costs import observed_model_prices, priced
+from analysis.errors import EmptyWarehouse
+from analysis.window import Window, parse_time, resolve
+from gpuledger.settings import Settings
+from warehouse import rollup
+from warehouse.lake import Lake
+from warehouse.maintenance import diagnosing
+from warehouse.schema import GPU_MINUTES, GPU_SAMPLES, NODES
+
+
+def newest_minute(lake: Lake) -> dt.datetime | None:
+    value = lake.scan(GPU_MINUTES).select(pl.col("ts").max()).collect().item()
+    return value if isinstance(value, dt.datetime) else None
+
+
+def fleet_report(
+    lake: Lake, settings: Settings, *, start: str | None, end: str | None, now: dt.datetime
+) -> dict[str, Any]:
+    """The fleet report over the requested window (the rollup is refreshed first when it is stale)."""
+    for value in (start, end):
+        if value:
+            parse_time(value, now)
+    with diagnosing(lake):
+        if not lake.parts(GPU_SAMPLES):
+            raise EmptyWarehouse(str(lake.root))
+        if not rollup.is_fresh(lake, settings.state_rules, settings.rollup):
+            rollup.refresh(lake, settings.state_rules, settings.rollup)
+        window = resolve(start, end, newest=newest_minute(lake), default_days=settings.report_days, now=now)
+        return report.build(report_inputs(lake, settings, window))
+
+
+def report_inputs(lake: Lake, settings: Settings, window: Window) -> report.ReportInputs:
+    minutes = lake.scan(GPU_MINUTES, start=window.start, end=window.end)
+    parents = usage.mig_parent_gpus(minutes, window)
+    groups, gpus, histogram, heatmap = pl.collect_all(
+        [
+            usage.minute_groups(minutes, window, parents),
+            usage.fleet_gpus(minutes, window),
+            usage.busy_histogram(minutes, window, parents),
+            usage.hour_of_week(minutes, window),
+        ],
+        engine="streaming",
+    )
+    catalog = pricing.PriceCatalog.build(settings.price_overrides())
+    nodes = lake.scan(NODES, start=window.start, end=window.end).collect()
+    node_prices = pricing.price_nodes(nodes, catalog)
+    model_prices = pricing.model_prices(groups["gpu_model"].unique().to_list(), catalog)
+    groups = priced(groups, node_prices, model_prices)
+    models = observed_model_prices(groups)
+    fit = mig.mig_fit(
+        usage.in_window(minutes, window),
+        dict(zip(models["gpu_model"], models["usd_per_gpu_hour"], strict=True)),
+        dict(zip(models["gpu_model"], models["price_source"], strict=True)),
+        settings.mig_assumptions,
+    ).to_report()
+    spot_result = spot.report(
+        groups,
+        node_prices,
+        catalog,
+        window,
+        assumptions=settings.spot_assumptions,
+        workload_kinds=settings.spot_workload_kinds,
+        checkpoint_intervals_s=settings.spot_checkpoint_intervals_s,
+        top_n=settings.report_top_n,
+    )
+    return report.ReportInputs(
+        window=window,
+        groups=groups,
+        gpus=int(gpus.item()) if gpus.height else 0,
+        histogram=histogram,
+        heatmap=heatmap,
+        rules=settings.state_rules,
+        top_n=settings.report_top_n,
+        teams=settings.teams,
+        idle_mode=settings.idle_cost,
+        mig_fit=fit,
+        spot=spot_result,
+    )

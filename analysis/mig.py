@@ -404,11 +404,24 @@ def _instance_fraction(catalog: MigCatalog, model: str | None, profile: str) -> 
     return int(match[1]) / compute_slices if match else None
 
 
-def _instance_fractions(held: pl.LazyFrame, catalog: MigCatalog) -> pl.LazyFrame:
+def _mig_capable(catalog: MigCatalog, model: str | None) -> bool:
+    try:
+        catalog.gpu(model)
+    except AnalysisError:
+        return False
+    return True
+
+
+def _instance_fractions(held: pl.LazyFrame, catalog: MigCatalog) -> pl.DataFrame:
     """(gpu_model, mig_profile) -> the instance's share of the whole GPU, for the MIG instances in ``held``."""
-    pairs = held.filter(pl.col("mig_profile").is_not_null()).select("gpu_model", "mig_profile").unique().collect()
+    pairs = (
+        held.filter(pl.col("mig_profile").is_not_null())
+        .select("gpu_model", "mig_profile")
+        .unique()
+        .collect(engine="streaming")
+    )
     fractions = [_instance_fraction(catalog, model, profile) for model, profile in pairs.iter_rows()]
-    return pairs.with_columns(pl.Series("instance_fraction", fractions, dtype=pl.Float64)).lazy()
+    return pairs.with_columns(pl.Series("instance_fraction", fractions, dtype=pl.Float64))
 
 
 def percentile(buckets: Sequence[int], weights: Sequence[float], p: float, assumptions: MigAssumptions) -> float:
@@ -425,7 +438,10 @@ def percentile(buckets: Sequence[int], weights: Sequence[float], p: float, assum
 
 
 def demand(
-    minutes: pl.LazyFrame, assumptions: MigAssumptions = DEFAULT_ASSUMPTIONS, catalog: MigCatalog | None = None
+    minutes: pl.LazyFrame,
+    assumptions: MigAssumptions = DEFAULT_ASSUMPTIONS,
+    catalog: MigCatalog | None = None,
+    gpu_models: Sequence[str | None] | None = None,
 ) -> pl.DataFrame:
     """Compute and memory demand per (namespace, workload, gpu_model) from ``gpu_minutes`` rows of a window.
 
@@ -439,8 +455,12 @@ def demand(
     catalog = catalog or load_catalog()
     a = assumptions
     held = minutes.filter((pl.col("state") != "no_data") & pl.col("workload").is_not_null())
-    rows = held.join(_instance_fractions(held, catalog), on=["gpu_model", "mig_profile"], how="left")
-    whole = pl.when(pl.col("mig_profile").is_null()).then(1.0).otherwise(pl.col("instance_fraction"))
+    fractions = _instance_fractions(held, catalog)
+    if fractions.height:
+        rows = held.join(fractions.lazy(), on=["gpu_model", "mig_profile"], how="left")
+        whole = pl.when(pl.col("mig_profile").is_null()).then(1.0).otherwise(pl.col("instance_fraction"))
+    else:  # no MIG instance in the window (the usual case): skip the join over every minute
+        rows, whole = held, pl.lit(1.0)
     util = pl.coalesce(
         pl.col("sm_active_mean").cast(pl.Float64).fill_nan(None),
         pl.col("util_mean_pct").cast(pl.Float64).fill_nan(None) / 100.0,
@@ -449,6 +469,9 @@ def demand(
         (util * pl.col("whole")).alias("u")
     )
     measured = rows.filter(pl.col("u").is_not_null())
+    if gpu_models is not None:  # no utilization histogram for models that cannot be cut into MIG instances
+        capable = [m for m in gpu_models if _mig_capable(catalog, m)]
+        measured = measured.filter(pl.col("gpu_model").is_in(capable))
 
     r, f, last = a.bucket_ratio, a.first_bucket, a.buckets - 1
 
@@ -464,29 +487,43 @@ def demand(
         .otherwise(raw)
         .clip(0, last)
     )
-    t_last = pl.col("t").max().over(KEYS)
-    weight = ((pl.col("t") - t_last).cast(pl.Float64) / a.half_life.total_seconds() * math.log(2.0)).exp()
+    # Decay weight 2^((t - t_last) / half-life), computed without a window function over every minute: within each
+    # day relative to the day's start (a bounded exponent), then per key relative to its last day on the small
+    # aggregated frame. Scaling all of a key's weights by one constant leaves its percentiles unchanged.
+    rate = math.log(2.0) / a.half_life.total_seconds()
+    day = (pl.col("t") // 86400) * 86400
     histogram = (
-        measured.with_columns(bucket.alias("bucket"), weight.alias("w"))
+        measured.with_columns(bucket.alias("bucket"), day.alias("day"))
+        .group_by(*KEYS, "bucket", "day")
+        .agg(((pl.col("t") - pl.col("day")).cast(pl.Float64) * rate).exp().sum().alias("w"))
+    )
+    measured_t = pl.when(pl.col("u").is_not_null()).then(pl.col("t"))
+    stats = rows.group_by(*KEYS).agg(
+        pl.col("u").is_not_null().sum().cast(pl.Int64).alias("device_minutes"),
+        measured_t.min().alias("t_first"),
+        measured_t.max().alias("t_last"),
+        (pl.col("whole").fill_null(1.0).sum() / 60.0).alias("gpu_hours"),
+        pl.col("fb_used_max_bytes").max().alias("peak_bytes"),
+        # devices held at once, on average over the minutes held (rows per distinct minute), rounded up
+        (pl.len() / pl.col("t").n_unique()).ceil().cast(pl.Int64).alias("replicas"),
+    )
+    devices = rows.filter(pl.col("gpu_uuid").is_not_null()).group_by(*KEYS, "gpu_uuid").agg(pl.len())
+    hist_days, stats_df, devices_df = pl.collect_all([histogram, stats, devices], engine="streaming")
+    held_gpus = devices_df.group_by(KEYS).agg(pl.col("gpu_uuid").unique().sort().alias("gpu_uuids"))
+    stats_df = stats_df.join(held_gpus, on=KEYS, how="left", nulls_equal=True).with_columns(
+        # minutes with a utilization reading: device-minutes over the devices held at once
+        (pl.col("device_minutes") / pl.col("replicas")).round().cast(pl.Int64).alias("minutes"),
+        pl.col("gpu_uuids").fill_null([]),
+    )
+    hist_df = (
+        hist_days.with_columns(
+            pl.col("w") * ((pl.col("day") - pl.col("day").max().over(KEYS)).cast(pl.Float64) * rate).exp()
+        )
         .group_by(*KEYS, "bucket")
         .agg(pl.col("w").sum())
         .sort(*KEYS, "bucket", nulls_last=True)
     )
-    stats = rows.group_by(*KEYS).agg(
-        pl.col("t").filter(pl.col("u").is_not_null()).n_unique().cast(pl.Int64).alias("minutes"),
-        pl.col("t").filter(pl.col("u").is_not_null()).min().alias("t_first"),
-        pl.col("t").filter(pl.col("u").is_not_null()).max().alias("t_last"),
-        (pl.col("whole").fill_null(1.0).sum() / 60.0).alias("gpu_hours"),
-        pl.col("fb_used_max_bytes").max().alias("peak_bytes"),
-        pl.col("gpu_uuid").drop_nulls().unique().sort().alias("gpu_uuids"),
-    )
-    replicas = (
-        rows.group_by(*KEYS, "ts")
-        .agg(pl.struct("gpu_uuid", "mig_instance_id").n_unique().alias("n"))
-        .group_by(*KEYS)
-        .agg(pl.col("n").max().cast(pl.Int64).alias("replicas"))
-    )
-    hist_df, stats_df, replicas_df = pl.collect_all([histogram, stats, replicas])
+    replicas_df = stats_df.select(*KEYS, "replicas")
 
     per_key: dict[tuple[Any, ...], float] = {}
     for key, group in itertools.groupby(hist_df.iter_rows(), key=lambda row: row[:3]):
@@ -503,6 +540,7 @@ def demand(
         if n:
             span_days = (row["t_last"] - row["t_first"] + 60) / 86400.0
             confidence = min(span_days, n / MINUTES_PER_DAY)
+        if n and key in per_key:  # no histogram: a model that cannot be cut into MIG instances
             p_value = per_key[key]
             compute = p_value * a.margin(confidence)
         peak = row["peak_bytes"]
@@ -822,6 +860,7 @@ def mig_fit(
     price_sources: Mapping[str, str],
     assumptions: MigAssumptions = DEFAULT_ASSUMPTIONS,
     catalog: MigCatalog | None = None,
+    gpu_models: Sequence[str | None] | None = None,
 ) -> MigFit:
     """Demand, fit, packing and savings for the ``gpu_minutes`` rows of one window.
 
@@ -829,7 +868,7 @@ def mig_fit(
     from. A model whose packing frees GPUs must have a price (``MissingGpuPrice`` otherwise).
     """
     catalog = catalog or load_catalog()
-    fitted = fit(demand(minutes, assumptions, catalog), catalog)
+    fitted = fit(demand(minutes, assumptions, catalog, gpu_models), catalog)
     workloads = fitted.with_columns(pl.col("gpu_uuids").list.len().cast(pl.Int64).alias("gpus_held")).select(
         WORKLOAD_COLUMNS
     )

@@ -20,3 +20,9 @@ class EmptyWarehouse(AnalysisError):
             f"warehouse {root} holds no GPU samples yet: fill it with `gpuledger simulate --warehouse {root}` "
             "or `gpuledger collect`"
         )
+
+
+class EmptyWindow(AnalysisError):
+    def __init__(self, start: str, end: str, first: str | None, last: str | None) -> None:
+        held = f"the warehouse holds samples from {first} to {last}" if first else "the warehouse holds no samples"
+        super().__init__(f"no GPU samples between {start} and {end}: {held}; pick a window inside it")

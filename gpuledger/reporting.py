@@ -9,7 +9,7 @@ import polars as pl
 
 from analysis import mig, pricing, report, spot, usage
 from analysis.costs import observed_model_prices, priced
-from analysis.errors import EmptyWarehouse
+from analysis.errors import EmptyWarehouse, EmptyWindow
 from analysis.window import Window, parse_time, resolve
 from gpuledger.settings import Settings
 from warehouse import rollup
@@ -58,6 +58,15 @@ def report_inputs(lake: Lake, settings: Settings, window: Window) -> report.Repo
             usage.hour_of_week(minutes, window),
         )
     )
+    if groups.height == 0:
+        spans = lake.series_spans(GPU_SAMPLES)
+        first, last = spans["first"].min(), spans["last"].max()
+        raise EmptyWindow(
+            window.start.isoformat(),
+            window.end.isoformat(),
+            first.isoformat() if isinstance(first, dt.datetime) else None,
+            last.isoformat() if isinstance(last, dt.datetime) else None,
+        )
     gpus = gpus_in_window(lake, window)
     catalog = pricing.PriceCatalog.build(settings.price_overrides())
     nodes = lake.scan(NODES, start=window.start, end=window.end).collect()

@@ -207,3 +207,53 @@ def test_demo_no_dashboard_prints_a_report_and_refuses_foreign_dirs(cli, tmp_pat
         error_line(refused) == f"Error: {foreign} exists and was not made by `gpuledger demo`: pass another --warehouse"
     )
     assert (foreign / "keep.txt").read_text() == "precious"
+
+
+def _no_nan(text: str) -> dict:
+    def refuse(constant: str) -> float:
+        raise AssertionError(f"the report holds {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_every_cost_shows_its_price_source(cli, sim_warehouse: Path) -> None:
+    report = _no_nan(cli("report", "--warehouse", str(sim_warehouse), "--format", "json").stdout)
+    fleet = report["fleet"]
+    assert fleet["cost_usd"] > 0
+    assert sum(s["cost_usd"] for s in fleet["price_sources"]) == pytest.approx(fleet["cost_usd"], abs=0.05)
+    assert all(s["price_source"] for s in fleet["price_sources"])
+    assert sum(report["states_cost_usd"].values()) == pytest.approx(fleet["cost_usd"], abs=0.05)
+    assert report["idle_waste"]["cost_usd"] <= fleet["cost_usd"]
+    assert all(w["price_source"] for w in report["idle_waste"]["by_workload"])
+    assert all(c["on_demand_price_source"] and c["spot_price_source"] for c in report["spot"]["candidates"])
+    teams = report["cost_allocation"]["by_team"]
+    assert sum(t["total_cost_usd"] for t in teams) == pytest.approx(fleet["cost_usd"], abs=0.05)
+    assert report["assumptions"]["active_threshold_pct"] == 5.0
+
+
+def test_html_report_is_one_self_contained_page(cli, sim_warehouse: Path) -> None:
+    page = cli("report", "--warehouse", str(sim_warehouse), "--format", "html").stdout
+    assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    for heading in ("GPU-hours by state", "Idle workloads", "Cost by team", "MIG fit", "Spot candidates"):
+        assert heading in page
+
+
+def test_an_empty_window_says_where_the_data_is(cli, sim_warehouse: Path) -> None:
+    result = cli("report", "--warehouse", str(sim_warehouse), "--start", "2020-01-01", "--end", "2020-01-02")
+    assert result.exit_code == 2
+    assert error_line(result).startswith(
+        "Error: no GPU samples between 2020-01-01T00:00:00+00:00 and 2020-01-02T00:00:00+00:00: the warehouse holds "
+        "samples from 2026-11-17T00:00:"
+    )
+
+
+def test_shared_idle_cost_and_teams_from_the_config(cli, sim_warehouse: Path, tmp_path: Path) -> None:
+    wh = tmp_path / "wh"
+    shutil.copytree(sim_warehouse, wh)
+    config = tmp_path / "gpuledger.toml"
+    config.write_text('idle_cost = "shared"\n[teams]\nplatform = ["ml-*", "research", "vision"]\n')
+    report = _no_nan(cli("--config", str(config), "report", "--warehouse", str(wh), "--format", "json").stdout)
+    teams = {t["team"]: t for t in report["cost_allocation"]["by_team"]}
+    assert "(idle: unallocated)" not in teams and teams["platform"]["shared_idle_usd"] > 0
+    assert sum(t["total_cost_usd"] for t in teams.values()) == pytest.approx(report["fleet"]["cost_usd"], abs=0.05)

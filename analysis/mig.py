@@ -473,20 +473,10 @@ def demand(
         capable = [m for m in gpu_models if _mig_capable(catalog, m)]
         measured = measured.filter(pl.col("gpu_model").is_in(capable))
 
-    r, f, last = a.bucket_ratio, a.first_bucket, a.buckets - 1
-
-    def start(b: pl.Expr) -> pl.Expr:
-        return f * (pl.lit(r).pow(b.cast(pl.Float64)) - 1.0) / (r - 1.0)
-
-    raw = ((pl.col("u") * (r - 1.0) / f + 1.0).log() / math.log(r)).floor().cast(pl.Int64)
-    bucket = (
-        pl.when(start(raw + 1) <= pl.col("u"))
-        .then(raw + 1)
-        .when(start(raw) > pl.col("u"))
-        .then(raw - 1)
-        .otherwise(raw)
-        .clip(0, last)
-    )
+    # The bucket of each minute by binary search over the bucket starts (the same starts ``bucket_start`` gives):
+    # bucket i holds [start(i), start(i+1)); values past the last start land in the last bucket.
+    starts = pl.Series("starts", [a.bucket_start(i) for i in range(a.buckets)], dtype=pl.Float64)
+    bucket = (pl.lit(starts).search_sorted(pl.col("u"), side="right").cast(pl.Int64) - 1).clip(0, a.buckets - 1)
     # Decay weight 2^((t - t_last) / half-life), computed without a window function over every minute: within each
     # day relative to the day's start (a bounded exponent), then per key relative to its last day on the small
     # aggregated frame. Scaling all of a key's weights by one constant leaves its percentiles unchanged.

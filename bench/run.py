@@ -20,7 +20,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import fleet, ingest, machine, nvml, report, scrape
+from bench import fleet, ingest, machine, nvml, promql, report, scrape
 from bench.common import GIB, Progress, Result, free_bytes
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -46,10 +46,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="repeats for best-of timings (default 3)")
     parser.add_argument(
         "--only",
-        choices=("ingest", "fleet", "nvml", "scrape"),
+        choices=("ingest", "fleet", "nvml", "scrape", "promql"),
         default=None,
         help="ingest: benchmark 1; fleet: simulate, bytes, report; nvml: the NVML sampler's CPU per sample; "
-        "scrape: points/s from a real Prometheus",
+        "scrape: points/s from a real Prometheus; promql: idle waste, gpuledger report vs PromQL on a real Prometheus",
     )
     parser.add_argument(
         "--tmpdir", type=Path, default=None, help="where the temporary warehouses go (default: $TMPDIR)"
@@ -167,6 +167,16 @@ def main(argv: list[str] | None = None) -> int:
             results += simulated.results
             results += report.run(
                 warehouse=simulated.warehouse, workdir=workdir, progress=progress, repeats=args.repeats
+            )
+        if args.only in (None, "promql"):
+            results += promql.run(
+                gpus=min(args.gpus, 64),
+                days=min(args.days, 7),
+                seed=args.seed,
+                end=DEFAULT_END,
+                workdir=workdir,
+                progress=progress,
+                repeats=args.repeats,
             )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -487,23 +487,34 @@ def demand(
         .group_by(*KEYS, "bucket", "day")
         .agg(((pl.col("t") - pl.col("day")).cast(pl.Float64) * rate).exp().sum().alias("w"))
     )
+    # One pass per (key, GPU) gives both the per-key figures and the GPUs each key held (a second pass over
+    # every minute for the per-key figures alone would cost as much again).
     measured_t = pl.when(pl.col("u").is_not_null()).then(pl.col("t"))
-    stats = rows.group_by(*KEYS).agg(
+    per_device = rows.group_by(*KEYS, "gpu_uuid").agg(
+        pl.len().alias("rows"),
         pl.col("u").is_not_null().sum().cast(pl.Int64).alias("device_minutes"),
         measured_t.min().alias("t_first"),
         measured_t.max().alias("t_last"),
-        (pl.col("whole").fill_null(1.0).sum() / 60.0).alias("gpu_hours"),
+        pl.col("whole").fill_null(1.0).sum().alias("whole_minutes"),
         pl.col("fb_used_max_bytes").max().alias("peak_bytes"),
-        # devices held at once, on average over the minutes held (rows per distinct minute), rounded up
-        (pl.len() / pl.col("t").n_unique()).ceil().cast(pl.Int64).alias("replicas"),
     )
-    devices = rows.filter(pl.col("gpu_uuid").is_not_null()).group_by(*KEYS, "gpu_uuid").agg(pl.len())
-    hist_days, stats_df, devices_df = pl.collect_all([histogram, stats, devices], engine="streaming")
-    held_gpus = devices_df.group_by(KEYS).agg(pl.col("gpu_uuid").unique().sort().alias("gpu_uuids"))
-    stats_df = stats_df.join(held_gpus, on=KEYS, how="left", nulls_equal=True).with_columns(
-        # minutes with a utilization reading: device-minutes over the devices held at once
-        (pl.col("device_minutes") / pl.col("replicas")).round().cast(pl.Int64).alias("minutes"),
-        pl.col("gpu_uuids").fill_null([]),
+    hist_days, devices_df = pl.collect_all([histogram, per_device], engine="streaming")
+    stats_df = (
+        devices_df.group_by(KEYS)
+        .agg(
+            pl.col("device_minutes").sum(),
+            pl.col("t_first").min(),
+            pl.col("t_last").max(),
+            (pl.col("whole_minutes").sum() / 60.0).alias("gpu_hours"),
+            pl.col("peak_bytes").max(),
+            pl.col("gpu_uuid").drop_nulls().unique().sort().alias("gpu_uuids"),
+            # devices held at once: all device-minutes over the busiest device's minutes, rounded up
+            (pl.col("rows").sum() / pl.col("rows").max()).ceil().cast(pl.Int64).alias("replicas"),
+        )
+        .with_columns(
+            # minutes with a utilization reading: device-minutes over the devices held at once
+            (pl.col("device_minutes") / pl.col("replicas")).round().cast(pl.Int64).alias("minutes"),
+        )
     )
     hist_df = (
         hist_days.with_columns(

@@ -104,31 +104,34 @@ def fleet_gpus(minutes: pl.LazyFrame, window: Window) -> pl.LazyFrame:
 
 
 def busy_histogram(minutes: pl.LazyFrame, window: Window, mig_parents: list[str]) -> pl.LazyFrame:
-    """GPU-hours per whole percent of utilization, by namespace and GPU model: percentiles come from this."""
+    """GPU-hours per whole percent of utilization, by namespace, GPU model, hour of the week (UTC) and whether a
+    pod or process held the GPU: utilization percentiles and the hour-of-week heatmap both come from this one pass."""
+    gpu_minutes = gpu_share(mig_parents).sum() if mig_parents else pl.len().cast(pl.Float64)
     return (
         in_window(minutes, window)
         .filter(pl.col("state") != "no_data")
-        .with_columns(
+        .group_by(
+            "namespace",
+            "gpu_model",
             busy_pct().fill_null(0.0).round(0).clip(0, 100).cast(pl.Int16).alias("busy"),
-            gpu_share(mig_parents).alias("share"),
+            pl.col("ts").dt.weekday().alias("weekday"),  # 1 = Monday
+            pl.col("ts").dt.hour().alias("hour"),
+            pl.col("state").is_in(["active", "idle_held", "idle_allocated"]).alias("held"),
         )
-        .group_by("namespace", "gpu_model", "busy")
-        .agg((pl.col("share").sum() / MINUTES_PER_HOUR).alias("gpu_hours"))
+        .agg((gpu_minutes / MINUTES_PER_HOUR).alias("gpu_hours"))
     )
 
 
-def hour_of_week(minutes: pl.LazyFrame, window: Window) -> pl.LazyFrame:
-    """Mean utilization and allocation rate per (weekday, hour) in UTC: the heatmap's cells."""
-    observed = in_window(minutes, window).filter(pl.col("state") != "no_data")
+def hour_of_week(histogram: pl.DataFrame) -> pl.DataFrame:
+    """Mean utilization and allocation rate per (weekday, hour) in UTC: the heatmap's cells (from the histogram,
+    so utilization is read to the whole percent)."""
+    hours = pl.col("gpu_hours")
     return (
-        observed.group_by(
-            pl.col("ts").dt.weekday().alias("weekday"),  # 1 = Monday
-            pl.col("ts").dt.hour().alias("hour"),
-        )
+        histogram.group_by("weekday", "hour")
         .agg(
-            busy_pct().mean().alias("mean_pct"),
-            pl.col("state").is_in(["active", "idle_held", "idle_allocated"]).mean().alias("allocation_rate"),
-            (pl.len() / MINUTES_PER_HOUR).alias("gpu_hours"),
+            ((pl.col("busy").cast(pl.Float64) * hours).sum() / hours.sum()).alias("mean_pct"),
+            (hours.filter(pl.col("held")).sum() / hours.sum()).alias("allocation_rate"),
+            hours.sum().alias("gpu_hours"),
         )
         .sort("weekday", "hour")
     )

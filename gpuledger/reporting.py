@@ -50,14 +50,11 @@ def report_inputs(lake: Lake, settings: Settings, window: Window) -> report.Repo
     minutes = lake.scan(GPU_MINUTES, start=window.start, end=window.end)
     parents = usage.mig_parent_gpus(minutes, window)
     # One query at a time: run together they hold every query's state at once (6 GiB on 44M minutes).
-    groups, histogram, heatmap = (
+    groups, histogram = (
         query.collect(engine="streaming")
-        for query in (
-            usage.minute_groups(minutes, window, parents),
-            usage.busy_histogram(minutes, window, parents),
-            usage.hour_of_week(minutes, window),
-        )
+        for query in (usage.minute_groups(minutes, window, parents), usage.busy_histogram(minutes, window, parents))
     )
+    heatmap = usage.hour_of_week(histogram)
     if groups.height == 0:
         spans = lake.series_spans(GPU_SAMPLES)
         first, last = spans["first"].min(), spans["last"].max()

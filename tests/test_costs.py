@@ -218,3 +218,16 @@ def test_states_sum_to_gpu_time_and_waste_never_exceeds_cost(spec: list[tuple[st
     idle_cost = sum(states[s]["cost_usd"] for s in ("idle_held", "idle_allocated", "unallocated"))
     assert idle_cost <= float(groups["cost_usd"].sum()) + 0.01
     assert groups["usd_per_gpu_hour"].is_not_null().all() and groups["price_source"].is_not_null().all()
+
+
+def test_the_heatmap_covers_every_observed_gpu_hour() -> None:
+    histogram = usage.busy_histogram(FLEET, WINDOW, []).collect()
+    heatmap = usage.hour_of_week(histogram)
+    # observed: 7.5 GPU-hours (no_data excluded); all of it on Monday 2026-11-02 between 00:00 and 05:59
+    assert heatmap["gpu_hours"].sum() == pytest.approx(7.5)
+    assert set(heatmap["weekday"]) == {1}
+    midnight = heatmap.filter(pl.col("hour") == 0).row(0, named=True)
+    # hour 0: g1 60 min active at 90% (held); g2 60 min idle_allocated (held); g3 30 min no_data + 30 min active
+    assert midnight["gpu_hours"] == pytest.approx(2.5)
+    assert midnight["mean_pct"] == pytest.approx((60 * 90 + 30 * 50) / 150)
+    assert midnight["allocation_rate"] == pytest.approx(1.0)

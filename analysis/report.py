@@ -59,6 +59,7 @@ def build(inputs: ReportInputs) -> dict[str, Any]:
             "allocation_rate": utilization.allocation_rate(groups),
             "by_namespace": utilization.by(groups, "namespace", inputs.top_n, inputs.histogram),
             "by_model": utilization.by(groups, "gpu_model", inputs.top_n, inputs.histogram),
+            "by_workload": utilization.by(groups, "workload", inputs.top_n),
             "by_node": utilization.by(groups, "node", inputs.top_n),
             "hour_of_week": inputs.heatmap.with_columns(pl.col(pl.Float64).round(4)).to_dicts(),
         },

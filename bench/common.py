@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import shutil
 import subprocess
@@ -115,6 +116,24 @@ def gpuledger_command() -> list[str]:
     if script.is_file() and os.access(script, os.X_OK):
         return [str(script)]
     return [sys.executable, "-m", "gpuledger.cli"]
+
+
+def simulate_command(warehouse: Path, *, gpus: int, days: int, seed: int, end: dt.datetime) -> list[str]:
+    """``gpuledger simulate`` of the benchmark fleet into ``warehouse``."""
+    return [
+        *gpuledger_command(),
+        "simulate",
+        "--warehouse",
+        str(warehouse),
+        "--gpus",
+        str(gpus),
+        "--days",
+        str(days),
+        "--seed",
+        str(seed),
+        "--end",
+        end.isoformat(),
+    ]
 
 
 def clean_env() -> dict[str, str]:

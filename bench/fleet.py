@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from bench.common import GIB, Progress, Result, check_ok, gpuledger_command, run_measured, tree_bytes
+from bench.common import GIB, Progress, Result, check_ok, run_measured, simulate_command, tree_bytes
 from warehouse.lake import Lake
 from warehouse.schema import GPU_SAMPLES, TABLES
 
@@ -45,20 +45,7 @@ def _count_parts(path: Path) -> int:
 
 def simulate(*, gpus: int, days: int, seed: int, end: dt.datetime, workdir: Path, progress: Progress) -> Simulated:
     warehouse = workdir / "warehouse"
-    args = [
-        *gpuledger_command(),
-        "simulate",
-        "--warehouse",
-        str(warehouse),
-        "--gpus",
-        str(gpus),
-        "--days",
-        str(days),
-        "--seed",
-        str(seed),
-        "--end",
-        end.isoformat(),
-    ]
+    args = simulate_command(warehouse, gpus=gpus, days=days, seed=seed, end=end)
     label = f"simulate: gpuledger simulate --gpus {gpus} --days {days}"
     with progress.step(label) as update:
 

@@ -49,7 +49,7 @@ import requests
 
 from analysis.pricing import PriceCatalog, price_nodes
 from analysis.states import StateRules
-from bench.common import Progress, Result, check_ok, gpuledger_command, run_measured
+from bench.common import Progress, Result, check_ok, gpuledger_command, run_measured, simulate_command
 from collector.fleet import plan
 from collector.simulate import INTERVAL_S, FleetTelemetry
 
@@ -354,20 +354,7 @@ def gpuledger_idle(warehouse: Path, workdir: Path, start: dt.datetime, end: dt.d
 
 
 def simulate_warehouse(warehouse: Path, workdir: Path, *, gpus: int, days: int, seed: int, end: dt.datetime) -> None:
-    args = [
-        *gpuledger_command(),
-        "simulate",
-        "--warehouse",
-        str(warehouse),
-        "--gpus",
-        str(gpus),
-        "--days",
-        str(days),
-        "--seed",
-        str(seed),
-        "--end",
-        end.isoformat(),
-    ]
+    args = simulate_command(warehouse, gpus=gpus, days=days, seed=seed, end=end)
     check_ok(run_measured(args, cwd=workdir), "gpuledger simulate")
 
 

@@ -92,7 +92,7 @@ def test_the_spool_is_bounded_and_drops_the_oldest(sampler: NvmlSampler, tmp_pat
         spool.put(sampler.sample())
         time.sleep(0.002)
     kept = spool.batches()
-    assert 1 <= len(kept) < 12
+    assert 0 < len(kept) < 12
     assert spool.size() <= 40_000 or len(kept) == 1
     assert all(Spool.read(b).samples.num_rows == 2 for b in kept)
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from analysis.pricing import PriceCatalog, prices_table
 from collector.agent import AgentStats, NodeAgent, Spool
 from collector.fleet import plan
 from collector.metrics import LiveMetrics, serve
@@ -22,7 +23,7 @@ from warehouse import rollup
 from warehouse.ingest import append, append_many
 from warehouse.lake import Lake
 from warehouse.maintenance import diagnosing
-from warehouse.schema import GPU_ALLOCATIONS, GPU_SAMPLES, NODES
+from warehouse.schema import GPU_ALLOCATIONS, GPU_SAMPLES, NODES, PRICES
 
 Progress = Callable[[int, int], None]
 
@@ -47,7 +48,8 @@ def simulate(
     progress: Progress | None = None,
     rollup_progress: Progress | None = None,
 ) -> SimulateResult:
-    """Simulate a fleet into the warehouse, day by day, then bring the minute rollup up to date."""
+    """Simulate a fleet into the warehouse, day by day, store the price catalog it is priced with (the `prices`
+    table), then bring the minute rollup up to date."""
     fleet = plan(gpus, days, seed, end)
     telemetry = FleetTelemetry(fleet)
     samples = allocations = 0
@@ -58,6 +60,7 @@ def simulate(
             append(lake, NODES, batch.nodes)
             if progress:
                 progress(i + 1, days)
+        append(lake, PRICES, prices_table(PriceCatalog.build(settings.price_overrides())))
         result = refresh(lake, settings, rollup_progress)
     return SimulateResult(fleet.gpu_count, days, samples, allocations, result)
 

@@ -52,7 +52,10 @@ def test_duckdb_views_match_polars_scans(sim_warehouse: Path, tmp_path: Path) ->
     util = con.execute("SELECT round(avg(util_pct), 6) FROM gpu_samples").fetchone()
     assert util is not None
     assert util[0] == round(lake.scan(GPU_SAMPLES).select(pl.col("util_pct").mean()).collect().item(), 6)
-    assert con.execute("SELECT count(*) FROM prices").fetchone() == (0,)
+    p5 = con.execute(
+        "SELECT on_demand_usd_per_hour, interruption_bucket FROM prices WHERE instance_type = 'p5.48xlarge'"
+    ).fetchall()
+    assert p5 == [(55.04, 4)]  # the catalog the simulated fleet was priced with (data/SOURCES.md sanity point)
 
 
 def test_state_documents_are_replaced_whole(lake: Lake) -> None:

@@ -404,6 +404,19 @@ def _instance_fraction(catalog: MigCatalog, model: str | None, profile: str) -> 
     return int(match[1]) / compute_slices if match else None
 
 
+def _memory_candidates(peaks: pl.DataFrame, catalog: MigCatalog, a: MigAssumptions) -> pl.DataFrame:
+    """Keys (namespace, workload, gpu_model) of MIG-capable models whose peak memory (``fb_used_max_bytes``) x
+    margin fits their largest sub-GPU profile, or whose memory is unknown."""
+    keep = []
+    for namespace, workload, model, peak in peaks.select(*KEYS, "fb_used_max_bytes").iter_rows():
+        if not _mig_capable(catalog, model):
+            continue
+        largest = max(p.memory_bytes for p in catalog.gpu(model).sub_gpu)
+        if peak is None or peak * a.memory_margin <= largest:
+            keep.append((namespace, workload, model))
+    return pl.DataFrame(keep, schema={k: pl.String for k in KEYS}, orient="row")
+
+
 def _mig_capable(catalog: MigCatalog, model: str | None) -> bool:
     try:
         catalog.gpu(model)
@@ -442,6 +455,7 @@ def demand(
     assumptions: MigAssumptions = DEFAULT_ASSUMPTIONS,
     catalog: MigCatalog | None = None,
     gpu_models: Sequence[str | None] | None = None,
+    peaks: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Compute and memory demand per (namespace, workload, gpu_model) from ``gpu_minutes`` rows of a window.
 
@@ -498,6 +512,14 @@ def demand(
         pl.col("whole").fill_null(1.0).sum().alias("whole_minutes"),
         pl.col("fb_used_max_bytes").max().alias("peak_bytes"),
     )
+    if peaks is not None:
+        # A compute percentile only for workloads whose memory could fit some sub-GPU profile of their model: for
+        # the others memory alone decides (and whole-GPU jobs are most of a fleet's minutes).
+        candidates = _memory_candidates(peaks, catalog, a)
+        histogram = histogram.filter(
+            pl.col("workload").is_in(candidates["workload"].unique().to_list())
+            & pl.col("gpu_model").is_in(candidates["gpu_model"].unique().to_list())
+        )
     hist_days, devices_df = pl.collect_all([histogram, per_device], engine="streaming")
     stats_df = (
         devices_df.group_by(KEYS)
@@ -615,6 +637,9 @@ def _fit_row(catalog: MigCatalog, row: Mapping[str, Any]) -> Fit:
     except AnalysisError as err:
         return Fit(None, False, str(err))
     if row["compute_demand"] is None:
+        memory = row["memory_demand_gib"]
+        if memory is not None and memory * GIB > max(p.memory_bytes for p in gpu.sub_gpu):
+            return fit_profile(gpu, 0.0, memory * GIB)  # memory alone rules out every sub-GPU profile
         return Fit(None, False, "no utilization readings in the window")
     if row["memory_demand_gib"] is None:
         return Fit(None, False, "no memory readings in the window")
@@ -862,6 +887,7 @@ def mig_fit(
     assumptions: MigAssumptions = DEFAULT_ASSUMPTIONS,
     catalog: MigCatalog | None = None,
     gpu_models: Sequence[str | None] | None = None,
+    peaks: pl.DataFrame | None = None,
 ) -> MigFit:
     """Demand, fit, packing and savings for the ``gpu_minutes`` rows of one window.
 
@@ -869,7 +895,7 @@ def mig_fit(
     from. A model whose packing frees GPUs must have a price (``MissingGpuPrice`` otherwise).
     """
     catalog = catalog or load_catalog()
-    fitted = fit(demand(minutes, assumptions, catalog, gpu_models), catalog)
+    fitted = fit(demand(minutes, assumptions, catalog, gpu_models, peaks), catalog)
     workloads = fitted.with_columns(pl.col("gpu_uuids").list.len().cast(pl.Int64).alias("gpus_held")).select(
         WORKLOAD_COLUMNS
     )

@@ -77,6 +77,9 @@ def report_inputs(lake: Lake, settings: Settings, window: Window) -> report.Repo
         dict(zip(models["gpu_model"], models["price_source"], strict=True)),
         settings.mig_assumptions,
         gpu_models=groups["gpu_model"].unique().to_list(),
+        peaks=groups.filter(pl.col("workload").is_not_null())
+        .group_by("namespace", "workload", "gpu_model")
+        .agg(pl.col("fb_used_max_bytes").max()),
     ).to_report()
     spot_result = spot.report(
         groups,

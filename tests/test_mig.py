@@ -614,3 +614,27 @@ def test_demand_is_deterministic(utils: list[float], seed: int) -> None:
     shuffled = rows[:]
     random.Random(seed).shuffle(shuffled)
     assert_frame_equal(first, mig.demand(frame(shuffled)))
+
+
+def test_peaks_known_in_advance_skip_compute_for_memory_bound_workloads() -> None:
+    """Given each workload's peak memory up front (the report passes it from its minute groups), a workload whose
+    memory alone rules out every sub-GPU profile gets no compute histogram, and the same answer as without it."""
+    rows = minutes("embed", H100, WEEK, lambda i: 0.05, 30.0) + minutes("big", H200, WEEK, lambda i: 0.05, 92.0)
+    peaks = frame(rows).group_by("namespace", "workload", "gpu_model").agg(pl.col("fb_used_max_bytes").max()).collect()
+    plain = fit_all(rows)
+    skipped = mig.mig_fit(
+        frame(rows),
+        prices={H100: P5_GPU_HOUR, H200: 10.0},
+        price_sources={H100: "p5.48xlarge us-east-1 on-demand / 8", H200: "test price"},
+        peaks=peaks,
+    )
+    for name in ("embed", "big"):
+        a, b = one(plain, name), one(skipped, name)
+        assert (a["profile"], a["fits"], a["reason"]) == (b["profile"], b["fits"], b["reason"])
+    assert one(skipped, "big")["compute_demand"] is None and one(skipped, "big")["util_pct_p95"] is None
+    assert one(skipped, "embed")["compute_demand"] == pytest.approx(one(plain, "embed")["compute_demand"])
+    assert (skipped.gpus_now, skipped.gpus_needed, skipped.savings_usd_month) == (
+        plain.gpus_now,
+        plain.gpus_needed,
+        plain.savings_usd_month,
+    )

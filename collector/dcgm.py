@@ -22,8 +22,7 @@ import datetime as dt
 import logging
 import math
 import re
-import socket
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple, NoReturn
 from urllib.parse import urlsplit, urlunsplit
@@ -32,7 +31,7 @@ import pyarrow as pa
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.errors import SourceRejected, SourceUnreachable
+from collector.errors import SourceRejected, SourceUnreachable, connection_failure
 from collector.k8s import workload_from_pod
 from collector.rows import Rows
 from warehouse.schema import GPU_ALLOCATIONS, GPU_SAMPLES, NODES
@@ -477,7 +476,7 @@ class DcgmExporterReader:
             reason = f"no answer within {self.timeout_s:g} s"
             raise SourceUnreachable(SOURCE, self.url, reason, UNREACHABLE_FIX) from exc
         except requests.ConnectionError as exc:
-            raise SourceUnreachable(SOURCE, self.url, _connection_failure(exc), UNREACHABLE_FIX) from exc
+            raise SourceUnreachable(SOURCE, self.url, connection_failure(exc), UNREACHABLE_FIX) from exc
         except requests.RequestException as exc:
             reason = _clip(str(exc), 120) or type(exc).__name__
             raise SourceUnreachable(SOURCE, self.url, reason, UNREACHABLE_FIX) from exc
@@ -485,31 +484,6 @@ class DcgmExporterReader:
             status = f"HTTP {response.status_code} {response.reason}".rstrip()
             raise SourceRejected(SOURCE, self.url, status, _status_fix(response.status_code))
         return response.content.decode("utf-8", errors="replace")  # the text format is UTF-8, charset given or not
-
-
-def _connection_failure(exc: BaseException) -> str:
-    """The root cause of a failed connection in a few words, found in urllib3's chain of wrapped errors."""
-    for cause in _causes(exc):
-        if isinstance(cause, socket.gaierror) or type(cause).__name__ == "NameResolutionError":
-            return "host name not found"
-        if isinstance(cause, ConnectionRefusedError):
-            return "connection refused"
-        if isinstance(cause, ConnectionResetError):
-            return "connection reset"
-    return "connection failed"
-
-
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    todo: list[BaseException] = [exc]
-    while todo:
-        current = todo.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        linked = [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args]
-        todo.extend(item for item in linked if isinstance(item, BaseException))
 
 
 def _status_fix(status: int) -> str:

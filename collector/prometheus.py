@@ -43,7 +43,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -54,7 +54,7 @@ import pyarrow as pa
 import requests
 
 from collector.dcgm import DcgmPoint, rows_from_points, workload_from_pod
-from collector.errors import CollectorError, SourceRejected, SourceUnreachable
+from collector.errors import CollectorError, SourceRejected, SourceUnreachable, connection_failure
 from collector.k8s import workload_from_owner
 from collector.rows import Rows
 from warehouse.ingest import append_many
@@ -763,7 +763,7 @@ class PrometheusScraper:
         except requests.Timeout:
             return _Retry(f"no answer within {self.timeout_s:g} s", UNREACHABLE_FIX)
         except requests.ConnectionError as exc:
-            return _Retry(_connection_failure(exc), UNREACHABLE_FIX)
+            return _Retry(connection_failure(exc), UNREACHABLE_FIX)
         except requests.RequestException as exc:
             raise SourceUnreachable(WHAT, self.url, type(exc).__name__, UNREACHABLE_FIX) from None
         return self._answer(response, path)
@@ -832,28 +832,6 @@ def _parsed(url: str, parse: Callable[[list[dict[str, Any]]], T], result: list[d
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         reason = f"a range query answered with malformed series ({type(exc).__name__})"
         raise SourceRejected(WHAT, url, reason, NOT_PROMETHEUS_FIX) from None
-
-
-def _connection_failure(exc: BaseException) -> str:
-    """The root cause of a failed connection in a few words, from urllib3's chain of wrapped errors."""
-    seen: set[int] = set()
-    todo: list[BaseException] = [exc]
-    while todo:
-        cause = todo.pop()
-        if id(cause) in seen:
-            continue
-        seen.add(id(cause))
-        if type(cause).__name__ == "NameResolutionError":
-            return "host name not found"
-        if isinstance(cause, ConnectionRefusedError) or "Connection refused" in str(cause):
-            return "connection refused"
-        if isinstance(cause, ConnectionResetError):
-            return "connection reset"
-        if type(cause).__name__ == "SSLError":
-            return "TLS handshake failed"
-        linked: Sequence[object] = [cause.__cause__, cause.__context__, getattr(cause, "reason", None), *cause.args]
-        todo.extend(item for item in linked if isinstance(item, BaseException))
-    return "connection failed"
 
 
 def _seconds(when: dt.datetime) -> float:

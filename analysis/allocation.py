@@ -19,11 +19,11 @@ from typing import Literal
 import polars as pl
 
 from analysis.errors import AnalysisError
+from analysis.states import HELD_STATES
 
 IdleMode = Literal["separate", "shared"]
 IDLE_LINE = "(idle: unallocated)"
 NO_DATA_LINE = "(no data)"
-HELD = ["active", "idle_held", "idle_allocated"]
 
 
 class UnknownIdleMode(AnalysisError):
@@ -56,7 +56,7 @@ def cost_by_team(
     frame = priced_groups.with_columns(
         pl.col("namespace").replace_strict(mapping, default=None, return_dtype=pl.String).alias("team")
     )
-    held = frame.filter(pl.col("state").is_in(HELD) & pl.col("team").is_not_null())
+    held = frame.filter(pl.col("state").is_in(HELD_STATES) & pl.col("team").is_not_null())
     per_team = (
         held.group_by("team")
         .agg(
@@ -67,7 +67,7 @@ def cost_by_team(
         )
         .with_columns((pl.col("used_cost_usd") + pl.col("held_idle_cost_usd")).alias("held_cost_usd"))
     )
-    unheld = frame.filter(~(pl.col("state").is_in(HELD) & pl.col("team").is_not_null()))
+    unheld = frame.filter(~(pl.col("state").is_in(HELD_STATES) & pl.col("team").is_not_null()))
     idle_cost = float(unheld.filter(pl.col("state") != "no_data")["cost_usd"].sum() or 0.0)
     idle_hours = float(unheld.filter(pl.col("state") != "no_data")["gpu_hours"].sum() or 0.0)
     no_data = unheld.filter(pl.col("state") == "no_data")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from analysis.states import HELD_STATES
 from analysis.window import Window
 
 GROUP_KEYS = ["cluster", "node", "date", "gpu_model", "namespace", "workload", "state"]
@@ -116,7 +117,7 @@ def busy_histogram(minutes: pl.LazyFrame, window: Window, mig_parents: list[str]
             busy_pct().fill_null(0.0).round(0).clip(0, 100).cast(pl.Int16).alias("busy"),
             pl.col("ts").dt.weekday().alias("weekday"),  # 1 = Monday
             pl.col("ts").dt.hour().alias("hour"),
-            pl.col("state").is_in(["active", "idle_held", "idle_allocated"]).alias("held"),
+            pl.col("state").is_in(HELD_STATES).alias("held"),
         )
         .agg((gpu_minutes / MINUTES_PER_HOUR).alias("gpu_hours"))
     )

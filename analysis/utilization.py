@@ -11,7 +11,7 @@ from typing import Any
 
 import polars as pl
 
-HELD = ["active", "idle_held", "idle_allocated"]
+from analysis.states import HELD_STATES
 
 
 def mean_pct(priced_groups: pl.DataFrame) -> float | None:
@@ -31,7 +31,7 @@ def by(
             pl.col("gpu_hours").sum().round(4).alias("gpu_hours"),
             pl.col("gpu_hours").filter(pl.col("state") == "active").sum().round(4).alias("active_hours"),
             (pl.col("busy_weighted").sum() / pl.col("busy_share").sum()).round(2).alias("mean_pct"),
-            (pl.col("gpu_hours").filter(pl.col("state").is_in(HELD)).sum() / pl.col("observed_hours").sum())
+            (pl.col("gpu_hours").filter(pl.col("state").is_in(HELD_STATES)).sum() / pl.col("observed_hours").sum())
             .round(4)
             .alias("allocation_rate"),
             pl.col("cost_usd").sum().round(2).alias("cost_usd"),
@@ -67,5 +67,5 @@ def percentiles(histogram: pl.DataFrame, key: str, qs: tuple[float, ...] = (0.5,
 
 def allocation_rate(priced_groups: pl.DataFrame) -> float | None:
     observed = float(priced_groups["observed_hours"].sum() or 0.0)
-    held = float(priced_groups.filter(pl.col("state").is_in(HELD))["gpu_hours"].sum() or 0.0)
+    held = float(priced_groups.filter(pl.col("state").is_in(HELD_STATES))["gpu_hours"].sum() or 0.0)
     return round(held / observed, 4) if observed else None

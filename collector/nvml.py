@@ -25,7 +25,6 @@ from collector.errors import CollectorError
 from collector.rows import Records, Rows
 
 log = logging.getLogger(__name__)
-MIB = 1 << 20
 
 
 class NvmlUnavailable(CollectorError):

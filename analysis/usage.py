@@ -99,11 +99,6 @@ def minute_groups(minutes: pl.LazyFrame, window: Window, mig_parents: list[str])
     )
 
 
-def fleet_gpus(minutes: pl.LazyFrame, window: Window) -> pl.LazyFrame:
-    """Distinct physical GPUs in the window (a GPU cut into MIG instances counts once)."""
-    return in_window(minutes, window).select(pl.col("gpu_uuid").n_unique().alias("gpus"))
-
-
 def busy_histogram(minutes: pl.LazyFrame, window: Window, mig_parents: list[str]) -> pl.LazyFrame:
     """GPU-hours per whole percent of utilization, by namespace, GPU model, hour of the week (UTC) and whether a
     pod or process held the GPU: utilization percentiles and the hour-of-week heatmap both come from this one pass."""

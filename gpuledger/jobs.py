@@ -23,7 +23,7 @@ from warehouse import rollup
 from warehouse.ingest import append, append_many
 from warehouse.lake import Lake
 from warehouse.maintenance import diagnosing
-from warehouse.schema import GPU_ALLOCATIONS, GPU_SAMPLES, NODES, PRICES
+from warehouse.schema import PRICES
 
 Progress = Callable[[int, int], None]
 
@@ -55,9 +55,9 @@ def simulate(
     samples = allocations = 0
     with lake.writing():
         for i, batch in enumerate(telemetry.days()):
-            samples += append(lake, GPU_SAMPLES, batch.samples).rows_written
-            allocations += append(lake, GPU_ALLOCATIONS, batch.allocations).rows_written
-            append(lake, NODES, batch.nodes)
+            written = ingest(lake, Rows(batch.samples, batch.allocations, batch.nodes))
+            samples += written.samples
+            allocations += written.allocations
             if progress:
                 progress(i + 1, days)
         append(lake, PRICES, prices_table(PriceCatalog.build(settings.price_overrides())))

@@ -24,16 +24,26 @@ def newest_minute(lake: Lake) -> dt.datetime | None:
 
 
 def fleet_report(
-    lake: Lake, settings: Settings, *, start: str | None, end: str | None, now: dt.datetime
+    lake: Lake,
+    settings: Settings,
+    *,
+    start: str | None,
+    end: str | None,
+    now: dt.datetime,
+    refresh: bool = True,
 ) -> dict[str, Any]:
-    """The fleet report over the requested window (the rollup is refreshed first when it is stale)."""
+    """The fleet report over the requested window.
+
+    The rollup is refreshed first when it is stale, unless ``refresh`` is false (read-only callers such as the
+    dashboard): then the report reads the rollup as it stands.
+    """
     for value in (start, end):
         if value:
             parse_time(value, now)
     with diagnosing(lake):
         if not lake.parts(GPU_SAMPLES):
             raise EmptyWarehouse(str(lake.root))
-        if not rollup.is_fresh(lake, settings.state_rules, settings.rollup):
+        if refresh and not rollup.is_fresh(lake, settings.state_rules, settings.rollup):
             rollup.refresh(lake, settings.state_rules, settings.rollup)
         window = resolve(start, end, newest=newest_minute(lake), default_days=settings.report_days, now=now)
         return report.build(report_inputs(lake, settings, window))

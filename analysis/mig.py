@@ -467,6 +467,35 @@ def demand(
     empty frame with these columns.
     """
     catalog = catalog or load_catalog()
+    histogram, devices = demand_parts(minutes, assumptions, catalog, gpu_models)
+    if peaks is not None:
+        # A compute percentile only for workloads whose memory could fit some sub-GPU profile of their model: for
+        # the others memory alone decides (and whole-GPU jobs are most of a fleet's minutes).
+        histogram = histogram.filter(_candidate_filter(peaks, catalog, assumptions))
+    hist_days, devices_df = pl.collect_all([histogram, devices], engine="streaming")
+    return demand_from_parts(hist_days, devices_df, assumptions)
+
+
+def _candidate_filter(peaks: pl.DataFrame, catalog: MigCatalog, a: MigAssumptions) -> pl.Expr:
+    candidates = _memory_candidates(peaks, catalog, a)
+    return pl.col("workload").is_in(candidates["workload"].unique().to_list()) & pl.col("gpu_model").is_in(
+        candidates["gpu_model"].unique().to_list()
+    )
+
+
+def demand_parts(
+    minutes: pl.LazyFrame,
+    assumptions: MigAssumptions = DEFAULT_ASSUMPTIONS,
+    catalog: MigCatalog | None = None,
+    gpu_models: Sequence[str | None] | None = None,
+) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """The two sums ``demand`` is computed from, both decomposable by day (so a window's can be added up from daily
+    ones): the decaying histogram per (keys, bucket, day) with weights relative to the day's start, and per
+    (keys, gpu_uuid) the minutes, first and last measured time, GPU share and peak memory.
+
+    ``gpu_models``: when given, only these models' MIG-capable ones get a histogram.
+    """
+    catalog = catalog or load_catalog()
     a = assumptions
     held = minutes.filter((pl.col("state") != "no_data") & pl.col("workload").is_not_null())
     fractions = _instance_fractions(held, catalog)
@@ -504,7 +533,7 @@ def demand(
     # One pass per (key, GPU) gives both the per-key figures and the GPUs each key held (a second pass over
     # every minute for the per-key figures alone would cost as much again).
     measured_t = pl.when(pl.col("u").is_not_null()).then(pl.col("t"))
-    per_device = rows.group_by(*KEYS, "gpu_uuid").agg(
+    devices = rows.group_by(*KEYS, "gpu_uuid").agg(
         pl.len().alias("rows"),
         pl.col("u").is_not_null().sum().cast(pl.Int64).alias("device_minutes"),
         measured_t.min().alias("t_first"),
@@ -512,15 +541,33 @@ def demand(
         pl.col("whole").fill_null(1.0).sum().alias("whole_minutes"),
         pl.col("fb_used_max_bytes").max().alias("peak_bytes"),
     )
+    return histogram, devices
+
+
+def combine_demand_parts(
+    histograms: pl.DataFrame, devices: pl.DataFrame, peaks: pl.DataFrame | None, assumptions: MigAssumptions
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Add up daily ``demand_parts`` (a key's days may come from several pieces of one day) into a window's."""
+    histograms = histograms.group_by(*KEYS, "bucket", "day").agg(pl.col("w").sum())
     if peaks is not None:
-        # A compute percentile only for workloads whose memory could fit some sub-GPU profile of their model: for
-        # the others memory alone decides (and whole-GPU jobs are most of a fleet's minutes).
-        candidates = _memory_candidates(peaks, catalog, a)
-        histogram = histogram.filter(
-            pl.col("workload").is_in(candidates["workload"].unique().to_list())
-            & pl.col("gpu_model").is_in(candidates["gpu_model"].unique().to_list())
-        )
-    hist_days, devices_df = pl.collect_all([histogram, per_device], engine="streaming")
+        histograms = histograms.filter(_candidate_filter(peaks, load_catalog(), assumptions))
+    devices = devices.group_by(*KEYS, "gpu_uuid").agg(
+        pl.col("rows").sum(),
+        pl.col("device_minutes").sum(),
+        pl.col("t_first").min(),
+        pl.col("t_last").max(),
+        pl.col("whole_minutes").sum(),
+        pl.col("peak_bytes").max(),
+    )
+    return histograms, devices
+
+
+def demand_from_parts(
+    hist_days: pl.DataFrame, devices_df: pl.DataFrame, assumptions: MigAssumptions = DEFAULT_ASSUMPTIONS
+) -> pl.DataFrame:
+    """``demand``'s result from its collected parts (see ``demand_parts``)."""
+    a = assumptions
+    rate = math.log(2.0) / a.half_life.total_seconds()
     stats_df = (
         devices_df.group_by(KEYS)
         .agg(
@@ -895,7 +942,21 @@ def mig_fit(
     from. A model whose packing frees GPUs must have a price (``MissingGpuPrice`` otherwise).
     """
     catalog = catalog or load_catalog()
-    fitted = fit(demand(minutes, assumptions, catalog, gpu_models, peaks), catalog)
+    return fit_and_pack(
+        demand(minutes, assumptions, catalog, gpu_models, peaks), prices, price_sources, assumptions, catalog
+    )
+
+
+def fit_and_pack(
+    demands: pl.DataFrame,
+    prices: Mapping[str, float],
+    price_sources: Mapping[str, str],
+    assumptions: MigAssumptions = DEFAULT_ASSUMPTIONS,
+    catalog: MigCatalog | None = None,
+) -> MigFit:
+    """``mig_fit`` from already computed demands (``demand``, or ``demand_from_parts`` of daily summaries)."""
+    catalog = catalog or load_catalog()
+    fitted = fit(demands, catalog)
     workloads = fitted.with_columns(pl.col("gpu_uuids").list.len().cast(pl.Int64).alias("gpus_held")).select(
         WORKLOAD_COLUMNS
     )

@@ -67,7 +67,7 @@ def simulate(
 
 def refresh(lake: Lake, settings: Settings, progress: Progress | None = None) -> rollup.RollupResult:
     with diagnosing(lake):
-        return rollup.refresh(lake, settings.state_rules, settings.rollup, progress)
+        return rollup.refresh(lake, settings.state_rules, settings.rollup, progress, summaries=settings.summaries.all())
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import Any
 
 import polars as pl
 
-from analysis import mig, pricing, report, spot, usage
+from analysis import daily, mig, pricing, report, spot, usage
 from analysis.costs import observed_model_prices, priced
 from analysis.errors import EmptyWarehouse, EmptyWindow
 from analysis.window import Window, parse_time, resolve
@@ -43,8 +43,9 @@ def fleet_report(
     with diagnosing(lake):
         if not lake.parts(GPU_SAMPLES):
             raise EmptyWarehouse(str(lake.root))
-        if refresh and not rollup.is_fresh(lake, settings.state_rules, settings.rollup):
-            rollup.refresh(lake, settings.state_rules, settings.rollup)
+        stored = settings.summaries.all()
+        if refresh and not rollup.is_fresh(lake, settings.state_rules, settings.rollup, stored):
+            rollup.refresh(lake, settings.state_rules, settings.rollup, summaries=stored)
         window = resolve(start, end, newest=newest_minute(lake), default_days=settings.report_days, now=now)
         return report.build(report_inputs(lake, settings, window))
 
@@ -57,13 +58,11 @@ def gpus_in_window(lake: Lake, window: Window) -> int:
 
 
 def report_inputs(lake: Lake, settings: Settings, window: Window) -> report.ReportInputs:
-    minutes = lake.scan(GPU_MINUTES, start=window.start, end=window.end)
-    parents = usage.mig_parent_gpus(minutes, window)
-    # One query at a time: run together they hold every query's state at once (6 GiB on 44M minutes).
-    groups, histogram = (
-        query.collect(engine="streaming")
-        for query in (usage.minute_groups(minutes, window, parents), usage.busy_histogram(minutes, window, parents))
-    )
+    """Everything the report needs for ``window``, added up from the rollup's daily summaries (whole days) and the
+    edge days' minutes (``analysis.daily``)."""
+    daily_summaries = settings.summaries
+    groups = rollup.summarized(lake, daily_summaries.groups, window.start, window.end)
+    histogram = daily.add_up_histogram(rollup.summarized(lake, daily_summaries.histogram, window.start, window.end))
     heatmap = usage.hour_of_week(histogram)
     if groups.height == 0:
         spans = lake.series_spans(GPU_SAMPLES)
@@ -81,15 +80,23 @@ def report_inputs(lake: Lake, settings: Settings, window: Window) -> report.Repo
     model_prices = pricing.model_prices(groups["gpu_model"].unique().to_list(), catalog)
     groups = priced(groups, node_prices, model_prices)
     models = observed_model_prices(groups)
-    fit = mig.mig_fit(
-        usage.in_window(minutes, window),
+    peaks = (
+        groups.filter(pl.col("workload").is_not_null())
+        .group_by("namespace", "workload", "gpu_model")
+        .agg(pl.col("fb_used_max_bytes").max())
+    )
+    assumptions = settings.mig_assumptions
+    mig_histogram, mig_devices = mig.combine_demand_parts(
+        rollup.summarized(lake, daily_summaries.mig_histogram, window.start, window.end),
+        rollup.summarized(lake, daily_summaries.mig_devices, window.start, window.end),
+        peaks,
+        assumptions,
+    )
+    fit = mig.fit_and_pack(
+        mig.demand_from_parts(mig_histogram, mig_devices, assumptions),
         dict(zip(models["gpu_model"], models["usd_per_gpu_hour"], strict=True)),
         dict(zip(models["gpu_model"], models["price_source"], strict=True)),
-        settings.mig_assumptions,
-        gpu_models=groups["gpu_model"].unique().to_list(),
-        peaks=groups.filter(pl.col("workload").is_not_null())
-        .group_by("namespace", "workload", "gpu_model")
-        .agg(pl.col("fb_used_max_bytes").max()),
+        assumptions,
     ).to_report()
     spot_result = spot.report(
         groups,

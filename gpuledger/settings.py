@@ -19,6 +19,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from analysis.daily import DailySummaries
 from analysis.mig import MigAssumptions
 from analysis.pricing import PriceOverrides
 from analysis.spot import SpotAssumptions
@@ -179,6 +180,11 @@ class Settings(BaseSettings):
     @property
     def rollup(self) -> RollupConfig:
         return RollupConfig(max_gap_factor=self.max_gap_factor, expected_interval_s=self.expected_interval_s)
+
+    @property
+    def summaries(self) -> DailySummaries:
+        """The daily summaries the rollup keeps for the report (the MIG ones depend on the MIG settings)."""
+        return DailySummaries.for_assumptions(self.mig_assumptions)
 
 
 def load_settings(config: Path | None = None) -> Settings:

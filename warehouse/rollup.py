@@ -16,24 +16,37 @@ This module only aggregates and aligns. What a minute *means* (its state) is dec
 Each (date, cluster) partition is recomputed when its inputs change: its part is named after a fingerprint of the
 sample and allocation parts it reads (that day and the day before), the GPU lifetimes crossing the day, the
 coverage settings and the classifier's rules.
+
+Daily summaries: callers may also inject ``Summary`` objects (sums over a day's minutes that add up over days, such
+as the report's minute groups). The rollup stores each one per (date, cluster) under ``_summaries/<name>/``, named
+after the minute part it was computed from and the summary's own fingerprint, so it is replaced whenever either
+changes. They are caches, not tables: ``summarized`` reads them for whole days of a window and computes the edge
+days (and any day without a current summary) from the minutes, so a missing or stale summary costs time, never
+correctness.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import polars as pl
+import pyarrow as pa
 
-from warehouse.lake import Lake, Partition
-from warehouse.schema import GPU_ALLOCATIONS, GPU_MINUTES, GPU_SAMPLES
+from warehouse.lake import Lake, Partition, Staged
+from warehouse.schema import GPU_ALLOCATIONS, GPU_MINUTES, GPU_SAMPLES, Table
+
+log = logging.getLogger(__name__)
 
 GPU_KEY = ["gpu_uuid", "mig_id"]
 MINUTE = dt.timedelta(minutes=1)
 DAY = dt.timedelta(days=1)
+SUMMARIES_DIR = "_summaries"
 
 
 class Classifier(Protocol):
@@ -43,6 +56,20 @@ class Classifier(Protocol):
     def fingerprint(self) -> str: ...
 
     def classify(self, minutes: pl.LazyFrame) -> pl.LazyFrame: ...
+
+
+class Summary(Protocol):
+    """A sum over GPU-minutes that adds up over days (``analysis`` defines them; the rollup only stores them)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    def summarize(self, minutes: pl.LazyFrame, start: dt.datetime, end: dt.datetime) -> pl.DataFrame:
+        """The summary of ``minutes``, the GPU-minutes of one cluster in [start, end) (at most one day)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -79,8 +106,10 @@ def refresh(
     classifier: Classifier,
     config: RollupConfig = RollupConfig(),
     progress: Progress | None = None,
+    summaries: Sequence[Summary] = (),
 ) -> RollupResult:
-    """Bring ``gpu_minutes`` up to date with the stored samples; untouched partitions are not recomputed."""
+    """Bring ``gpu_minutes`` (and the daily ``summaries``) up to date with the stored samples; untouched partitions
+    are not recomputed."""
     with lake.writing():
         lifetimes = gpu_lifetimes(lake)
         todo = _partitions_to_cover(lifetimes)
@@ -88,29 +117,121 @@ def refresh(
         for i, partition in enumerate(todo):
             name = f"part-{_fingerprint(lake, partition, lifetimes, classifier, config)}.parquet"
             existing = lake.parts(GPU_MINUTES, start=partition.date, end=partition.date, cluster=partition.cluster)
+            adds: list[Staged] = []
+            removes: list[Path] = []
             if [p.name for p in existing] == [name]:
                 fresh += 1
+                frame: pl.LazyFrame = _scan(existing)
             else:
-                frame = minutes_for_day(lake, partition, lifetimes, classifier, config)
-                staged = lake.stage(GPU_MINUTES, partition, frame.to_arrow().cast(GPU_MINUTES.schema), name)
-                lake.commit([staged], removes=existing)
+                day = minutes_for_day(lake, partition, lifetimes, classifier, config)
+                adds.append(lake.stage(GPU_MINUTES, partition, day.to_arrow().cast(GPU_MINUTES.schema), name))
+                removes += existing
+                frame = day.lazy()
                 computed += 1
+            for summary in summaries:
+                staged, stale = _stage_summary(lake, summary, partition, [name], frame)
+                adds += [staged] if staged else []
+                removes += stale
+            lake.commit(adds, removes=removes)
             if progress:
                 progress(i + 1, len(todo))
         wanted = set(todo)
-        stale = [p for p in lake.parts(GPU_MINUTES) if Lake.partition_of(p.relative_to(lake.root)) not in wanted]
+        stale = [
+            p
+            for table in (GPU_MINUTES, *(summary_table(s) for s in summaries))
+            for p in lake.parts(table)
+            if Lake.partition_of(p.relative_to(lake.root)) not in wanted
+        ]
         lake.commit([], removes=stale)
         return RollupResult(computed, fresh, len(stale))
 
 
-def is_fresh(lake: Lake, classifier: Classifier, config: RollupConfig = RollupConfig()) -> bool:
+def is_fresh(
+    lake: Lake, classifier: Classifier, config: RollupConfig = RollupConfig(), summaries: Sequence[Summary] = ()
+) -> bool:
     lifetimes = gpu_lifetimes(lake)
     for partition in _partitions_to_cover(lifetimes):
         name = f"part-{_fingerprint(lake, partition, lifetimes, classifier, config)}.parquet"
         existing = lake.parts(GPU_MINUTES, start=partition.date, end=partition.date, cluster=partition.cluster)
         if [p.name for p in existing] != [name]:
             return False
+        for summary in summaries:
+            stored = lake.parts(
+                summary_table(summary), start=partition.date, end=partition.date, cluster=partition.cluster
+            )
+            if [p.name for p in stored] != [_summary_name(summary, [name])]:
+                return False
     return True
+
+
+def summary_table(summary: Summary) -> Table:
+    """Where a summary's parts live: ``_summaries/<name>/date=.../cluster=...`` (a cache, outside the contract)."""
+    return Table(
+        name=f"{SUMMARIES_DIR}/{summary.name}",
+        schema=pa.schema([]),
+        key=(),
+        required=(),
+        time_column="ts",
+        partition_by_cluster=True,
+    )
+
+
+def summarized(lake: Lake, summary: Summary, start: dt.datetime, end: dt.datetime) -> pl.DataFrame:
+    """The summary of every cluster's GPU-minutes in [start, end), one frame per (date, cluster) stacked: the
+    stored daily summary where the window covers the whole day and it is current, else computed from the minutes."""
+    last_day = (end - dt.timedelta(microseconds=1)).date()
+    minute_parts = _by_partition(lake, lake.parts(GPU_MINUTES, start=start.date(), end=last_day))
+    stored = _by_partition(lake, lake.parts(summary_table(summary), start=start.date(), end=last_day))
+    frames = []
+    for partition, parts in sorted(minute_parts.items(), key=lambda kv: (kv[0].date, kv[0].cluster)):
+        assert partition.date is not None
+        day_start = dt.datetime.combine(partition.date, dt.time(), dt.UTC)
+        lo, hi = max(start, day_start), min(end, day_start + DAY)
+        cached = stored.get(partition, [])
+        if (lo, hi) == (day_start, day_start + DAY) and [p.name for p in cached] == [
+            _summary_name(summary, [p.name for p in parts])
+        ]:
+            try:
+                frames.append(pl.read_parquet(cached[0]))
+                continue
+            except (OSError, pl.exceptions.PolarsError) as exc:  # a cache: recompute rather than fail
+                log.warning("daily summary %s is unreadable (%s); computing it from the minutes", cached[0], exc)
+        minutes = _scan(parts).filter(pl.col("ts").is_between(lo, hi, closed="left"))
+        frames.append(summary.summarize(minutes, lo, hi))
+    if not frames:
+        return summary.summarize(pl.from_arrow(GPU_MINUTES.schema.empty_table()).lazy(), start, end)  # type: ignore[union-attr]
+    return pl.concat(frames, how="vertical_relaxed")
+
+
+def _stage_summary(
+    lake: Lake, summary: Summary, partition: Partition, minute_parts: list[str], minutes: pl.LazyFrame
+) -> tuple[Staged | None, list[Path]]:
+    """The summary's part for this partition when the stored one is not current, and the parts it replaces."""
+    assert partition.date is not None
+    table = summary_table(summary)
+    name = _summary_name(summary, minute_parts)
+    existing = lake.parts(table, start=partition.date, end=partition.date, cluster=partition.cluster)
+    if [p.name for p in existing] == [name]:
+        return None, []
+    day_start = dt.datetime.combine(partition.date, dt.time(), dt.UTC)
+    frame = summary.summarize(minutes, day_start, day_start + DAY)
+    return lake.stage(table, partition, frame.to_arrow(), name), existing
+
+
+def _summary_name(summary: Summary, minute_parts: Sequence[str]) -> str:
+    digest = hashlib.sha256(f"{summary.fingerprint}|{'|'.join(minute_parts)}".encode())
+    return f"part-{digest.hexdigest()[:20]}.parquet"
+
+
+def _scan(parts: Sequence[Path]) -> pl.LazyFrame:
+    return pl.scan_parquet([str(p) for p in parts], hive_partitioning=False, missing_columns="insert")
+
+
+def _by_partition(lake: Lake, parts: Sequence[Path]) -> dict[Partition, list[Path]]:
+    out: dict[Partition, list[Path]] = {}
+    for part in parts:
+        out.setdefault(Lake.partition_of(part.relative_to(lake.root)), []).append(part)
+    return out
 
 
 def gpu_lifetimes(lake: Lake) -> pl.DataFrame:

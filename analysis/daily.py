@@ -1,0 +1,113 @@
+"""Daily summaries: the report's three passes over GPU-minutes, cut by day so a window's result is a sum of days.
+
+The minute groups are keyed by date already; the utilization histogram is a sum of GPU-hours per cell; the MIG demand
+histogram and per-device figures are sums, minima and maxima per day (``analysis.mig.demand_parts``). So the rollup
+stores each summary per (date, cluster) once (``warehouse.rollup.Summary``), and a report adds up the stored days
+plus the two edge days of its window, computed from their minutes with the same functions.
+
+One definition differs from a single pass over the window: a GPU counts as a MIG parent (its own minutes weigh 0,
+its instances' minutes count instead) on the days its MIG instances appear, not over the whole window. For a GPU
+that changed MIG mode inside the window, that is the more accurate reading.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+from functools import cache
+
+import polars as pl
+
+from analysis import mig, usage
+from analysis.window import Window
+
+VERSION = "1"
+"""Bump when any summarized computation changes: stored summaries with another version are recomputed."""
+
+
+@cache
+def _catalog_digest() -> str:
+    return hashlib.sha256(mig.CATALOG_JSON.read_bytes()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class MinuteGroups:
+    """``analysis.usage.minute_groups`` of one day (its key holds the date, so days simply stack)."""
+
+    name: str = "minute_groups"
+
+    @property
+    def fingerprint(self) -> str:
+        return f"{self.name}-v{VERSION}"
+
+    def summarize(self, minutes: pl.LazyFrame, start: dt.datetime, end: dt.datetime) -> pl.DataFrame:
+        window = Window(start, end)
+        parents = usage.mig_parent_gpus(minutes, window)
+        return usage.minute_groups(minutes, window, parents).collect(engine="streaming")
+
+
+@dataclass(frozen=True)
+class BusyHistogram:
+    """``analysis.usage.busy_histogram`` of one day; days add up with ``add_up_histogram``."""
+
+    name: str = "busy_histogram"
+
+    @property
+    def fingerprint(self) -> str:
+        return f"{self.name}-v{VERSION}"
+
+    def summarize(self, minutes: pl.LazyFrame, start: dt.datetime, end: dt.datetime) -> pl.DataFrame:
+        window = Window(start, end)
+        parents = usage.mig_parent_gpus(minutes, window)
+        return usage.busy_histogram(minutes, window, parents).collect(engine="streaming")
+
+
+@dataclass(frozen=True)
+class MigDemand:
+    """One of the two parts of ``analysis.mig.demand_parts`` for one day: ``histogram`` or ``devices``."""
+
+    part: str
+    assumptions: mig.MigAssumptions
+
+    @property
+    def name(self) -> str:
+        return f"mig_{self.part}"
+
+    @property
+    def fingerprint(self) -> str:
+        a = self.assumptions  # only what the stored sums depend on; percentiles and margins apply afterwards
+        return (
+            f"{self.name}-v{VERSION}:{a.first_bucket}:{a.bucket_ratio}:{a.half_life.total_seconds()}:"
+            f"{_catalog_digest()}"
+        )
+
+    def summarize(self, minutes: pl.LazyFrame, start: dt.datetime, end: dt.datetime) -> pl.DataFrame:
+        models = minutes.select(pl.col("gpu_model").unique()).collect(engine="streaming")["gpu_model"].to_list()
+        histogram, devices = mig.demand_parts(minutes, self.assumptions, gpu_models=models)
+        return (histogram if self.part == "histogram" else devices).collect(engine="streaming")
+
+
+@dataclass(frozen=True)
+class DailySummaries:
+    """The summaries the report reads, for one set of MIG assumptions."""
+
+    groups: MinuteGroups
+    histogram: BusyHistogram
+    mig_histogram: MigDemand
+    mig_devices: MigDemand
+
+    @classmethod
+    def for_assumptions(cls, assumptions: mig.MigAssumptions) -> DailySummaries:
+        return cls(
+            MinuteGroups(), BusyHistogram(), MigDemand("histogram", assumptions), MigDemand("devices", assumptions)
+        )
+
+    def all(self) -> tuple[MinuteGroups | BusyHistogram | MigDemand, ...]:
+        return (self.groups, self.histogram, self.mig_histogram, self.mig_devices)
+
+
+def add_up_histogram(days: pl.DataFrame) -> pl.DataFrame:
+    """Daily ``busy_histogram`` frames stacked -> the window's histogram."""
+    keys = [c for c in days.columns if c != "gpu_hours"]
+    return days.group_by(keys).agg(pl.col("gpu_hours").sum())

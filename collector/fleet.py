@@ -153,6 +153,7 @@ def plan(gpus: int, days: int, seed: int, end: dt.datetime) -> Fleet:
         ids = list(range(first_gpu, first_gpu + node.gpu_count))
         _PLANNERS[node.pool.profile](node, ids, horizon, rng, holders, segs, start)
         first_gpu += node.gpu_count
+    segs = _plant_low_duty_inference(nodes, horizon, seed, holders, segs)
     order = np.lexsort((np.asarray(segs.start), np.asarray(segs.gpu)))
     arrays = {name: np.asarray(getattr(segs, name))[order] for name in Segments.__dataclass_fields__}
     train_nodes = [i for i, n in enumerate(nodes) if n.pool.profile == "training"] or [0]
@@ -382,6 +383,32 @@ def _plan_llm(
     start: dt.datetime,
 ) -> None:
     _plan_serving(node, ids, horizon, rng, holders, segs, start, llm=True)
+
+
+def _plant_low_duty_inference(
+    nodes: list[Node], horizon: float, seed: int, holders: list[Holder], segs: Segments
+) -> Segments:
+    """The time-slicing case: when the ``l4-serve`` pool has two nodes or more, its last node serves one small,
+    low-duty Deployment (``search/autocomplete``: ~10% duty cycle, ~3 GiB of 24) on every GPU. Planned with its own
+    random stream after everything else, so the rest of the fleet is what the seed always gave."""
+    pool = [i for i, n in enumerate(nodes) if n.pool.name == "l4-serve"]
+    if len(pool) < 2:
+        return segs
+    last = pool[-1]
+    first_gpu = sum(n.gpu_count for n in nodes[:last])
+    ids = set(range(first_gpu, first_gpu + nodes[last].gpu_count))
+    kept = Segments()
+    for i, gpu in enumerate(segs.gpu):
+        if gpu not in ids:
+            kind, holder = Kind(segs.kind[i]), segs.holder[i]
+            kept.add(gpu, segs.start[i], segs.end[i], kind, holder, segs.level[i], segs.mem_frac[i])
+    rng = np.random.default_rng([seed, 11])
+    template = _suffix(rng, 10)
+    for gpu in sorted(ids):
+        pod = f"autocomplete-{template}-{_suffix(rng, 5)}"
+        holder = _holder(holders, "search", pod, "autocomplete", "autocomplete")
+        kept.add(gpu, 0.0, horizon, Kind.SMALL_INFERENCE, holder, 0.1, float(rng.uniform(0.11, 0.13)))
+    return kept
 
 
 _PLANNERS = {

@@ -1,0 +1,90 @@
+"""Recommendations: what to change, why, what it saves, and the configuration that applies it.
+
+Pure: ``build`` takes frames (the report's priced minute groups, priced nodes, the passes of
+``analysis.recommend.usage``) and the report's MIG fit and spot sections, and returns a ``RecommendationSet``; the
+reading happens in ``gpuledger.recommending``, the files are rendered by ``analysis.recommend.files``.
+
+**Kinds**, each judged on the window's telemetry (``M`` = 730 / window hours turns a window's dollars into a month's),
+one module each, whose docstring says when it applies and how its savings are computed: ``gpu_count``
+(``gpu-count``), ``mig_slices`` (``mig``), ``time_slicing`` (``time-slicing``), ``gpu_model`` (``gpu-model``),
+``spot_pools`` (``spot``), ``autoscaling`` (``autoscaling``), ``idle_reclaim`` (``idle-reclaim``). What they share:
+``model`` (the dataclasses), ``context`` (the per-build context and the window's node and price facts),
+``manifests`` (owner patches, Karpenter NodePools).
+
+MIG, time-slicing and a cheaper model are alternatives for one workload: each workload gets the first that applies,
+in that order (MIG keeps it on its nodes, time-slicing keeps its GPU model). Spot, autoscaling and idle reclaim are
+computed on today's capacity and may overlap with the others: their savings do not simply add up.
+
+**Ranking**: score = savings per month / (1 + pods restarted + 4 x nodes drained): a change that saves the same and
+disturbs less ranks first. **Confidence** = min(1, min(history span in days, observed GPU-minutes / 1440) /
+``confidence_days``), after VPA's confidence from history length and sample count.
+
+**Names** come from telemetry and are untrusted: every name an exported object carries must satisfy Kubernetes'
+rules (``analysis.recommend.names``) or the recommendation is skipped with a warning.
+"""
+
+from __future__ import annotations
+
+from analysis.recommend import autoscaling, gpu_count, gpu_model, idle_reclaim, mig_slices, spot_pools, time_slicing
+from analysis.recommend.context import Context, node_facts, node_prices, single_gpu_workloads
+from analysis.recommend.manifests import nodepool
+from analysis.recommend.model import (
+    HOURS_PER_MONTH,
+    KINDS,
+    Manifest,
+    Recommendation,
+    RecommendationSet,
+    RecommendInputs,
+    RecommendOptions,
+)
+
+__all__ = [
+    "HOURS_PER_MONTH",
+    "KINDS",
+    "Manifest",
+    "RecommendInputs",
+    "RecommendOptions",
+    "Recommendation",
+    "RecommendationSet",
+    "build",
+    "node_facts",
+    "node_prices",
+    "nodepool",
+]
+
+
+def build(inputs: RecommendInputs) -> RecommendationSet:
+    """Every recommendation of the window, ranked by score (savings per unit of disruption), then kind and target."""
+    ctx = Context(inputs)
+    items: list[Recommendation] = []
+    items += gpu_count.recommendations(ctx)
+    items += mig_slices.recommendations(ctx)
+    single = single_gpu_workloads(ctx)
+    items += time_slicing.recommendations(ctx, single)
+    items += gpu_model.recommendations(ctx, single)
+    items += spot_pools.recommendations(ctx)
+    items += autoscaling.recommendations(ctx)
+    items += idle_reclaim.recommendations(ctx)
+    items = [r for r in items if r.savings_usd_month > 0]
+    ranked = sorted(
+        items,
+        key=lambda r: (
+            -round(r.score, 6),
+            KINDS.index(r.kind),
+            tuple(str(r.target.get(k) or "") for k in ("cluster", "node_group", "namespace", "workload")),
+        ),
+    )
+    return RecommendationSet(
+        window=inputs.window,
+        items=ranked,
+        warnings=tuple(sorted(set(ctx.warnings))),
+        assumptions={
+            **inputs.options.as_dict(),
+            "score": "savings per month / (1 + pods restarted + 4 x nodes drained)",
+            "confidence": "min(1, min(history span in days, observed GPU-minutes / 1440) / confidence_days)",
+            "overlap": (
+                "mig, time-slicing and gpu-model are alternatives (first that applies per workload); spot, "
+                "autoscaling and idle-reclaim are computed on today's capacity and may overlap with the others"
+            ),
+        },
+    )

@@ -1,0 +1,190 @@
+"""What every kind's builder reads: the per-build ``Context`` (options, the window's month factor, warnings, the
+workloads already claimed by an alternative, name checks, confidence), the node and price facts of the window, and
+the small conversions they share (price sources, history span, whole counts)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import polars as pl
+
+from analysis.pricing import PriceCatalog
+from analysis.recommend.model import HOURS_PER_MONTH, RecommendInputs
+from analysis.recommend.names import clean_text, problem
+from analysis.spot import NODE_GROUP_LABELS, workload_kind
+from analysis.window import Window
+
+
+class Context:
+    """One build's state: the options, the month factor (730 / window hours), the warnings, the (gpu_model,
+    namespace, workload) already claimed by mig or time-slicing, and device usage joined with node facts and prices."""
+
+    def __init__(self, inputs: RecommendInputs) -> None:
+        self.inputs = inputs
+        self.options = inputs.options
+        self.window = inputs.window
+        self.month = HOURS_PER_MONTH / inputs.window.hours
+        self.warnings: list[str] = []
+        self.claimed: set[tuple[str, str, str]] = set()
+        self.facts = node_facts(inputs.nodes)
+        prices = node_prices(inputs.groups)
+        self.devices = (
+            inputs.devices.join(self.facts, on=["cluster", "node"], how="left")
+            .join(prices, on=["cluster", "node"], how="left")
+            .with_columns((pl.col("minutes") / 60.0 * pl.col("usd_per_gpu_hour")).alias("cost_usd"))
+        )
+        self.prices = prices
+        self._kinds: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def kind(self, namespace: str, workload: str) -> str:
+        key = (namespace, workload)
+        if key not in self._kinds:
+            self._kinds[key] = workload_kind(namespace, workload, self.options.workload_kinds)
+        return self._kinds[key][0]
+
+    def names_ok(self, kind: str, checks: Iterable[tuple[str, object, str]]) -> bool:
+        problems = [p for what, value, rule in checks if (p := problem(what, value, rule)) is not None]
+        for p in problems:
+            self.warnings.append(f"{kind}: skipped: {p}")
+        return not problems
+
+    def confidence(self, span_days: float, gpu_minutes: float) -> float:
+        history = min(span_days, gpu_minutes / 1440.0)
+        return max(0.0, min(1.0, history / self.options.confidence_days))
+
+
+def node_facts(nodes: pl.DataFrame) -> pl.DataFrame:
+    """Per (cluster, node), its latest row: node group (the first of ``NODE_GROUP_LABELS``, else the instance type),
+    instance type, capacity type, region, GPU count and model."""
+    if nodes.height == 0:
+        return pl.DataFrame(
+            schema={
+                "cluster": pl.String,
+                "node": pl.String,
+                "node_group": pl.String,
+                "instance_type": pl.String,
+                "capacity_type": pl.String,
+                "region": pl.String,
+                "gpu_count": pl.Int64,
+            }
+        )
+    return (
+        nodes.sort("cluster", "node", "date")
+        .group_by("cluster", "node", maintain_order=True)
+        .last()
+        .select(
+            "cluster",
+            "node",
+            pl.coalesce(
+                *(pl.col("labels").str.json_path_match(f"$['{label}']") for label in NODE_GROUP_LABELS),
+                pl.col("instance_type"),
+            ).alias("node_group"),
+            "instance_type",
+            "capacity_type",
+            "region",
+            pl.col("gpu_count").cast(pl.Int64),
+        )
+    )
+
+
+def node_prices(groups: pl.DataFrame) -> pl.DataFrame:
+    """Per (cluster, node): the GPU-hour price paid in the window (GPU-hour weighted) and its sources."""
+    return (
+        groups.filter(pl.col("gpu_hours") > 0)
+        .group_by("cluster", "node")
+        .agg(
+            (pl.col("cost_usd").sum() / pl.col("gpu_hours").sum()).alias("usd_per_gpu_hour"),
+            pl.col("price_source").drop_nulls().unique().sort().str.join("; ").alias("price_source"),
+        )
+        .sort("cluster", "node")
+    )
+
+
+def single_gpu_workloads(ctx: Context) -> pl.DataFrame:
+    """Per (cluster, node_group, instance_type, capacity_type, region, gpu_model, namespace, workload, container):
+    workloads whose every pod held exactly one GPU, with their usage."""
+    d = ctx.devices
+    multi = (
+        d.group_by("cluster", "namespace", "workload", "pod")
+        .agg(pl.col("gpu_uuid").n_unique().alias("n"))
+        .filter(pl.col("n") > 1)
+        .select("cluster", "namespace", "workload")
+        .unique()
+    )
+    keys = [
+        "cluster",
+        "node_group",
+        "instance_type",
+        "capacity_type",
+        "region",
+        "gpu_model",
+        "namespace",
+        "workload",
+    ]
+    return (
+        d.join(multi, on=["cluster", "namespace", "workload"], how="anti", nulls_equal=True)
+        .group_by(keys)
+        .agg(
+            pl.col("container").drop_nulls().unique().sort().alias("containers"),
+            pl.col("gpu_uuid").n_unique().alias("gpus"),
+            pl.col("pod").n_unique().alias("pods"),
+            (pl.col("minutes").sum() / 60.0).alias("gpu_hours"),
+            pl.col("cost_usd").sum(),
+            pl.col("price_source").drop_nulls().unique().sort().alias("sources"),
+            pl.col("duty_p95").max(),
+            pl.col("busy_p99").max(),
+            pl.col("peak_gib").max(),
+            pl.col("fb_total_gib").max(),
+            pl.col("first_seen").min(),
+            pl.col("last_seen").max(),
+            pl.col("minutes").sum().alias("gpu_minutes"),
+        )
+        .sort(keys, nulls_last=True)
+    )
+
+
+def workload_checks(namespace: str, workload: str, container: str | None = None) -> list[tuple[str, object, str]]:
+    """The name checks (``Context.names_ok``) of a workload's owner patch: namespace, owner and container."""
+    checks: list[tuple[str, object, str]] = [
+        ("namespace", namespace, "dns-1123 label"),
+        ("workload", workload, "dns-1123 subdomain"),
+    ]
+    if container is not None:
+        checks.append(("container", container, "dns-1123 label"))
+    return checks
+
+
+def sources_text(values: Iterable[str | None]) -> str:
+    """Price sources as one line: distinct, cleaned, sorted, joined by '; '."""
+    return "; ".join(sorted({clean_text(v) for v in values if v}))
+
+
+def catalog_entry(catalog: PriceCatalog, instance_type: str | None, region: str | None) -> Any:
+    """The price catalog's entry for an instance type in a region, or None."""
+    found = catalog.entry(instance_type, region) if instance_type else None
+    return found[0] if found else None
+
+
+def is_aws(catalog: PriceCatalog, instance_type: str | None, region: str | None) -> bool:
+    """Whether the instance type is an AWS one: Karpenter NodePools (``karpenter.k8s.aws``) are exported for it."""
+    entry = catalog_entry(catalog, instance_type, region)
+    return entry is not None and entry.cloud == "aws"
+
+
+def span_days(first: Any, last: Any) -> float:
+    """Days from the ``first`` to the ``last`` observed minute, both counted; 0 when either is missing."""
+    if first is None or last is None:
+        return 0.0
+    return float((last - first).total_seconds() + 60.0) / 86400.0
+
+
+def ceil(x: float) -> int:
+    """A whole count: ``math.ceil`` that ignores float noise below 1e-9."""
+    return math.ceil(round(x, 9))
+
+
+def window_dict(window: Window) -> dict[str, str]:
+    """The window as evidence: ISO start and end."""
+    return {"start": window.start.isoformat(), "end": window.end.isoformat()}

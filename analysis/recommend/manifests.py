@@ -1,0 +1,111 @@
+"""The Kubernetes objects recommendations export: strategic-merge patches of a workload's owner (inferred from its
+kind), Karpenter ``NodePool`` objects, and embedded YAML configs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+from analysis.instances import instance_types
+from analysis.recommend.context import ceil
+
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_TAINT = {"key": GPU_RESOURCE, "value": "true", "effect": "NoSchedule"}
+GPU_OPERATOR_NAMESPACE = "gpu-operator"
+OWNERS = MappingProxyType(
+    {
+        "inference": ("apps/v1", "Deployment"),
+        "service": ("apps/v1", "Deployment"),
+        "notebook": ("apps/v1", "StatefulSet"),
+        "training": ("batch/v1", "Job"),
+        "batch": ("batch/v1", "Job"),
+    }
+)
+"""The owner a workload's pods are assumed to have, by workload kind (``analysis.spot.workload_kind``)."""
+JOB_KINDS = ("training", "batch")
+
+
+def owner_of(kind: str) -> tuple[str, str]:
+    """(apiVersion, kind) of the owner a workload of this kind is assumed to have; a Deployment when unknown."""
+    return OWNERS.get(kind, OWNERS["inference"])
+
+
+def owner_patch(kind: str, namespace: str, workload: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """A strategic-merge patch of the workload's owner setting ``spec``."""
+    api, owner = owner_of(kind)
+    return {"apiVersion": api, "kind": owner, "metadata": {"name": workload, "namespace": namespace}, "spec": spec}
+
+
+def pod_patch(kind: str, namespace: str, workload: str, pod_spec: dict[str, Any]) -> dict[str, Any]:
+    """A strategic-merge patch of the owner's pod template spec."""
+    return owner_patch(kind, namespace, workload, {"template": {"spec": pod_spec}})
+
+
+def job_note(kind: str) -> tuple[str, ...]:
+    """The comment a patch of a Job carries (its pod template is immutable); none for other kinds."""
+    if kind in JOB_KINDS:
+        return (
+            "A Job's pod template cannot change once it exists: apply this to the manifest (or the job template "
+            "of the operator) that creates the next run, not to a running Job.",
+        )
+    return ()
+
+
+def nodepool(
+    name: str,
+    *,
+    requirements: list[dict[str, Any]],
+    gpu_limit: int,
+    node_class: str,
+    consolidation: str,
+    consolidate_after: str,
+    budgets: list[dict[str, Any]],
+    labels: Mapping[str, str] | None = None,
+    expire_after: str = "720h",
+) -> dict[str, Any]:
+    """A Karpenter ``NodePool`` (karpenter.sh/v1) for GPU nodes: tainted ``nvidia.com/gpu``, GPUs limited."""
+    template: dict[str, Any] = {
+        "spec": {
+            "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": node_class},
+            "requirements": requirements,
+            "taints": [dict(GPU_TAINT)],
+            "expireAfter": expire_after,
+        }
+    }
+    if labels:
+        template["metadata"] = {"labels": dict(labels)}
+    return {
+        "apiVersion": "karpenter.sh/v1",
+        "kind": "NodePool",
+        "metadata": {"name": name},
+        "spec": {
+            "template": template,
+            "limits": {GPU_RESOURCE: str(gpu_limit)},
+            "disruption": {
+                "consolidationPolicy": consolidation,
+                "consolidateAfter": consolidate_after,
+                "budgets": budgets,
+            },
+        },
+    }
+
+
+def node_multiple(instance_type: str | None, gpus: int) -> int:
+    """``gpus`` rounded up to whole nodes of ``instance_type``: a NodePool's GPU limit below one node's GPUs would
+    stop Karpenter from launching any."""
+    itype = instance_types().get(instance_type or "")
+    per_node = itype.gpu_count if itype is not None and itype.gpu_count > 0 else 1
+    return max(1, ceil(gpus / per_node)) * per_node
+
+
+def requirement(key: str, *values: str) -> dict[str, Any]:
+    """A NodePool requirement: ``key`` In ``values``."""
+    return {"key": key, "operator": "In", "values": list(values)}
+
+
+def yaml_text(data: Any) -> str:
+    """A config embedded in a ConfigMap, as YAML text (sorted keys)."""
+    import yaml
+
+    return str(yaml.safe_dump(data, sort_keys=True, default_flow_style=False, width=1000))

@@ -1,0 +1,158 @@
+"""The recommendation model: the kinds, the options, a recommendation with its exported objects, the ranked set
+and the inputs ``build`` takes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from analysis.pricing import PriceCatalog
+from analysis.window import Window
+
+KINDS = ("gpu-count", "mig", "time-slicing", "gpu-model", "spot", "autoscaling", "idle-reclaim")
+HOURS_PER_MONTH = 730.0
+NODE_DRAIN_WEIGHT = 4.0
+
+
+@dataclass(frozen=True)
+class RecommendOptions:
+    """The knobs of the recommendations (settings ``recommend_*``, ``time_slicing_*``, ``autoscaling_*``)."""
+
+    idle_reclaim_hours: float = 24.0
+    time_slicing_max_replicas: int = 4
+    time_slicing_duty_target: float = 0.8
+    autoscaling_min_percentile: float = 0.1
+    autoscaling_max_percentile: float = 1.0
+    autoscaling_headroom: float = 1.2
+    confidence_days: float = 7.0
+    compute_margin: float = 1.15
+    memory_margin: float = 1.10
+    karpenter_node_class: str = "default"
+    bucket_minutes: int = 10
+    workload_kinds: Mapping[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "idle_reclaim_hours": self.idle_reclaim_hours,
+            "time_slicing_max_replicas": self.time_slicing_max_replicas,
+            "time_slicing_duty_target": self.time_slicing_duty_target,
+            "autoscaling_min_percentile": self.autoscaling_min_percentile,
+            "autoscaling_max_percentile": self.autoscaling_max_percentile,
+            "autoscaling_headroom": self.autoscaling_headroom,
+            "confidence_days": self.confidence_days,
+            "compute_margin": self.compute_margin,
+            "memory_margin": self.memory_margin,
+            "karpenter_node_class": self.karpenter_node_class,
+            "bucket_minutes": self.bucket_minutes,
+            "hours_per_month": HOURS_PER_MONTH,
+        }
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """One exported object: a Kubernetes object to ``kubectl apply``, or a strategic-merge patch (``patch=True``)
+    against an existing owner, with the comment lines (reasons) written above it."""
+
+    obj: dict[str, Any]
+    comments: tuple[str, ...] = ()
+    patch: bool = False
+
+    def apply_command(self) -> str:
+        meta = self.obj["metadata"]
+        if not self.patch:
+            return "kubectl apply -f <this file>"
+        body = {k: v for k, v in self.obj.items() if k not in ("apiVersion", "kind", "metadata")}
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        kind, name, namespace = self.obj["kind"].lower(), meta["name"], meta["namespace"]
+        return f"kubectl -n {namespace} patch {kind} {name} --type strategic -p '{text}'"
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    kind: str
+    target: dict[str, str | None]
+    """cluster, node_group, namespace, workload (None where the change is not about one)."""
+    change: str
+    evidence: dict[str, Any]
+    savings_usd_month: float
+    price_source: str
+    disruption: dict[str, Any]
+    """pods_restarted, node_drain (bool), nodes_drained."""
+    risk: str
+    confidence: float
+    assumptions: tuple[str, ...] = ()
+    manifests: tuple[Manifest, ...] = ()
+
+    @property
+    def score(self) -> float:
+        """Savings per unit of disruption: savings / (1 + pods restarted + 4 x nodes drained)."""
+        units = (
+            1.0 + self.disruption.get("pods_restarted", 0) + NODE_DRAIN_WEIGHT * self.disruption.get("nodes_drained", 0)
+        )
+        return self.savings_usd_month / units
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "target": dict(self.target),
+            "change": self.change,
+            "evidence": self.evidence,
+            "savings_usd_month": round(self.savings_usd_month, 2),
+            "price_source": self.price_source,
+            "disruption": dict(self.disruption),
+            "risk": self.risk,
+            "confidence": round(self.confidence, 3),
+            "score": round(self.score, 2),
+            "assumptions": list(self.assumptions),
+            "manifests": [{"patch": m.patch, "object": m.obj} for m in self.manifests],
+        }
+
+
+@dataclass(frozen=True)
+class RecommendationSet:
+    window: Window
+    items: list[Recommendation]
+    """Ranked: highest score first."""
+    warnings: tuple[str, ...] = ()
+    assumptions: dict[str, Any] = field(default_factory=dict)
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        return [r.to_dict() for r in self.items]
+
+    def of_kind(self, kind: str) -> list[Recommendation]:
+        return [r for r in self.items if r.kind == kind]
+
+    @property
+    def savings_usd_month(self) -> float:
+        return sum(r.savings_usd_month for r in self.items)
+
+    def files(self) -> dict[str, str]:
+        """File name -> exact text: one YAML per kind that has recommendations, ``README.md`` and ``index.json``."""
+        from analysis.recommend.files import render
+
+        return render(self)
+
+
+@dataclass(frozen=True)
+class RecommendInputs:
+    window: Window
+    groups: pl.DataFrame
+    """Priced minute groups (``analysis.usage.minute_groups`` + ``analysis.costs.priced``)."""
+    nodes: pl.DataFrame
+    """The ``nodes`` table of the window priced by ``analysis.pricing.price_nodes``."""
+    devices: pl.DataFrame
+    """``analysis.recommend.usage.device_usage``."""
+    demand: pl.DataFrame
+    """``analysis.recommend.usage.held_demand``."""
+    streaks: pl.DataFrame
+    """``analysis.recommend.usage.idle_streaks``."""
+    mig_fit: Mapping[str, Any]
+    """The report's ``mig_fit`` section (``MigFit.to_report()``)."""
+    spot: Mapping[str, Any]
+    """The report's ``spot`` section with every candidate."""
+    catalog: PriceCatalog
+    options: RecommendOptions = field(default_factory=RecommendOptions)

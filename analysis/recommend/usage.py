@@ -1,0 +1,112 @@
+"""The passes over ``gpu_minutes`` that recommendations need beyond the report's minute groups (pure: LazyFrames).
+
+- ``device_usage``: per pod and device (GPU), how long it was held, how much of it was active, its utilization
+  percentiles and peak memory. Right-sizing GPU counts, time-slicing and cheaper GPU models are judged on it.
+- ``held_demand``: per node and ``bucket_minutes`` bucket, the mean number of GPUs held (allocated: active,
+  idle_held or idle_allocated) and whether the node was there; autoscaling bounds are percentiles of it.
+- ``idle_streaks``: per workload, every run of consecutive minutes in which none of its GPUs was active, at least
+  ``min_minutes`` long; idle reclaim is judged on them.
+
+Whole GPUs only: minutes of MIG instances are left out (a workload already on a MIG slice is right-sized). Only
+observed minutes count (``no_data`` is never idle).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from analysis.usage import in_window
+from analysis.window import Window
+
+DEVICE_KEYS = ["cluster", "node", "gpu_model", "gpu_uuid", "namespace", "workload", "pod", "container"]
+HELD = ("active", "idle_held", "idle_allocated")
+GIB = float(1 << 30)
+
+
+def busy_fraction() -> pl.Expr:
+    """Compute used, as a fraction of the GPU: DCGM SM activity (0-1) when present, else NVML utilization / 100."""
+    return pl.coalesce(
+        pl.col("sm_active_mean").cast(pl.Float64).fill_nan(None),
+        pl.col("util_mean_pct").cast(pl.Float64).fill_nan(None) / 100.0,
+    ).clip(0.0, 1.0)
+
+
+def duty_fraction() -> pl.Expr:
+    """The duty cycle: the share of time a kernel ran (NVML utilization / 100), else SM activity. Time-slicing shares
+    time, so this is what two pods on one GPU add up."""
+    return pl.coalesce(
+        pl.col("util_mean_pct").cast(pl.Float64).fill_nan(None) / 100.0,
+        pl.col("sm_active_mean").cast(pl.Float64).fill_nan(None),
+    ).clip(0.0, 1.0)
+
+
+def _held(minutes: pl.LazyFrame, window: Window) -> pl.LazyFrame:
+    return in_window(minutes, window).filter(
+        pl.col("workload").is_not_null() & pl.col("state").is_in(HELD) & pl.col("mig_instance_id").is_null()
+    )
+
+
+def device_usage(minutes: pl.LazyFrame, window: Window) -> pl.LazyFrame:
+    """One row per (cluster, node, gpu_model, gpu_uuid, namespace, workload, pod, container): ``minutes`` held,
+    ``active_minutes``, ``busy_p95`` / ``busy_p99`` (``busy_fraction``), ``duty_p95`` (``duty_fraction``),
+    ``peak_gib``, ``fb_total_gib``, ``first_seen`` and ``last_seen``."""
+    return (
+        _held(minutes, window)
+        .group_by(DEVICE_KEYS)
+        .agg(
+            pl.len().cast(pl.Int64).alias("minutes"),
+            (pl.col("state") == "active").sum().cast(pl.Int64).alias("active_minutes"),
+            busy_fraction().quantile(0.95, "higher").alias("busy_p95"),
+            busy_fraction().quantile(0.99, "higher").alias("busy_p99"),
+            duty_fraction().quantile(0.95, "higher").alias("duty_p95"),
+            (pl.col("fb_used_max_bytes").max() / GIB).alias("peak_gib"),
+            (pl.col("fb_total_bytes").max() / GIB).alias("fb_total_gib"),
+            pl.col("ts").min().alias("first_seen"),
+            pl.col("ts").max().alias("last_seen"),
+        )
+    )
+
+
+def held_demand(minutes: pl.LazyFrame, window: Window, bucket_minutes: int = 10) -> pl.LazyFrame:
+    """One row per (cluster, node, bucket): ``held_gpus`` = GPU-minutes held in the bucket / ``bucket_minutes``, and
+    ``gpus`` = GPU-minutes observed (any state but no_data) / ``bucket_minutes``."""
+    observed = in_window(minutes, window).filter((pl.col("state") != "no_data") & pl.col("mig_instance_id").is_null())
+    return (
+        observed.with_columns(pl.col("ts").dt.truncate(f"{bucket_minutes}m").alias("bucket"))
+        .group_by("cluster", "node", "bucket")
+        .agg(
+            (pl.col("state").is_in(HELD).sum() / bucket_minutes).alias("held_gpus"),
+            (pl.len() / bucket_minutes).alias("gpus"),
+        )
+    )
+
+
+def idle_streaks(minutes: pl.LazyFrame, window: Window, min_minutes: int) -> pl.LazyFrame:
+    """Runs of consecutive minutes in which a workload held GPUs and none of them was active, ``min_minutes`` or
+    longer: (cluster, namespace, workload, start, end (exclusive), minutes, gpu_minutes). A minute the workload held
+    nothing, or a gap in its minutes, ends a run.
+
+    Per workload, unlike ``analysis.conditions.idle_streaks`` (per GPU, for alerts): a minute counts only when none
+    of the workload's whole GPUs was active, because reclaiming stops the whole workload. It cannot be derived from
+    the per-GPU streaks, which drop the minutes a GPU was active."""
+    per_minute = (
+        _held(minutes, window)
+        .group_by("cluster", "namespace", "workload", "ts")
+        .agg((pl.col("state") == "active").any().alias("active"), pl.len().alias("gpus"))
+        .sort("cluster", "namespace", "workload", "ts")
+    )
+    keys = ["cluster", "namespace", "workload"]
+    gap = (pl.col("ts").diff().over(keys) != pl.duration(minutes=1)).fill_null(True)
+    return (
+        per_minute.with_columns((pl.col("active") | gap).cum_sum().over(keys).alias("run"))
+        .filter(~pl.col("active"))
+        .group_by(*keys, "run")
+        .agg(
+            pl.col("ts").min().alias("start"),
+            (pl.col("ts").max() + pl.duration(minutes=1)).alias("end"),
+            pl.len().cast(pl.Int64).alias("minutes"),
+            pl.col("gpus").sum().cast(pl.Int64).alias("gpu_minutes"),
+        )
+        .filter(pl.col("minutes") >= min_minutes)
+        .drop("run")
+    )

@@ -1,0 +1,106 @@
+"""The recommendation job: read the warehouse once for the window, hand the frames to ``analysis.recommend``, and
+write the files it renders.
+
+The report's pieces (priced minute groups, MIG fit, spot candidates) come from ``reporting.report_inputs``, so a
+recommendation and the report of the same window agree on every number they share.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from analysis import recommend
+from analysis.errors import EmptyWarehouse
+from analysis.recommend import KINDS, RecommendationSet
+from analysis.recommend import usage as recommend_usage
+from analysis.window import parse_time, resolve
+from gpuledger import reporting
+from gpuledger.settings import Settings
+from warehouse.lake import Lake
+from warehouse.maintenance import diagnosing
+from warehouse.schema import GPU_MINUTES, GPU_SAMPLES
+
+log = logging.getLogger(__name__)
+ALL_ROWS = 1_000_000_000
+"""``report_top_n`` for the report pieces recommendations read: every spot candidate, not the report's top N."""
+
+
+def recommendations(
+    lake: Lake,
+    settings: Settings,
+    *,
+    start: str | None,
+    end: str | None,
+    now: dt.datetime,
+    refresh: bool = True,
+) -> RecommendationSet:
+    """Every recommendation for the requested window (default: ``report_days`` ending at the newest data).
+
+    The rollup is refreshed first when stale, unless ``refresh`` is false (read-only callers such as the dashboard):
+    then nothing is written to the warehouse.
+    """
+    for value in (start, end):
+        if value:
+            parse_time(value, now)
+    with diagnosing(lake):
+        if not lake.parts(GPU_SAMPLES):
+            raise EmptyWarehouse(str(lake.root))
+        if refresh:
+            reporting.ensure_fresh(lake, settings)
+        window = resolve(start, end, newest=reporting.newest_minute(lake), default_days=settings.report_days, now=now)
+        inputs = reporting.report_inputs(lake, settings.model_copy(update={"report_top_n": ALL_ROWS}), window)
+        options = settings.recommend_options
+        minutes = lake.scan(GPU_MINUTES, start=window.start, end=window.end)
+        devices = recommend_usage.device_usage(minutes, window).collect(engine="streaming")
+        demand = recommend_usage.held_demand(minutes, window, options.bucket_minutes).collect(engine="streaming")
+        streaks = recommend_usage.idle_streaks(minutes, window, int(options.idle_reclaim_hours * 60)).collect()
+        priced = reporting.priced_usage(lake, settings, window)
+        catalog, nodes = priced.catalog, priced.node_prices
+    result = recommend.build(
+        recommend.RecommendInputs(
+            window=window,
+            groups=inputs.groups,
+            nodes=nodes,
+            devices=devices,
+            demand=demand,
+            streaks=streaks,
+            mig_fit=inputs.mig_fit or {},
+            spot=inputs.spot or {},
+            catalog=catalog,
+            options=options,
+        )
+    )
+    for warning in result.warnings:
+        log.warning("%s", warning)
+    return result
+
+
+def export(result: RecommendationSet, out: Path) -> list[Path]:
+    """Write ``result.files()`` into ``out`` (created when missing), each atomically (a temporary file in ``out``,
+    then a rename), and remove the YAML of kinds that no longer have recommendations. Returns the paths written."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = result.files()
+    written = []
+    for name, text in files.items():
+        target = out / name
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        written.append(target)
+    for kind in KINDS:
+        stale = out / f"{kind}.yaml"
+        if f"{kind}.yaml" not in files and stale.exists():
+            stale.unlink()
+    return written

@@ -1,0 +1,630 @@
+"""Recommendations (analysis.recommend, gpuledger.recommending, `gpuledger recommend`): each kind planted alone in a
+small real warehouse with its savings computed by hand, the demo fleet showing every kind, every emitted file
+validated (kubernetes-validate, the Karpenter CRD schema, the MIG catalog), identical files on a re-run, and
+untrusted names that cannot inject anything."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import polars as pl
+import pyarrow as pa
+import pytest
+import yaml
+from click.testing import Result
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from analysis import mig, recommend
+from analysis.pricing import PriceCatalog
+from analysis.recommend import names as k8s_names
+from analysis.window import Window
+from collector.rows import Rows
+from gpuledger import jobs, recommending
+from gpuledger.settings import Settings
+from warehouse.lake import Lake
+from warehouse.schema import GPU_ALLOCATIONS, GPU_SAMPLES, NODES
+
+T0 = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)
+END = dt.datetime(2026, 11, 4, tzinfo=dt.UTC)
+"""Planted windows end at midnight: the warehouse prices a day's GPU-minutes with that day's ``nodes`` rows."""
+GIB = 1 << 30
+CATALOG = PriceCatalog.build()
+K8S_VERSION = "1.30.0"
+
+
+def price(itype: str, capacity: str, model: str) -> float:
+    return CATALOG.gpu_hour_price(itype, capacity, model, "us-east-1").usd_per_gpu_hour
+
+
+# --------------------------------------------------------------------------------------------- planting a warehouse
+
+
+class Plant:
+    """Hand-made telemetry: nodes of real instance types, GPUs sampled every minute, pods holding them."""
+
+    def __init__(self, hours: float) -> None:
+        self.start = END - dt.timedelta(hours=hours)
+        self.samples: list[dict[str, Any]] = []
+        self.allocs: list[dict[str, Any]] = []
+        self.nodes: list[dict[str, Any]] = []
+
+    def node(self, name: str, itype: str, capacity: str, model: str, gpus: int, group: str, days: int = 3) -> None:
+        labels = json.dumps({"karpenter.sh/nodepool": group, "node.kubernetes.io/instance-type": itype})
+        for d in range(days):
+            self.nodes.append(
+                {
+                    "date": (END - dt.timedelta(days=d + 1)).date(),
+                    "cluster": "c1",
+                    "node": name,
+                    "instance_type": itype,
+                    "capacity_type": capacity,
+                    "region": "us-east-1",
+                    "zone": "us-east-1a",
+                    "gpu_model": model,
+                    "gpu_count": gpus,
+                    "mig_strategy": "none",
+                    "labels": labels,
+                }
+            )
+
+    def gpu(
+        self,
+        node: str,
+        uuid: str,
+        model: str,
+        minutes: int,
+        *,
+        util: float | Callable[[int], float],
+        mem_gib: float,
+        total_gib: float,
+        pod: tuple[str, str, str, str] | None = None,
+    ) -> None:
+        """``minutes`` one-minute samples from the start; ``pod`` = (namespace, pod, container, workload) holding it."""
+        for i in range(minutes):
+            ts = self.start + dt.timedelta(minutes=i)
+            u = util(i) if callable(util) else util
+            self.samples.append(
+                {
+                    "ts": ts,
+                    "cluster": "c1",
+                    "node": node,
+                    "gpu_uuid": uuid,
+                    "gpu_index": 0,
+                    "gpu_model": model,
+                    "util_pct": u,
+                    "fb_used_bytes": int(mem_gib * GIB),
+                    "fb_total_bytes": int(total_gib * GIB),
+                    "power_w": 100.0,
+                    "source": "nvml",
+                }
+            )
+            if pod is not None:
+                ns, name, container, workload = pod
+                self.allocs.append(
+                    {
+                        "ts": ts,
+                        "cluster": "c1",
+                        "node": node,
+                        "gpu_uuid": uuid,
+                        "namespace": ns,
+                        "pod": name,
+                        "container": container,
+                        "workload": workload,
+                        "source": "nvml",
+                    }
+                )
+
+    def lake(self, lake: Lake) -> Lake:
+        jobs.ingest(
+            lake,
+            Rows(
+                pa.Table.from_pylist(self.samples, schema=GPU_SAMPLES.schema),
+                pa.Table.from_pylist(self.allocs, schema=GPU_ALLOCATIONS.schema),
+                pa.Table.from_pylist(self.nodes, schema=NODES.schema),
+            ),
+        )
+        return lake
+
+
+def run(lake: Lake, settings: Settings, hours: float) -> recommend.RecommendationSet:
+    start = (END - dt.timedelta(hours=hours)).isoformat()
+    return recommending.recommendations(lake, settings, start=start, end=END.isoformat(), now=END)
+
+
+def kinds(result: recommend.RecommendationSet) -> set[str]:
+    return {r.kind for r in result.items}
+
+
+H100 = "NVIDIA H100 80GB HBM3"
+A100 = "NVIDIA A100-SXM4-80GB"
+L4 = "NVIDIA L4"
+
+
+# --------------------------------------------------------------------------------------------------- one kind each
+
+
+def test_gpu_count_two_of_four_gpus_idle(lake: Lake, settings: Settings) -> None:
+    p = Plant(10)
+    p.node("n1", "p5.48xlarge", "spot", H100, 8, "h100")
+    for i in range(4):
+        p.gpu(
+            "n1",
+            f"GPU-{i}",
+            H100,
+            600,
+            util=90.0 if i < 2 else 0.0,
+            mem_gib=40 if i < 2 else 0.5,
+            total_gib=80,
+            pod=("team-a", "trainer-0", "pytorch", "trainer"),
+        )
+    result = run(p.lake(lake), settings, 10)
+    assert kinds(result) == {"gpu-count"}
+    (r,) = result.items
+    # 2 spare GPUs x 10 h x the p5.48xlarge spot GPU-hour price, x 730 / 10 window hours
+    assert r.savings_usd_month == pytest.approx(2 * 10 * price("p5.48xlarge", "spot", H100) * 73, rel=1e-9)
+    assert r.savings_usd_month == pytest.approx(2 * 55.04 * (1 - 0.52) / 8 * 730, rel=1e-9)
+    assert (r.evidence["gpus_requested"], r.evidence["gpus_used"]) == (4, 2)
+    (m,) = r.manifests
+    assert m.patch and m.obj["kind"] == "Job"
+    assert m.obj["spec"]["template"]["spec"]["containers"] == [
+        {"name": "pytorch", "resources": {"limits": {"nvidia.com/gpu": 2}, "requests": {"nvidia.com/gpu": 2}}}
+    ]
+    assert "AWS spot estimate" in r.price_source
+
+
+def test_mig_two_small_replicas_share_one_h100(lake: Lake, settings: Settings) -> None:
+    p = Plant(24)
+    p.node("n1", "p5.48xlarge", "spot", H100, 8, "h100-serve")
+    for i in range(2):
+        p.gpu(
+            "n1",
+            f"GPU-{i}",
+            H100,
+            1440,
+            util=5.0,
+            mem_gib=8,
+            total_gib=80,
+            pod=("serve", f"embed-7d9f8b6c5d-{i}x2k4", "embed", "embed"),
+        )
+    result = run(p.lake(lake), settings, 24)
+    assert kinds(result) == {"mig"}
+    (r,) = result.items
+    # 2 GPUs -> one GPU with 2x 1g.10gb: 1 freed x spot GPU-hour price x 730
+    assert r.savings_usd_month == pytest.approx(price("p5.48xlarge", "spot", H100) * 730, rel=1e-6)
+    cm, patch = r.manifests
+    config = yaml.safe_load(cm.obj["data"]["config.yaml"])
+    assert config["mig-configs"]["gpuledger-h100-serve"][0] == {
+        "devices": [0],
+        "mig-enabled": True,
+        "mig-devices": {"1g.10gb": 2},
+    }
+    limits = patch.obj["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits == {"nvidia.com/gpu": None, "nvidia.com/mig-1g.10gb": 1}
+    assert patch.obj["kind"] == "Deployment"
+
+
+def test_time_slicing_low_duty_inference(lake: Lake, settings: Settings) -> None:
+    p = Plant(10)
+    p.node("n1", "g6.12xlarge", "spot", L4, 4, "l4")
+    for i in range(4):
+        p.gpu(
+            "n1",
+            f"GPU-{i}",
+            L4,
+            600,
+            util=10.0,
+            mem_gib=2.4,
+            total_gib=24,
+            pod=("search", f"autocomplete-5d9f8b6c5d-{i}abcd", "app", "autocomplete"),
+        )
+    result = run(p.lake(lake), settings, 10)
+    assert kinds(result) == {"time-slicing"}
+    (r,) = result.items
+    # k = min(max 4, floor(0.8 / 0.10) = 8, floor(24 / (2.4 x 1.1)) = 9) = 4
+    assert r.evidence["replicas_per_gpu"] == 4
+    # 40 GPU-hours x (1 - 1/4) x price x 730 / 10
+    assert r.savings_usd_month == pytest.approx(40 * 0.75 * price("g6.12xlarge", "spot", L4) * 73, rel=1e-9)
+    cm = r.manifests[0].obj
+    assert yaml.safe_load(cm["data"]["l4-timesliced"])["sharing"]["timeSlicing"]["resources"] == [
+        {"name": "nvidia.com/gpu", "replicas": 4}
+    ]
+
+
+def test_gpu_model_notebook_moves_from_a100_to_l40s(lake: Lake, settings: Settings) -> None:
+    p = Plant(10)
+    p.node("n1", "p4de.24xlarge", "on-demand", A100, 8, "a100")
+    p.gpu(
+        "n1",
+        "GPU-0",
+        A100,
+        600,
+        util=50.0,
+        mem_gib=20,
+        total_gib=80,
+        pod=("research", "jupyter-ann-0", "notebook", "jupyter-ann"),
+    )
+    result = run(p.lake(lake), settings, 10)
+    assert kinds(result) == {"gpu-model"}
+    (r,) = result.items
+    assert r.evidence["target_instance_type"] == "g6e.xlarge"
+    # compute 0.5 x 1.15 x 312 = 179 TFLOPS <= L40S 362 (L4 121 and A10G 125 are too small); 22 GiB <= 48
+    assert r.evidence["compute_need_tflops"] == pytest.approx(179.4)
+    assert r.savings_usd_month == pytest.approx(10 * (27.44705 / 8 - 1.861) * 73, rel=1e-6)
+
+
+def test_spot_pool_for_replicated_inference(lake: Lake, settings: Settings) -> None:
+    p = Plant(10)
+    p.node("n1", "p5.48xlarge", "on-demand", H100, 8, "h100-llm")
+    for i in range(2):
+        p.gpu(
+            "n1",
+            f"GPU-{i}",
+            H100,
+            600,
+            util=60.0,
+            mem_gib=60,
+            total_gib=80,
+            pod=("llm", f"chat-7d9f8b6c5d-{i}x2k4", "chat", "chat"),
+        )
+    result = run(p.lake(lake), settings, 10)
+    assert kinds(result) == {"spot"}
+    (r,) = result.items
+    od, sp = 55.04 / 8, 55.04 * (1 - 0.52) / 8
+    gross = (od - sp) * 20
+    interruptions = 0.25 / 730 * 20 * (120 / 3600) * sp  # bucket 4 (>20%): 25%/month; inference loses the restart
+    assert r.savings_usd_month == pytest.approx((gross - interruptions) * 73, rel=1e-6)
+    pool, patch = r.manifests
+    assert pool.obj["metadata"]["name"] == "h100-llm-spot"
+    assert patch.obj["spec"]["template"]["spec"]["nodeSelector"] == {"karpenter.sh/nodepool": "h100-llm-spot"}
+
+
+def test_autoscaling_drops_an_empty_node(lake: Lake, settings: Settings) -> None:
+    p = Plant(10)
+    for n in ("n1", "n2"):
+        p.node(n, "g6.12xlarge", "spot", L4, 4, "l4")
+    for i in range(4):
+        p.gpu(
+            "n1",
+            f"GPU-a{i}",
+            L4,
+            600,
+            util=95.0,
+            mem_gib=20,
+            total_gib=24,
+            pod=("ml", "trainer-0", "pytorch", f"trainer-{i}"),
+        )
+        p.gpu("n2", f"GPU-b{i}", L4, 600, util=0.0, mem_gib=0.3, total_gib=24)
+    result = run(p.lake(lake), settings, 10)
+    assert kinds(result) == {"autoscaling"}
+    (r,) = result.items
+    assert (r.evidence["min_nodes"], r.evidence["max_nodes"]) == (1, 2)  # ceil(4/4), ceil(4 x 1.2 / 4)
+    # 2 nodes observed for 10 h, 1 needed: 10 node-hours x 4 GPUs x price x 730 / 10
+    assert r.savings_usd_month == pytest.approx(10 * 4 * price("g6.12xlarge", "spot", L4) * 73, rel=1e-6)
+    nodepool, ca = r.manifests
+    assert nodepool.obj["spec"]["limits"] == {"nvidia.com/gpu": "8"}
+    assert ca.obj["data"]["nodes"] == "1:2:l4"
+
+
+def test_idle_reclaim_notebook_idle_for_30_hours(lake: Lake, settings: Settings) -> None:
+    p = Plant(30)
+    p.node("n1", "p4de.24xlarge", "on-demand", A100, 8, "a100")
+    p.gpu(
+        "n1",
+        "GPU-0",
+        A100,
+        1800,
+        util=0.0,
+        mem_gib=60,
+        total_gib=80,
+        pod=("research", "jupyter-bob-0", "notebook", "jupyter-bob"),
+    )
+    result = run(p.lake(lake), settings, 30)
+    assert kinds(result) == {"idle-reclaim"}
+    (r,) = result.items
+    # idle 30 h in a row; scaled to zero after 24 h saves 6 GPU-hours x 27.44705 / 8, x 730 / 30
+    assert r.savings_usd_month == pytest.approx(6 * 27.44705 / 8 * 730 / 30, rel=1e-6)
+    assert r.evidence["cost_so_far_usd"] == pytest.approx(30 * 27.44705 / 8, abs=0.01)
+    assert r.manifests[0].obj["spec"] == {"replicas": 0}
+    assert r.manifests[0].obj["kind"] == "StatefulSet"
+
+
+def test_refresh_false_writes_nothing(lake: Lake, settings: Settings) -> None:
+    p = Plant(2)
+    p.node("n1", "p4de.24xlarge", "on-demand", A100, 8, "a100")
+    p.gpu("n1", "GPU-0", A100, 120, util=0.0, mem_gib=60, total_gib=80, pod=("r", "nb-0", "nb", "nb"))
+    p.lake(lake)
+    jobs.refresh(lake, settings)
+    before = sorted((q, q.stat().st_mtime_ns) for q in lake.root.rglob("*") if q.is_file())
+    recommending.recommendations(lake, settings, start=None, end=None, now=END, refresh=False)
+    assert sorted((q, q.stat().st_mtime_ns) for q in lake.root.rglob("*") if q.is_file()) == before
+
+
+# ----------------------------------------------------------------------------------------------- the demo fleet
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, recommend.RecommendationSet]:
+    from click.testing import CliRunner
+
+    from gpuledger.cli import main
+    from gpuledger.settings import load_settings
+
+    root = tmp_path_factory.mktemp("demo") / "wh"
+    result = CliRunner().invoke(main, ["simulate", "--warehouse", str(root), "--end", "2026-11-27"])
+    assert result.exit_code == 0, result.output
+    recs = recommending.recommendations(
+        Lake(root), load_settings(None), start=None, end=None, now=dt.datetime(2026, 11, 27, tzinfo=dt.UTC)
+    )
+    return root, recs
+
+
+def test_every_kind_appears_on_the_demo_fleet(demo: tuple[Path, recommend.RecommendationSet]) -> None:
+    _, recs = demo
+    for kind in recommend.KINDS:
+        found = recs.of_kind(kind)
+        assert found and all(r.savings_usd_month > 0 for r in found), kind
+    # where the simulator planted the waste
+    assert any(r.target["workload"] == "embed-api" for r in recs.of_kind("mig"))
+    assert any(r.target["workload"] == "autocomplete" for r in recs.of_kind("time-slicing"))
+    assert any(r.target["workload"].startswith("jupyter-") for r in recs.of_kind("idle-reclaim"))
+    assert recs.warnings == ()
+    scores = [round(r.score, 6) for r in recs.items]  # ranked on 6 places: ties must not hang on summation order
+    assert scores == sorted(scores, reverse=True)
+
+
+def _skeleton(patch: dict[str, Any]) -> dict[str, Any]:
+    """The smallest valid owner the patch applies to, with its containers."""
+    containers = [
+        {"name": c["name"], "image": "registry.example/app:1"}
+        for c in patch.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
+    ] or [{"name": "main", "image": "registry.example/app:1"}]
+    labels = {"app": "x"}
+    template = {"metadata": {"labels": labels}, "spec": {"containers": containers}}
+    obj: dict[str, Any] = {
+        "apiVersion": patch["apiVersion"],
+        "kind": patch["kind"],
+        "metadata": dict(patch["metadata"]),
+    }
+    if patch["kind"] == "Job":
+        template["spec"]["restartPolicy"] = "Never"
+        obj["spec"] = {"template": template}
+    else:
+        obj["spec"] = {"selector": {"matchLabels": labels}, "template": template}
+        if patch["kind"] == "StatefulSet":
+            obj["spec"]["serviceName"] = "x"
+    return obj
+
+
+def _merge(base: Any, patch: Any) -> Any:
+    """Strategic merge as the API server does it for these fields: maps merge, null deletes, containers merge by
+    name, other lists replace."""
+    if isinstance(patch, dict):
+        out = dict(base) if isinstance(base, dict) else {}
+        for k, v in patch.items():
+            if v is None:
+                out.pop(k, None)
+            elif k == "containers":
+                by_name = {c["name"]: c for c in out.get(k, [])}
+                for c in v:
+                    by_name[c["name"]] = _merge(by_name.get(c["name"], {}), c)
+                out[k] = list(by_name.values())
+            else:
+                out[k] = _merge(out.get(k), v)
+        return out
+    return copy.deepcopy(patch)
+
+
+@pytest.fixture(scope="module")
+def nodepool_schema() -> dict[str, Any]:
+    from tests.conftest import SHARED
+
+    path = SHARED / "data" / "schemas" / "karpenter" / "karpenter.sh_nodepools.yaml"
+    if not path.is_file():
+        pytest.skip(f"Karpenter CRD {path} is absent (set GPULEDGER_SHARED to the shared folder)")
+    crd = yaml.safe_load(path.read_text())
+    (v1,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    return dict(v1["schema"]["openAPIV3Schema"])
+
+
+def test_every_emitted_file_validates(
+    demo: tuple[Path, recommend.RecommendationSet], nodepool_schema: dict[str, Any], tmp_path: Path
+) -> None:
+    _, recs = demo
+    written = recommending.export(recs, tmp_path / "out")
+    assert {p.name for p in written} == {f"{k}.yaml" for k in recommend.KINDS} | {"README.md", "index.json"}
+    catalog = mig.load_catalog()
+    counts = {"NodePool": 0, "patch": 0, "ConfigMap": 0}
+    for path in written:
+        if path.suffix != ".yaml":
+            continue
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc["kind"] == "NodePool":
+                jsonschema.validate(doc, nodepool_schema)
+                counts["NodePool"] += 1
+            elif doc["kind"] == "ConfigMap":
+                assert kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+                counts["ConfigMap"] += 1
+                if "config.yaml" in doc["data"]:
+                    config = yaml.safe_load(doc["data"]["config.yaml"])
+                    for name, entries in config["mig-configs"].items():
+                        for entry in entries:
+                            devices = entry.get("mig-devices") or {}
+                            profiles = [p for p, n in devices.items() for _ in range(n)]
+                            if profiles:
+                                assert mig.arrange(catalog.gpu(H100), profiles) is not None, name
+            else:
+                merged = _merge(_skeleton(doc), doc)
+                assert kubernetes_validate.validate(merged, K8S_VERSION, strict=True)
+                counts["patch"] += 1
+    assert all(counts.values()), counts
+    index = json.loads((tmp_path / "out" / "index.json").read_text())
+    assert len(index["recommendations"]) == len(recs.items)
+
+
+def test_rerunning_gives_identical_files(demo: tuple[Path, recommend.RecommendationSet], tmp_path: Path) -> None:
+    root, recs = demo
+    from gpuledger.settings import load_settings
+
+    again = recommending.recommendations(
+        Lake(root), load_settings(None), start=None, end=None, now=dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
+    )
+    assert again.files() == recs.files()
+    first = {p.name: p.read_bytes() for p in recommending.export(recs, tmp_path / "a")}
+    second = {p.name: p.read_bytes() for p in recommending.export(again, tmp_path / "a")}
+    assert first == second
+
+
+def test_cli_recommend(
+    cli: Callable[..., Result], demo: tuple[Path, recommend.RecommendationSet], tmp_path: Path
+) -> None:
+    root, _ = demo
+    result = cli("recommend", "--warehouse", str(root), "--out", str(tmp_path / "recs"))
+    assert result.exit_code == 0, result.output
+    assert "recommendations, $" in result.stdout and "idle-reclaim" in result.stdout
+    assert (tmp_path / "recs" / "README.md").read_text().startswith("# gpuledger recommendations")
+
+
+def test_cli_recommend_needs_out_and_data(cli: Callable[..., Result], tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    Lake(empty, create=True)
+    result = cli("recommend", "--warehouse", str(empty), "--out", str(tmp_path / "o"))
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"Error: warehouse {empty} holds no GPU samples yet")
+    result = cli("recommend", "--warehouse", str(empty))
+    assert result.exit_code == 2 and "Missing option '--out'" in result.stderr
+
+
+# ----------------------------------------------------------------------------------------------- untrusted names
+
+NASTY = st.one_of(
+    st.sampled_from(
+        [
+            "ok-name",
+            "x\nkind: Secret",
+            "a: b",
+            "$(rm -rf /)",
+            "'; kubectl delete ns kube-system; '",
+            "{{evil}}",
+            "---",
+            "UPPER",
+            "a" * 70,
+            "tab\tname",
+            "ns\x00null",
+            "#comment",
+            "x|y",
+        ]
+    ),
+    st.text(min_size=1, max_size=20),
+)
+
+
+def _inputs(namespace: str, workload: str, container: str, group: str) -> recommend.RecommendInputs:
+    window = Window(T0, T0 + dt.timedelta(hours=48))
+    nodes = pl.DataFrame(
+        {
+            "date": [T0.date()],
+            "cluster": ["c1"],
+            "node": ["n1"],
+            "instance_type": ["p5.48xlarge"],
+            "capacity_type": ["on-demand"],
+            "region": ["us-east-1"],
+            "gpu_model": [H100],
+            "gpu_count": [8],
+            "labels": [json.dumps({"karpenter.sh/nodepool": group})],
+        }
+    )
+    dev = {
+        "cluster": "c1", "node": "n1", "gpu_model": H100, "namespace": namespace, "workload": workload,
+        "pod": f"{workload}-0", "container": container, "minutes": 2880, "busy_p95": 0.9, "busy_p99": 0.9,
+        "duty_p95": 0.9, "peak_gib": 70.0, "fb_total_gib": 80.0, "first_seen": T0,
+        "last_seen": T0 + dt.timedelta(hours=48),
+    }  # fmt: skip
+    devices = pl.DataFrame([{**dev, "gpu_uuid": f"GPU-{i}", "active_minutes": 2880 if i == 0 else 0} for i in range(2)])
+    groups = pl.DataFrame(
+        {
+            "cluster": ["c1", "c1"],
+            "node": ["n1", "n1"],
+            "namespace": [namespace, None],
+            "workload": [workload, None],
+            "state": ["idle_held", "unallocated"],
+            "gpu_hours": [96.0, 288.0],
+            "cost_usd": [96.0 * 6.88, 288.0 * 6.88],
+            "price_source": ["test\nprice", "test price"],
+        }
+    )
+    demand = pl.DataFrame(
+        {
+            "cluster": ["c1"] * 2,
+            "node": ["n1"] * 2,
+            "bucket": [T0, T0 + dt.timedelta(minutes=10)],
+            "held_gpus": [2.0, 2.0],
+            "gpus": [8.0, 8.0],
+        }
+    )
+    streaks = pl.DataFrame(
+        {
+            "cluster": ["c1"],
+            "namespace": [namespace],
+            "workload": [workload],
+            "start": [T0],
+            "end": [T0 + dt.timedelta(hours=30)],
+            "minutes": [1800],
+            "gpu_minutes": [1800],
+        }
+    )
+    return recommend.RecommendInputs(
+        window=window, groups=groups, nodes=nodes, devices=devices, demand=demand, streaks=streaks,
+        mig_fit={}, spot={}, catalog=CATALOG,
+    )  # fmt: skip
+
+
+def _names(obj: Any) -> list[tuple[str, Any]]:
+    out = []
+    if isinstance(obj, dict):
+        meta = obj.get("metadata")
+        if isinstance(meta, dict):
+            out += [("name", meta.get("name")), ("namespace", meta.get("namespace"))]
+        for k, v in obj.items():
+            if k in ("name", "nodeSelector") and isinstance(v, str):
+                out.append(("name", v))
+            out += _names(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            out += _names(v)
+    return out
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(namespace=NASTY, workload=NASTY, container=NASTY, group=NASTY)
+def test_untrusted_names_never_inject(namespace: str, workload: str, container: str, group: str) -> None:
+    result = recommend.build(_inputs(namespace, workload, container, group))
+    for r in result.items:
+        for m in r.manifests:
+            for what, value in _names(m.obj):
+                if value is not None:
+                    assert k8s_names.is_dns_subdomain(value) or k8s_names.is_label_value(value), (what, value)
+    files = result.files()
+    for name, text in files.items():
+        if name.endswith(".yaml"):
+            docs = [d for d in yaml.safe_load_all(text) if d is not None]
+            expected = []
+            for r in result.items:
+                for m in r.manifests:
+                    if r.kind == name.removesuffix(".yaml") and m.obj not in expected:
+                        expected.append(m.obj)
+            assert docs == expected  # nothing parsed that was not emitted
+            for line in text.splitlines():
+                assert "\x00" not in line and "\r" not in line
+    json.loads(files["index.json"])
+    bad = [v for v in (namespace, workload) if not k8s_names.is_dns_label(v) and not k8s_names.is_dns_subdomain(v)]
+    if bad or not k8s_names.is_dns_label(container):
+        assert result.warnings, "an invalid name must be skipped with a warning"
+    assert result.files() == files

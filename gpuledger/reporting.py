@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
@@ -43,11 +44,36 @@ def fleet_report(
     with diagnosing(lake):
         if not lake.parts(GPU_SAMPLES):
             raise EmptyWarehouse(str(lake.root))
-        stored = settings.summaries.all()
-        if refresh and not rollup.is_fresh(lake, settings.state_rules, settings.rollup, stored):
-            rollup.refresh(lake, settings.state_rules, settings.rollup, summaries=stored)
+        if refresh:
+            ensure_fresh(lake, settings)
         window = resolve(start, end, newest=newest_minute(lake), default_days=settings.report_days, now=now)
         return report.build(report_inputs(lake, settings, window))
+
+
+def ensure_fresh(lake: Lake, settings: Settings) -> None:
+    """Refresh the rollup and its daily summaries when they are stale (a writer: read-only callers skip this)."""
+    stored = settings.summaries.all()
+    if not rollup.is_fresh(lake, settings.state_rules, settings.rollup, stored):
+        rollup.refresh(lake, settings.state_rules, settings.rollup, summaries=stored)
+
+
+@dataclass(frozen=True)
+class PricedUsage:
+    groups: pl.DataFrame
+    """The window's minute groups (``analysis.usage.minute_groups``) priced by ``analysis.costs.priced``."""
+    node_prices: pl.DataFrame
+    """The window's ``nodes`` rows priced by ``analysis.pricing.price_nodes``."""
+    catalog: pricing.PriceCatalog
+
+
+def priced_usage(lake: Lake, settings: Settings, window: Window) -> PricedUsage:
+    """The window's minute groups, priced (added up from the daily summaries; no rows when the window is empty)."""
+    groups = rollup.summarized(lake, settings.summaries.groups, window.start, window.end)
+    catalog = pricing.PriceCatalog.build(settings.price_overrides())
+    nodes = lake.scan(NODES, start=window.start, end=window.end).collect()
+    node_prices = pricing.price_nodes(nodes, catalog)
+    model_prices = pricing.model_prices(groups["gpu_model"].unique().to_list(), catalog)
+    return PricedUsage(priced(groups, node_prices, model_prices), node_prices, catalog)
 
 
 def gpus_in_window(lake: Lake, window: Window) -> int:
@@ -61,10 +87,8 @@ def report_inputs(lake: Lake, settings: Settings, window: Window) -> report.Repo
     """Everything the report needs for ``window``, added up from the rollup's daily summaries (whole days) and the
     edge days' minutes (``analysis.daily``)."""
     daily_summaries = settings.summaries
-    groups = rollup.summarized(lake, daily_summaries.groups, window.start, window.end)
-    histogram = daily.add_up_histogram(rollup.summarized(lake, daily_summaries.histogram, window.start, window.end))
-    heatmap = usage.hour_of_week(histogram)
-    if groups.height == 0:
+    priced_groups = priced_usage(lake, settings, window)
+    if priced_groups.groups.height == 0:
         spans = lake.series_spans(GPU_SAMPLES)
         first, last = spans["first"].min(), spans["last"].max()
         raise EmptyWindow(
@@ -73,12 +97,10 @@ def report_inputs(lake: Lake, settings: Settings, window: Window) -> report.Repo
             first.isoformat() if isinstance(first, dt.datetime) else None,
             last.isoformat() if isinstance(last, dt.datetime) else None,
         )
+    groups, node_prices, catalog = priced_groups.groups, priced_groups.node_prices, priced_groups.catalog
+    histogram = daily.add_up_histogram(rollup.summarized(lake, daily_summaries.histogram, window.start, window.end))
+    heatmap = usage.hour_of_week(histogram)
     gpus = gpus_in_window(lake, window)
-    catalog = pricing.PriceCatalog.build(settings.price_overrides())
-    nodes = lake.scan(NODES, start=window.start, end=window.end).collect()
-    node_prices = pricing.price_nodes(nodes, catalog)
-    model_prices = pricing.model_prices(groups["gpu_model"].unique().to_list(), catalog)
-    groups = priced(groups, node_prices, model_prices)
     models = observed_model_prices(groups)
     peaks = (
         groups.filter(pl.col("workload").is_not_null())

@@ -151,6 +151,13 @@ def test_nodes_partition_by_date_and_dedupe_on_cluster_node_date(lake: Lake) -> 
     append(lake, NODES, rows)
     assert append(lake, NODES, rows).rows_written == 0
     assert lake.scan(NODES).collect().height == 2
+    # a row stands for its whole day: a window inside 2026-11-03 (or ending at its start) sees exactly its days
+    noon = dt.datetime(2026, 11, 3, 12, tzinfo=dt.UTC)
+    assert lake.scan(NODES, start=noon - dt.timedelta(hours=2), end=noon).collect()["date"].to_list() == [
+        dt.date(2026, 11, 3)
+    ]
+    midnight = dt.datetime(2026, 11, 3, tzinfo=dt.UTC)
+    assert lake.scan(NODES, start=T0, end=midnight).collect()["date"].to_list() == [dt.date(2026, 11, 2)]
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -14,6 +14,7 @@ import base64
 import contextlib
 import datetime as dt
 import fcntl
+import hashlib
 import io
 import json
 import os
@@ -30,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from warehouse.errors import WarehouseBusy, WarehouseMissing, WarehouseUnreadable
-from warehouse.schema import Table
+from warehouse.schema import TABLES, Table
 
 MARKER = ".gpuledger-warehouse"
 SPANS_KEY = b"gpuledger.series_spans"
@@ -129,6 +130,17 @@ class Lake:
             time.sleep(0.01)
         raise WarehouseBusy(self.root)
 
+    def version(self) -> str:
+        """A cheap token that changes whenever the visible data changes: the path, size and modification time of
+        every visible part (no part is opened). Readers key caches on it."""
+        digest = hashlib.sha256()
+        for table in TABLES.values():
+            for part in self.parts(table):
+                with contextlib.suppress(FileNotFoundError):
+                    stat = part.stat()
+                    digest.update(f"{part.relative_to(self.root)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+        return digest.hexdigest()[:16]
+
     def partitions(self, table: Table) -> list[Partition]:
         return sorted(
             {self.partition_of(p.relative_to(self.root)) for p in self.parts(table)},
@@ -158,7 +170,7 @@ class Lake:
             if start is not None:
                 lf = lf.filter(col >= _lit_time(table, start))
             if end is not None:
-                lf = lf.filter(col < _lit_time(table, end))
+                lf = lf.filter(col < _lit_end(table, end))
         return lf
 
     def series_spans(self, table: Table) -> pl.DataFrame:
@@ -413,6 +425,16 @@ def _lit_time(table: Table, value: dt.datetime) -> pl.Expr:
     if table.schema.field(table.time_column).type == pa.date32():
         return pl.lit(value.date())
     return pl.lit(value.astimezone(dt.UTC)).cast(pl.Datetime("us", "UTC"))
+
+
+def _lit_end(table: Table, end: dt.datetime) -> pl.Expr:
+    """The exclusive upper bound for ``end``: a row of a date-typed table stands for its whole day, so a day that
+    starts before ``end`` is in (a window ending at 12:00 includes that day's ``nodes`` row)."""
+    if table.schema.field(table.time_column).type == pa.date32():
+        utc = end.astimezone(dt.UTC)
+        midnight = utc.time() == dt.time()
+        return pl.lit(utc.date() if midnight else utc.date() + dt.timedelta(days=1))
+    return _lit_time(table, end)
 
 
 def _in_range(partition: Partition, start: dt.date | None, end: dt.date | None, cluster: str | None) -> bool:

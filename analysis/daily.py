@@ -1,9 +1,11 @@
-"""Daily summaries: the report's three passes over GPU-minutes, cut by day so a window's result is a sum of days.
+"""Daily summaries: the passes over GPU-minutes that the report and the dashboard make, cut by day so a window's
+result is a sum of days.
 
 The minute groups are keyed by date already; the utilization histogram is a sum of GPU-hours per cell; the MIG demand
-histogram and per-device figures are sums, minima and maxima per day (``analysis.mig.demand_parts``). So the rollup
-stores each summary per (date, cluster) once (``warehouse.rollup.Summary``), and a report adds up the stored days
-plus the two edge days of its window, computed from their minutes with the same functions.
+histogram and per-device figures are sums, minima and maxima per day (``analysis.mig.demand_parts``); the dashboard's
+per-GPU timeline is a sum per hour. So the rollup stores each summary per (date, cluster) once
+(``warehouse.rollup.Summary``), and a report adds up the stored days plus the two edge days of its window, computed
+from their minutes with the same functions.
 
 One definition differs from a single pass over the window: a GPU counts as a MIG parent (its own minutes weigh 0,
 its instances' minutes count instead) on the days its MIG instances appear, not over the whole window. For a GPU
@@ -19,7 +21,7 @@ from functools import cache
 
 import polars as pl
 
-from analysis import mig, usage
+from analysis import mig, timeline, usage
 from analysis.window import Window
 
 VERSION = "1"
@@ -64,6 +66,24 @@ class BusyHistogram:
 
 
 @dataclass(frozen=True)
+class GpuTimeline:
+    """``analysis.timeline.gpu_buckets`` of one day in hourly buckets; coarser buckets are sums of these
+    (``analysis.timeline.rebucket``)."""
+
+    name: str = "gpu_timeline"
+    every: str = "1h"
+
+    @property
+    def fingerprint(self) -> str:
+        return f"{self.name}-v{VERSION}:{self.every}"
+
+    def summarize(self, minutes: pl.LazyFrame, start: dt.datetime, end: dt.datetime) -> pl.DataFrame:
+        window = Window(start, end)
+        parents = usage.mig_parent_gpus(minutes, window)
+        return timeline.gpu_buckets(minutes, window, parents, self.every).collect(engine="streaming")
+
+
+@dataclass(frozen=True)
 class MigDemand:
     """One of the two parts of ``analysis.mig.demand_parts`` for one day: ``histogram`` or ``devices``."""
 
@@ -90,21 +110,26 @@ class MigDemand:
 
 @dataclass(frozen=True)
 class DailySummaries:
-    """The summaries the report reads, for one set of MIG assumptions."""
+    """The summaries the report and the dashboard read, for one set of MIG assumptions."""
 
     groups: MinuteGroups
     histogram: BusyHistogram
     mig_histogram: MigDemand
     mig_devices: MigDemand
+    timeline: GpuTimeline
 
     @classmethod
     def for_assumptions(cls, assumptions: mig.MigAssumptions) -> DailySummaries:
         return cls(
-            MinuteGroups(), BusyHistogram(), MigDemand("histogram", assumptions), MigDemand("devices", assumptions)
+            MinuteGroups(),
+            BusyHistogram(),
+            MigDemand("histogram", assumptions),
+            MigDemand("devices", assumptions),
+            GpuTimeline(),
         )
 
-    def all(self) -> tuple[MinuteGroups | BusyHistogram | MigDemand, ...]:
-        return (self.groups, self.histogram, self.mig_histogram, self.mig_devices)
+    def all(self) -> tuple[MinuteGroups | BusyHistogram | MigDemand | GpuTimeline, ...]:
+        return (self.groups, self.histogram, self.mig_histogram, self.mig_devices, self.timeline)
 
 
 def add_up_histogram(days: pl.DataFrame) -> pl.DataFrame:

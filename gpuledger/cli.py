@@ -21,11 +21,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
 
+from alerts.errors import AlertsError
 from alerts.render import to_html, to_json, to_markdown
 from analysis.errors import AnalysisError
 from analysis.window import Window, parse_time
 from collector.errors import CollectorError
-from gpuledger import __version__, jobs, reporting, sources
+from dashboards import server
+from gpuledger import __version__, jobs, recommending, reporting, sources
 from gpuledger.settings import Settings, SettingsError, load_settings
 from warehouse import maintenance
 from warehouse.errors import WarehouseError
@@ -49,7 +51,7 @@ def one_line_errors(func: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
-        except (WarehouseError, AnalysisError, CollectorError, SettingsError) as exc:
+        except (WarehouseError, AnalysisError, CollectorError, SettingsError, AlertsError) as exc:
             raise Fail(str(exc)) from None
 
     return wrapper
@@ -171,7 +173,7 @@ def demo(
     seed: int,
     no_dashboard: bool,
 ) -> None:
-    """Simulate the default fleet into ./demo-warehouse (made anew each run) and print its report."""
+    """Simulate the default fleet into ./demo-warehouse (made anew each run), print its report, serve the dashboard."""
     settings = settings_from(ctx)
     root = warehouse or settings.demo_warehouse
     if root.exists() and any(root.iterdir()):
@@ -183,12 +185,25 @@ def demo(
     _simulate(ctx, lake, gpus or settings.demo_gpus, days or settings.demo_days, seed, None)
     click.echo(to_markdown(reporting.fleet_report(lake, settings, start=None, end=None, now=now())))
     if not no_dashboard:
-        click.echo(
-            "The dashboard is not part of this release yet; query the demo with "
-            f"`gpuledger query --warehouse {root} "
-            '"SELECT state, count(*)/60 AS gpu_hours FROM gpu_minutes GROUP BY 1"`.',
-            err=True,
-        )
+        _serve_dashboard(root, settings, server.DEFAULT_HOST, server.DEFAULT_PORT)
+
+
+def _serve_dashboard(root: Path, settings: Settings, host: str, port: int) -> None:
+    click.echo(f"serving the dashboard of {root} on http://{host}:{port} (read-only; Ctrl+C stops it)", err=True)
+    server.serve(root, settings, host=host, port=port)
+
+
+@main.command()
+@warehouse_option()
+@click.option(
+    "--host", default=server.DEFAULT_HOST, show_default=True, help="Address to bind (0.0.0.0: every interface)."
+)
+@click.option("--port", type=click.IntRange(1, 65535), default=server.DEFAULT_PORT, show_default=True)
+@click.pass_context
+@one_line_errors
+def dashboard(ctx: click.Context, warehouse: Path | None, host: str, port: int) -> None:
+    """Serve the Streamlit dashboard of a warehouse (read-only) until stopped."""
+    _serve_dashboard(warehouse_path(ctx, warehouse), settings_from(ctx), host, port)
 
 
 @main.command()
@@ -220,14 +235,97 @@ def query(ctx: click.Context, warehouse: Path | None, sql: str, fmt: str) -> Non
 @click.option("--start", default=None, help="Window start (T). Default: report_days before --end.")
 @click.option("--end", default=None, help="Window end, exclusive (T). Default: just after the newest sample.")
 @click.option("--format", "fmt", type=click.Choice(["md", "json", "html"]), default="md", show_default=True)
+@click.option("--send", is_flag=True, help="Also send it now to the configured Slack and email channels.")
 @click.pass_context
 @one_line_errors
-def report(ctx: click.Context, warehouse: Path | None, start: str | None, end: str | None, fmt: str) -> None:
+def report(
+    ctx: click.Context, warehouse: Path | None, start: str | None, end: str | None, fmt: str, send: bool
+) -> None:
     """Fleet report: GPUs, GPU-hours, GPU-hours per state, utilization, top namespaces and idle workloads."""
     lake = Lake(warehouse_path(ctx, warehouse))
-    result = reporting.fleet_report(lake, settings_from(ctx), start=start, end=end, now=now())
+    if send:
+        from gpuledger import alerting
+
+        outcome = alerting.send_report(lake, settings_from(ctx), start=start, end=end, now=now)
+        result = outcome.report
+    else:
+        result = reporting.fleet_report(lake, settings_from(ctx), start=start, end=end, now=now())
     rendered = {"json": to_json, "md": to_markdown, "html": to_html}[fmt](result)
     click.echo(rendered, nl=fmt == "json")
+    if send:
+        if outcome.delivered:
+            click.echo(f"report {outcome.key} delivered to {', '.join(outcome.delivered)}", err=True)
+        if outcome.queued:
+            why = "; ".join(f"{name}: {error}" for name, error in outcome.queued.items())
+            raise Fail(
+                f"report not delivered to {', '.join(outcome.queued)} ({why}); it stays queued in {outcome.outbox} "
+                "and is retried by `gpuledger schedule` or the next `gpuledger report --send`"
+            )
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="TOML settings file with [alerts], [reports], [slack], [email] (default: the one `gpuledger` loaded).",
+)
+@warehouse_option()
+@click.pass_context
+@one_line_errors
+def schedule(ctx: click.Context, config: Path | None, warehouse: Path | None) -> None:
+    """Run the alert rules and the daily and weekly reports on their cron schedules until SIGTERM."""
+    from gpuledger import alerting
+
+    settings = load_settings(config) if config is not None else settings_from(ctx)
+    root = warehouse or settings.warehouse
+    if root is None:
+        raise Fail("no warehouse given: pass --warehouse DIR (or set `warehouse` in the config file)")
+    gpuledger_log = logging.getLogger("gpuledger")
+    if gpuledger_log.getEffectiveLevel() > logging.INFO:
+        gpuledger_log.setLevel(logging.INFO)  # a daemon says what it does
+    alerting.run_scheduler(Lake(root), settings)
+
+
+@main.command()
+@warehouse_option()
+@click.option(
+    "--out", "out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Folder for the files."
+)
+@click.option("--start", default=None, help="Window start (T). Default: report_days before --end.")
+@click.option("--end", default=None, help="Window end, exclusive (T). Default: just after the newest sample.")
+@click.pass_context
+@one_line_errors
+def recommend(ctx: click.Context, warehouse: Path | None, out: Path, start: str | None, end: str | None) -> None:
+    """Export recommendations as ready-to-apply config: one YAML per kind, README.md and index.json in --out."""
+    lake = Lake(warehouse_path(ctx, warehouse))
+    result = recommending.recommendations(lake, settings_from(ctx), start=start, end=end, now=now())
+    if out.exists() and not out.is_dir():
+        raise Fail(f"--out {out} is a file: pass a folder")
+    paths = recommending.export(result, out)
+    table = RichTable("#", "kind", "target", "savings/month", "confidence", "pods", "drain")
+    for i, r in enumerate(result.items, 1):
+        t = r.target
+        where = "/".join(str(v) for v in (t.get("namespace"), t.get("workload")) if v) or str(
+            t.get("node_group") or "-"
+        )
+        table.add_row(
+            str(i),
+            r.kind,
+            where,
+            f"${r.savings_usd_month:,.2f}",
+            f"{r.confidence:.2f}",
+            str(r.disruption.get("pods_restarted", 0)),
+            "yes" if r.disruption.get("node_drain") else "no",
+        )
+    Console(width=120).print(table)
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(
+        f"{len(result.items)} recommendations, ${result.savings_usd_month:,.2f} per month in all (kinds overlap, "
+        f"see README.md); wrote {', '.join(p.name for p in paths)} to {out}"
+    )
 
 
 @main.command()

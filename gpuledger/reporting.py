@@ -76,6 +76,18 @@ def priced_usage(lake: Lake, settings: Settings, window: Window) -> PricedUsage:
     return PricedUsage(priced(groups, node_prices, model_prices), node_prices, catalog)
 
 
+def empty_window(lake: Lake, window: Window) -> EmptyWindow:
+    """The error for a window without GPU-minutes, saying where the data is."""
+    spans = lake.series_spans(GPU_SAMPLES)
+    first, last = spans["first"].min(), spans["last"].max()
+    return EmptyWindow(
+        window.start.isoformat(),
+        window.end.isoformat(),
+        first.isoformat() if isinstance(first, dt.datetime) else None,
+        last.isoformat() if isinstance(last, dt.datetime) else None,
+    )
+
+
 def gpus_in_window(lake: Lake, window: Window) -> int:
     """Distinct physical GPUs sampled in the window, from the parts' footer summaries (no scan of the minutes)."""
     spans = lake.series_spans(GPU_SAMPLES)
@@ -89,14 +101,7 @@ def report_inputs(lake: Lake, settings: Settings, window: Window) -> report.Repo
     daily_summaries = settings.summaries
     priced_groups = priced_usage(lake, settings, window)
     if priced_groups.groups.height == 0:
-        spans = lake.series_spans(GPU_SAMPLES)
-        first, last = spans["first"].min(), spans["last"].max()
-        raise EmptyWindow(
-            window.start.isoformat(),
-            window.end.isoformat(),
-            first.isoformat() if isinstance(first, dt.datetime) else None,
-            last.isoformat() if isinstance(last, dt.datetime) else None,
-        )
+        raise empty_window(lake, window)
     groups, node_prices, catalog = priced_groups.groups, priced_groups.node_prices, priced_groups.catalog
     histogram = daily.add_up_histogram(rollup.summarized(lake, daily_summaries.histogram, window.start, window.end))
     heatmap = usage.hour_of_week(histogram)

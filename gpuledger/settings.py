@@ -19,9 +19,11 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from alerts.config import AlertRules, Delivery, Email, Reports, Scheduler, Slack
 from analysis.daily import DailySummaries
 from analysis.mig import MigAssumptions
 from analysis.pricing import PriceOverrides
+from analysis.recommend import RecommendOptions
 from analysis.spot import SpotAssumptions
 from analysis.states import GIB, StateRules
 from warehouse.rollup import RollupConfig
@@ -132,11 +134,62 @@ class Settings(BaseSettings):
     mig_half_life_hours: float = Field(
         default=24.0, gt=0, description="MIG fit: half-life of the decaying utilization histogram, in hours."
     )
+    idle_reclaim_hours: float = Field(
+        default=24.0,
+        gt=0,
+        description="Idle reclaim: a workload holding GPUs with none active this many hours in a row is a "
+        "scale-to-zero candidate.",
+    )
+    time_slicing_max_replicas: int = Field(
+        default=4, ge=2, le=64, description="Time-slicing: the most pods one GPU is shared by."
+    )
+    time_slicing_duty_target: float = Field(
+        default=0.8,
+        gt=0,
+        le=1,
+        description="Time-slicing: the p95 duty cycles of the pods sharing one GPU add up to at most this.",
+    )
+    autoscaling_min_percentile: float = Field(
+        default=0.1, ge=0, le=1, description="Autoscaling: min nodes cover this percentile of allocated-GPU demand."
+    )
+    autoscaling_max_percentile: float = Field(
+        default=1.0, ge=0, le=1, description="Autoscaling: max nodes cover this percentile of allocated-GPU demand."
+    )
+    autoscaling_headroom: float = Field(
+        default=1.2, ge=1, description="Autoscaling: max nodes cover the max percentile times this headroom."
+    )
+    recommend_confidence_days: float = Field(
+        default=7.0, gt=0, description="Recommendations: days of history at which confidence reaches 1."
+    )
+    karpenter_node_class: str = Field(
+        default="default", description="Recommendations: the EC2NodeClass that exported Karpenter NodePools reference."
+    )
     demo_warehouse: Path = Field(
         default=Path("demo-warehouse"), description="Where `gpuledger demo` simulates its fleet."
     )
     demo_gpus: int = Field(default=64, ge=1, description="GPUs in the demo fleet.")
     demo_days: int = Field(default=7, ge=1, description="Days of history in the demo fleet.")
+    alerts: AlertRules = Field(
+        default_factory=AlertRules,
+        description="Alert rules: thresholds (0 turns a rule off), cooldown, when to evaluate, where to send.",
+    )
+    reports: Reports = Field(
+        default_factory=Reports, description="Scheduled reports: daily and weekly cron, list length, channels."
+    )
+    scheduler: Scheduler = Field(
+        default_factory=Scheduler,
+        description="`gpuledger schedule`: time zone, misfire grace time, coalescing, outbox retry interval.",
+    )
+    slack: Slack | None = Field(
+        default=None, description="Slack incoming webhook; its URL comes from an environment variable or a file."
+    )
+    email: Email | None = Field(
+        default=None,
+        description="SMTP server, sender and recipients; the password comes from the environment or a file.",
+    )
+    delivery: Delivery = Field(
+        default_factory=Delivery, description="Retries, backoff, timeouts and how long the sent ledger is kept."
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -180,6 +233,22 @@ class Settings(BaseSettings):
     @property
     def rollup(self) -> RollupConfig:
         return RollupConfig(max_gap_factor=self.max_gap_factor, expected_interval_s=self.expected_interval_s)
+
+    @property
+    def recommend_options(self) -> RecommendOptions:
+        return RecommendOptions(
+            idle_reclaim_hours=self.idle_reclaim_hours,
+            time_slicing_max_replicas=self.time_slicing_max_replicas,
+            time_slicing_duty_target=self.time_slicing_duty_target,
+            autoscaling_min_percentile=self.autoscaling_min_percentile,
+            autoscaling_max_percentile=self.autoscaling_max_percentile,
+            autoscaling_headroom=self.autoscaling_headroom,
+            confidence_days=self.recommend_confidence_days,
+            compute_margin=self.mig_compute_margin,
+            memory_margin=self.mig_memory_margin,
+            karpenter_node_class=self.karpenter_node_class,
+            workload_kinds=dict(self.spot_workload_kinds),
+        )
 
     @property
     def summaries(self) -> DailySummaries:

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from analysis import daily, usage
+from analysis import daily, timeline, usage
 from analysis.window import Window
 from gpuledger import jobs, reporting
 from gpuledger.settings import Settings
@@ -57,7 +57,8 @@ def assert_same_report(got: Any, want: Any, path: str = "") -> None:
 @pytest.mark.parametrize("start", [None, "2000-01-01", "2026-11-18T07:31:00"])
 def test_report_from_stored_days_equals_report_from_minutes(sim_copy: Lake, settings: Settings, start) -> None:
     stored = list((sim_copy.root / rollup.SUMMARIES_DIR).rglob("*.parquet"))
-    assert len(stored) == 4 * len(sim_copy.parts(GPU_MINUTES))  # the simulate job stored every summary
+    # the simulate job stored every summary of every day
+    assert len(stored) == len(settings.summaries.all()) * len(sim_copy.parts(GPU_MINUTES))
     from_days = _report(sim_copy, settings, start)
     shutil.rmtree(sim_copy.root / rollup.SUMMARIES_DIR)
     assert_same_report(_report(sim_copy, settings, start), from_days)
@@ -77,6 +78,20 @@ def test_stacked_days_equal_one_pass_over_the_window(sim_copy: Lake, settings: S
     cells = ["namespace", "gpu_model", "busy", "weekday", "hour", "held"]
     assert_frame_equal(
         histogram.sort(cells, nulls_last=True), expected.sort(cells, nulls_last=True), check_dtypes=False, rel_tol=1e-5
+    )
+
+
+@pytest.mark.parametrize("every", ["1h", "6h", "1d"])
+def test_stored_hours_rebucket_to_the_one_pass_timeline(sim_copy: Lake, every: str) -> None:
+    window = Window(dt.datetime(2026, 11, 17, 9, 30, tzinfo=dt.UTC), dt.datetime(2026, 11, 19, 20, 0, tzinfo=dt.UTC))
+    minutes = sim_copy.scan(GPU_MINUTES, start=window.start, end=window.end)
+    one_pass = timeline.gpu_buckets(minutes, window, [], every).collect()
+    stored = timeline.rebucket(rollup.summarized(sim_copy, daily.GpuTimeline(), window.start, window.end), every)
+    keys = ["bucket", *timeline.GPU_KEYS, "namespace", "state"]
+    assert_frame_equal(
+        stored.select(one_pass.columns).sort(keys, nulls_last=True),
+        one_pass.sort(keys, nulls_last=True),
+        rel_tol=1e-5,
     )
 
 
@@ -104,7 +119,7 @@ def test_a_summary_of_replaced_minutes_is_not_read(lake: Lake, settings: Setting
     append(lake, GPU_SAMPLES, sample_rows(minutes=range(30, 90), util=0.0, fb_used=0))
     jobs.refresh(lake, settings)
     stored = list((lake.root / rollup.SUMMARIES_DIR).rglob("*.parquet"))
-    assert len(stored) == 4  # one per summary: the replaced day's old ones are gone
+    assert len(stored) == len(settings.summaries.all())  # one per summary: the replaced day's old ones are gone
     second = _report(lake, settings, "2026-11-02")
     assert second["states"]["active"] == pytest.approx(0.5)
     # the hour of new samples: unallocated, except the minute the last allocation still covers (idle_allocated)

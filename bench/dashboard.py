@@ -1,0 +1,181 @@
+"""Benchmark 7: time to the first complete render of the dashboard's Overview page, in a real browser.
+
+The warehouse is the benchmark fleet (``gpuledger simulate``, by default 1,024 GPUs x 30 days), built once and kept
+under ``bench/cache/`` (a marker file says it was completed), since building it takes minutes. Each repeat starts a
+fresh ``gpuledger dashboard`` process (so Streamlit's cache is cold), waits until it answers its health check, then
+times, in headless Chromium, from navigation to the Overview page until the page is complete: its title drawn,
+Streamlit's "running" indicator gone, the chart and the tables drawn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    Progress,
+    Result,
+    Target,
+    check_ok,
+    clean_env,
+    gpuledger_command,
+    run_measured,
+    simulate_command,
+)
+
+CACHE = Path(__file__).resolve().parent / "cache"
+MARKER = ".bench-complete"
+CHROMIUM = Path(os.environ.get("GPULEDGER_CHROMIUM", "/usr/bin/chromium"))
+TARGET_S = 3.0
+
+
+def cached_warehouse(*, gpus: int, days: int, seed: int, end: dt.datetime, progress: Progress) -> Path:
+    """The benchmark fleet's warehouse under ``bench/cache/``, simulated first when it is not there whole."""
+    root = CACHE / f"warehouse-{gpus}x{days}-seed{seed}-{end:%Y%m%d}"
+    if (root / MARKER).is_file():
+        progress.note(f"dashboard: reusing {root}")
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with progress.step(f"dashboard: simulating {gpus} GPUs x {days} days into {root} (kept for later runs)"):
+        measured = run_measured(simulate_command(root, gpus=gpus, days=days, seed=seed, end=end), cwd=root.parent)
+    check_ok(measured, "gpuledger simulate")
+    (root / MARKER).write_text(json.dumps({"gpus": gpus, "days": days, "seed": seed, "end": end.isoformat()}) + "\n")
+    return root
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def serving(warehouse: Path, workdir: Path) -> Iterator[tuple[str, float]]:
+    """A fresh ``gpuledger dashboard``; yields its URL and the ``perf_counter`` time it was started at."""
+    port = _free_port()
+    spawned = time.perf_counter()
+    log = (workdir / "dashboard.log").open("wb")
+    proc = subprocess.Popen(
+        [*gpuledger_command(), "dashboard", "--warehouse", str(warehouse), "--port", str(port)],
+        cwd=workdir,
+        env=clean_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response,
+            ):
+                if response.status == 200:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"gpuledger dashboard did not start: {(workdir / 'dashboard.log').read_text()}")
+            time.sleep(0.1)
+        yield url, spawned
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def render_s(page: Any, url: str, started: float | None = None) -> float:
+    """Seconds from navigation (or from ``started``) to the complete Overview page."""
+    started = time.perf_counter() if started is None else started
+    page.goto(url)
+    page.get_by_role("heading", name="Overview", exact=True).first.wait_for(timeout=300_000)
+    page.wait_for_function(
+        """() => !document.querySelector('[data-testid="stStatusWidget"]')
+                 && document.querySelectorAll('[data-testid="stMetric"]').length >= 5
+                 && document.querySelectorAll('[data-testid="stVegaLiteChart"]').length > 0
+                 && [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')]
+                        .every(c => c.querySelector('canvas, svg'))
+                 && [...document.querySelectorAll('[data-testid="stDataFrame"]')]
+                        .every(d => d.querySelector('canvas'))""",
+        timeout=300_000,
+        polling=20,
+    )
+    return time.perf_counter() - started
+
+
+def run(*, warehouse: Path, workdir: Path, progress: Progress, repeats: int = 3) -> list[Result]:
+    if not CHROMIUM.is_file():
+        progress.note(f"dashboard: skipped, no Chromium at {CHROMIUM} (apt-get install chromium)")
+        return []
+    from playwright.sync_api import sync_playwright
+
+    # The dashboard never writes: bring the rollup and its daily summaries up to date first, as a deployment's
+    # collector or `gpuledger warehouse rollup` keeps them (a no-op when they are current).
+    with progress.step("dashboard: gpuledger warehouse rollup (daily summaries current)"):
+        measured = run_measured(
+            [*gpuledger_command(), "warehouse", "rollup", "--warehouse", str(warehouse)], cwd=workdir
+        )
+    check_ok(measured, "gpuledger warehouse rollup")
+    firsts: list[float] = []
+    from_start: list[float] = []
+    warms: list[float] = []
+    label = f"dashboard: first render of the Overview in Chromium, best of {repeats}"
+    with progress.step(label) as update, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        try:
+            for i in range(repeats):
+                with serving(warehouse, workdir) as (url, spawned):
+                    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                    navigated = time.perf_counter()
+                    firsts.append(render_s(page, url, navigated))
+                    from_start.append(firsts[-1] + navigated - spawned)
+                    warms.append(render_s(page, url))
+                    page.close()
+                update(f"run {i + 1}/{repeats}: first {firsts[-1]:.2f} s, again {warms[-1]:.2f} s")
+        finally:
+            browser.close()
+    progress.note(
+        "dashboard: first renders "
+        + ", ".join(f"{s:.2f} s" for s in firsts)
+        + "; from process start "
+        + ", ".join(f"{s:.2f} s" for s in from_start)
+        + "; reloads "
+        + ", ".join(f"{s:.2f} s" for s in warms)
+    )
+    return [
+        Result(
+            "dashboard_overview_first_render_s",
+            min(firsts),
+            "s",
+            target=Target("<=", TARGET_S),
+            note=f"fresh server, navigation as soon as it answers; default window; best of {repeats}",
+        ),
+        Result(
+            "dashboard_overview_from_start_s",
+            min(from_start),
+            "s",
+            note="the same, counted from starting `gpuledger dashboard`",
+        ),
+        Result(
+            "dashboard_overview_reload_s",
+            min(warms),
+            "s",
+            note="the same page again on the same server (cached reads)",
+        ),
+    ]

@@ -1,0 +1,168 @@
+"""The app's reads, cached per warehouse version (``Lake.version``: every visible part's path, size and mtime).
+
+Every cached function takes the warehouse root and its version token, so new data (a collector's flush, a rollup)
+is read on the next rerun and nothing older is served; settings are part of the key too (``settings_key``). The
+reads are ``gpuledger.viewing``'s, which never write to the warehouse.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import streamlit as st
+
+from analysis import report, timeline
+from analysis.filters import Filters, narrow
+from analysis.report import ReportInputs
+from analysis.window import Window
+from gpuledger import viewing
+from gpuledger.settings import Settings
+from warehouse.lake import Lake
+
+
+def _lake(root: str) -> Lake:
+    return Lake(Path(root))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def history(root: str, version: str, settings_key: str, _settings: Settings) -> viewing.History:
+    return viewing.history(_lake(root), _settings)
+
+
+@st.cache_data(show_spinner="Reading the warehouse ...", max_entries=8)
+def fleet_view(
+    root: str, version: str, start: str, end: str, settings_key: str, _settings: Settings
+) -> viewing.FleetView:
+    window = Window(dt.datetime.fromisoformat(start), dt.datetime.fromisoformat(end))
+    return viewing.fleet_view(_lake(root), _settings, window)
+
+
+@st.cache_data(show_spinner="Reading the MIG fit, spot candidates and percentiles ...", max_entries=8)
+def full_inputs(root: str, version: str, start: str, end: str, settings_key: str, _settings: Settings) -> ReportInputs:
+    window = Window(dt.datetime.fromisoformat(start), dt.datetime.fromisoformat(end))
+    return viewing.full_inputs(_lake(root), _settings, window)
+
+
+@st.cache_data(show_spinner="Reading samples ...", max_entries=8)
+def sample_sources(root: str, version: str, start: str, end: str) -> pl.DataFrame:
+    window = Window(dt.datetime.fromisoformat(start), dt.datetime.fromisoformat(end))
+    return viewing.sample_sources(_lake(root), window)
+
+
+@st.cache_data(show_spinner="Ranking recommendations ...", max_entries=8)
+def recommendations(
+    root: str, version: str, start: str, end: str, settings_key: str, _settings: Settings
+) -> dict[str, Any] | None:
+    """``{"items": [Recommendation.to_dict()...], "files": {name: text}}``, or None without the module."""
+    window = Window(dt.datetime.fromisoformat(start), dt.datetime.fromisoformat(end))
+    found = viewing.recommendations(_lake(root), _settings, window)
+    if found is None:
+        return None
+    return {"items": [item.to_dict() for item in found.items], "files": dict(found.files())}
+
+
+@dataclass(frozen=True)
+class Page:
+    """What every page draws from: the (filtered) report, its inputs, and the filtered timeline."""
+
+    root: Path
+    version: str
+    settings: Settings
+    history: viewing.History
+    view: viewing.FleetView
+    filters: Filters
+    inputs: ReportInputs
+    report: dict[str, Any]
+    buckets: pl.DataFrame
+
+    @property
+    def window(self) -> Window:
+        return self.view.window
+
+    def window_text(self) -> str:
+        w = self.window
+        return f"{w.start:%Y-%m-%d %H:%M} to {w.end:%Y-%m-%d %H:%M} UTC (end exclusive, {w.hours / 24:,.1f} days)"
+
+    def filter_text(self) -> str:
+        f = self.filters
+        parts = [
+            f"{name}: {', '.join(values)}"
+            for name, values in (("cluster", f.clusters), ("namespace", f.namespaces), ("GPU model", f.gpu_models))
+            if values
+        ]
+        return "; ".join(parts) if parts else "whole fleet"
+
+    def price_text(self) -> str:
+        sources = self.report["fleet"]["price_sources"]
+        return (
+            "; ".join(f"{s['price_source']}{' (fallback)' if s['price_fallback'] else ''}" for s in sources)
+            or "no prices"
+        )
+
+    def caption(self) -> str:
+        """The window, filters and price sources every number on a page is for (shown under the headline)."""
+        return f"Window: {self.window_text()}. Fleet: {self.filter_text()}. Priced by: {self.price_text()}."
+
+    def help(self, what: str = "") -> str:
+        """Hover text of a headline number: what it is, its window and its price sources."""
+        lead = f"{what}\n\n" if what else ""
+        return f"{lead}Window: {self.window_text()}\n\nFleet: {self.filter_text()}\n\nPriced by: {self.price_text()}"
+
+    def full_report(self) -> dict[str, Any]:
+        """The whole report of the filtered fleet, MIG fit, spot and percentiles included (a slower, cached read)."""
+        w = self.window
+        full = full_inputs(
+            str(self.root),
+            self.version,
+            w.start.isoformat(),
+            w.end.isoformat(),
+            self.settings.model_dump_json(),
+            self.settings,
+        )
+        return _build(narrow(full, self.filters, gpus=self.inputs.gpus if self.filters.active else None))
+
+    def sources(self) -> pl.DataFrame:
+        w = self.window
+        return sample_sources(str(self.root), self.version, w.start.isoformat(), w.end.isoformat())
+
+
+def page(
+    root: Path, version: str, settings: Settings, hist: viewing.History, view: viewing.FleetView, filters: Filters
+) -> Page:
+    buckets = filters.apply(view.buckets)
+    gpus = timeline.gpu_count(buckets) if filters.active else None
+    inputs = narrow(view.inputs, filters, gpus=gpus)
+    return Page(
+        root=root,
+        version=version,
+        settings=settings,
+        history=hist,
+        view=view,
+        filters=filters,
+        inputs=inputs,
+        report=_build(inputs),
+        buckets=buckets,
+    )
+
+
+def _build(inputs: ReportInputs) -> dict[str, Any]:
+    if inputs.groups.height == 0:  # a filter that leaves nothing: an all-zero report, not an error
+        return report.build(dataclasses.replace(inputs, gpus=0))
+    return report.build(inputs)
+
+
+KEY = "gpuledger_page"
+
+
+def current() -> Page:
+    """The page data the app put in the session for this run."""
+    found = st.session_state.get(KEY)
+    if not isinstance(found, Page):
+        st.error("Open the dashboard through its main page (`gpuledger dashboard`).")
+        st.stop()
+    return found

@@ -1,0 +1,86 @@
+"""Data health: where the samples come from, the last sample per node, gaps (no_data), and the prices in use."""
+
+from __future__ import annotations
+
+import polars as pl
+import streamlit as st
+
+from analysis import timeline
+from dashboards import data, fmt
+
+page = data.current()
+r = page.report
+hist = page.history
+st.title("Data health")
+st.caption(page.caption())
+
+sources = page.filters.apply(page.sources())
+gaps = timeline.gaps(page.buckets, page.view.every)
+fallback = [s for s in r["fleet"]["price_sources"] if s["price_fallback"]]
+
+last, no_data, gap_count, prices = st.columns([1.4, 1, 1, 1])
+last.metric(
+    "Last sample (UTC)",
+    fmt.when(hist.last_sample).removesuffix(" UTC"),
+    help=page.help("Newest sample in the warehouse."),
+)
+no_data.metric(
+    "No-data GPU-hours",
+    fmt.hours(r["states"]["no_data"]),
+    help=page.help("GPU-time no sample covers (beyond max_gap): paid for, never counted as idle."),
+)
+gap_count.metric("Gaps", fmt.count(gaps.height), help=page.help("Stretches of no_data per GPU, bucket-aligned."))
+prices.metric(
+    "Price sources",
+    fmt.count(len(r["fleet"]["price_sources"])),
+    delta=f"{len(fallback)} fallback" if fallback else "no fallback",
+    delta_color="inverse" if fallback else "off",
+    delta_arrow="off",
+    help=page.help("A fallback price is used when a node's instance type has no price."),
+)
+if hist.rollup_fresh:
+    st.success(f"The per-minute rollup is up to date (newest minute {fmt.when(hist.newest_minute)}).")
+
+st.subheader("Sources and last sample per node")
+st.dataframe(
+    sources,
+    hide_index=True,
+    column_config={
+        "first_sample": st.column_config.DatetimeColumn("first sample (UTC)", format="YYYY-MM-DD HH:mm"),
+        "last_sample": st.column_config.DatetimeColumn("last sample (UTC)", format="YYYY-MM-DD HH:mm"),
+    },
+)
+st.caption("Samples in the window, per node and source (nvml, dcgm-exporter, prometheus, simulator).")
+
+st.subheader("Gaps (no_data)")
+if gaps.height:
+    st.dataframe(
+        gaps.select("cluster", "node", "gpu_uuid", "mig_instance_id", "gpu_model", "start", "end", "no_data_hours"),
+        hide_index=True,
+        column_config={
+            "start": st.column_config.DatetimeColumn("from (UTC)", format="YYYY-MM-DD HH:mm"),
+            "end": st.column_config.DatetimeColumn("to (UTC)", format="YYYY-MM-DD HH:mm"),
+            "no_data_hours": st.column_config.NumberColumn("no_data GPU-hours", format="%.2f"),
+        },
+    )
+    st.caption(f"Consecutive {page.view.every} buckets holding no_data, merged per GPU; longest first.")
+else:
+    st.success("No gaps: every GPU-minute in the window is covered by a sample.")
+
+st.subheader("Prices in use")
+st.dataframe(
+    pl.DataFrame(r["fleet"]["price_sources"]),
+    hide_index=True,
+    column_config={
+        "price_fallback": st.column_config.CheckboxColumn("fallback"),
+        "gpu_hours": st.column_config.NumberColumn("GPU-hours", format="%.1f"),
+        "cost_usd": st.column_config.NumberColumn("cost", format="dollar"),
+    },
+)
+per_node = (
+    page.inputs.groups.group_by("cluster", "node", "gpu_model", "price_source", "price_fallback")
+    .agg(pl.col("usd_per_gpu_hour").mean().round(4), pl.col("gpu_hours").sum().round(2))
+    .sort("cluster", "node")
+)
+with st.expander("Price per node"):
+    st.dataframe(per_node, hide_index=True)

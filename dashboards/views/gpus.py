@@ -1,0 +1,75 @@
+"""GPUs: utilization per GPU over time (heatmap) and a drill-down into one node."""
+
+from __future__ import annotations
+
+import polars as pl
+import streamlit as st
+
+from analysis import timeline, utilization, waste
+from dashboards import charts, data, fmt
+
+MAX_HEATMAP_GPUS = 64
+page = data.current()
+r = page.report
+st.title("GPUs")
+st.caption(page.caption())
+
+gpus, hours, util, alloc = st.columns(4)
+gpus.metric("GPUs", fmt.count(r["fleet"]["gpus"]), help=page.help("Physical GPUs sampled in the window."))
+hours.metric("GPU-hours", fmt.hours(r["fleet"]["gpu_hours"]), help=page.help())
+util.metric("Mean utilization", fmt.pct(r["utilization"]["mean_pct"]), help=page.help())
+alloc.metric(
+    "Allocated",
+    fmt.share(r["utilization"]["allocation_rate"]),
+    help=page.help("Share of observed GPU-time a pod or process held."),
+)
+
+groups = page.inputs.groups
+nodes = pl.DataFrame(utilization.by(groups, "node", max(groups.height, 1)))
+if nodes.height == 0:
+    st.info("No GPU-time in this window for these filters.")
+    st.stop()
+idle = waste.idle_by(groups, ["node"])
+nodes = nodes.join(idle, on="node", how="left").with_columns(pl.col("idle_cost_usd").fill_null(0.0))
+
+st.subheader("Nodes")
+st.dataframe(
+    nodes.select("node", "gpu_hours", "active_hours", "mean_pct", "allocation_rate", "cost_usd", "idle_cost_usd"),
+    hide_index=True,
+    column_config={
+        "gpu_hours": st.column_config.NumberColumn("GPU-hours", format="%.1f"),
+        "active_hours": st.column_config.NumberColumn("active GPU-hours", format="%.1f"),
+        "mean_pct": st.column_config.NumberColumn("mean util %", format="%.1f"),
+        "allocation_rate": st.column_config.ProgressColumn("allocated", format="percent", min_value=0, max_value=1),
+        "cost_usd": st.column_config.NumberColumn("cost", format="dollar"),
+        "idle_cost_usd": st.column_config.NumberColumn("idle cost", format="dollar"),
+    },
+)
+
+everything = "(all nodes)"
+node = st.selectbox("Drill down into a node", [everything, *nodes["node"].to_list()], key="gpu_node")
+buckets = page.buckets if node == everything else page.buckets.filter(pl.col("node") == node)
+per_gpu = timeline.gpus(buckets)
+cells = timeline.gpu_heatmap(buckets, page.view.every)
+shown = per_gpu["gpu"].head(MAX_HEATMAP_GPUS).to_list()
+st.subheader("Utilization per GPU over time")
+if per_gpu.height > MAX_HEATMAP_GPUS:
+    st.caption(f"The first {MAX_HEATMAP_GPUS} of {per_gpu.height} GPUs by node; pick a node to see its GPUs.")
+st.altair_chart(charts.gpu_heatmap(cells.filter(pl.col("gpu").is_in(shown)), page.view.every), width="stretch")
+st.caption("Mean utilization per bucket (SM activity where DCGM reports it, else GPU_UTIL); grey: no data.")
+
+if node != everything:
+    st.subheader(f"Node {node}")
+    st.dataframe(
+        per_gpu.drop("gpu"),
+        hide_index=True,
+        column_config={c: st.column_config.NumberColumn(format="%.1f") for c in per_gpu.columns if c.endswith("hours")},
+    )
+    held = (
+        groups.filter(pl.col("node") == node)
+        .group_by("namespace", "workload", "state")
+        .agg(pl.col("gpu_hours").sum().round(2), pl.col("cost_usd").sum().round(2))
+        .sort("gpu_hours", descending=True)
+    )
+    st.markdown("**Who held its GPUs** (GPU-hours and cost by state)")
+    st.dataframe(held, hide_index=True)

@@ -1,0 +1,91 @@
+"""Recommendations: the ranked list with its evidence, and the generated files (YAML, markdown, JSON) to download."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import polars as pl
+import streamlit as st
+
+from analysis.errors import AnalysisError
+from dashboards import data, fmt
+from warehouse.errors import WarehouseError
+
+page = data.current()
+st.title("Recommendations")
+st.caption(page.caption())
+w = page.window
+try:
+    found = data.recommendations(
+        str(page.root),
+        page.version,
+        w.start.isoformat(),
+        w.end.isoformat(),
+        page.settings.model_dump_json(),
+        page.settings,
+    )
+except (AnalysisError, WarehouseError) as exc:  # an expected failure: one line, as the CLI prints it
+    st.error(str(exc))
+    st.stop()
+if found is None:
+    st.info("This build of gpuledger has no recommendations module (`gpuledger recommend`).")
+    st.stop()
+items = page.filters.rows([{**item, **(item.get("target") or {})} for item in found["items"]])
+total = sum(float(item.get("savings_usd_month") or 0.0) for item in items)
+
+count, savings = st.columns(2)
+count.metric("Recommendations", fmt.count(len(items)), help=page.help("Ranked by savings, risk and confidence."))
+savings.metric("Savings per month", fmt.usd(total), help=page.help("Sum of the recommendations' monthly savings."))
+if page.filters.active:
+    st.caption("Filtered to the recommendations whose target matches the sidebar filters.")
+
+if not items:
+    st.info("Nothing to recommend in this window.")
+else:
+    table = pl.DataFrame(
+        [
+            {
+                "rank": i + 1,
+                "kind": item.get("kind"),
+                "change": item.get("change"),
+                "savings_usd_month": item.get("savings_usd_month"),
+                "risk": str(item.get("risk")),
+                "confidence": str(item.get("confidence")),
+                "disruption": ", ".join(f"{k}={v}" for k, v in (item.get("disruption") or {}).items()),
+                "target": ", ".join(f"{k}={v}" for k, v in (item.get("target") or {}).items() if v is not None),
+                "price_source": item.get("price_source"),
+            }
+            for i, item in enumerate(items)
+        ],
+        infer_schema_length=None,
+    )
+    st.dataframe(
+        table,
+        hide_index=True,
+        column_config={"savings_usd_month": st.column_config.NumberColumn("savings / month", format="dollar")},
+    )
+    st.subheader("Evidence")
+    for i, item in enumerate(items[:50]):
+        label = f"{i + 1}. {item.get('kind')}: {item.get('change')} ({fmt.usd(item.get('savings_usd_month'))}/month)"
+        with st.expander(label):
+            st.json(item.get("evidence") or {}, expanded=True)
+
+files = found["files"]
+if files:
+    st.subheader("Generated files")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, text in sorted(files.items()):
+            archive.writestr(name, text)
+    st.download_button(
+        "Download all (zip)", buffer.getvalue(), file_name="gpuledger-recommendations.zip", key="rec_zip"
+    )
+    for name, text in sorted(files.items()):
+        mime = "application/yaml" if name.endswith((".yaml", ".yml")) else "text/plain"
+        with st.expander(name):
+            st.download_button(f"Download {name}", text, file_name=name.rsplit("/", 1)[-1], mime=mime, key=f"f_{name}")
+            language = (
+                "yaml" if name.endswith((".yaml", ".yml")) else ("json" if name.endswith(".json") else "markdown")
+            )
+            st.code(text if len(text) < 20000 else text[:20000] + "\n...", language=language)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
@@ -33,11 +34,18 @@ def _catalog_digest() -> str:
     return hashlib.sha256(mig.CATALOG_JSON.read_bytes()).hexdigest()[:12]
 
 
-@dataclass(frozen=True)
-class MinuteGroups:
-    """``analysis.usage.minute_groups`` of one day (its key holds the date, so days simply stack)."""
+UsageQuery = Callable[[pl.LazyFrame, Window, list[str]], pl.LazyFrame]
+TIMELINE_EVERY = "1h"
+"""The stored timeline's bucket; coarser buckets are sums of these (``analysis.timeline.rebucket``)."""
 
-    name: str = "minute_groups"
+
+@dataclass(frozen=True)
+class UsagePass:
+    """One pass of ``analysis.usage`` or ``analysis.timeline`` over a day's minutes (a GPU is a MIG parent on the
+    days its instances appear)."""
+
+    name: str
+    query: UsageQuery
 
     @property
     def fingerprint(self) -> str:
@@ -45,42 +53,19 @@ class MinuteGroups:
 
     def summarize(self, minutes: pl.LazyFrame, start: dt.datetime, end: dt.datetime) -> pl.DataFrame:
         window = Window(start, end)
-        parents = usage.mig_parent_gpus(minutes, window)
-        return usage.minute_groups(minutes, window, parents).collect(engine="streaming")
+        return self.query(minutes, window, usage.mig_parent_gpus(minutes, window)).collect(engine="streaming")
 
 
-@dataclass(frozen=True)
-class BusyHistogram:
-    """``analysis.usage.busy_histogram`` of one day; days add up with ``add_up_histogram``."""
-
-    name: str = "busy_histogram"
-
-    @property
-    def fingerprint(self) -> str:
-        return f"{self.name}-v{VERSION}"
-
-    def summarize(self, minutes: pl.LazyFrame, start: dt.datetime, end: dt.datetime) -> pl.DataFrame:
-        window = Window(start, end)
-        parents = usage.mig_parent_gpus(minutes, window)
-        return usage.busy_histogram(minutes, window, parents).collect(engine="streaming")
+def _hourly_timeline(minutes: pl.LazyFrame, window: Window, mig_parents: list[str]) -> pl.LazyFrame:
+    return timeline.gpu_buckets(minutes, window, mig_parents, TIMELINE_EVERY)
 
 
-@dataclass(frozen=True)
-class GpuTimeline:
-    """``analysis.timeline.gpu_buckets`` of one day in hourly buckets; coarser buckets are sums of these
-    (``analysis.timeline.rebucket``)."""
-
-    name: str = "gpu_timeline"
-    every: str = "1h"
-
-    @property
-    def fingerprint(self) -> str:
-        return f"{self.name}-v{VERSION}:{self.every}"
-
-    def summarize(self, minutes: pl.LazyFrame, start: dt.datetime, end: dt.datetime) -> pl.DataFrame:
-        window = Window(start, end)
-        parents = usage.mig_parent_gpus(minutes, window)
-        return timeline.gpu_buckets(minutes, window, parents, self.every).collect(engine="streaming")
+MINUTE_GROUPS = UsagePass("minute_groups", usage.minute_groups)
+"""The minute groups; their key holds the date, so days simply stack."""
+BUSY_HISTOGRAM = UsagePass("busy_histogram", usage.busy_histogram)
+"""The utilization histogram; days add up with ``add_up_histogram``."""
+GPU_TIMELINE = UsagePass(f"gpu_timeline_{TIMELINE_EVERY}", _hourly_timeline)
+"""GPU-hours per GPU, namespace, state and hour."""
 
 
 @dataclass(frozen=True)
@@ -112,23 +97,23 @@ class MigDemand:
 class DailySummaries:
     """The summaries the report and the dashboard read, for one set of MIG assumptions."""
 
-    groups: MinuteGroups
-    histogram: BusyHistogram
+    groups: UsagePass
+    histogram: UsagePass
     mig_histogram: MigDemand
     mig_devices: MigDemand
-    timeline: GpuTimeline
+    timeline: UsagePass
 
     @classmethod
     def for_assumptions(cls, assumptions: mig.MigAssumptions) -> DailySummaries:
         return cls(
-            MinuteGroups(),
-            BusyHistogram(),
+            MINUTE_GROUPS,
+            BUSY_HISTOGRAM,
             MigDemand("histogram", assumptions),
             MigDemand("devices", assumptions),
-            GpuTimeline(),
+            GPU_TIMELINE,
         )
 
-    def all(self) -> tuple[MinuteGroups | BusyHistogram | MigDemand | GpuTimeline, ...]:
+    def all(self) -> tuple[UsagePass | MigDemand, ...]:
         return (self.groups, self.histogram, self.mig_histogram, self.mig_devices, self.timeline)
 
 

@@ -14,15 +14,13 @@ import tempfile
 from pathlib import Path
 
 from analysis import recommend
-from analysis.errors import EmptyWarehouse
 from analysis.recommend import KINDS, RecommendationSet
 from analysis.recommend import usage as recommend_usage
-from analysis.window import parse_time, resolve
 from gpuledger import reporting
 from gpuledger.settings import Settings
 from warehouse.lake import Lake
 from warehouse.maintenance import diagnosing
-from warehouse.schema import GPU_MINUTES, GPU_SAMPLES
+from warehouse.schema import GPU_MINUTES
 
 log = logging.getLogger(__name__)
 ALL_ROWS = 1_000_000_000
@@ -43,15 +41,8 @@ def recommendations(
     The rollup is refreshed first when stale, unless ``refresh`` is false (read-only callers such as the dashboard):
     then nothing is written to the warehouse.
     """
-    for value in (start, end):
-        if value:
-            parse_time(value, now)
     with diagnosing(lake):
-        if not lake.parts(GPU_SAMPLES):
-            raise EmptyWarehouse(str(lake.root))
-        if refresh:
-            reporting.ensure_fresh(lake, settings)
-        window = resolve(start, end, newest=reporting.newest_minute(lake), default_days=settings.report_days, now=now)
+        window = reporting.open_window(lake, settings, start=start, end=end, now=now, refresh=refresh)
         inputs = reporting.report_inputs(lake, settings.model_copy(update={"report_top_n": ALL_ROWS}), window)
         options = settings.recommend_options
         minutes = lake.scan(GPU_MINUTES, start=window.start, end=window.end)

@@ -38,16 +38,24 @@ def fleet_report(
     The rollup is refreshed first when it is stale, unless ``refresh`` is false (read-only callers such as the
     dashboard): then the report reads the rollup as it stands.
     """
+    with diagnosing(lake):
+        window = open_window(lake, settings, start=start, end=end, now=now, refresh=refresh)
+        return report.build(report_inputs(lake, settings, window))
+
+
+def open_window(
+    lake: Lake, settings: Settings, *, start: str | None, end: str | None, now: dt.datetime, refresh: bool
+) -> Window:
+    """The window a command asked for (default: ``report_days`` ending at the newest minute), after checking the
+    times and that the warehouse holds samples, and refreshing the rollup when ``refresh`` is set."""
     for value in (start, end):
         if value:
             parse_time(value, now)
-    with diagnosing(lake):
-        if not lake.parts(GPU_SAMPLES):
-            raise EmptyWarehouse(str(lake.root))
-        if refresh:
-            ensure_fresh(lake, settings)
-        window = resolve(start, end, newest=newest_minute(lake), default_days=settings.report_days, now=now)
-        return report.build(report_inputs(lake, settings, window))
+    if not lake.parts(GPU_SAMPLES):
+        raise EmptyWarehouse(str(lake.root))
+    if refresh:
+        ensure_fresh(lake, settings)
+    return resolve(start, end, newest=newest_minute(lake), default_days=settings.report_days, now=now)
 
 
 def ensure_fresh(lake: Lake, settings: Settings) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import polars as pl
 
-from analysis import timeline, usage
+from analysis import daily, timeline, usage
 from analysis.errors import EmptyWarehouse
 from analysis.report import ReportInputs
 from analysis.window import Window, resolve
@@ -80,7 +80,7 @@ def fleet_view(lake: Lake, settings: Settings, window: Window) -> FleetView:
             raise reporting.empty_window(lake, window)
         every = timeline.bucket_for(window)
         hourly = settings.summaries.timeline
-        if timeline.BUCKET_HOURS[every] >= timeline.BUCKET_HOURS[hourly.every]:
+        if timeline.BUCKET_HOURS[every] >= timeline.BUCKET_HOURS[daily.TIMELINE_EVERY]:
             buckets = timeline.rebucket(rollup.summarized(lake, hourly, window.start, window.end), every)
         else:  # finer than the stored hours: a short window, read from its minutes
             minutes = usage.in_window(lake.scan(GPU_MINUTES, start=window.start, end=window.end), window)

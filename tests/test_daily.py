@@ -68,12 +68,12 @@ def test_stacked_days_equal_one_pass_over_the_window(sim_copy: Lake, settings: S
     window = Window(dt.datetime(2026, 11, 17, 13, 5, tzinfo=dt.UTC), dt.datetime(2026, 11, 19, 22, 0, tzinfo=dt.UTC))
     minutes = sim_copy.scan(GPU_MINUTES, start=window.start, end=window.end)
     one_pass = usage.minute_groups(minutes, window, []).collect()
-    stacked = rollup.summarized(sim_copy, daily.MinuteGroups(), window.start, window.end)
+    stacked = rollup.summarized(sim_copy, daily.MINUTE_GROUPS, window.start, window.end)
     keys = usage.GROUP_KEYS
     assert_frame_equal(
         stacked.sort(keys, nulls_last=True), one_pass.sort(keys, nulls_last=True), check_row_order=True, rel_tol=1e-5
     )
-    histogram = daily.add_up_histogram(rollup.summarized(sim_copy, daily.BusyHistogram(), window.start, window.end))
+    histogram = daily.add_up_histogram(rollup.summarized(sim_copy, daily.BUSY_HISTOGRAM, window.start, window.end))
     expected = usage.busy_histogram(minutes, window, []).collect()
     cells = ["namespace", "gpu_model", "busy", "weekday", "hour", "held"]
     assert_frame_equal(
@@ -86,7 +86,7 @@ def test_stored_hours_rebucket_to_the_one_pass_timeline(sim_copy: Lake, every: s
     window = Window(dt.datetime(2026, 11, 17, 9, 30, tzinfo=dt.UTC), dt.datetime(2026, 11, 19, 20, 0, tzinfo=dt.UTC))
     minutes = sim_copy.scan(GPU_MINUTES, start=window.start, end=window.end)
     one_pass = timeline.gpu_buckets(minutes, window, [], every).collect()
-    stored = timeline.rebucket(rollup.summarized(sim_copy, daily.GpuTimeline(), window.start, window.end), every)
+    stored = timeline.rebucket(rollup.summarized(sim_copy, daily.GPU_TIMELINE, window.start, window.end), every)
     keys = ["bucket", *timeline.GPU_KEYS, "namespace", "state"]
     assert_frame_equal(
         stored.select(one_pass.columns).sort(keys, nulls_last=True),
@@ -139,7 +139,7 @@ def test_a_mig_gpu_counts_its_instances_on_the_days_they_exist(lake: Lake, setti
     append(lake, GPU_SAMPLES, parent)
     append(lake, GPU_SAMPLES, instance)
     jobs.refresh(lake, settings)
-    days = rollup.summarized(lake, daily.MinuteGroups(), T0, T0 + dt.timedelta(days=2))
+    days = rollup.summarized(lake, daily.MINUTE_GROUPS, T0, T0 + dt.timedelta(days=2))
     hours = dict(days.group_by("date").agg(pl.col("observed_hours").sum()).iter_rows())
     # the whole GPU before it was cut: 60 sampled minutes and the one its last sample still covers (max_gap)
     assert hours[T0.date()] == pytest.approx(61 / 60)

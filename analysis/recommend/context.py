@@ -156,6 +156,17 @@ def workload_checks(namespace: str, workload: str, container: str | None = None)
     return checks
 
 
+def group_target(cluster: str | None, node_group: str | None, members: list[dict[str, Any]]) -> dict[str, str | None]:
+    """The target of a change to a node group's workloads: the workload itself when there is one, else the group."""
+    one = members[0] if len(members) == 1 else {}
+    return {
+        "cluster": cluster,
+        "node_group": node_group,
+        "namespace": one.get("namespace"),
+        "workload": one.get("workload"),
+    }
+
+
 def sources_text(values: Iterable[str | None]) -> str:
     """Price sources as one line: distinct, cleaned, sorted, joined by '; '."""
     return "; ".join(sorted({clean_text(v) for v in values if v}))

@@ -11,7 +11,7 @@ from typing import Any
 import polars as pl
 
 from analysis import mig
-from analysis.recommend.context import Context, ceil, window_dict, workload_checks
+from analysis.recommend.context import Context, ceil, group_target, window_dict, workload_checks
 from analysis.recommend.manifests import GPU_OPERATOR_NAMESPACE, GPU_RESOURCE, job_note, pod_patch, yaml_text
 from analysis.recommend.model import Manifest, Recommendation
 from analysis.recommend.names import clean_text
@@ -105,12 +105,7 @@ def recommendations(ctx: Context) -> list[Recommendation]:
         out.append(
             Recommendation(
                 kind="mig",
-                target={
-                    "cluster": cluster,
-                    "node_group": node_group,
-                    "namespace": members[0]["namespace"] if len(members) == 1 else None,
-                    "workload": members[0]["workload"] if len(members) == 1 else None,
-                },
+                target=group_target(cluster, node_group, members),
                 change=(
                     f"Run {names} on MIG slices instead of whole {model} GPUs: "
                     f"{model_row['gpus_now']} GPUs -> {needed}, {model_row['gpus_freed']} freed."

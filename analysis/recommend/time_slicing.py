@@ -12,7 +12,16 @@ import math
 import polars as pl
 
 from analysis.pricing import ON_DEMAND
-from analysis.recommend.context import Context, ceil, is_aws, sources_text, span_days, window_dict, workload_checks
+from analysis.recommend.context import (
+    Context,
+    ceil,
+    group_target,
+    is_aws,
+    sources_text,
+    span_days,
+    window_dict,
+    workload_checks,
+)
 from analysis.recommend.manifests import (
     GPU_OPERATOR_NAMESPACE,
     GPU_RESOURCE,
@@ -138,12 +147,7 @@ def recommendations(ctx: Context, single: pl.DataFrame) -> list[Recommendation]:
         out.append(
             Recommendation(
                 kind="time-slicing",
-                target={
-                    "cluster": cluster,
-                    "node_group": node_group,
-                    "namespace": members[0]["namespace"] if len(members) == 1 else None,
-                    "workload": members[0]["workload"] if len(members) == 1 else None,
-                },
+                target=group_target(cluster, node_group, members),
                 change=(
                     f"Move {names} to a time-sliced node pool {pool} ({model}, {k} pods per GPU): "
                     f"{concurrent:.1f} GPUs held on average -> {concurrent / k:.1f}."

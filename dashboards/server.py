@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ log = logging.getLogger(__name__)
 APP = Path(__file__).resolve().parent / "app.py"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8501
+WARM_THREAD = "gpuledger-warm"
+RUNTIME_WAIT_S = 30.0
 
 
 def flag_options(host: str, port: int) -> dict[str, Any]:
@@ -37,6 +40,11 @@ def flag_options(host: str, port: int) -> dict[str, Any]:
 def warm(warehouse: Path, settings: Settings) -> None:
     """Read the default window into the cache while the server starts, so the first visitor's Overview does not
     wait for it (a visitor arriving earlier waits on the same computation: Streamlit locks each cache entry)."""
+    from streamlit import runtime
+
+    deadline = time.monotonic() + RUNTIME_WAIT_S
+    while not runtime.exists() and time.monotonic() < deadline:  # caches made before it would not be the pages'
+        time.sleep(0.02)
     from dashboards import data
     from gpuledger import viewing
 
@@ -56,7 +64,11 @@ def serve(warehouse: Path, settings: Settings, *, host: str = DEFAULT_HOST, port
     from streamlit.web import bootstrap
 
     context.configure(warehouse, settings)
-    threading.Thread(target=warm, args=(warehouse, settings), name="gpuledger-warm", daemon=True).start()
+    # Streamlit warns that the warming thread has no script context: expected, and noise to the user.
+    logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").addFilter(
+        lambda record: WARM_THREAD not in record.getMessage()
+    )
+    threading.Thread(target=warm, args=(warehouse, settings), name=WARM_THREAD, daemon=True).start()
     options = flag_options(host, port)
     st_config._main_script_path = str(APP)
     bootstrap.load_config_options(flag_options=options)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -23,6 +24,8 @@ from warehouse.maintenance import diagnosing
 from warehouse.schema import GPU_MINUTES
 
 log = logging.getLogger(__name__)
+DEVICE_MINUTES_PER_BATCH = 2_000_000
+"""GPU-minutes per query of the exact per-device percentiles (about 1 GiB of memory each)."""
 ALL_ROWS = 1_000_000_000
 """``report_top_n`` for the report pieces recommendations read: every spot candidate, not the report's top N."""
 
@@ -46,7 +49,8 @@ def recommendations(
         inputs = reporting.report_inputs(lake, settings.model_copy(update={"report_top_n": ALL_ROWS}), window)
         options = settings.recommend_options
         minutes = lake.scan(GPU_MINUTES, start=window.start, end=window.end)
-        devices = recommend_usage.device_usage(minutes, window).collect(engine="streaming")
+        batches = math.ceil(reporting.gpus_in_window(lake, window) * window.hours * 60 / DEVICE_MINUTES_PER_BATCH)
+        devices = recommend_usage.device_usage(minutes, window, batches).collect(engine="streaming")
         demand = recommend_usage.held_demand(minutes, window, options.bucket_minutes).collect(engine="streaming")
         streaks = recommend_usage.idle_streaks(minutes, window, int(options.idle_reclaim_hours * 60)).collect()
         priced = reporting.priced_usage(lake, settings, window)

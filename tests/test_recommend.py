@@ -21,16 +21,18 @@ import yaml
 from click.testing import Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
 
 from analysis import mig, recommend
 from analysis.pricing import PriceCatalog
 from analysis.recommend import names as k8s_names
+from analysis.recommend import usage
 from analysis.window import Window
 from collector.rows import Rows
 from gpuledger import jobs, recommending
 from gpuledger.settings import Settings
 from warehouse.lake import Lake
-from warehouse.schema import GPU_ALLOCATIONS, GPU_SAMPLES, NODES
+from warehouse.schema import GPU_ALLOCATIONS, GPU_MINUTES, GPU_SAMPLES, NODES
 
 T0 = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)
 END = dt.datetime(2026, 11, 4, tzinfo=dt.UTC)
@@ -628,3 +630,14 @@ def test_untrusted_names_never_inject(namespace: str, workload: str, container: 
     if bad or not k8s_names.is_dns_label(container):
         assert result.warnings, "an invalid name must be skipped with a warning"
     assert result.files() == files
+
+
+@pytest.mark.parametrize("batches", [2, 5])
+def test_device_usage_in_batches_gives_the_same_rows(sim_warehouse: Path, batches: int) -> None:
+    window = Window(dt.datetime(2026, 11, 17, 6, tzinfo=dt.UTC), dt.datetime(2026, 11, 20, tzinfo=dt.UTC))
+    minutes = Lake(sim_warehouse).scan(GPU_MINUTES, start=window.start, end=window.end)
+    whole = usage.device_usage(minutes, window).collect()
+    split = usage.device_usage(minutes, window, batches).collect()
+    keys = usage.DEVICE_KEYS
+    assert whole.height > 0
+    assert_frame_equal(split.sort(keys, nulls_last=True), whole.sort(keys, nulls_last=True))

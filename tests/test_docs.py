@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -53,3 +54,13 @@ def test_readme_config_example_is_valid(tmp_path: Path, monkeypatch: pytest.Monk
 def test_readme_names_the_two_commands() -> None:
     assert "make demo" in README and "make test" in README
     assert "gpuledger demo --no-dashboard" in README
+
+
+@pytest.mark.parametrize("block", range(README.count("```toml\n")))
+def test_every_readme_toml_example_loads(block: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    example = README.split("```toml\n")[block + 1].split("```", 1)[0]
+    path = tmp_path / "example.toml"
+    path.write_text(example)
+    for name in [n for n in os.environ if n.startswith("GPULEDGER_")]:
+        monkeypatch.delenv(name)
+    load_settings(path)  # raises SettingsError on an unknown key or a bad value

@@ -140,6 +140,11 @@ def main() -> None:
     )
     if not hist.rollup_fresh:
         st.warning(stale_text(root))
+    elif not hist.summaries_fresh:
+        st.info(
+            "The rollup's daily summaries are missing or stale, so pages read the minutes (slower, same numbers): "
+            f"run `gpuledger warehouse rollup --warehouse {root}` to store them."
+        )
     st.session_state[data.KEY] = data.page(root, version, settings, hist, view, filters)
     pages = [
         st.Page(str(VIEWS / name), title=title, icon=icon, default=i == 0)

@@ -33,6 +33,8 @@ class History:
     last_sample: dt.datetime | None
     newest_minute: dt.datetime | None
     rollup_fresh: bool
+    summaries_fresh: bool = True
+    """The rollup's daily summaries are current (else pages compute them from the minutes: right, but slower)."""
 
 
 @dataclass(frozen=True)
@@ -53,11 +55,14 @@ def history(lake: Lake, settings: Settings) -> History:
             raise EmptyWarehouse(str(lake.root))
         spans = lake.series_spans(GPU_SAMPLES)
         first, last = spans["first"].min(), spans["last"].max()
+        rules, config = settings.state_rules, settings.rollup
+        fresh = rollup.is_fresh(lake, rules, config)
         return History(
             first_sample=first if isinstance(first, dt.datetime) else None,
             last_sample=last if isinstance(last, dt.datetime) else None,
             newest_minute=reporting.newest_minute(lake),
-            rollup_fresh=rollup.is_fresh(lake, settings.state_rules, settings.rollup),
+            rollup_fresh=fresh,
+            summaries_fresh=fresh and rollup.is_fresh(lake, rules, config, settings.summaries.all()),
         )
 
 

@@ -16,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboards import context, fmt
 from gpuledger.settings import Settings
+from warehouse import rollup
 from warehouse.lake import Lake
 from warehouse.schema import GPU_MINUTES
 
@@ -189,6 +190,21 @@ def test_stale_rollup_shows_a_notice_and_nothing_is_written(
     assert any("gpuledger warehouse rollup" in w.value for w in at.warning)
     after = sorted((str(p), p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file())
     assert after == before, "the dashboard wrote to the warehouse"
+
+
+def test_without_daily_summaries_the_numbers_hold_and_a_note_says_why_it_is_slower(
+    app: Callable[[Path | None], AppTest], sim_warehouse: Path, tmp_path: Path, report: dict[str, Any]
+) -> None:
+    root = tmp_path / "wh"
+    shutil.copytree(sim_warehouse, root)
+    shutil.rmtree(root / rollup.SUMMARIES_DIR)
+    at = open_page(app(root), "overview")
+    assert not at.warning
+    assert any("daily summaries" in i.value and "gpuledger warehouse rollup" in i.value for i in at.info)
+    shown = metrics(at)
+    for label, value in expected(report)["overview"].items():
+        assert shown.get(label) == value, (label, shown)
+    assert not (root / rollup.SUMMARIES_DIR).exists(), "the dashboard wrote to the warehouse"
 
 
 def test_dashboard_command_is_documented_and_binds_localhost(cli: Callable[..., Result]) -> None:

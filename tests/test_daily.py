@@ -152,3 +152,12 @@ def test_an_unreadable_summary_is_recomputed_not_fatal(sim_copy: Lake, settings:
     broken.write_bytes(b"not parquet")
     assert_same_report(_report(sim_copy, settings, "2000-01-01"), want)
     assert "unreadable" in caplog.text and broken.name in caplog.text
+
+
+def test_a_retired_summary_is_removed_by_the_next_rollup(sim_copy: Lake, settings: Settings) -> None:
+    retired = sim_copy.root / rollup.SUMMARIES_DIR / "gpu_timeline" / "date=2026-11-18" / "cluster=c1"
+    retired.mkdir(parents=True)
+    (retired / "part-0123456789abcdef0123.parquet").write_bytes(b"an older version's summary")
+    jobs.refresh(sim_copy, settings)
+    assert not list((sim_copy.root / rollup.SUMMARIES_DIR / "gpu_timeline").rglob("*.parquet"))
+    assert (sim_copy.root / rollup.SUMMARIES_DIR / "minute_groups").is_dir()

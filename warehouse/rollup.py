@@ -38,7 +38,7 @@ from typing import Protocol
 import polars as pl
 import pyarrow as pa
 
-from warehouse.lake import Lake, Partition, Staged
+from warehouse.lake import PART_GLOB, Lake, Partition, Staged
 from warehouse.schema import GPU_ALLOCATIONS, GPU_MINUTES, GPU_SAMPLES, Table
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ def refresh(
             for p in lake.parts(table)
             if Lake.partition_of(p.relative_to(lake.root)) not in wanted
         ]
-        lake.commit([], removes=stale)
+        lake.commit([], removes=stale + (_retired_summaries(lake, summaries) if summaries else []))
         return RollupResult(computed, fresh, len(stale))
 
 
@@ -216,6 +216,15 @@ def _stage_summary(
     day_start = dt.datetime.combine(partition.date, dt.time(), dt.UTC)
     frame = summary.summarize(minutes, day_start, day_start + DAY)
     return lake.stage(table, partition, frame.to_arrow(), name), existing
+
+
+def _retired_summaries(lake: Lake, summaries: Sequence[Summary]) -> list[Path]:
+    """Parts of summaries no longer kept (a summary renamed or dropped by an upgrade)."""
+    root = lake.root / SUMMARIES_DIR
+    if not root.is_dir():
+        return []
+    kept = {s.name for s in summaries}
+    return [part for folder in root.iterdir() if folder.name not in kept for part in folder.rglob(PART_GLOB)]
 
 
 def _summary_name(summary: Summary, minute_parts: Sequence[str]) -> str:

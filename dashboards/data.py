@@ -57,12 +57,10 @@ def sample_sources(root: str, version: str, start: str, end: str) -> pl.DataFram
 @st.cache_data(show_spinner="Ranking recommendations ...", max_entries=8)
 def recommendations(
     root: str, version: str, start: str, end: str, settings_key: str, _settings: Settings
-) -> dict[str, Any] | None:
-    """``{"items": [Recommendation.to_dict()...], "files": {name: text}}``, or None without the module."""
+) -> dict[str, Any]:
+    """``{"items": [Recommendation.to_dict()...], "files": {name: text}}``."""
     window = Window(dt.datetime.fromisoformat(start), dt.datetime.fromisoformat(end))
     found = viewing.recommendations(_lake(root), _settings, window)
-    if found is None:
-        return None
     return {"items": [item.to_dict() for item in found.items], "files": dict(found.files())}
 
 

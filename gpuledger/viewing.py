@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
 
 import polars as pl
 
 from analysis import daily, timeline, usage
 from analysis.errors import EmptyWarehouse
+from analysis.recommend import RecommendationSet
 from analysis.report import ReportInputs
 from analysis.window import Window, resolve
-from gpuledger import reporting
+from gpuledger import recommending, reporting
 from gpuledger.settings import Settings
 from warehouse import rollup
 from warehouse.lake import Lake
@@ -120,13 +120,8 @@ def sample_sources(lake: Lake, window: Window) -> pl.DataFrame:
         return timeline.sample_sources(samples).collect(engine="streaming")
 
 
-def recommendations(lake: Lake, settings: Settings, window: Window) -> Any | None:
-    """The ranked recommendations for ``window`` (``gpuledger.recommending``), read-only; None when this build has
-    no recommendations module."""
-    try:
-        from gpuledger import recommending  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return None
+def recommendations(lake: Lake, settings: Settings, window: Window) -> RecommendationSet:
+    """The ranked recommendations for ``window`` (``gpuledger.recommending``), read-only."""
     return recommending.recommendations(
         lake,
         settings,

@@ -28,9 +28,6 @@ try:
 except (AnalysisError, WarehouseError) as exc:  # an expected failure: one line, as the CLI prints it
     st.error(str(exc))
     st.stop()
-if found is None:
-    st.info("This build of gpuledger has no recommendations module (`gpuledger recommend`).")
-    st.stop()
 items = page.filters.rows([{**item, **(item.get("target") or {})} for item in found["items"]])
 total = sum(float(item.get("savings_usd_month") or 0.0) for item in items)
 

@@ -22,7 +22,13 @@ from analysis.recommend.context import (
     window_dict,
     workload_checks,
 )
-from analysis.recommend.manifests import GPU_RESOURCE, job_note, node_multiple, nodepool, pod_patch, requirement
+from analysis.recommend.manifests import (
+    GPU_RESOURCE,
+    node_multiple,
+    node_selector_patch,
+    nodepool,
+    requirement,
+)
 from analysis.recommend.model import HOURS_PER_MONTH, Manifest, Recommendation
 from analysis.recommend.names import clean_text
 
@@ -134,16 +140,15 @@ def recommendations(ctx: Context, single: pl.DataFrame) -> list[Recommendation]:
             )
         selector = {"karpenter.sh/nodepool": pool} if aws else {"node.kubernetes.io/instance-type": best.instance_type}
         manifests.append(
-            Manifest(
-                pod_patch(kind, ns, wl, {"nodeSelector": selector}),
-                (
-                    f"{ns}/{wl}: {model} -> {best.gpu_model}: needs {compute_need:.0f} TFLOPS (p99 "
-                    f"{row['busy_p99']:.2f} of {spec.dense_bf16_tflops:g} x {o.compute_margin:g}) of "
-                    f"{best.tflops:g}, {memory_need:.1f} GiB of {best.memory_gib:g} GiB. Remove any other node "
-                    "selector that pins its old node group.",
-                    *job_note(kind),
-                ),
-                patch=True,
+            node_selector_patch(
+                kind,
+                ns,
+                wl,
+                selector,
+                f"{ns}/{wl}: {model} -> {best.gpu_model}: needs {compute_need:.0f} TFLOPS (p99 "
+                f"{row['busy_p99']:.2f} of {spec.dense_bf16_tflops:g} x {o.compute_margin:g}) of "
+                f"{best.tflops:g}, {memory_need:.1f} GiB of {best.memory_gib:g} GiB. Remove any other node "
+                "selector that pins its old node group.",
             )
         )
         savings = row["gpu_hours"] * (price_now - best.usd_per_gpu_hour) * ctx.month

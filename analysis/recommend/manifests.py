@@ -9,6 +9,7 @@ from typing import Any
 
 from analysis.instances import instance_types
 from analysis.recommend.context import ceil
+from analysis.recommend.model import Manifest
 
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_TAINT = {"key": GPU_RESOURCE, "value": "true", "effect": "NoSchedule"}
@@ -40,6 +41,13 @@ def owner_patch(kind: str, namespace: str, workload: str, spec: dict[str, Any]) 
 def pod_patch(kind: str, namespace: str, workload: str, pod_spec: dict[str, Any]) -> dict[str, Any]:
     """A strategic-merge patch of the owner's pod template spec."""
     return owner_patch(kind, namespace, workload, {"template": {"spec": pod_spec}})
+
+
+def node_selector_patch(kind: str, namespace: str, workload: str, selector: dict[str, str], why: str) -> Manifest:
+    """The patch that moves a workload onto other nodes (a new pool, spot, another GPU model), with why and, for a
+    Job, the note that it applies to the next run."""
+    patch = pod_patch(kind, namespace, workload, {"nodeSelector": selector})
+    return Manifest(patch, (why, *job_note(kind)), patch=True)
 
 
 def job_note(kind: str) -> tuple[str, ...]:

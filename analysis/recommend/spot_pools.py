@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from analysis.pricing import SPOT
 from analysis.recommend.context import Context, is_aws, sources_text, window_dict, workload_checks
-from analysis.recommend.manifests import GPU_RESOURCE, job_note, node_multiple, nodepool, pod_patch, requirement
+from analysis.recommend.manifests import (
+    GPU_RESOURCE,
+    node_multiple,
+    node_selector_patch,
+    nodepool,
+    requirement,
+)
 from analysis.recommend.model import Manifest, Recommendation
 from analysis.recommend.names import clean_text
 
@@ -63,15 +69,14 @@ def recommendations(ctx: Context) -> list[Recommendation]:
         for c in members:
             kind = ctx.kind(c["namespace"], c["workload"])
             manifests.append(
-                Manifest(
-                    pod_patch(kind, c["namespace"], c["workload"], {"nodeSelector": selector}),
-                    (
-                        f"{c['namespace']}/{c['workload']}: {clean_text(c['reason'])}; net "
-                        f"{float(c['net_savings_usd_month']):.2f} USD/month after "
-                        f"{float(c['interruption_cost_usd_month']):.2f} of expected interruptions.",
-                        *job_note(kind),
-                    ),
-                    patch=True,
+                node_selector_patch(
+                    kind,
+                    c["namespace"],
+                    c["workload"],
+                    selector,
+                    f"{c['namespace']}/{c['workload']}: {clean_text(c['reason'])}; net "
+                    f"{float(c['net_savings_usd_month']):.2f} USD/month after "
+                    f"{float(c['interruption_cost_usd_month']):.2f} of expected interruptions.",
                 )
             )
         out.append(

@@ -26,8 +26,8 @@ from analysis.recommend.manifests import (
     GPU_OPERATOR_NAMESPACE,
     GPU_RESOURCE,
     node_multiple,
+    node_selector_patch,
     nodepool,
-    pod_patch,
     requirement,
     yaml_text,
 )
@@ -133,14 +133,14 @@ def recommendations(ctx: Context, single: pl.DataFrame) -> list[Recommendation]:
         for r in members:
             kind = ctx.kind(r["namespace"], r["workload"])
             manifests.append(
-                Manifest(
-                    pod_patch(kind, r["namespace"], r["workload"], {"nodeSelector": selector}),
-                    (
-                        f"{r['namespace']}/{r['workload']}: p95 duty cycle {r['duty_p95']:.2f}, peak memory "
-                        f"{r['peak_gib']:.1f} GiB of {r['fb_total_gib']:.1f}: up to {r['k']} pods per GPU; moves "
-                        f"to {pool}. Remove any other node selector that pins its old node group.",
-                    ),
-                    patch=True,
+                node_selector_patch(
+                    kind,
+                    r["namespace"],
+                    r["workload"],
+                    selector,
+                    f"{r['namespace']}/{r['workload']}: p95 duty cycle {r['duty_p95']:.2f}, peak memory "
+                    f"{r['peak_gib']:.1f} GiB of {r['fb_total_gib']:.1f}: up to {r['k']} pods per GPU; moves "
+                    f"to {pool}. Remove any other node selector that pins its old node group.",
                 )
             )
         names = ", ".join(f"{r['namespace']}/{r['workload']}" for r in members)

@@ -27,13 +27,13 @@ import json
 import logging
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from alerts.errors import AlertsError
+from warehouse.files import fsync_dir, write_atomic
 
 log = logging.getLogger("gpuledger.outbox")
 
@@ -230,7 +230,7 @@ class Outbox:
             entry.last_error = None
             self._write(self._path("sent", entry.id), asdict(entry))  # the commit point
             self._path("pending", entry.id).unlink(missing_ok=True)
-            _fsync_dir(self.root / "pending")
+            fsync_dir(self.root / "pending")
             result.sent.append(entry.key)
             log.info("delivered %s to %s", entry.key, entry.channel)
             return
@@ -284,13 +284,7 @@ class Outbox:
         return sorted(out, key=lambda e: (e.created_at, e.key))
 
     def _write(self, path: Path, data: dict[str, Any]) -> None:
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        with tmp.open("w") as handle:
-            json.dump(data, handle, indent=1, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        write_atomic(path, json.dumps(data, indent=1, sort_keys=True))
 
     @contextlib.contextmanager
     def _locked(self, *, wait: bool) -> Iterator[bool]:
@@ -319,11 +313,3 @@ class Outbox:
 class OutboxBusy(AlertsError):
     def __init__(self, root: Path) -> None:
         super().__init__(f"the outbox {root} stayed locked by another gpuledger process; try again")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

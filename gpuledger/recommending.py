@@ -10,8 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-import os
-import tempfile
 from pathlib import Path
 
 from analysis import recommend
@@ -19,6 +17,7 @@ from analysis.recommend import KINDS, RecommendationSet
 from analysis.recommend import usage as recommend_usage
 from gpuledger import reporting
 from gpuledger.settings import Settings
+from warehouse.files import write_atomic
 from warehouse.lake import Lake
 from warehouse.maintenance import diagnosing
 from warehouse.schema import GPU_MINUTES
@@ -82,17 +81,7 @@ def export(result: RecommendationSet, out: Path) -> list[Path]:
     written = []
     for name, text in files.items():
         target = out / name
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(target, text)
         written.append(target)
     for kind in KINDS:
         stale = out / f"{kind}.yaml"

@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from warehouse.errors import WarehouseBusy, WarehouseMissing, WarehouseUnreadable
+from warehouse.files import fsync_dir, write_atomic
 from warehouse.schema import TABLES, Table
 
 MARKER = ".gpuledger-warehouse"
@@ -333,7 +334,7 @@ class Lake:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(pending, jdir / name)
-        _fsync_dir(jdir)
+        fsync_dir(jdir)
         self._apply(journal)
         (jdir / name).unlink()
 
@@ -350,7 +351,7 @@ class Lake:
             touched.add((self.root / rel).parent)
         for directory in touched:
             if directory.exists():
-                _fsync_dir(directory)
+                fsync_dir(directory)
         for directory in sorted(touched, key=lambda p: len(p.parts), reverse=True):
             _remove_empty_dirs(directory, stop=self.root)
 
@@ -369,13 +370,7 @@ class Lake:
         """Replace the state document ``name`` atomically (written whole, then renamed into place)."""
         path = self._state_path(name)
         path.parent.mkdir(exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        with tmp.open("w") as handle:
-            json.dump(value, handle, indent=2, sort_keys=True, default=str)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        write_atomic(path, json.dumps(value, indent=2, sort_keys=True, default=str))
 
     def _state_path(self, name: str) -> Path:
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
@@ -441,14 +436,6 @@ def _in_range(partition: Partition, start: dt.date | None, end: dt.date | None, 
     if partition.date is not None and ((start and partition.date < start) or (end and partition.date > end)):
         return False
     return not (cluster is not None and partition.cluster is not None and partition.cluster != cluster)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove_empty_dirs(directory: Path, stop: Path) -> None:

@@ -8,9 +8,12 @@ names the environment variable that holds its secret, or a file to read it from.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from alerts.secrets import env_name_problem, file_setting_problem
 
 ChannelName = Literal["slack", "email"]
 
@@ -77,14 +80,37 @@ class Scheduler(_Section):
     outbox_every_s: float = Field(default=60.0, gt=0, description="How often queued messages are retried.")
 
 
-class Slack(_Section):
+class _SecretNames(_Section):
+    """A channel's section: it names where its secret is, and a value that is the secret itself is refused without
+    being repeated (nor is any input repeated in its validation errors)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    @field_validator("webhook_url_env", "password_env", check_fields=False)
+    @classmethod
+    def _names_a_variable(cls, value: str) -> str:
+        problem = env_name_problem(value)
+        if problem:
+            raise PydanticCustomError("secret_in_setting", problem)
+        return value
+
+    @field_validator("webhook_url_file", "password_file", mode="before", check_fields=False)
+    @classmethod
+    def _names_a_file(cls, value: Any) -> Any:
+        problem = file_setting_problem(value) if isinstance(value, str) else None
+        if problem:
+            raise PydanticCustomError("secret_in_setting", problem)
+        return value
+
+
+class Slack(_SecretNames):
     webhook_url_env: str = Field(
         default="GPULEDGER_SLACK_WEBHOOK_URL", description="Environment variable holding the incoming-webhook URL."
     )
     webhook_url_file: Path | None = Field(default=None, description="Or a file holding it (a mounted secret).")
 
 
-class Email(_Section):
+class Email(_SecretNames):
     host: str
     port: int = Field(default=587, ge=1, le=65535)
     security: Literal["starttls", "ssl", "none"] = "starttls"
@@ -100,5 +126,10 @@ class Delivery(_Section):
     attempts: int = Field(default=3, ge=1, description="Tries per delivery before the message waits in the outbox.")
     backoff_s: float = Field(default=1.0, ge=0, description="First wait between tries; doubles each time.")
     max_backoff_s: float = Field(default=3600.0, ge=0, description="Longest wait before a queued message is retried.")
-    timeout_s: float = Field(default=10.0, gt=0, description="Connect and read timeout of one try.")
+    timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Deadline of one try, from connecting to the server's answer (a slower answer is not retried "
+        "at once: the message may have arrived).",
+    )
     keep_sent_days: float = Field(default=30.0, gt=0, description="How long the sent ledger remembers a message.")

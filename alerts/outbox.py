@@ -5,16 +5,23 @@ Layout under ``<warehouse>/_outbox/``::
     pending/<id>.json   a message waiting for (another) delivery attempt
     sent/<id>.json      the ledger: messages a server accepted (kept ``keep_sent_days``)
     dead/<id>.json      messages a server rejected as malformed (HTTP 400/413): kept, logged, never retried
+    bad/<dir>-<id>.json files found torn or not an outbox entry, set aside (logged) so they stop nothing else
     .lock               flock held while enqueueing or flushing, so two processes never send the same message
 
 ``id`` is a hash of the message's *idempotency key* (``report:weekly:2026-11-16/2026-11-23@slack``): enqueueing a key
 that is pending or in the ledger does nothing, so a job that runs twice, or a restart, never sends twice. Each file
 is written whole to a temporary name, fsynced, renamed into place, and its directory fsynced.
 
-Delivery is exactly once except in one window: the process dies after the server accepted a message and before the
-ledger entry is on disk (a few milliseconds: the ledger write directly follows the server's answer). The message is
-then sent again on the next flush (at least once). Email narrows this further with a ``Message-ID`` derived from the
-key, by which mail servers and clients collapse a duplicate; Slack incoming webhooks have no such key.
+Delivery is exactly once except in two windows, where it is at least once:
+
+- the process dies after the server accepted a message and before the ledger entry is on disk (a few milliseconds:
+  the ledger write directly follows the server's answer); the message is sent again on the next flush;
+- a try is *ambiguous*: the message went out whole but the server's answer did not come within the try's deadline
+  (or the connection dropped first). The server may have it, so it is not tried again in the same flush: it stays
+  pending and is retried after ``max_backoff_s``, which sends a second copy when the server did take the first.
+
+Email narrows both with a ``Message-ID`` derived from the key, by which mail servers and clients collapse a
+duplicate; Slack incoming webhooks have no such key.
 """
 
 from __future__ import annotations
@@ -45,13 +52,21 @@ class DeliveryError(Exception):
     refused the message itself (malformed), so a retry cannot help. The message never holds a secret."""
 
     def __init__(
-        self, message: str, *, retry: bool = True, rejected: bool = False, wait_s: float | None = None
+        self,
+        message: str,
+        *,
+        retry: bool = True,
+        rejected: bool = False,
+        wait_s: float | None = None,
+        ambiguous: bool = False,
     ) -> None:
         super().__init__(message)
         self.retry = retry
         self.rejected = rejected
         self.wait_s = wait_s
         """How long the server asked us to wait (HTTP 429 Retry-After)."""
+        self.ambiguous = ambiguous
+        """The message went out whole but no answer came: the server may have it, so it is not retried at once."""
 
 
 class Channel(Protocol):
@@ -93,6 +108,8 @@ class FlushResult:
     waiting: int = 0
     """Messages not tried this time (backing off, or their channel is not configured)."""
     rejected: dict[str, str] = field(default_factory=dict)
+    ambiguous: list[str] = field(default_factory=list)
+    """Keys (also in ``failed``) whose last try may have arrived: retried only after ``max_backoff_s``."""
     busy: bool = False
     """Another process held the outbox: it delivers what is pending."""
 
@@ -109,7 +126,7 @@ class Outbox:
         self.root = Path(warehouse) / DIRNAME
         self.lock_timeout_s = lock_timeout_s
         self.keep_sent = dt.timedelta(days=keep_sent_days)
-        for sub in ("pending", "sent", "dead"):
+        for sub in ("pending", "sent", "dead", "bad"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     # ---------------------------------------------------------------------------------------------- queue
@@ -128,17 +145,24 @@ class Outbox:
         return added
 
     def known(self, key: str) -> bool:
+        """Whether ``key`` is pending, sent or dead; one whose sent or dead file was set aside as torn counts too
+        (it was delivered or refused: sending it again could only duplicate it)."""
         eid = entry_id(key)
-        return any(self._path(sub, eid).exists() for sub in ("pending", "sent", "dead"))
+        return any(self._path(sub, eid).exists() for sub in ("pending", "sent", "dead")) or any(
+            self._path("bad", f"{sub}-{eid}").exists() for sub in ("sent", "dead")
+        )
 
     def status(self, key: str) -> tuple[str, Entry] | None:
         """Where ``key`` is (``pending``, ``sent`` or ``dead``) with its entry, or None."""
+        eid = entry_id(key)
         for sub in ("sent", "pending", "dead"):
-            path = self._path(sub, entry_id(key))
-            try:
-                return sub, Entry(**json.loads(path.read_text()))
-            except FileNotFoundError:
-                continue
+            entry = self._read(sub, self._path(sub, eid))
+            if entry is not None:
+                return sub, entry
+        for sub in ("sent", "dead"):
+            if self._path("bad", f"{sub}-{eid}").exists():
+                torn = f"its {sub} file was torn and set aside in {self.root / 'bad'}"
+                return sub, Entry(key, key.rpartition("@")[2], "", {}, last_error=torn)
         return None
 
     def pending(self) -> list[Entry]:
@@ -222,7 +246,7 @@ class Outbox:
                     policy.attempts,
                     exc,
                 )
-                if not exc.retry:
+                if not exc.retry or exc.ambiguous:
                     break
                 continue
             entry.attempts += 1
@@ -246,6 +270,10 @@ class Outbox:
             return
         flushes = max(entry.attempts // max(policy.attempts, 1), 1)
         delay = min(policy.backoff_s * 2 ** (flushes + policy.attempts - 1), policy.max_backoff_s)
+        if error.ambiguous:
+            delay = policy.max_backoff_s
+            result.ambiguous.append(entry.key)
+            log.warning("%s may have %s already: it is tried again only after %g s", entry.channel, entry.key, delay)
         entry.next_attempt_at = (now() + dt.timedelta(seconds=delay)).isoformat()
         self._write(self._path("pending", entry.id), asdict(entry))
         result.failed[entry.key] = str(error)
@@ -260,10 +288,9 @@ class Outbox:
 
     def _prune_sent(self, now: dt.datetime) -> None:
         for path in (self.root / "sent").glob("*.json"):
-            with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
-                sent_at = json.loads(path.read_text()).get("sent_at")
-                if sent_at and dt.datetime.fromisoformat(sent_at) < now - self.keep_sent:
-                    path.unlink()
+            entry = self._read("sent", path)
+            if entry is not None and entry.sent_at and dt.datetime.fromisoformat(entry.sent_at) < now - self.keep_sent:
+                path.unlink(missing_ok=True)
 
     # ---------------------------------------------------------------------------------------------- files
 
@@ -271,17 +298,26 @@ class Outbox:
         return self.root / sub / f"{eid}.json"
 
     def _load(self, sub: str) -> list[Entry]:
-        out = []
-        for path in sorted((self.root / sub).glob("*.json")):
-            try:
-                data = json.loads(path.read_text())
-            except FileNotFoundError:
-                continue
-            except ValueError:
-                log.error("outbox file %s is not valid JSON; left in place", path)
-                continue
-            out.append(Entry(**data))
+        out = [entry for path in sorted((self.root / sub).glob("*.json")) if (entry := self._read(sub, path))]
         return sorted(out, key=lambda e: (e.created_at, e.key))
+
+    def _read(self, sub: str, path: Path) -> Entry | None:
+        """The entry in ``path``, or None when there is none; a torn file, or one that is not an outbox entry, is
+        moved to ``bad/`` with an error in the log, so it stops neither a flush nor a later enqueue of its key."""
+        try:
+            return _entry(json.loads(path.read_text()))
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError) as exc:
+            reason = "torn or empty" if isinstance(exc, json.JSONDecodeError) else f"not an outbox entry: {exc}"
+        aside = self._path("bad", f"{sub}-{path.stem}")
+        try:
+            path.replace(aside)
+            fsync_dir(aside.parent)
+        except FileNotFoundError:
+            return None
+        log.error("outbox file %s is %s; moved to %s", path, reason, aside)
+        return None
 
     def _write(self, path: Path, data: dict[str, Any]) -> None:
         write_atomic(path, json.dumps(data, indent=1, sort_keys=True))
@@ -308,6 +344,21 @@ class Outbox:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+
+
+def _entry(data: Any) -> Entry:
+    """An ``Entry`` from a file's JSON; ValueError or TypeError when it is not one (a hand edit, another version)."""
+    if not isinstance(data, dict):
+        raise TypeError(f"a JSON {type(data).__name__}, not an object")
+    entry = Entry(**data)
+    if not isinstance(entry.key, str) or not isinstance(entry.channel, str) or not isinstance(entry.payload, dict):
+        raise TypeError("key, channel or payload has the wrong type")
+    if not isinstance(entry.attempts, int):
+        raise TypeError("attempts is not a number")
+    for stamp in (entry.created_at, entry.next_attempt_at, entry.sent_at):
+        if stamp:
+            dt.datetime.fromisoformat(stamp)
+    return entry
 
 
 class OutboxBusy(AlertsError):

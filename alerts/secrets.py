@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import traceback
 from collections.abc import Mapping
@@ -41,30 +42,85 @@ class Secret:
     __str__ = __repr__
 
 
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+"""What an environment variable's name looks like; a ``*_env`` setting holding anything else holds a secret."""
+PLAIN_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+"""A conventional (upper-case) variable name: the only kind an error message repeats, so that a secret that happens
+to look like a name (``hunter2``) is never echoed."""
+
+
+def env_name_problem(value: str) -> str | None:
+    """Why ``value`` cannot be the name of an environment variable (it holds a secret instead), or None."""
+    if ENV_NAME.fullmatch(value):
+        return None
+    return (
+        "must name an environment variable (it looks like a URL or secret; "
+        "put the value in the environment and its name here)"
+    )
+
+
+def file_setting_problem(value: str) -> str | None:
+    """Why ``value`` cannot be the path of a secret file (it is a URL, so the secret itself), or None."""
+    if "://" not in value:
+        return None
+    return "must be the path of a file holding the secret (it looks like a URL; put the URL in a file, its path here)"
+
+
 def read_secret(
-    what: str, env_name: str, file: Path | None, env: Mapping[str, str] | None = None, *, required: bool = True
+    what: str,
+    env_name: str,
+    file: Path | None,
+    env: Mapping[str, str] | None = None,
+    *,
+    required: bool = True,
+    setting: str | None = None,
 ) -> Secret | None:
     """``what`` (for messages) from the environment variable ``env_name``, else ``file``, else the file named by
-    ``<env_name>_FILE`` (a mounted Kubernetes secret). The first non-empty one wins."""
+    ``<env_name>_FILE`` (a mounted Kubernetes secret). The first non-empty one wins.
+
+    ``setting`` names the setting that holds ``env_name`` (``[slack] webhook_url_env``; ``file`` comes from the same
+    name ending in ``_file``). Errors name a variable only when it looks like one (upper case) and a file only by an
+    absolute path; otherwise they name the setting, so a secret put in the wrong setting is never repeated."""
     env = os.environ if env is None else env
+    env_label = f"`{setting}`" if setting else "the environment variable name"
+    problem = env_name_problem(env_name)
+    if problem:
+        raise SecretError(f"{env_label} {problem}")
     value = env.get(env_name, "").strip()
     if value:
         return Secret(value, f"${env_name}")
-    path = file or (Path(env[f"{env_name}_FILE"]) if env.get(f"{env_name}_FILE") else None)
+    plain = PLAIN_ENV_NAME.fullmatch(env_name) is not None
+    if file is not None:
+        path, named_by = file, f"`{_file_setting(setting)}`" if setting else "its setting"
+    elif env.get(f"{env_name}_FILE"):
+        path = Path(env[f"{env_name}_FILE"])
+        named_by = f"${env_name}_FILE" if plain else f"the _FILE variable of {env_label}"
+    else:
+        path = None
     if path is not None:
+        shown = str(path) if path.is_absolute() and file_setting_problem(str(path)) is None else None
+        name = shown or f"named by {named_by}"
         try:
             text = path.read_text().strip()
         except OSError as exc:
+            fix = "fix the path or mount the secret there" if shown else "give the absolute path of the secret file"
             raise SecretError(
-                f"the {what} file {path} cannot be read ({exc.strerror or type(exc).__name__}): "
-                "fix the path or mount the secret there"
+                f"the {what} file {name} cannot be read ({exc.strerror or type(exc).__name__}): {fix}"
             ) from None
         if not text:
-            raise SecretError(f"the {what} file {path} is empty: put the secret in it")
-        return Secret(text.splitlines()[0].strip(), f"file {path}")
+            raise SecretError(f"the {what} file {name} is empty: put the secret in it")
+        return Secret(text.splitlines()[0].strip(), f"file {shown or named_by}")
     if required:
-        raise SecretError(f"no {what}: set the environment variable {env_name} or {env_name}_FILE (a file path)")
+        if plain:
+            raise SecretError(f"no {what}: set the environment variable {env_name} or {env_name}_FILE (a file path)")
+        raise SecretError(
+            f"no {what}: set the environment variable named by {env_label}, or that name with _FILE (a file path)"
+        )
     return None
+
+
+def _file_setting(setting: str) -> str:
+    return setting[: -len("_env")] + "_file" if setting.endswith("_env") else f"{setting} file"
 
 
 # ------------------------------------------------------------------------------------------------ log redaction

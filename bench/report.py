@@ -2,17 +2,28 @@
 
 Time is the best of ``repeats`` runs; memory is the largest peak RSS of any run. Each run is a fresh process,
 so the time includes interpreter start and imports, as a user sees it.
+
+``report_checksums_wall_s`` prices the page-CRC checks every read makes (``warehouse.lake.scan_parts``): the
+whole-history report as shipped against the same report with ``warehouse.lake.VERIFY_CHECKSUMS`` off (Polars'
+own Parquet reader, which checks no CRC), runs interleaved, best of ``repeats`` each.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from bench.common import GIB, Progress, Result, Target, check_ok, gpuledger_command, run_measured
 
 TARGET_WALL_S = 10.0
 TARGET_RSS_GIB = 4.0
+TARGET_CHECKSUM_RATIO = 1.25
+UNVERIFIED = (
+    "import sys; import warehouse.lake; warehouse.lake.VERIFY_CHECKSUMS = False; "
+    "from gpuledger.cli import main; sys.argv[0] = 'gpuledger'; main()"
+)
+"""``gpuledger`` with the page-CRC checks off: the baseline of ``report_checksums_wall_s``."""
 
 
 WINDOWS = {
@@ -25,7 +36,38 @@ def run(*, warehouse: Path, workdir: Path, progress: Progress, repeats: int = 3)
     results: list[Result] = []
     for suffix, window in WINDOWS.items():
         results += _run_window(warehouse, workdir, progress, repeats, suffix, window)
+    results.append(checksums(warehouse=warehouse, workdir=workdir, progress=progress, repeats=repeats))
     return results
+
+
+def checksums(*, warehouse: Path, workdir: Path, progress: Progress, repeats: int = 3) -> Result:
+    """The whole-history report with page-CRC checks (as shipped) against the same report without them."""
+    report = ["report", "--warehouse", str(warehouse), "--format", "json", *WINDOWS["_full_history"]]
+    commands = {"verified": [*gpuledger_command(), *report], "unverified": [sys.executable, "-c", UNVERIFIED, *report]}
+    walls: dict[str, list[float]] = {name: [] for name in commands}
+    outputs: dict[str, str] = {}
+    with progress.step(f"report with and without page-CRC checks, best of {repeats}") as update:
+        for i in range(repeats):
+            for name, args in commands.items():
+                measured = run_measured(args, cwd=workdir)
+                check_ok(measured, f"gpuledger report ({name})")
+                walls[name].append(measured.wall_s)
+                outputs[name] = measured.stdout
+                update(f"run {i + 1}/{repeats} {name}: {measured.wall_s:.2f} s")
+    if json.loads(outputs["verified"]) != json.loads(outputs["unverified"]):
+        raise SystemExit("the report differs with and without page-CRC checks")
+    progress.note(
+        "report with / without CRC checks: "
+        + "; ".join(f"{k} " + ", ".join(f"{w:.2f}" for w in v) for k, v in walls.items())
+    )
+    return Result(
+        "report_checksums_wall_s",
+        min(walls["verified"]),
+        "s",
+        baseline=min(walls["unverified"]),
+        target=Target("<=", TARGET_CHECKSUM_RATIO, on="ratio"),
+        note="whole history; baseline: the same report without page-CRC checks",
+    )
 
 
 def _run_window(

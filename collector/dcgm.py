@@ -31,7 +31,8 @@ import pyarrow as pa
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.errors import SourceRejected, SourceUnreachable, connection_failure
+from collector import fetch
+from collector.errors import AnswerTooLarge, BadUrl, SourceRejected, SourceUnreachable, connection_failure
 from collector.k8s import workload_from_pod
 from collector.rows import Rows
 from warehouse.schema import GPU_ALLOCATIONS, GPU_SAMPLES, NODES
@@ -43,6 +44,8 @@ MIB = 1 << 20
 DEFAULT_PORT = 9400
 UNREACHABLE_FIX = f"check the URL and that dcgm-exporter is running (default port {DEFAULT_PORT})"
 NOT_METRICS_FIX = f"point the URL at dcgm-exporter's metrics endpoint, e.g. http://NODE:{DEFAULT_PORT}/metrics"
+SCHEME_FIX = f"use an http:// or https:// URL (or HOST:PORT), e.g. http://NODE:{DEFAULT_PORT}/metrics"
+NO_SAMPLES_FIX = "check dcgm-exporter's logs and that DCGM can see the GPUs"
 
 GPU_UTIL = "DCGM_FI_DEV_GPU_UTIL"
 GR_ENGINE_ACTIVE = "DCGM_FI_PROF_GR_ENGINE_ACTIVE"
@@ -348,9 +351,7 @@ def parse_exposition(text: str, *, cluster: str, scraped_at: dt.datetime, url: s
         samples = _samples(text)
     except ValueError as exc:
         _reject(url, f"the answer is not Prometheus metrics ({_clip(str(exc), 80)}); it begins {_opening(text)}")
-    if not samples:
-        log.warning("dcgm: %s held no samples", url)
-    elif not any(name.startswith("DCGM_") for name, _, _, _ in samples):
+    if samples and not any(name.startswith("DCGM_") for name, _, _, _ in samples):
         _reject(url, f"no DCGM_* metric among its {len(samples)} samples")
     points = (
         DcgmPoint(name, labels, scraped_at if seconds is None else _from_unix(seconds), value)
@@ -448,7 +449,12 @@ def metrics_url(url: str) -> str:
 
 
 class DcgmExporterReader:
-    """Reads one dcgm-exporter's ``/metrics`` into Rows, one scrape per ``read()``."""
+    """Reads one dcgm-exporter's ``/metrics`` into Rows, one scrape per ``read()``.
+
+    ``timeout_s`` bounds the whole request (connecting, waiting, the body), not each read; the body is read up to
+    ``max_body_mib`` (the ``exporter_max_body_mib`` setting) and refused past it. An answer without one GPU sample
+    is an error (the node's GPUs are not seen), not an empty reading.
+    """
 
     def __init__(
         self,
@@ -458,31 +464,46 @@ class DcgmExporterReader:
         session: requests.Session | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
         timeout_s: float = 10.0,
+        max_body_mib: float = 32.0,
     ) -> None:
         self.url = metrics_url(url)
+        self.shown = fetch.display_url(self.url)
+        """The URL as errors show it: no user, password or query."""
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https"):
+            raise BadUrl(SOURCE, self.shown, f"has the scheme {parts.scheme}://, which is not supported", SCHEME_FIX)
+        if not parts.hostname:
+            raise BadUrl(SOURCE, self.shown, "has no host", SCHEME_FIX)
         self.cluster = cluster
         self.session = session if session is not None else requests.Session()
         self.clock = clock
         self.timeout_s = timeout_s
+        self.max_body_mib = max_body_mib
 
     def read(self) -> Rows:
         body = self._get()
-        return parse_exposition(body, cluster=self.cluster, scraped_at=self.clock(), url=self.url)
+        rows = parse_exposition(body, cluster=self.cluster, scraped_at=self.clock(), url=self.shown)
+        if rows.samples.num_rows == 0:
+            raise SourceRejected(SOURCE, self.shown, "the answer held no GPU samples", NO_SAMPLES_FIX)
+        return rows
 
     def _get(self) -> str:
         try:
-            response = self.session.get(self.url, timeout=self.timeout_s)
-        except requests.Timeout as exc:
-            reason = f"no answer within {self.timeout_s:g} s"
-            raise SourceUnreachable(SOURCE, self.url, reason, UNREACHABLE_FIX) from exc
+            response = fetch.get(
+                self.session, self.url, within_s=self.timeout_s, max_bytes=int(self.max_body_mib * MIB)
+            )
+        except fetch.TimedOut as exc:
+            raise SourceUnreachable(SOURCE, self.shown, str(exc), UNREACHABLE_FIX) from None
+        except fetch.TooLarge as exc:
+            raise AnswerTooLarge(SOURCE, self.shown, str(exc), self.max_body_mib, "exporter_max_body_mib") from None
         except requests.ConnectionError as exc:
-            raise SourceUnreachable(SOURCE, self.url, connection_failure(exc), UNREACHABLE_FIX) from exc
+            raise SourceUnreachable(SOURCE, self.shown, connection_failure(exc), UNREACHABLE_FIX) from exc
         except requests.RequestException as exc:
             reason = _clip(str(exc), 120) or type(exc).__name__
-            raise SourceUnreachable(SOURCE, self.url, reason, UNREACHABLE_FIX) from exc
+            raise SourceUnreachable(SOURCE, self.shown, reason, UNREACHABLE_FIX) from exc
         if response.status_code >= 400:
             status = f"HTTP {response.status_code} {response.reason}".rstrip()
-            raise SourceRejected(SOURCE, self.url, status, _status_fix(response.status_code))
+            raise SourceRejected(SOURCE, self.shown, status, _status_fix(response.status_code))
         return response.content.decode("utf-8", errors="replace")  # the text format is UTF-8, charset given or not
 
 

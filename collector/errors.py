@@ -24,6 +24,67 @@ class SourceRejected(CollectorError):
         self.url = url
 
 
+class BadUrl(CollectorError):
+    """A source URL that cannot be fetched at all (another scheme than http or https, no host)."""
+
+    def __init__(self, what: str, url: str, problem: str, fix: str) -> None:
+        super().__init__(f"{what} URL {url} {problem}: {fix}")
+        self.url = url
+
+
+class AnswerTooLarge(CollectorError):
+    """A source whose answer is over the size limit; reading stopped there, so memory stays bounded."""
+
+    def __init__(self, what: str, url: str, size: str, limit_mib: float, setting: str) -> None:
+        super().__init__(
+            f"{what} at {url} answered {size}, over the {limit_mib:g} MiB limit: raise the {setting} setting "
+            f"(GPULEDGER_{setting.upper()}) if it really serves that much, or check the URL"
+        )
+        self.url = url
+
+
+class SpoolUnusable(CollectorError):
+    def __init__(self, path: object, reason: str) -> None:
+        super().__init__(
+            f"spool {path} cannot be used: {reason}; set the spool_dir setting (GPULEDGER_SPOOL_DIR) "
+            "to a writable directory"
+        )
+        self.path = path
+
+
+class NotStored(CollectorError):
+    """``collect --once`` could not store its sample: the job was not done, even when the batch is kept.
+
+    ``kept``: the spool that holds the batch for a later run, or None when it could not be kept; ``rejected``: the
+    warehouse refused the rows themselves (they are set aside, never replayed)."""
+
+    def __init__(self, warehouse: object, reason: str, kept: object | None, *, rejected: bool = False) -> None:
+        if rejected:
+            message = (
+                f"warehouse {warehouse} rejected the sample ({reason}); it is kept in {kept} and never replayed: "
+                "the source sent rows that break the table contract, report it with that batch"
+            )
+        else:
+            where = (
+                f"it is kept in the spool {kept} for the next `gpuledger collect` to store"
+                if kept is not None
+                else "it could not be spooled either and is lost"
+            )
+            message = (
+                f"the sample was not stored ({reason}); {where}: make warehouse {warehouse} a writable directory "
+                "or pass another --warehouse"
+            )
+        super().__init__(message)
+
+
+class MetricsPortBusy(CollectorError):
+    def __init__(self, addr: str, port: int, reason: str) -> None:
+        super().__init__(
+            f"cannot serve /metrics on {addr}:{port} ({reason}): pass another --metrics-port (or --metrics-addr), "
+            "or stop what holds that port"
+        )
+
+
 def connection_failure(exc: BaseException) -> str:
     """The root cause of a failed HTTP connection in a few words, found in requests'/urllib3's chain of wrapped
     errors (one wording for every source that fetches over HTTP)."""

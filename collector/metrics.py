@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
+from collector.errors import MetricsPortBusy
 from collector.rows import Records, Rows
 
 MIB = 1 << 20
@@ -78,11 +79,17 @@ class LiveMetrics(Collector):
         yield counter
 
 
-def serve(metrics: LiveMetrics, port: int, addr: str = "0.0.0.0") -> Any:
-    """Serve ``/metrics`` on ``addr:port`` in a background thread; returns the server (``.shutdown()`` stops it)."""
+def serve(metrics: LiveMetrics, port: int, addr: str = "127.0.0.1") -> Any:
+    """Serve ``/metrics`` on ``addr:port`` in a background thread; returns the server, bound (``.server_port`` is
+    the port, ``.shutdown()`` stops it). Loopback unless an address is given: the values name pods and namespaces.
+    A port that cannot be bound (in use, not permitted, an unknown address) raises MetricsPortBusy."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(metrics)
-    server, _thread = start_http_server(port, addr=addr, registry=registry)
+    try:
+        server, _thread = start_http_server(port, addr=addr, registry=registry)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise MetricsPortBusy(addr, port, reason[:1].lower() + reason[1:]) from None
     return server
 
 

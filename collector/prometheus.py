@@ -25,7 +25,9 @@ fetched: Prometheus may still be receiving their samples.
 
 Errors: timeouts, refused or dropped connections and HTTP 5xx/429 are retried with exponential backoff (``tries``
 attempts); then, and for every other failure, one :class:`SourceUnreachable` or :class:`SourceRejected` line that
-names the URL (without any credentials) and the fix. Credentials come from the environment only:
+names the URL (without any credentials) and the fix. Deadlines: each attempt, headers and body, ends within
+``timeout_s``; one query, its retries and the waits between them included, ends within ``2 * timeout_s``. An answer
+over ``max_body_mib`` is not read further (:class:`AnswerTooLarge`). Credentials come from the environment only:
 ``GPULEDGER_PROMETHEUS_TOKEN`` / ``GPULEDGER_PROMETHEUS_TOKEN_FILE`` (bearer), or ``GPULEDGER_PROMETHEUS_USER`` with
 ``GPULEDGER_PROMETHEUS_PASSWORD`` / ``GPULEDGER_PROMETHEUS_PASSWORD_FILE`` (basic). They are never logged and never
 part of an error message.
@@ -53,8 +55,9 @@ import polars as pl
 import pyarrow as pa
 import requests
 
+from collector import fetch as bounded
 from collector.dcgm import DcgmPoint, rows_from_points, workload_from_pod
-from collector.errors import CollectorError, SourceRejected, SourceUnreachable, connection_failure
+from collector.errors import AnswerTooLarge, CollectorError, SourceRejected, SourceUnreachable, connection_failure
 from collector.k8s import workload_from_owner
 from collector.rows import Rows
 from warehouse.ingest import append_many
@@ -197,16 +200,6 @@ def _secret(env: Mapping[str, str], name: str) -> str | None:
     if not secret:
         raise CollectorError(f"{name}{FILE_SUFFIX} names {path}, which is empty: put the secret in it")
     return secret
-
-
-def display_url(url: str) -> str:
-    """``url`` as errors and logs show it: scheme, host, port and path only (no user, password or query)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = host if parts.port is None else f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
 # ------------------------------------------------------------------------------------------------- spans and chunks
@@ -599,6 +592,7 @@ class PrometheusScraper:
         timeout_s: float = 60.0,
         tries: int = 5,
         backoff_s: float = 0.5,
+        max_body_mib: float = 256.0,
     ) -> None:
         if not (isinstance(step_s, int) and step_s >= 1):
             raise ValueError(f"step_s must be a whole number of seconds >= 1, not {step_s!r}")
@@ -608,9 +602,9 @@ class PrometheusScraper:
             raise ValueError("tries must be at least 1")
         parts = urlsplit(url.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise SourceUnreachable(WHAT, display_url(url) or "''", "not an http(s) URL", NOT_PROMETHEUS_FIX)
+            raise SourceUnreachable(WHAT, bounded.display_url(url) or "''", "not an http(s) URL", NOT_PROMETHEUS_FIX)
         self.base = urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[-1], parts.path.rstrip("/"), "", ""))
-        self.url = display_url(url)
+        self.url = bounded.display_url(url)
         self.cluster = cluster
         self.session = session if session is not None else requests.Session()
         self.credentials = self._credentials(parts, os.environ if env is None else env)
@@ -623,6 +617,7 @@ class PrometheusScraper:
         self.timeout_s = timeout_s
         self.tries = tries
         self.backoff_s = backoff_s
+        self.max_body_mib = max_body_mib
         self.queries = 0
 
     def __repr__(self) -> str:
@@ -741,34 +736,49 @@ class PrometheusScraper:
         return result
 
     def _get(self, path: str, params: Mapping[str, str]) -> Any:
+        """One query's answer. Each try ends within ``timeout_s``; no try or wait starts that would end past
+        ``2 * timeout_s`` from the first, so a server that never answers ends the query there."""
         url = self.base + path
+        deadline = time.monotonic() + 2 * self.timeout_s
         for attempt in range(1, self.tries + 1):
-            failure = self._attempt(url, path, params)
+            failure = self._attempt(url, path, params, min(self.timeout_s, deadline - time.monotonic()))
             if not isinstance(failure, _Retry):
                 return failure
-            if attempt == self.tries:
-                raise SourceUnreachable(WHAT, self.url, f"{failure.reason}, after {self.tries} tries", failure.fix)
             pause = self.backoff_s * 2 ** (attempt - 1)
+            if attempt == self.tries:
+                raise SourceUnreachable(WHAT, self.url, f"{failure.reason}, after {attempt} tries", failure.fix)
+            if time.monotonic() + pause >= deadline:
+                tries = f"{attempt} tries (a query may take {2 * self.timeout_s:g} s with its retries)"
+                raise SourceUnreachable(WHAT, self.url, f"{failure.reason}, after {tries}", failure.fix)
             log.info("prometheus: %s %s; retrying in %.1f s", self.url, failure.reason, pause)
             self.sleep(pause)
         raise AssertionError("unreachable")
 
-    def _attempt(self, url: str, path: str, params: Mapping[str, str]) -> Any:
+    def _attempt(self, url: str, path: str, params: Mapping[str, str], within_s: float) -> Any:
         """The decoded JSON answer, a _Retry for a transient failure, or raise for a permanent one."""
         self.queries += 1
         try:
-            response = self.session.get(
-                url, params=params, headers=self.headers, auth=self.credentials.auth, timeout=self.timeout_s
+            response = bounded.get(
+                self.session,
+                url,
+                within_s=within_s,
+                max_bytes=int(self.max_body_mib * (1 << 20)),
+                params=params,
+                headers=self.headers,
+                auth=self.credentials.auth,
             )
-        except requests.Timeout:
-            return _Retry(f"no answer within {self.timeout_s:g} s", UNREACHABLE_FIX)
+        except bounded.TimedOut as exc:
+            what = "the answer did not finish" if exc.started else "no answer"
+            return _Retry(f"{what} within {self.timeout_s:g} s", UNREACHABLE_FIX)
+        except bounded.TooLarge as exc:
+            raise AnswerTooLarge(WHAT, self.url, str(exc), self.max_body_mib, "prometheus_max_body_mib") from None
         except requests.ConnectionError as exc:
             return _Retry(connection_failure(exc), UNREACHABLE_FIX)
         except requests.RequestException as exc:
             raise SourceUnreachable(WHAT, self.url, type(exc).__name__, UNREACHABLE_FIX) from None
         return self._answer(response, path)
 
-    def _answer(self, response: requests.Response, path: str) -> Any:
+    def _answer(self, response: bounded.Reply, path: str) -> Any:
         status = response.status_code
         if status in (401, 403):
             fix = CREDENTIALS_FIX
@@ -796,11 +806,11 @@ class _Retry:
     fix: str
 
 
-def _status(response: requests.Response) -> str:
+def _status(response: bounded.Reply) -> str:
     return f"HTTP {response.status_code} {_one_line(response.reason or '')}".rstrip()
 
 
-def _json(response: requests.Response) -> Any:
+def _json(response: bounded.Reply) -> Any:
     try:
         return response.json()
     except ValueError:

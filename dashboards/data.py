@@ -22,6 +22,7 @@ from analysis.report import ReportInputs
 from analysis.window import Window
 from gpuledger import viewing
 from gpuledger.settings import Settings
+from warehouse.ingest import RejectedTimes, rejected_times
 from warehouse.lake import Lake
 
 
@@ -127,6 +128,11 @@ class Page:
     def sources(self) -> pl.DataFrame:
         w = self.window
         return sample_sources(str(self.root), self.version, w.start.isoformat(), w.end.isoformat())
+
+    def rejected_times(self) -> RejectedTimes | None:
+        """Rows ingest dropped for impossible timestamps. Not cached: it is one small state document, and a batch
+        rejected whole changes no part, so the warehouse version would not see it."""
+        return rejected_times(_lake(str(self.root)))
 
 
 def page(

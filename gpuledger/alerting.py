@@ -49,13 +49,23 @@ def channels(settings: Settings) -> dict[str, Channel]:
     timeout = settings.delivery.timeout_s
     if settings.slack is not None:
         url = read_secret(
-            "Slack webhook URL", settings.slack.webhook_url_env, settings.slack.webhook_url_file, required=True
+            "Slack webhook URL",
+            settings.slack.webhook_url_env,
+            settings.slack.webhook_url_file,
+            required=True,
+            setting="[slack] webhook_url_env",
         )
         assert url is not None
         out["slack"] = SlackWebhook(url, timeout_s=timeout)
     if settings.email is not None:
         e = settings.email
-        password = read_secret("SMTP password", e.password_env, e.password_file, required=e.username is not None)
+        password = read_secret(
+            "SMTP password",
+            e.password_env,
+            e.password_file,
+            required=e.username is not None,
+            setting="[email] password_env",
+        )
         out["email"] = SmtpChannel(
             host=e.host,
             port=e.port,

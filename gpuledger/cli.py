@@ -27,6 +27,7 @@ from analysis.errors import AnalysisError
 from analysis.window import Window, parse_time
 from collector.errors import CollectorError
 from dashboards import server
+from dashboards.errors import DashboardError
 from gpuledger import __version__, jobs, recommending, reporting, sources
 from gpuledger.settings import Settings, SettingsError, load_settings
 from warehouse import maintenance
@@ -51,7 +52,7 @@ def one_line_errors(func: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
-        except (WarehouseError, AnalysisError, CollectorError, SettingsError, AlertsError) as exc:
+        except (WarehouseError, AnalysisError, CollectorError, SettingsError, AlertsError, DashboardError) as exc:
             raise Fail(str(exc)) from None
 
     return wrapper
@@ -132,8 +133,11 @@ def main(ctx: click.Context, config: Path | None, verbose: bool) -> None:
 @one_line_errors
 def simulate(ctx: click.Context, warehouse: Path | None, gpus: int, days: int, seed: int, end_at: str | None) -> None:
     """Simulate a realistic GPU fleet (60 s samples) into the warehouse and roll it up per minute."""
-    lake = Lake(warehouse_path(ctx, warehouse), create=True)
-    _simulate(ctx, lake, gpus, days, seed, end_at)
+    root = warehouse_path(ctx, warehouse)
+    if end_at:
+        parse_time(end_at, now())  # a bad --end fails before anything is made
+    with jobs.removed_on_failure(root):
+        _simulate(ctx, Lake(root, create=True), gpus, days, seed, end_at)
 
 
 def _simulate(ctx: click.Context, lake: Lake, gpus: int, days: int, seed: int, end_at: str | None) -> None:
@@ -163,6 +167,7 @@ def _simulate(ctx: click.Context, lake: Lake, gpus: int, days: int, seed: int, e
 @click.option("--days", type=click.IntRange(min=1), default=None, help="Days of history [default: 7].")
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--no-dashboard", is_flag=True, help="Only print the report.")
+@click.option("--port", type=click.IntRange(1, 65535), default=server.DEFAULT_PORT, show_default=True)
 @click.pass_context
 @one_line_errors
 def demo(
@@ -172,10 +177,15 @@ def demo(
     days: int | None,
     seed: int,
     no_dashboard: bool,
+    port: int,
 ) -> None:
     """Simulate the default fleet into ./demo-warehouse (made anew each run), print its report, serve the dashboard."""
     settings = settings_from(ctx)
     root = warehouse or settings.demo_warehouse
+    if not no_dashboard:
+        server.check_port(server.DEFAULT_HOST, port)  # before minutes of simulation, not after
+    if root.exists() and not root.is_dir():
+        raise Fail(f"{root} is a file, not a folder: pass another --warehouse")
     if root.exists() and any(root.iterdir()):
         if not (root / DEMO_MARKER).exists():
             raise Fail(f"{root} exists and was not made by `gpuledger demo`: pass another --warehouse")
@@ -185,12 +195,17 @@ def demo(
     _simulate(ctx, lake, gpus or settings.demo_gpus, days or settings.demo_days, seed, None)
     click.echo(to_markdown(reporting.fleet_report(lake, settings, start=None, end=None, now=now())))
     if not no_dashboard:
-        _serve_dashboard(root, settings, server.DEFAULT_HOST, server.DEFAULT_PORT)
+        _serve_dashboard(root, settings, server.DEFAULT_HOST, port)
 
 
 def _serve_dashboard(root: Path, settings: Settings, host: str, port: int) -> None:
-    click.echo(f"serving the dashboard of {root} on http://{host}:{port} (read-only; Ctrl+C stops it)", err=True)
-    server.serve(root, settings, host=host, port=port)
+    """Serve until stopped; the "serving" line comes once the server answers (a start that fails is one line)."""
+
+    def announce() -> None:
+        url = server.url_of(host, port)
+        click.echo(f"serving the dashboard of {root} on {url} (read-only; Ctrl+C stops it)", err=True)
+
+    server.serve(root, settings, host=host, port=port, on_ready=announce)
 
 
 @main.command()
@@ -213,11 +228,9 @@ def dashboard(ctx: click.Context, warehouse: Path | None, host: str, port: int) 
 @click.pass_context
 @one_line_errors
 def query(ctx: click.Context, warehouse: Path | None, sql: str, fmt: str) -> None:
-    """Run SQL against the warehouse tables (DuckDB views: gpu_samples, gpu_allocations, nodes, prices, gpu_minutes)."""
-    lake = Lake(warehouse_path(ctx, warehouse))
-    with maintenance.diagnosing(lake):
-        relation = run_query(lake, sql)
-        frame = pl.from_arrow(relation.to_arrow_table()) if relation is not None else pl.DataFrame()
+    """Run read-only SQL (SELECT, EXPLAIN, DESCRIBE, SHOW, SUMMARIZE) against the warehouse tables (DuckDB views:
+    gpu_samples, gpu_allocations, nodes, prices, gpu_minutes); no file, network or extension access."""
+    frame = pl.from_arrow(run_query(Lake(warehouse_path(ctx, warehouse)), sql))
     assert isinstance(frame, pl.DataFrame)
     if fmt == "csv":
         click.echo(frame.write_csv(), nl=False)
@@ -300,10 +313,16 @@ def schedule(ctx: click.Context, config: Path | None, warehouse: Path | None) ->
 def recommend(ctx: click.Context, warehouse: Path | None, out: Path, start: str | None, end: str | None) -> None:
     """Export recommendations as ready-to-apply config: one YAML per kind, README.md and index.json in --out."""
     lake = Lake(warehouse_path(ctx, warehouse))
-    result = recommending.recommendations(lake, settings_from(ctx), start=start, end=end, now=now())
     if out.exists() and not out.is_dir():
         raise Fail(f"--out {out} is a file: pass a folder")
-    paths = recommending.export(result, out)
+    result = recommending.recommendations(lake, settings_from(ctx), start=start, end=end, now=now())
+    try:
+        with jobs.removed_on_failure(out):
+            paths = recommending.export(result, out)
+    except OSError as exc:
+        raise Fail(
+            f"cannot write the recommendations to --out {out} ({exc.strerror or exc}): pass a folder you can write"
+        ) from None
     table = RichTable("#", "kind", "target", "savings/month", "confidence", "pods", "drain")
     for i, r in enumerate(result.items, 1):
         t = r.target
@@ -340,7 +359,12 @@ def recommend(ctx: click.Context, warehouse: Path | None, out: Path, start: str 
 @click.option("--once", is_flag=True, help="Take one sample, store it, exit.")
 @click.option("--duration", type=click.FloatRange(min=0), default=None, help="Stop after this many seconds.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None, help="Serve live values on /metrics.")
-@click.option("--metrics-addr", default="0.0.0.0", show_default=True, help="Address for --metrics-port.")
+@click.option(
+    "--metrics-addr",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address for --metrics-port (loopback; 0.0.0.0 or the pod IP to let Prometheus in).",
+)
 @click.option("--node", default=None, help="Node name [default: $NODE_NAME, else the host name].")
 @click.pass_context
 @one_line_errors
@@ -374,6 +398,7 @@ def collect(
         once=once,
         metrics_port=metrics_port,
         metrics_addr=metrics_addr,
+        on_serving=lambda addr, port: click.echo(f"serving /metrics on http://{addr}:{port}/metrics", err=True),
     )
     click.echo(
         f"collected {stats.samples_taken} samples into {root}: {stats.rows_stored:,} rows stored, "
@@ -396,10 +421,10 @@ def scrape(
     """Copy DCGM and kube-state-metrics series from Prometheus; a re-run resumes where the last one stopped."""
     at = now()
     window = Window(parse_time(start_at, at), parse_time(end_at, at))
-    lake = Lake(warehouse_path(ctx, warehouse), create=True)
-    with progress_bar("scraping Prometheus") as bar:
+    root = warehouse_path(ctx, warehouse)
+    with jobs.removed_on_failure(root), progress_bar("scraping Prometheus") as bar:
         result = jobs.scrape(
-            lake,
+            Lake(root, create=True),
             settings_from(ctx),
             url=prometheus_url,
             start=window.start,
@@ -455,7 +480,9 @@ def compact(ctx: click.Context, warehouse: Path | None) -> None:
 
 @warehouse.command()
 @warehouse_option()
-@click.option("--keep-days", type=click.IntRange(min=1), default=None, help="Default: the retention_days setting.")
+@click.option(
+    "--keep-days", type=click.IntRange(min=1, max=36_500), default=None, help="Default: the retention_days setting."
+)
 @click.pass_context
 @one_line_errors
 def prune(ctx: click.Context, warehouse: Path | None, keep_days: int | None) -> None:

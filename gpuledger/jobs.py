@@ -6,13 +6,16 @@ Each function is what one CLI command does, without the CLI: tests and the sched
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from analysis.pricing import PriceCatalog, prices_table
-from collector.agent import AgentStats, NodeAgent, Spool
+from collector.agent import AgentStats, NodeAgent, Outcome, Spool
+from collector.errors import NotStored
 from collector.fleet import plan
 from collector.metrics import LiveMetrics, serve
 from collector.prometheus import PrometheusScraper, ScrapeResult
@@ -92,14 +95,19 @@ def run_agent(
     duration_s: float | None = None,
     once: bool = False,
     metrics_port: int | None = None,
-    metrics_addr: str = "0.0.0.0",
+    metrics_addr: str = "127.0.0.1",
     on_sample: Callable[[Rows | Records], None] | None = None,
+    on_serving: Callable[[str, int], None] | None = None,
 ) -> AgentStats:
     """`gpuledger collect`: sample with ``read`` until SIGTERM/SIGINT (or the duration), storing into the warehouse.
 
     The warehouse is opened on every flush, so a warehouse that disappears or turns read-only sends batches to the
-    spool instead of stopping the agent.
+    spool instead of stopping the agent. An unusable spool or a /metrics port that cannot be bound stops it before
+    the first sample; ``on_serving(addr, port)`` is called once /metrics is bound. With ``once``, a sample that was
+    not stored raises NotStored (the job was not done, even when the batch waits in the spool).
     """
+    spool = Spool(settings.spool_dir, int(settings.spool_max_mib * (1 << 20)))
+    spool.prepare()
     live = LiveMetrics() if metrics_port is not None else None
 
     def store(rows: Rows) -> IngestResult:
@@ -114,20 +122,28 @@ def run_agent(
     agent = NodeAgent(
         read,
         store,
-        Spool(settings.spool_dir, int(settings.spool_max_mib * (1 << 20))),
+        spool,
         interval_s=interval_s,
         flush_every_s=settings.flush_every_s,
         on_sample=sampled,
     )
     server = serve(live, metrics_port, metrics_addr) if live is not None and metrics_port is not None else None
+    if server is not None and on_serving is not None:
+        on_serving(str(server.server_address[0]), server.server_port)
     previous = {sig: signal.signal(sig, lambda *_: agent.stop()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return agent.run(duration_s=duration_s, once=once)
+        stats = agent.run(duration_s=duration_s, once=once)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if server is not None:
             server.shutdown()
+            server.server_close()
+    if once and stats.last_batch in (Outcome.SPOOLED, Outcome.REJECTED, Outcome.LOST):
+        kept = {Outcome.SPOOLED: spool.directory, Outcome.REJECTED: spool.bad_dir}.get(stats.last_batch)
+        rejected = stats.last_batch is Outcome.REJECTED
+        raise NotStored(lake_root, stats.last_error or "unknown error", kept, rejected=rejected)
+    return stats
 
 
 def scrape(
@@ -141,7 +157,27 @@ def scrape(
     progress: Progress | None = None,
 ) -> ScrapeResult:
     """`gpuledger scrape`: copy [start, end) from Prometheus (resuming where the last run stopped), then roll up."""
-    result = PrometheusScraper(url, cluster=settings.cluster, step_s=step_s).scrape(lake, start, end, progress=progress)
+    scraper = PrometheusScraper(
+        url,
+        cluster=settings.cluster,
+        step_s=step_s,
+        timeout_s=settings.prometheus_timeout_s,
+        max_body_mib=settings.prometheus_max_body_mib,
+    )
+    result = scraper.scrape(lake, start, end, progress=progress)
     if result.chunks:
         refresh(lake, settings)
     return result
+
+
+@contextmanager
+def removed_on_failure(path: Path) -> Iterator[None]:
+    """Remove the folders a failing command made for ``path`` (the first missing one up from it), so a failed
+    command leaves nothing it created behind; never a folder that existed before, nor one holding a stored part."""
+    made = next((p for p in reversed([path, *path.parents]) if not p.exists()), None)
+    try:
+        yield
+    except BaseException:
+        if made is not None and made.is_dir() and not any(made.rglob("*.parquet")):
+            shutil.rmtree(made, ignore_errors=True)
+        raise

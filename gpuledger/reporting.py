@@ -16,11 +16,14 @@ from gpuledger.settings import Settings
 from warehouse import rollup
 from warehouse.lake import Lake
 from warehouse.maintenance import diagnosing
-from warehouse.schema import GPU_MINUTES, GPU_SAMPLES, NODES
+from warehouse.schema import GPU_MINUTES, GPU_SAMPLES, NODES, latest_plausible, utc_now
 
 
-def newest_minute(lake: Lake) -> dt.datetime | None:
-    value = lake.scan(GPU_MINUTES).select(pl.col("ts").max()).collect().item()
+def newest_minute(lake: Lake, now: dt.datetime | None = None) -> dt.datetime | None:
+    """The newest GPU-minute no later than a day after ``now`` (default: the real clock): minutes stamped further
+    ahead (stored by a release that did not reject impossible timestamps) do not move the default window."""
+    limit = latest_plausible(now or utc_now())
+    value = lake.scan(GPU_MINUTES, end=limit).select(pl.col("ts").max()).collect().item()
     return value if isinstance(value, dt.datetime) else None
 
 
@@ -55,7 +58,7 @@ def open_window(
         raise EmptyWarehouse(str(lake.root))
     if refresh:
         ensure_fresh(lake, settings)
-    return resolve(start, end, newest=newest_minute(lake), default_days=settings.report_days, now=now)
+    return resolve(start, end, newest=newest_minute(lake, now), default_days=settings.report_days, now=now)
 
 
 def ensure_fresh(lake: Lake, settings: Settings) -> None:

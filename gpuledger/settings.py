@@ -9,15 +9,18 @@ from __future__ import annotations
 import datetime as dt
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from pydantic_settings import SettingsError as SourceError
 
 from alerts.config import AlertRules, Delivery, Email, Reports, Scheduler, Slack
 from analysis.daily import DailySummaries
@@ -26,13 +29,12 @@ from analysis.pricing import PriceOverrides
 from analysis.recommend import RecommendOptions
 from analysis.spot import SpotAssumptions
 from analysis.states import GIB, StateRules
+from gpuledger.settings_errors import BadConfigFile, BadVariable, Origin, SettingsError, explain, json_kind
 from warehouse.rollup import RollupConfig
 
 DEFAULT_CONFIG = Path("gpuledger.toml")
 
-
-class SettingsError(Exception):
-    """A config file that is missing, not TOML, or holds a bad value."""
+__all__ = ["DEFAULT_CONFIG", "Settings", "SettingsError", "load_settings"]
 
 
 class Settings(BaseSettings):
@@ -62,7 +64,7 @@ class Settings(BaseSettings):
     )
     report_top_n: int = Field(default=10, ge=1, description="Rows in each top-N list of a report.")
     retention_days: int = Field(
-        default=400, ge=1, description="`gpuledger warehouse prune` drops date partitions older than this."
+        default=400, ge=1, le=36_500, description="`gpuledger warehouse prune` drops date partitions older than this."
     )
     compact_target_rows: int = Field(
         default=4_000_000,
@@ -79,6 +81,21 @@ class Settings(BaseSettings):
     )
     spool_max_mib: float = Field(
         default=256.0, gt=0, description="Bound of the spool; past it the oldest batches are dropped (and logged)."
+    )
+    exporter_timeout_s: float = Field(
+        default=10.0, gt=0, description="A dcgm-exporter request, connecting and the whole body, ends within this."
+    )
+    exporter_max_body_mib: float = Field(
+        default=32.0, gt=0, description="A dcgm-exporter page larger than this is refused (an 8-GPU page is ~45 KiB)."
+    )
+    prometheus_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="`gpuledger scrape`: each Prometheus request ends within this; a query with its retries "
+        "within twice this.",
+    )
+    prometheus_max_body_mib: float = Field(
+        default=256.0, gt=0, description="`gpuledger scrape`: a Prometheus answer larger than this is refused."
     )
     energy_every_s: float = Field(
         default=60.0, gt=0, description="NVML energy reads (~4 ms each on an H200) happen at most this often."
@@ -200,7 +217,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+        return (init_settings, _Environment(settings_cls), TomlConfigSettingsSource(settings_cls))
 
     @property
     def state_rules(self) -> StateRules:
@@ -256,25 +273,48 @@ class Settings(BaseSettings):
         return DailySummaries.for_assumptions(self.mig_assumptions)
 
 
+class _Environment(EnvSettingsSource):
+    """The ``GPULEDGER_*`` variables; one that does not hold the JSON its setting takes is named, never echoed."""
+
+    def prepare_field_value(self, field_name: str, field: FieldInfo, value: Any, value_is_complex: bool) -> Any:
+        try:
+            return super().prepare_field_value(field_name, field, value, value_is_complex)
+        except ValueError as exc:
+            reason = getattr(exc, "msg", None) or type(exc).__name__
+            position = getattr(exc, "pos", None)
+            where = f" at character {position + 1}" if isinstance(position, int) else ""
+            raise BadVariable(field_name, f"{reason}{where}", json_kind(field.annotation)) from None
+
+
 def load_settings(config: Path | None = None) -> Settings:
-    """Settings from ``config`` (or ``gpuledger.toml`` when it exists), then the environment."""
+    """Settings from ``config`` (or ``gpuledger.toml`` when it exists), then the environment.
+
+    Every failure is a :class:`SettingsError` of one line naming the variable or the file's key, never its value."""
     path = config if config is not None else (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
+    file: Origin | None = None
     if path is not None:
         if not path.is_file():
-            raise SettingsError(f"config file {path} does not exist: pass an existing file to --config")
+            raise BadConfigFile(path, "does not exist: pass an existing file to --config")
         try:
-            tomllib.loads(path.read_text())
+            file = Origin(tomllib.loads(path.read_text(encoding="utf-8")), path)
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise SettingsError(f"config file {path} is not valid TOML ({exc})") from None
+            raise BadConfigFile(path, f"is not valid TOML ({_first_line(exc)}): fix it there") from None
+        except OSError as exc:
+            raise BadConfigFile(path, f"cannot be read ({exc.strerror}): check its permissions") from None
     file_path = path
 
     class _FromFile(Settings):
         model_config = SettingsConfigDict(toml_file=file_path)
 
     try:
+        env = Origin(_Environment(Settings)())
         return _FromFile()
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "settings"
-        origin = f"config file {path} or GPULEDGER_{where.upper()}" if path else f"GPULEDGER_{where.upper()}"
-        raise SettingsError(f"setting {where}: {err['msg']} (from {origin})") from None
+        raise explain(Settings, exc.errors(include_input=False), env, file) from None
+    except SourceError as exc:  # a source failed in a way the checks above do not know: pydantic names the field
+        raise SettingsError(f"settings could not be read: {_first_line(exc)}") from None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -20,7 +20,13 @@ def open_reader(settings: Settings, *, node: str, dcgm_url: str | None) -> Calla
     if dcgm_url:
         from collector.dcgm import DcgmExporterReader
 
-        return DcgmExporterReader(dcgm_url, cluster=settings.cluster).read
+        reader = DcgmExporterReader(
+            dcgm_url,
+            cluster=settings.cluster,
+            timeout_s=settings.exporter_timeout_s,
+            max_body_mib=settings.exporter_max_body_mib,
+        )
+        return reader.read
     sampler = NvmlSampler(cluster=settings.cluster, node=node, energy_every_s=settings.energy_every_s)
     if settings.pod_resources_socket.exists():
         client = PodResourcesClient(settings.pod_resources_socket)

@@ -2,12 +2,14 @@
 
 The webhook server accepts a POST on one secret path and can be switched between behaviours: ``ok`` (200 "ok", the
 message counts as accepted), ``error`` (HTTP 500), ``slow`` (answers after the client's timeout, with 500, so nothing
-is accepted), ``reject`` (400 invalid_blocks). ``stop()`` and ``start()`` take it down and bring it back on the same
-port.
+is accepted), ``late`` (takes the message, then answers 200 after ``slow_s``: a slow server that works), ``reject``
+(400 invalid_blocks). ``stop()`` and ``start()`` take it down and bring it back on the same port. ``Trickle`` is a
+server that answers one byte at a time and never finishes (HTTP or SMTP), which only a whole-request deadline ends.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import socket
@@ -65,6 +67,11 @@ class Webhook:
                 if mode == "slow":
                     time.sleep(hook.slow_s)
                     return self._answer(500, "too late")
+                if mode == "late":
+                    with hook._lock:
+                        hook.accepted.append(json.loads(body))
+                    time.sleep(hook.slow_s)
+                    return self._answer(200, "ok")
                 with hook._lock:
                     hook.accepted.append(json.loads(body))
                 self._answer(200, "ok")
@@ -95,11 +102,13 @@ class Webhook:
 
 
 class Mailbox:
-    """aiosmtpd handler keeping every accepted message."""
+    """aiosmtpd handler keeping every message it receives; with ``delay_s`` it answers DATA that much later (a slow
+    server that works: the message is kept either way)."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay_s: float = 0.0) -> None:
         self.messages: list[EmailMessage] = []
         self.envelopes: list[Envelope] = []
+        self.delay_s = delay_s
 
     async def handle_DATA(self, server: SMTPServer, session: Session, envelope: Envelope) -> str:
         self.envelopes.append(envelope)
@@ -107,7 +116,60 @@ class Mailbox:
         message = message_from_bytes(content, policy=policy.default)
         assert isinstance(message, EmailMessage)
         self.messages.append(message)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         return "250 OK"
+
+
+class Trickle:
+    """A TCP server on loopback that never finishes answering: ``http`` reads the request, then sends a status line
+    and one header byte every ``every_s``; ``smtp`` sends an endless multi-line greeting, one byte at a time. Each
+    byte comes well within any read timeout, so only a deadline over the whole request ends a client's wait."""
+
+    def __init__(self, kind: str, every_s: float = 0.05) -> None:
+        self.kind, self.every_s = kind, every_s
+        self.connections = 0
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._sock.getsockname()[1])
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{SECRET_PATH}"
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                if self.kind == "http":
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        data += conn.recv(65536)
+                    head, _, body = data.partition(b"\r\n\r\n")
+                    fields = dict(line.lower().split(b": ", 1) for line in head.split(b"\r\n")[1:])
+                    length = int(fields.get(b"content-length", b"0"))
+                    while len(body) < length:
+                        body += conn.recv(65536)
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nx-wait: ")
+                else:
+                    conn.sendall(b"220-")
+                while not self._stop.wait(self.every_s):
+                    conn.sendall(b"w" if self.kind == "http" else b"w\r\n220-")
+            except OSError:
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._sock.close()
 
 
 class Authenticator:

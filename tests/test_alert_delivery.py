@@ -285,14 +285,15 @@ def test_a_fault_leaves_the_message_queued_and_it_is_delivered_once_when_the_ser
     expected = {
         "down": "the Slack webhook is unreachable (ConnectError)",
         "error": "the Slack webhook answered HTTP 500 (rollup_error)",
-        "slow": "the Slack webhook did not answer in time",
+        "slow": "the Slack webhook took the message but did not answer within 0.3 s (it may have arrived)",
     }[fault]
     assert result.failed[key] == expected
     pending = alerting.outbox(wh, settings).pending()
     assert [e.key for e in pending] == [key]
-    assert pending[0].attempts == 2 and pending[0].last_error == expected
+    tries = 1 if fault == "slow" else 2  # a try that may have arrived is not repeated within the flush
+    assert pending[0].attempts == tries and pending[0].last_error == expected
     if fault != "down":
-        assert webhook.requests == 2  # retried within the flush
+        assert webhook.requests == tries
     assert webhook.accepted == []
 
     if fault == "down":

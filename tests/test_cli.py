@@ -156,8 +156,7 @@ def test_bad_config_file_and_bad_environment(cli, sim_warehouse: Path, tmp_path:
     result = cli("report", "--warehouse", str(sim_warehouse))
     assert (result.exit_code, error_line(result)) == (
         2,
-        "Error: setting active_threshold_pct: Input should be less than or equal to 100 "
-        "(from GPULEDGER_ACTIVE_THRESHOLD_PCT)",
+        "Error: the variable GPULEDGER_ACTIVE_THRESHOLD_PCT should be less than or equal to 100",
     )
 
 

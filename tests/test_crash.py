@@ -208,7 +208,7 @@ def test_killed_writers_leave_whole_batches_and_a_readable_warehouse(tmp_path: P
     # (delay, journals, temp files) after each kill: shows which kills landed mid-transaction (`pytest -s`).
     print(f"kills: {left_behind}; batches visible: {len(visible)}")
 
-    with lake.writing():
+    with Lake(root, retire_grace_s=0).writing():
         pass
     assert _journal_files(root) == []
     assert _tmp_files(root) == []
@@ -293,7 +293,7 @@ def test_a_writer_killed_right_after_its_commit_point_is_seen_whole_and_rolled_f
     assert all(maintenance.verify_part(p) is None for p in reader.parts(GPU_SAMPLES))
 
     # The next writer rolls the journal forward: parts renamed into place, journal and temp files gone.
-    with Lake(root).writing():
+    with Lake(root, retire_grace_s=0).writing():
         pass
     assert _journal_files(root) == []
     assert _tmp_files(root) == []
@@ -329,7 +329,7 @@ def test_a_compaction_killed_after_its_commit_point_never_counts_a_row_twice(
     assert _rows(root).equals(before)
     assert _duckdb_count(root) == 100
 
-    with Lake(root).writing():
+    with Lake(root, retire_grace_s=0).writing():
         pass
     assert _journal_files(root) == []
     assert _tmp_files(root) == []
@@ -358,7 +358,7 @@ def test_a_writer_killed_before_its_commit_point_leaves_nothing_visible(lake: La
     assert _duckdb_count(root) == 30
 
     # The next writer deletes the orphans; what readers see does not change.
-    with Lake(root).writing():
+    with Lake(root, retire_grace_s=0).writing():
         pass
     assert _tmp_files(root) == []
     assert not any(s.final.exists() for s in staged)

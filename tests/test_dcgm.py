@@ -9,7 +9,6 @@ import logging
 import re
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -667,11 +666,9 @@ def test_metrics_url(given: str, url: str) -> None:
     assert metrics_url(given) == url
 
 
-# --- speed ---------------------------------------------------------------------------------------------------------
-
-
-def test_a_thousand_gpu_exposition_parses_well_under_a_second(dcgm_dir: Path) -> None:
-    """125 nodes x 8 GPUs, every L4 family (23 series per GPU), half the GPUs held by a pod: 23,000 samples."""
+def test_a_thousand_gpu_exposition_parses_whole(dcgm_dir: Path) -> None:
+    """125 nodes x 8 GPUs, every L4 family (23 series per GPU), half the GPUs held by a pod: 23,000 samples. (Its
+    speed is not asserted here: timings belong to `make bench`.)"""
     template = [line for line in read(dcgm_dir, L4).splitlines() if line]
     lines = []
     for line in template:
@@ -687,13 +684,9 @@ def test_a_thousand_gpu_exposition_parses_well_under_a_second(dcgm_dir: Path) ->
                 .replace("}", pod + "}")
             )
     text = "\n".join(lines) + "\n"
-    parse(text)  # warm up
-    started = time.perf_counter()
     rows = parse(text)
-    elapsed = time.perf_counter() - started
     assert (rows.samples.num_rows, rows.allocations.num_rows) == (1000, 500)
     assert conform(GPU_SAMPLES, rows.samples).column("fb_total_bytes").to_pylist()[0] == (22563 + 470) * MIB
-    assert elapsed < 0.8, f"{elapsed:.2f} s"
 
 
 def test_rows_are_arrow_tables_with_the_warehouse_schemas(dcgm_dir: Path) -> None:

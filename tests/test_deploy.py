@@ -73,8 +73,20 @@ def test_agent_command(agent: dict[str, Any]) -> None:
         "10",
         "--metrics-port",
         "9400",
+        "--metrics-addr",
+        "0.0.0.0",
     ]
     assert "command" not in agent  # the image's ENTRYPOINT is gpuledger
+
+
+def test_the_metrics_address_is_given_because_the_agent_binds_loopback_by_default(
+    pod: dict[str, Any], agent: dict[str, Any]
+) -> None:
+    args = agent["args"]
+    assert args[args.index("--metrics-addr") + 1] == "0.0.0.0"
+    assert not pod.get("hostNetwork")  # 0.0.0.0 is the pod's own addresses, not the node's
+    port = agent["ports"][0]
+    assert (port["name"], port["containerPort"]) == ("metrics", int(args[args.index("--metrics-port") + 1]))
 
 
 def test_selector_matches_the_pods() -> None:

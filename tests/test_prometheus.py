@@ -508,7 +508,7 @@ def test_server_errors_and_timeouts_are_retried_with_backoff(lake: Lake) -> None
     assert (result.chunks, result.queries, result.points) == (1, QUERIES_PER_CHUNK + 2, 0)  # two retried
     assert sleeps == [0.5, 1.0]
     with StubServer([Answer(200, EMPTY_MATRIX, delay_s=1.0)]) as stub, pytest.raises(SourceUnreachable) as slow:
-        scraper(stub.url, timeout_s=0.2, tries=2).scrape(lake, T0, T0 + dt.timedelta(hours=1))
+        scraper(stub.url, timeout_s=0.2, tries=2, backoff_s=0.05).scrape(lake, T0, T0 + dt.timedelta(hours=1))
     assert str(slow.value).startswith(
         f"Prometheus at {stub.url} cannot be reached (no answer within 0.2 s, after 2 tries)"
     )

@@ -18,6 +18,15 @@ class WarehouseMissing(WarehouseError):
         self.root = root
 
 
+class NotAWarehouse(WarehouseError):
+    def __init__(self, root: Path, marker: str) -> None:
+        super().__init__(
+            f"{root} is not a gpuledger warehouse (it holds files but no {marker}): pass the warehouse's directory "
+            f"to --warehouse, or make one with `gpuledger simulate --warehouse DIR` or `gpuledger collect`"
+        )
+        self.root = root
+
+
 class WarehouseUnreadable(WarehouseError):
     def __init__(self, root: Path, reason: str) -> None:
         super().__init__(f"warehouse {root} cannot be used: {reason}; check the path and its permissions")
@@ -49,6 +58,15 @@ class QueryFailed(WarehouseError):
         super().__init__(f"query failed: {first_line}")
 
 
+class DocumentUnreadable(WarehouseError):
+    """A journal, retired-parts or state document that is torn or names a path it may not: never applied."""
+
+    def __init__(self, path: Path, kind: str, reason: str) -> None:
+        super().__init__(f"{kind} {path} is torn or invalid ({reason}): it is treated as never written")
+        self.path = path
+        self.reason = reason
+
+
 class WarehouseBusy(WarehouseError):
     def __init__(self, root: Path) -> None:
         super().__init__(f"warehouse {root} is being written by another gpuledger process; retry when it is done")
@@ -60,3 +78,13 @@ def _warehouse_root(path: Path) -> Path:
         if (parent / ".gpuledger-warehouse").exists():
             return parent
     return path.parent
+
+
+class QueryRefused(WarehouseError):
+    """SQL that `gpuledger query` will not run: not a read, or a read of something other than the warehouse."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            f"query refused: {reason}; `gpuledger query` is read-only: use SELECT (or EXPLAIN, DESCRIBE, SHOW, "
+            "SUMMARIZE) over the warehouse's views, with no file, network or extension access"
+        )

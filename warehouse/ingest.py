@@ -1,5 +1,9 @@
 """Appending rows: validate a batch against its table contract, drop rows already stored, write it atomically.
 
+Rows stamped at an impossible time (before 2000-01-01 or more than a day after now: a clock reset to the epoch, a
+unit mix-up) are dropped from the batch, not stored: they would move every default window. Their count is logged
+and kept in the warehouse state ``rejected-timestamps``, which the dashboard's data-health page shows.
+
 Idempotency strategy: **dedupe on append**. A batch is first made unique on the table key (first row wins), then
 anti-joined against the keys already stored in the partitions it touches (same date and cluster, restricted to the
 batch's time range). Re-appending rows that are stored changes no count and no value: the stored row wins. Readers
@@ -9,8 +13,10 @@ therefore never need to deduplicate.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -18,7 +24,13 @@ import pyarrow.compute as pc
 
 from warehouse.errors import SchemaViolation
 from warehouse.lake import Lake, Partition, Staged
-from warehouse.schema import Table
+from warehouse.schema import EARLIEST, GPU_ALLOCATIONS, GPU_SAMPLES, Table, latest_plausible, utc_now
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], dt.datetime]
+TIME_CHECKED = (GPU_SAMPLES.name, GPU_ALLOCATIONS.name)
+REJECTED_STATE = "rejected-timestamps"
 
 
 @dataclass(frozen=True)
@@ -27,10 +39,38 @@ class AppendResult:
     rows_in: int
     rows_written: int
     parts: int
+    rows_rejected: int = 0
+    """Rows dropped for an impossible timestamp (outside [EARLIEST, now + FUTURE_SLACK])."""
 
     @property
     def rows_skipped(self) -> int:
-        return self.rows_in - self.rows_written
+        """Rows already stored (or repeated in the batch)."""
+        return self.rows_in - self.rows_rejected - self.rows_written
+
+
+@dataclass(frozen=True)
+class RejectedTimes:
+    """The running count of rows dropped for impossible timestamps, as kept in the warehouse state."""
+
+    rows: int
+    last_rejected_at: dt.datetime
+    earliest_stamp: dt.datetime
+    latest_stamp: dt.datetime
+    by_table: dict[str, int]
+
+
+def rejected_times(lake: Lake) -> RejectedTimes | None:
+    """What ingest has dropped for impossible timestamps so far, or None when it never dropped a row."""
+    state = lake.read_state(REJECTED_STATE)
+    if not state or not state.get("rows"):
+        return None
+    return RejectedTimes(
+        rows=int(state["rows"]),
+        last_rejected_at=dt.datetime.fromisoformat(state["last_rejected_at"]),
+        earliest_stamp=dt.datetime.fromisoformat(state["earliest_stamp"]),
+        latest_stamp=dt.datetime.fromisoformat(state["latest_stamp"]),
+        by_table={str(k): int(v) for k, v in state.get("by_table", {}).items()},
+    )
 
 
 def conform(table: Table, data: pa.Table) -> pa.Table:
@@ -51,12 +91,15 @@ def conform(table: Table, data: pa.Table) -> pa.Table:
     return out
 
 
-def append(lake: Lake, table: Table, data: pa.Table) -> AppendResult:
-    """Validate ``data`` and add its new rows to ``table`` in one transaction."""
+def append(lake: Lake, table: Table, data: pa.Table, *, clock: Clock = utc_now) -> AppendResult:
+    """Validate ``data`` and add its new rows to ``table`` in one transaction; rows stamped at an impossible time
+    (judged against ``clock()``) are dropped, logged and counted in the warehouse state instead."""
     conformed = conform(table, data)
     rows_in = conformed.num_rows
     if rows_in == 0:
         return AppendResult(table.name, 0, 0, 0)
+    now = clock()
+    conformed, rejected = _drop_impossible_times(table, conformed, now)
     frame = pl.from_arrow(conformed)
     assert isinstance(frame, pl.DataFrame)
     frame = _unique_sorted(frame, table)
@@ -67,13 +110,63 @@ def append(lake: Lake, table: Table, data: pa.Table) -> AppendResult:
             if rows.height:
                 staged.append(lake.stage(table, partition, rows.to_arrow().cast(table.schema)))
         lake.commit(staged)
-    return AppendResult(table.name, rows_in, sum(s.rows for s in staged), len(staged))
+        if rejected is not None:
+            _count_rejected(lake, table, rejected, now)
+    return AppendResult(
+        table.name, rows_in, sum(s.rows for s in staged), len(staged), rejected.num_rows if rejected else 0
+    )
 
 
-def append_many(lake: Lake, batches: Sequence[tuple[Table, pa.Table]]) -> list[AppendResult]:
+def append_many(lake: Lake, batches: Sequence[tuple[Table, pa.Table]], *, clock: Clock = utc_now) -> list[AppendResult]:
     """Append several tables' batches under one hold of the writer lock (each batch its own transaction)."""
     with lake.writing():
-        return [append(lake, table, data) for table, data in batches]
+        return [append(lake, table, data, clock=clock) for table, data in batches]
+
+
+def _drop_impossible_times(table: Table, data: pa.Table, now: dt.datetime) -> tuple[pa.Table, pa.Table | None]:
+    """``data`` without its rows stamped before EARLIEST or after ``latest_plausible(now)``, and those rows' times."""
+    if table.name not in TIME_CHECKED or table.time_column is None:
+        return data, None
+    stamps = data.column(table.time_column)
+    low = pa.scalar(EARLIEST, stamps.type)
+    high = pa.scalar(latest_plausible(now), stamps.type)
+    bad = pc.or_(pc.less(stamps, low), pc.greater(stamps, high))
+    if not pc.any(bad).as_py():
+        return data, None
+    rejected = pc.filter(data.select([table.time_column]), bad)
+    kept = pc.filter(data, pc.invert(bad))
+    bounds = pc.min_max(rejected.column(table.time_column)).as_py()
+    log.warning(
+        "%s: dropped %d row(s) stamped outside %s .. %s (impossible timestamps, %s .. %s); the rest of the batch "
+        "is stored",
+        table.name,
+        rejected.num_rows,
+        EARLIEST.isoformat(),
+        high.as_py().isoformat(),
+        bounds["min"].isoformat(),
+        bounds["max"].isoformat(),
+    )
+    return kept, rejected
+
+
+def _count_rejected(lake: Lake, table: Table, rejected: pa.Table, now: dt.datetime) -> None:
+    """Add ``rejected`` to the running count in the warehouse state (the caller holds the writer lock)."""
+    bounds = pc.min_max(rejected.column(0)).as_py()
+    state: dict[str, Any] = lake.read_state(REJECTED_STATE) or {}
+    by_table = {**state.get("by_table", {})}
+    by_table[table.name] = int(by_table.get(table.name, 0)) + rejected.num_rows
+    earliest = [bounds["min"], *(dt.datetime.fromisoformat(v) for v in [state.get("earliest_stamp")] if v)]
+    latest = [bounds["max"], *(dt.datetime.fromisoformat(v) for v in [state.get("latest_stamp")] if v)]
+    lake.write_state(
+        REJECTED_STATE,
+        {
+            "rows": int(state.get("rows", 0)) + rejected.num_rows,
+            "by_table": by_table,
+            "last_rejected_at": now.isoformat(),
+            "earliest_stamp": min(earliest).isoformat(),
+            "latest_stamp": max(latest).isoformat(),
+        },
+    )
 
 
 def _unique_sorted(frame: pl.DataFrame, table: Table) -> pl.DataFrame:

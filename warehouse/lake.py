@@ -2,10 +2,28 @@
 
 Layout: ``<root>/<table>/date=YYYY-MM-DD/cluster=<quoted>/part-<id>.parquet`` (Hive style, readable by any Parquet
 engine). A write is a *transaction*: parts are written under ``_tmp/``, then a journal naming every part to add and
-every part to remove is written atomically under ``_journal/``, then the parts are renamed into place and the journal
-is deleted. Readers honour pending journals, so they see a transaction either whole or not at all, and the next
-writer rolls any pending journal forward. A writer killed before its journal exists leaves only files in ``_tmp/``,
-which no reader ever lists.
+every part to remove is written atomically under ``_journal/`` (the commit point), then each added part is hard-linked
+to its final path and the journal is deleted. Readers honour pending journals, so they see a transaction either whole
+or not at all, and the next writer rolls any pending journal forward. A writer killed before its journal exists
+leaves only files in ``_tmp/``, which no reader ever lists.
+
+Snapshot reads. A reader lists parts, then opens them later (a Polars or DuckDB scan). So a commit never deletes a
+path a reader may have resolved: the parts it removes, and the ``_tmp/`` copies of the parts it adds (which readers
+of the pending journal read), are *retired* instead. A small ``_retired/<ns>-<id>.json`` document (written
+atomically once the links exist, before the journal goes) names each by path and identity (inode, size, mtime), and
+listings leave those out, so a removed part is invisible from the commit point on but stays readable at its path.
+The unlink happens in a later writer's ``recover()`` once the document is older than ``RETIRE_GRACE_S``, far longer
+than any read. Identities matter because rollup parts are named after their inputs: a name can come back (a setting
+changed and changed back) while its old file is still retired, and the new file must be neither hidden nor deleted.
+Linking instead of renaming keeps a pending journal's ``_tmp/`` path readable too; on a file system without hard
+links the part is renamed (then only a reader racing that rename can miss it). The price: disk space of replaced
+parts is freed up to the grace period later, at the first write after it.
+
+Nothing read from disk is trusted. Journal and retired documents are validated: every path must be relative, free
+of ``..``, resolve inside the warehouse, and have the right shape (a part under a table directory, a staged file
+directly under ``_tmp/``). A torn or invalid document was never a valid commit point (journals are written whole and
+renamed into place), so readers skip it with a warning and the next writer moves it to ``_quarantine/`` with a log
+line; `warehouse check` lists it. A torn state document is set aside the same way and reads as absent.
 """
 
 from __future__ import annotations
@@ -17,12 +35,14 @@ import fcntl
 import hashlib
 import io
 import json
+import logging
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -30,14 +50,34 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from warehouse.errors import WarehouseBusy, WarehouseMissing, WarehouseUnreadable
+from warehouse import reading
+from warehouse.errors import (
+    DocumentUnreadable,
+    NotAWarehouse,
+    WarehouseBusy,
+    WarehouseMissing,
+    WarehouseUnreadable,
+)
 from warehouse.files import fsync_dir, write_atomic
-from warehouse.schema import TABLES, Table
+from warehouse.schema import EARLIEST, TABLES, Table, latest_plausible, utc_now
+
+log = logging.getLogger(__name__)
 
 MARKER = ".gpuledger-warehouse"
 SPANS_KEY = b"gpuledger.series_spans"
 PART_GLOB = "part-*.parquet"
 COMPRESSION = "zstd"
+SUMMARIES_DIR = "_summaries"
+"""Derived per-day caches (``warehouse.rollup``), stored as tables ``_summaries/<name>``."""
+TMP_DIR, JOURNAL_DIR, RETIRED_DIR, STATE_DIR, QUARANTINE_DIR = "_tmp", "_journal", "_retired", "_state", "_quarantine"
+RETIRE_GRACE_S = 15 * 60.0
+"""How long a retired part stays readable at its path after the commit that replaced it: longer than any read."""
+VERIFY_CHECKSUMS = True
+"""Scans check every page's CRC as they decode it (``warehouse.reading``); False only for benchmark baselines."""
+
+_DOC_NAME = re.compile(r"^(\d+)-[0-9a-f]{8}\.json$")
+Ident = tuple[int, int, int]
+"""A file's identity: inode, size, modification time (ns)."""
 
 
 @dataclass(frozen=True)
@@ -50,19 +90,49 @@ class Partition:
 
 @dataclass(frozen=True)
 class Staged:
-    """A part written under ``_tmp/`` that a transaction will rename to ``final``."""
+    """A part written under ``_tmp/`` that a transaction will link to ``final``."""
 
     tmp: Path
     final: Path
     rows: int
 
 
+@dataclass(frozen=True)
+class Journal:
+    """A transaction: ``adds`` are (staged, final) paths and ``removes`` part paths, relative to the root."""
+
+    adds: tuple[tuple[str, str], ...]
+    removes: tuple[str, ...]
+
+    def to_json(self) -> dict[str, list[Any]]:
+        return {"adds": [list(pair) for pair in self.adds], "removes": list(self.removes)}
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    journals: dict[str, Journal]
+    retired: dict[str, dict[str, frozenset[Ident]]]
+    """Per retired document: relative path -> identities retired under that path."""
+
+    @property
+    def names(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        return tuple(self.journals), tuple(self.retired)
+
+
 class Lake:
     """A warehouse directory. Reading needs nothing; writing happens inside ``with lake.writing():``."""
 
-    def __init__(self, root: Path | str, *, create: bool = False, lock_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        root: Path | str,
+        *,
+        create: bool = False,
+        lock_timeout_s: float = 30.0,
+        retire_grace_s: float = RETIRE_GRACE_S,
+    ) -> None:
         self.root = Path(root)
         self.lock_timeout_s = lock_timeout_s
+        self.retire_grace_s = retire_grace_s
         if not self.root.exists():
             if not create:
                 raise WarehouseMissing(self.root)
@@ -78,7 +148,13 @@ class Lake:
             if not os.access(self.root, os.W_OK):
                 raise WarehouseUnreadable(self.root, "it is not writable")
             (self.root / MARKER).touch(exist_ok=True)
+        elif not (self.root / MARKER).exists() and _holds_files(self.root):
+            raise NotAWarehouse(self.root, MARKER)
+        self._real_root = self.root.resolve()
         self._lock_fd: int | None = None
+        self._docs: dict[Path, Any] = {}
+        """Parsed journal and retired documents by path: they never change once written (unique names)."""
+        self._warned: set[Path] = set()
 
     # ----------------------------------------------------------------------------------------------- layout
 
@@ -121,13 +197,14 @@ class Lake:
         end: dt.date | None = None,
         cluster: str | None = None,
     ) -> list[Path]:
-        """Every visible part of ``table`` (dates within [start, end] when given), sorted, journals honoured."""
+        """Every visible part of ``table`` (dates within [start, end] when given), sorted, journals honoured and
+        retired parts left out. The listing is retried until no commit began or ended while it was taken."""
         for _ in range(20):
-            before = self._journals()
+            before = self._snapshot()
             listed = self._list_parts(table, start, end, cluster)
-            after = self._journals()
-            if before == after:
-                return self._apply_pending(table, listed, after, start, end, cluster)
+            after = self._snapshot()
+            if before.names == after.names:
+                return self._visible(table, listed, after, start, end, cluster)
             time.sleep(0.01)
         raise WarehouseBusy(self.root)
 
@@ -156,7 +233,8 @@ class Lake:
         end: dt.datetime | None = None,
         cluster: str | None = None,
     ) -> pl.LazyFrame:
-        """A lazy frame over the table's parts, pruned by date partition and filtered to [start, end)."""
+        """A lazy frame over the table's parts, pruned by date partition and filtered to [start, end); every page
+        it decodes has its CRC checked."""
         files = self.parts(
             table,
             start=start.date() if start else None,
@@ -165,7 +243,7 @@ class Lake:
         )
         if not files:
             return pl.from_arrow(table.schema.empty_table()).lazy()  # type: ignore[union-attr]
-        lf = pl.scan_parquet([str(f) for f in files], hive_partitioning=False, missing_columns="insert")
+        lf = scan_parts(table, files)
         if table.time_column is not None:
             col = pl.col(table.time_column)
             if start is not None:
@@ -174,20 +252,22 @@ class Lake:
                 lf = lf.filter(col < _lit_end(table, end))
         return lf
 
-    def series_spans(self, table: Table) -> pl.DataFrame:
+    def series_spans(self, table: Table, *, now: dt.datetime | None = None) -> pl.DataFrame:
         """First and last time of every series, per cluster, from the summaries in the parts' footers.
 
         Reads footers only, so it costs per part, not per row; a part without a summary (written by another tool)
-        is scanned instead.
+        is scanned instead. Date partitions outside [EARLIEST, ``latest_plausible(now)``] are left out: ingest drops
+        such rows, and one that an older release stored must not stretch a lifetime (and the rollup) to 1970 or 2100.
         """
         assert table.series and table.time_column
         frames = []
-        for part in self.parts(table):
+        first_day, last_day = EARLIEST.date(), latest_plausible(now or utc_now()).date()
+        for part in self.parts(table, start=first_day, end=last_day):
             blob = (pq.read_schema(part).metadata or {}).get(SPANS_KEY)
             if blob is not None:
                 spans = pl.read_ipc(io.BytesIO(base64.b64decode(blob)))
             else:
-                spans = _spans(table, pl.scan_parquet(part, hive_partitioning=False)).collect()
+                spans = _spans(table, scan_parts(table, [part])).collect()
             cluster = self.partition_of(part.relative_to(self.root)).cluster
             frames.append(spans.with_columns(pl.lit(cluster, pl.String).alias("cluster")))
         if not frames:
@@ -200,6 +280,16 @@ class Lake:
             .agg(pl.col("first").min(), pl.col("last").max())
             .select("cluster", *table.series, "first", "last")
         )
+
+    def bad_documents(self) -> list[tuple[Path, str]]:
+        """Every journal or retired document that cannot be applied (torn, or naming a path it may not), with why."""
+        bad: list[tuple[Path, str]] = []
+        for folder in (JOURNAL_DIR, RETIRED_DIR):
+            for path in self._doc_paths(folder):
+                parsed = self._doc(path)
+                if isinstance(parsed, DocumentUnreadable):
+                    bad.append((path, parsed.reason))
+        return bad
 
     def _list_parts(self, table: Table, start: dt.date | None, end: dt.date | None, cluster: str | None) -> list[Path]:
         base = self.table_dir(table)
@@ -220,41 +310,153 @@ class Lake:
             found.extend(here / f for f in filenames if f.startswith("part-") and f.endswith(".parquet"))
         return sorted(found)
 
-    def _apply_pending(
+    def _visible(
         self,
         table: Table,
         listed: list[Path],
-        journals: dict[str, dict[str, list[Any]]],
+        snapshot: _Snapshot,
         start: dt.date | None,
         end: dt.date | None,
         cluster: str | None,
     ) -> list[Path]:
-        if not journals:
-            return listed
+        retired: dict[str, set[Ident]] = {}
+        for entries in snapshot.retired.values():
+            for rel, idents in entries.items():
+                retired.setdefault(rel, set()).update(idents)
         visible = set(listed)
+        if retired:
+            for part in listed:
+                gone = retired.get(str(part.relative_to(self.root)))
+                if gone is not None and ((ident := _ident(part)) is None or ident in gone):
+                    visible.discard(part)
+        if not snapshot.journals:
+            return sorted(visible)
         table_root = self.table_dir(table)
-        for journal in journals.values():
-            for rel in journal["removes"]:
+        for journal in snapshot.journals.values():
+            for rel in journal.removes:
                 visible.discard(self.root / rel)
-            for tmp_rel, final_rel in journal["adds"]:
-                final = self.root / final_rel
+        for journal in snapshot.journals.values():
+            for tmp_rel, final_rel in journal.adds:
+                tmp, final = self.root / tmp_rel, self.root / final_rel
                 if table_root not in final.parents or not _in_range(self.partition_of(final), start, end, cluster):
                     continue
-                if final.exists():
+                staged = _ident(tmp)
+                if staged is not None and _ident(final) != staged:
+                    visible.discard(final)
+                    visible.add(tmp)
+                elif final.exists():
                     visible.add(final)
-                elif (self.root / tmp_rel).exists():
-                    visible.add(self.root / tmp_rel)
         return sorted(visible)
 
-    def _journals(self) -> dict[str, dict[str, list[Any]]]:
-        jdir = self.root / "_journal"
-        if not jdir.is_dir():
-            return {}
-        out: dict[str, dict[str, list[Any]]] = {}
-        for entry in sorted(jdir.glob("*.json")):
-            with contextlib.suppress(FileNotFoundError):
-                out[entry.name] = json.loads(entry.read_text())
-        return out
+    def _snapshot(self) -> _Snapshot:
+        """The valid pending journals and retired documents now on disk (torn or invalid ones skipped, warned once)."""
+        journals: dict[str, Journal] = {}
+        retired: dict[str, dict[str, frozenset[Ident]]] = {}
+        live: set[Path] = set()
+        for folder in (JOURNAL_DIR, RETIRED_DIR):
+            for path in self._doc_paths(folder):
+                live.add(path)
+                parsed = self._doc(path)
+                if isinstance(parsed, Journal):
+                    journals[path.name] = parsed
+                elif isinstance(parsed, dict):
+                    retired[path.name] = parsed
+                elif isinstance(parsed, DocumentUnreadable) and path not in self._warned:
+                    self._warned.add(path)
+                    log.warning(
+                        "%s; readers skip it until a writer or `gpuledger warehouse check --warehouse %s --quarantine`"
+                        " moves it aside",
+                        parsed,
+                        self.root,
+                    )
+        for stale in set(self._docs) - live:
+            del self._docs[stale]
+        return _Snapshot(journals, retired)
+
+    def _doc_paths(self, folder: str) -> list[Path]:
+        directory = self.root / folder
+        try:
+            names = sorted(os.listdir(directory))
+        except FileNotFoundError:
+            return []
+        return [directory / n for n in names if n.endswith(".json") and not n.startswith(".")]
+
+    def _doc(self, path: Path) -> Journal | dict[str, frozenset[Ident]] | DocumentUnreadable | None:
+        """The parsed document (cached), DocumentUnreadable when it is torn or invalid, None when it vanished."""
+        if path in self._docs:
+            cached: Journal | dict[str, frozenset[Ident]] | DocumentUnreadable = self._docs[path]
+            return cached
+        try:
+            text = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        parsed: Journal | dict[str, frozenset[Ident]] | DocumentUnreadable
+        try:
+            data = json.loads(text)
+            if path.parent.name == JOURNAL_DIR:
+                parsed = self._parse_journal(data)
+            else:
+                if not _DOC_NAME.match(path.name):
+                    raise ValueError(f"its name {path.name!r} does not say when it was written")
+                parsed = self._parse_retired(data)
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            kind = "journal" if path.parent.name == JOURNAL_DIR else "retired-parts document"
+            parsed = DocumentUnreadable(path, kind, str(exc) or type(exc).__name__)
+        self._docs[path] = parsed
+        return parsed
+
+    def _parse_journal(self, data: object) -> Journal:
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("adds"), list)
+            or not isinstance(data.get("removes"), list)
+        ):
+            raise ValueError('not an object with "adds" and "removes" lists')
+        adds = []
+        for pair in data["adds"]:
+            if not (isinstance(pair, list) and len(pair) == 2):
+                raise ValueError(f"an add is not a [staged, final] pair: {pair!r}")
+            adds.append((self._confined(pair[0], staged=True), self._confined(pair[1])))
+        return Journal(tuple(adds), tuple(self._confined(rel) for rel in data["removes"]))
+
+    def _parse_retired(self, data: object) -> dict[str, frozenset[Ident]]:
+        if not isinstance(data, dict) or not isinstance(data.get("retired"), list):
+            raise ValueError('not an object with a "retired" list')
+        out: dict[str, set[Ident]] = {}
+        for entry in data["retired"]:
+            if not (isinstance(entry, list) and len(entry) == 4 and all(isinstance(n, int) for n in entry[1:])):
+                raise ValueError(f"an entry is not [path, inode, size, mtime_ns]: {entry!r}")
+            rel = entry[0]
+            is_staged = isinstance(rel, str) and rel.startswith(f"{TMP_DIR}/")
+            out.setdefault(self._confined(rel, staged=is_staged), set()).add((entry[1], entry[2], entry[3]))
+        return {rel: frozenset(idents) for rel, idents in out.items()}
+
+    def _confined(self, rel: object, *, staged: bool = False) -> str:
+        """``rel`` when it is a part path under a table directory (``staged``: a file directly under ``_tmp/``)
+        that stays inside the warehouse; otherwise ValueError naming it."""
+        if not isinstance(rel, str) or not rel or "\\" in rel or "\x00" in rel:
+            raise ValueError(f"names a path that is not a relative path: {rel!r}")
+        pure = PurePosixPath(rel)
+        if pure.is_absolute() or ".." in pure.parts or str(pure) != rel:
+            raise ValueError(f"names a path outside the warehouse: {rel!r}")
+        pieces = pure.parts
+        if staged:
+            shaped = len(pieces) == 2 and pieces[0] == TMP_DIR
+            where = f"directly under {TMP_DIR}/"
+        else:
+            dirs = pieces[2:-1] if pieces[0] == SUMMARIES_DIR else pieces[1:-1]
+            shaped = (
+                (pieces[0] in TABLES or (pieces[0] == SUMMARIES_DIR and len(pieces) >= 3))
+                and pieces[-1].startswith("part-")
+                and pieces[-1].endswith(".parquet")
+                and all(d.startswith(("date=", "cluster=")) for d in dirs)
+            )
+            where = "a part under a table directory"
+        if not shaped:
+            raise ValueError(f"names a path that is not {where}: {rel!r}")
+        if not (self.root / rel).resolve().is_relative_to(self._real_root):
+            raise ValueError(f"names a path that resolves outside the warehouse: {rel!r}")
+        return rel
 
     # ----------------------------------------------------------------------------------------------- writing
 
@@ -289,17 +491,22 @@ class Lake:
             os.close(fd)
 
     def recover(self) -> int:
-        """Finish every committed transaction a killed writer left behind; returns how many were finished."""
+        """Finish every committed transaction a killed writer left behind (returns how many), set aside torn or
+        invalid journals, unlink retired files past the grace period and clear orphaned temp files."""
         self._require_lock()
-        journals = self._journals()
-        for name, journal in journals.items():
+        for path, _reason in self.bad_documents():
+            self._set_aside(path, self._doc(path))
+        snapshot = self._snapshot()
+        for name, journal in snapshot.journals.items():
             self._apply(journal)
-            (self.root / "_journal" / name).unlink(missing_ok=True)
-        tmp = self.root / "_tmp"
+            (self.root / JOURNAL_DIR / name).unlink(missing_ok=True)
+        keep = self._expire_retired()
+        tmp = self.root / TMP_DIR
         if tmp.is_dir():
             for orphan in tmp.iterdir():
-                orphan.unlink(missing_ok=True)
-        return len(journals)
+                if f"{TMP_DIR}/{orphan.name}" not in keep:
+                    orphan.unlink(missing_ok=True)
+        return len(snapshot.journals)
 
     def stage(self, table: Table, partition: Partition, data: pa.Table, name: str | None = None) -> Staged:
         """Write ``data`` as a complete Parquet file under ``_tmp/``; invisible until committed."""
@@ -307,7 +514,7 @@ class Lake:
         if table.series and table.time_column:
             data = data.replace_schema_metadata({**(data.schema.metadata or {}), SPANS_KEY: _spans_blob(table, data)})
         final = self.new_part_path(table, partition, name)
-        tmp = self.root / "_tmp" / f"{uuid.uuid4().hex}.parquet"
+        tmp = self.root / TMP_DIR / f"{uuid.uuid4().hex}.parquet"
         tmp.parent.mkdir(exist_ok=True)
         with tmp.open("wb") as handle:
             pq.write_table(data, handle, **_write_options(data.schema))
@@ -320,17 +527,22 @@ class Lake:
         self._require_lock()
         if not adds and not removes:
             return
-        journal: dict[str, list[Any]] = {
-            "adds": [[str(s.tmp.relative_to(self.root)), str(s.final.relative_to(self.root))] for s in adds],
-            "removes": [str(Path(r).relative_to(self.root)) for r in removes],
-        }
-        jdir = self.root / "_journal"
+        journal = Journal(
+            tuple((str(s.tmp.relative_to(self.root)), str(s.final.relative_to(self.root))) for s in adds),
+            tuple(str(Path(r).relative_to(self.root)) for r in removes),
+        )
+        for tmp_rel, final_rel in journal.adds:
+            self._confined(tmp_rel, staged=True)
+            self._confined(final_rel)
+        for rel in journal.removes:
+            self._confined(rel)
+        jdir = self.root / JOURNAL_DIR
         jdir.mkdir(exist_ok=True)
         name = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}.json"
-        pending = self.root / "_tmp" / f"{name}.pending"
+        pending = self.root / TMP_DIR / f"{name}.pending"
         pending.parent.mkdir(exist_ok=True)
         with pending.open("w") as handle:
-            json.dump(journal, handle)
+            json.dump(journal.to_json(), handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(pending, jdir / name)
@@ -338,31 +550,103 @@ class Lake:
         self._apply(journal)
         (jdir / name).unlink()
 
-    def _apply(self, journal: dict[str, list[Any]]) -> None:
+    def _apply(self, journal: Journal) -> None:
+        """Link the adds into place and retire what the journal replaces; safe to run again after a crash."""
+        staged_for = {final: tmp for tmp, final in journal.adds}
+        retired: list[list[Any]] = []
+        for rel in journal.removes:
+            ident = _ident(self.root / rel)
+            if ident is None:
+                continue
+            tmp_rel = staged_for.get(rel)
+            if tmp_rel is not None and _ident(self.root / tmp_rel) == ident:
+                continue  # a re-run: this path already holds the journal's own new part
+            retired.append([rel, *ident])
         touched: set[Path] = set()
-        for tmp_rel, final_rel in journal["adds"]:
+        for tmp_rel, final_rel in journal.adds:
             tmp, final = self.root / tmp_rel, self.root / final_rel
-            if tmp.exists():
+            staged = _ident(tmp)
+            if staged is None:
+                continue
+            if _ident(final) != staged:
                 final.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(tmp, final)
                 touched.add(final.parent)
-        for rel in journal["removes"]:
-            (self.root / rel).unlink(missing_ok=True)
-            touched.add((self.root / rel).parent)
+                if not _link_into_place(tmp, final):
+                    continue
+            retired.append([tmp_rel, *staged])
         for directory in touched:
-            if directory.exists():
-                fsync_dir(directory)
+            fsync_dir(directory)
+        if retired:
+            rdir = self.root / RETIRED_DIR
+            rdir.mkdir(exist_ok=True)
+            write_atomic(rdir / f"{time.time_ns()}-{uuid.uuid4().hex[:8]}.json", json.dumps({"retired": retired}))
+
+    def _expire_retired(self) -> set[str]:
+        """Unlink the files of retired documents older than the grace period (when still the same file) and the
+        documents; returns the paths the younger documents still keep."""
+        keep: set[str] = set()
+        now = time.time_ns()
+        touched: set[Path] = set()
+        for path in self._doc_paths(RETIRED_DIR):
+            entries = self._doc(path)
+            if not isinstance(entries, dict):
+                continue
+            match = _DOC_NAME.match(path.name)
+            assert match is not None
+            if now - int(match.group(1)) < self.retire_grace_s * 1e9:
+                keep.update(entries)
+                continue
+            for rel, idents in entries.items():
+                file = self.root / rel
+                if _ident(file) in idents:
+                    file.unlink(missing_ok=True)
+                    touched.add(file.parent)
+            path.unlink(missing_ok=True)
+        rdir = self.root / RETIRED_DIR
+        if rdir.is_dir():
+            for leftover in rdir.glob(".*.tmp"):  # a write_atomic killed mid-write (we hold the lock)
+                leftover.unlink(missing_ok=True)
         for directory in sorted(touched, key=lambda p: len(p.parts), reverse=True):
             _remove_empty_dirs(directory, stop=self.root)
+        return keep
+
+    def _set_aside(self, path: Path, problem: object) -> Path | None:
+        """Move a torn or invalid document to ``_quarantine/`` (same relative path); returns where it went."""
+        target = self.root / QUARANTINE_DIR / path.relative_to(self.root)
+        if target.exists():
+            target = target.with_name(f"{target.stem}.{uuid.uuid4().hex[:8]}{target.suffix}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(path, target)
+        except FileNotFoundError:
+            return None
+        self._docs.pop(path, None)
+        log.warning("%s; moved it to %s", problem, target)
+        return target
 
     # ----------------------------------------------------------------------------------------------- state
 
     def read_state(self, name: str) -> dict[str, Any] | None:
-        """A small JSON document a job keeps beside the data (a scrape watermark, alert state), or None."""
+        """A small JSON document a job keeps beside the data (a scrape watermark, alert state), or None.
+
+        State is a cache or a watermark that its callers rebuild, so a torn document is set aside under
+        ``_quarantine/_state/`` (logged) and reads as absent."""
         path = self._state_path(name)
         try:
-            data: dict[str, Any] = json.loads(path.read_text())
+            with path.open("rb") as handle:
+                inode = os.fstat(handle.fileno()).st_ino
+                text = handle.read()
         except FileNotFoundError:
+            return None
+        try:
+            data = json.loads(text)
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            problem = DocumentUnreadable(path, "state document", str(exc) or type(exc).__name__)
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_ino == inode:  # not replaced by a writer since it was read
+                    self._set_aside(path, problem)
             return None
         return data
 
@@ -374,11 +658,52 @@ class Lake:
 
     def _state_path(self, name: str) -> Path:
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-        return self.root / "_state" / f"{safe}.json"
+        return self.root / STATE_DIR / f"{safe}.json"
 
     def _require_lock(self) -> None:
         if self._lock_fd is None:
             raise RuntimeError("warehouse writes must happen inside `with lake.writing():`")
+
+
+def scan_parts(table: Table, files: Sequence[Path]) -> pl.LazyFrame:
+    """A lazy frame over ``files`` (parts of ``table``) whose reads check every decoded page's CRC, so a damaged
+    page fails the read that meets it instead of decoding into wrong numbers; columns a part lacks read as nulls."""
+    if not VERIFY_CHECKSUMS:
+        return pl.scan_parquet([str(f) for f in files], hive_partitioning=False, missing_columns="insert")
+    return pl.scan_pyarrow_dataset(reading.dataset(table, files))
+
+
+def read_part(path: Path) -> pl.DataFrame:
+    """One whole part with every page's CRC checked (for parts outside the table contract, such as summaries)."""
+    frame = pl.from_arrow(pq.read_table(path, page_checksum_verification=VERIFY_CHECKSUMS))
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def _ident(path: Path) -> Ident | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+def _link_into_place(tmp: Path, final: Path) -> bool:
+    """Give ``tmp``'s file the name ``final`` too (atomically replacing an older file of that name); False when the
+    file system has no hard links and the file was renamed instead."""
+    try:
+        if not final.exists():
+            os.link(tmp, final)
+            return True
+        linked = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.link")
+        os.link(tmp, linked)
+        os.replace(linked, final)
+        return True
+    except FileExistsError:
+        return _link_into_place(tmp, final)
+    except OSError:
+        os.replace(tmp, final)
+        return False
 
 
 def _spans(table: Table, rows: pl.LazyFrame) -> pl.LazyFrame:
@@ -399,8 +724,8 @@ def _spans_blob(table: Table, data: pa.Table) -> bytes:
 def _write_options(schema: pa.Schema) -> dict[str, Any]:
     """How parts are encoded: timestamps as deltas (a GPU's samples are evenly spaced, so deltas are tiny), floats
     byte-stream-split (telemetry noise defeats dictionaries), everything else dictionary-encoded; zstd on top, and a
-    CRC per page so `warehouse check` catches damage that would still decode. All are standard Parquet encodings
-    that DuckDB, Polars, Spark and Trino read."""
+    CRC per page so every read (``scan_parts``) and `warehouse check` catch damage that would still decode. All
+    are standard Parquet encodings that DuckDB, Polars, Spark and Trino read."""
     encodings: dict[str, str] = {}
     for fld in schema:
         if pa.types.is_timestamp(fld.type):
@@ -436,6 +761,12 @@ def _in_range(partition: Partition, start: dt.date | None, end: dt.date | None, 
     if partition.date is not None and ((start and partition.date < start) or (end and partition.date > end)):
         return False
     return not (cluster is not None and partition.cluster is not None and partition.cluster != cluster)
+
+
+def _holds_files(root: Path) -> bool:
+    """Whether a directory holds anything but what a fresh volume comes with (``lost+found``, hidden files): a
+    directory of other files is not read or written as a warehouse."""
+    return any(entry.name != "lost+found" and not entry.name.startswith(".") for entry in root.iterdir())
 
 
 def _remove_empty_dirs(directory: Path, stop: Path) -> None:

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from warehouse.errors import CorruptPart
-from warehouse.lake import Lake, Staged
+from warehouse.lake import Lake, Staged, scan_parts
 from warehouse.schema import INGEST_TABLES, TABLES, Table
 
 Progress = Callable[[int, int], None]
@@ -40,11 +40,14 @@ def verify_part(path: Path, *, full: bool = True) -> str | None:
 
 
 def check(lake: Lake, *, quarantine: bool = False, progress: Progress | None = None) -> list[Problem]:
-    """Every unreadable part; with ``quarantine``, each is moved under ``_quarantine/`` (same relative path).
+    """Every unreadable part, torn or invalid journal and retired-parts document; with ``quarantine``, each is moved
+    under ``_quarantine/`` (same relative path). Retired parts are not listed, so not checked.
 
-    Quarantining holds the writer lock from the start, so pending journals are rolled forward before parts are
-    listed and no part moves between being found and being moved aside.
+    Quarantining holds the writer lock from the start: taking it sets the bad documents aside (listed first, so they
+    are reported), and pending journals are rolled forward before parts are listed and no part moves between being
+    found and being moved aside.
     """
+    documents = [Problem(path, reason) for path, reason in lake.bad_documents()]
     with lake.writing() if quarantine else contextlib.nullcontext():
         parts = [p for table in TABLES.values() for p in lake.parts(table)]
         problems: list[Problem] = []
@@ -54,8 +57,11 @@ def check(lake: Lake, *, quarantine: bool = False, progress: Progress | None = N
                 problems.append(Problem(part, reason))
             if progress:
                 progress(i + 1, len(parts))
+        problems = documents + problems
         if quarantine:
             for problem in problems:
+                if not problem.path.exists():
+                    continue  # a document the writer lock already set aside
                 target = lake.root / "_quarantine" / problem.path.relative_to(lake.root)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(problem.path, target)
@@ -68,7 +74,7 @@ def first_corrupt(lake: Lake) -> CorruptPart | None:
     for full in (False, True):
         for part in parts:
             reason = verify_part(part, full=full)
-            if reason:
+            if reason and part.exists():  # a part that vanished is not corrupt
                 return CorruptPart(part, reason)
     return None
 
@@ -102,7 +108,7 @@ def compact(lake: Lake, *, target_rows: int = 4_000_000, progress: Progress | No
 
 def _merge(lake: Lake, table: Table, parts: list[Path], target_rows: int) -> list[Staged]:
     partition = Lake.partition_of(parts[0].relative_to(lake.root))
-    frame = pl.read_parquet([str(p) for p in parts], hive_partitioning=False)
+    frame = scan_parts(table, parts).collect()
     frame = frame.sort(list(table.key), nulls_last=True)
     staged = []
     for offset in range(0, frame.height, target_rows):

@@ -38,7 +38,7 @@ from typing import Protocol
 import polars as pl
 import pyarrow as pa
 
-from warehouse.lake import PART_GLOB, Lake, Partition, Staged
+from warehouse.lake import SUMMARIES_DIR, Lake, Partition, Staged, read_part, scan_parts
 from warehouse.schema import GPU_ALLOCATIONS, GPU_MINUTES, GPU_SAMPLES, Table
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 GPU_KEY = ["gpu_uuid", "mig_id"]
 MINUTE = dt.timedelta(minutes=1)
 DAY = dt.timedelta(days=1)
-SUMMARIES_DIR = "_summaries"
 
 
 class Classifier(Protocol):
@@ -166,8 +165,12 @@ def is_fresh(
 
 def summary_table(summary: Summary) -> Table:
     """Where a summary's parts live: ``_summaries/<name>/date=.../cluster=...`` (a cache, outside the contract)."""
+    return _summary_table(summary.name)
+
+
+def _summary_table(name: str) -> Table:
     return Table(
-        name=f"{SUMMARIES_DIR}/{summary.name}",
+        name=f"{SUMMARIES_DIR}/{name}",
         schema=pa.schema([]),
         key=(),
         required=(),
@@ -192,9 +195,9 @@ def summarized(lake: Lake, summary: Summary, start: dt.datetime, end: dt.datetim
             _summary_name(summary, [p.name for p in parts])
         ]:
             try:
-                frames.append(pl.read_parquet(cached[0]))
+                frames.append(read_part(cached[0]))
                 continue
-            except (OSError, pl.exceptions.PolarsError) as exc:  # a cache: recompute rather than fail
+            except (OSError, pa.ArrowException, pl.exceptions.PolarsError) as exc:  # a cache: recompute
                 log.warning("daily summary %s is unreadable (%s); computing it from the minutes", cached[0], exc)
         minutes = _scan(parts).filter(pl.col("ts").is_between(lo, hi, closed="left"))
         frames.append(summary.summarize(minutes, lo, hi))
@@ -224,7 +227,12 @@ def _retired_summaries(lake: Lake, summaries: Sequence[Summary]) -> list[Path]:
     if not root.is_dir():
         return []
     kept = {s.name for s in summaries}
-    return [part for folder in root.iterdir() if folder.name not in kept for part in folder.rglob(PART_GLOB)]
+    return [
+        part
+        for folder in root.iterdir()
+        if folder.is_dir() and folder.name not in kept
+        for part in lake.parts(_summary_table(folder.name))
+    ]
 
 
 def _summary_name(summary: Summary, minute_parts: Sequence[str]) -> str:
@@ -233,7 +241,7 @@ def _summary_name(summary: Summary, minute_parts: Sequence[str]) -> str:
 
 
 def _scan(parts: Sequence[Path]) -> pl.LazyFrame:
-    return pl.scan_parquet([str(p) for p in parts], hive_partitioning=False, missing_columns="insert")
+    return scan_parts(GPU_MINUTES, parts)
 
 
 def _by_partition(lake: Lake, parts: Sequence[Path]) -> dict[Partition, list[Path]]:

@@ -6,11 +6,26 @@ written; analysis reads the columns named here. Meanings (what "idle" is) live i
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 
 UTC_TS = pa.timestamp("us", tz="UTC")
+EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+"""No telemetry is older than this: a stamp before it is a node clock reset to the epoch or a unit mix-up."""
+FUTURE_SLACK = dt.timedelta(days=1)
+
+
+def latest_plausible(now: dt.datetime) -> dt.datetime:
+    """The latest time a stored sample may carry: a day after ``now`` (clocks drift; the future does not report)."""
+    return now + FUTURE_SLACK
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
 SOURCES = ("nvml", "dcgm-exporter", "prometheus", "simulator")
 CAPACITY_TYPES = ("on-demand", "spot")
 

@@ -38,6 +38,18 @@ prices.metric(
     delta_arrow="off",
     help=page.help("A fallback price is used when a node's instance type has no price."),
 )
+rejected = page.rejected_times()
+if rejected is not None:
+    counts = {
+        "samples": rejected.by_table.get("gpu_samples", 0),
+        "allocation rows": rejected.by_table.get("gpu_allocations", 0),
+    }
+    what = " and ".join(f"{fmt.count(n)} {name}" for name, n in counts.items() if n)
+    st.warning(
+        f"{what} rejected for impossible timestamps (last on {fmt.when(rejected.last_rejected_at)}): stamped "
+        f"{fmt.when(rejected.earliest_stamp)} to {fmt.when(rejected.latest_stamp)}, outside 2000-01-01 to a day "
+        "after ingest, and not stored. Check the clock of the node or exporter that sent them."
+    )
 if hist.rollup_fresh:
     st.success(f"The per-minute rollup is up to date (newest minute {fmt.when(hist.newest_minute)}).")
 

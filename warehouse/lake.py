@@ -8,13 +8,15 @@ or not at all, and the next writer rolls any pending journal forward. A writer k
 leaves only files in ``_tmp/``, which no reader ever lists.
 
 Snapshot reads. A reader lists parts, then opens them later (a Polars or DuckDB scan). So a commit never deletes a
-path a reader may have resolved: the parts it removes, and the ``_tmp/`` copies of the parts it adds (which readers
-of the pending journal read), are *retired* instead. A small ``_retired/<ns>-<id>.json`` document (written
-atomically once the links exist, before the journal goes) names each by path and identity (inode, size, mtime), and
-listings leave those out, so a removed part is invisible from the commit point on but stays readable at its path.
-The unlink happens in a later writer's ``recover()`` once the document is older than ``RETIRE_GRACE_S``, far longer
-than any read. Identities matter because rollup parts are named after their inputs: a name can come back (a setting
-changed and changed back) while its old file is still retired, and the new file must be neither hidden nor deleted.
+path a reader may have resolved. The parts it removes are *retired*: a small ``_retired/<ns>-<id>.json`` document
+(written atomically once the links exist, before the journal goes) names each by path and identity (inode, size,
+mtime), and listings leave those out, so a removed part is invisible from the commit point on but stays readable at
+its path. The unlink happens in a later writer's ``recover()`` once the document is older than ``RETIRE_GRACE_S``,
+far longer than any read. The ``_tmp/`` names of the parts it adds (which readers of the pending journal read) stay
+too, and the same ``recover()`` unlinks those linked into place longer ago than the grace period: every commit has
+them, so they are judged by age, not listed (a retired document per commit made every listing slower).
+Identities matter because rollup parts are named after their inputs: a name can come back (a setting changed and
+changed back) while its old file is still retired, and the new file must be neither hidden nor deleted.
 Linking instead of renaming keeps a pending journal's ``_tmp/`` path readable too; on a file system without hard
 links the part is renamed (then only a reader racing that rename can miss it). The price: disk space of replaced
 parts is freed up to the grace period later, at the first write after it.
@@ -501,12 +503,25 @@ class Lake:
             self._apply(journal)
             (self.root / JOURNAL_DIR / name).unlink(missing_ok=True)
         keep = self._expire_retired()
-        tmp = self.root / TMP_DIR
-        if tmp.is_dir():
-            for orphan in tmp.iterdir():
-                if f"{TMP_DIR}/{orphan.name}" not in keep:
-                    orphan.unlink(missing_ok=True)
+        self._expire_staged(keep)
         return len(snapshot.journals)
+
+    def _expire_staged(self, keep: set[str]) -> None:
+        """Clear ``_tmp/``: orphans of killed writers and unfinished journals (files never linked into place) at
+        once, and the staged names of committed parts (a reader of their pending journal may still read one) once
+        linked longer ago than the grace period. Staged names are not listed in retired documents, since every
+        commit has them: the link count and the link time say they are done with."""
+        tmp = self.root / TMP_DIR
+        if not tmp.is_dir():
+            return
+        cutoff = time.time_ns() - int(self.retire_grace_s * 1e9)
+        for entry in tmp.iterdir():
+            if f"{TMP_DIR}/{entry.name}" in keep:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                stat = entry.stat()
+                if stat.st_nlink == 1 or stat.st_ctime_ns <= cutoff:  # ctime: when it was linked, at the commit
+                    entry.unlink()
 
     def stage(self, table: Table, partition: Partition, data: pa.Table, name: str | None = None) -> Staged:
         """Write ``data`` as a complete Parquet file under ``_tmp/``; invisible until committed."""
@@ -571,9 +586,7 @@ class Lake:
             if _ident(final) != staged:
                 final.parent.mkdir(parents=True, exist_ok=True)
                 touched.add(final.parent)
-                if not _link_into_place(tmp, final):
-                    continue
-            retired.append([tmp_rel, *staged])
+                _link_into_place(tmp, final)
         for directory in touched:
             fsync_dir(directory)
         if retired:
@@ -670,7 +683,7 @@ def scan_parts(table: Table, files: Sequence[Path]) -> pl.LazyFrame:
     page fails the read that meets it instead of decoding into wrong numbers; columns a part lacks read as nulls."""
     if not VERIFY_CHECKSUMS:
         return pl.scan_parquet([str(f) for f in files], hive_partitioning=False, missing_columns="insert")
-    return pl.scan_pyarrow_dataset(reading.dataset(table, files))
+    return reading.scan(table, files)
 
 
 def read_part(path: Path) -> pl.DataFrame:

@@ -1,25 +1,69 @@
-"""Reading parts: one Arrow dataset over a table's part files, with every page's CRC checked as it is decoded.
+"""Reading parts with every page's CRC checked as it is decoded: a Polars scan and an Arrow dataset (for DuckDB).
 
 Parts are written with a CRC per page (``lake._write_options``). DuckDB's own Parquet reader (1.x, 2.0) does not
 verify page CRCs, and neither does Polars', so a flipped bit inside a compressed page can decode into wrong numbers
-without an error. Reading through this dataset makes such a page fail loudly (an ``OSError`` naming the CRC
-mismatch) in every engine that scans it: DuckDB scans an Arrow dataset with projection and filter pushdown.
+without an error. Both readers here make such a page fail loudly (an ``OSError`` naming the CRC mismatch).
+
+``scan`` feeds Polars through pyarrow's Parquet reader, one row group at a time, reading only the projected columns;
+``dataset`` is an Arrow dataset that DuckDB scans with projection and filter pushdown. ``pyarrow.dataset`` is
+imported only by ``dataset``: importing it imports pandas (about 0.5 s), which a report does not need.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pyarrow.dataset as ds
+import polars as pl
+import pyarrow.parquet as pq
+from polars.io.plugins import register_io_source
 
 from warehouse.schema import Table
 
-SCAN_OPTIONS = ds.ParquetFragmentScanOptions(page_checksum_verification=True)
-PARQUET = ds.ParquetFileFormat(default_fragment_scan_options=SCAN_OPTIONS)
+if TYPE_CHECKING:
+    import pyarrow.dataset as ds
+
+
+def scan(table: Table, files: Sequence[Path | str]) -> pl.LazyFrame:
+    """The parts ``files`` of ``table`` as one lazy frame with the table's schema: a column a part lacks (written
+    before the column existed) reads as nulls, and a damaged page raises instead of decoding silently."""
+    frame = pl.from_arrow(table.schema.empty_table())
+    assert isinstance(frame, pl.DataFrame)
+    schema = frame.schema
+    paths = [str(f) for f in files]
+
+    def batches(
+        with_columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None, _batch_size: int | None
+    ) -> Iterator[pl.DataFrame]:
+        columns = with_columns if with_columns is not None else list(schema)
+        left = n_rows
+        for path in paths:
+            handle = pq.ParquetFile(path, page_checksum_verification=True)
+            present = [c for c in columns if c in handle.schema_arrow.names]
+            for group in range(handle.num_row_groups):
+                if left is not None and left <= 0:
+                    return
+                part = pl.from_arrow(handle.read_row_group(group, columns=present))
+                assert isinstance(part, pl.DataFrame)
+                part = part.select(
+                    (pl.col(c) if c in present else pl.lit(None)).cast(schema[c]).alias(c) for c in columns
+                )
+                if predicate is not None:
+                    part = part.filter(predicate)
+                if left is not None:
+                    part = part.head(left)
+                    left -= part.height
+                yield part
+
+    return register_io_source(batches, schema=schema, is_pure=True, explain_name="gpuledger-parts")
 
 
 def dataset(table: Table, files: Sequence[Path | str]) -> ds.Dataset:
-    """The parts ``files`` of ``table`` as one dataset with the table's schema: a column a part lacks (written
-    before the column existed) reads as nulls, and a damaged page raises instead of decoding silently."""
-    return ds.dataset([str(f) for f in files], schema=table.schema, format=PARQUET)
+    """The parts ``files`` of ``table`` as one Arrow dataset with the table's schema (missing columns read as
+    nulls, damaged pages raise)."""
+    import pyarrow.dataset as ds
+
+    scan_options = ds.ParquetFragmentScanOptions(page_checksum_verification=True)
+    parquet = ds.ParquetFileFormat(default_fragment_scan_options=scan_options)
+    return ds.dataset([str(f) for f in files], schema=table.schema, format=parquet)

@@ -8,6 +8,10 @@ Every try has one deadline, ``timeout_s``, over the whole conversation (DNS, con
 or DATA, the answer): per-operation timeouts alone let a server that trickles its answer hold a try forever. A try
 that ends after the message went out whole but before the server's answer came is *ambiguous* (the server may have
 taken it), and says so (``DeliveryError.ambiguous``), so the outbox does not send it again at once.
+
+Slack goes through httpx, not the ``requests`` the collector uses: an async client cancelled by one
+``asyncio.timeout`` gives the whole-request deadline, and its trace hook says when the body was sent whole;
+``requests`` offers only per-socket-operation timeouts and no view of the upload, so it can keep neither guarantee.
 """
 
 from __future__ import annotations

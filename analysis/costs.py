@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import polars as pl
 
-PRICE_COLUMNS = ["usd_per_gpu_hour", "price_source", "price_fallback"]
+from analysis.pricing.frames import GPU_HOUR_PRICE_COLUMNS
 
 
 def priced(groups: pl.DataFrame, node_prices: pl.DataFrame, model_prices: pl.DataFrame) -> pl.DataFrame:
@@ -19,13 +19,13 @@ def priced(groups: pl.DataFrame, node_prices: pl.DataFrame, model_prices: pl.Dat
     ``node_prices``: cluster, node, date + the price columns. ``model_prices``: gpu_model + the price columns, used
     for groups whose node has no price that day.
     """
-    by_node = node_prices.select("cluster", "node", "date", *PRICE_COLUMNS).unique(["cluster", "node", "date"])
-    by_model = model_prices.select("gpu_model", *[pl.col(c).alias(f"model_{c}") for c in PRICE_COLUMNS])
+    by_node = node_prices.select("cluster", "node", "date", *GPU_HOUR_PRICE_COLUMNS).unique(["cluster", "node", "date"])
+    by_model = model_prices.select("gpu_model", *[pl.col(c).alias(f"model_{c}") for c in GPU_HOUR_PRICE_COLUMNS])
     out = groups.join(by_node, on=["cluster", "node", "date"], how="left").join(by_model, on="gpu_model", how="left")
     missing = pl.col("usd_per_gpu_hour").is_null()
     out = out.with_columns(
-        *(pl.when(missing).then(pl.col(f"model_{c}")).otherwise(pl.col(c)).alias(c) for c in PRICE_COLUMNS)
-    ).drop([f"model_{c}" for c in PRICE_COLUMNS])
+        *(pl.when(missing).then(pl.col(f"model_{c}")).otherwise(pl.col(c)).alias(c) for c in GPU_HOUR_PRICE_COLUMNS)
+    ).drop([f"model_{c}" for c in GPU_HOUR_PRICE_COLUMNS])
     return out.with_columns((pl.col("gpu_hours") * pl.col("usd_per_gpu_hour")).alias("cost_usd"))
 
 

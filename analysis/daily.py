@@ -120,4 +120,9 @@ class DailySummaries:
 def add_up_histogram(days: pl.DataFrame) -> pl.DataFrame:
     """Daily ``busy_histogram`` frames stacked -> the window's histogram."""
     keys = [c for c in days.columns if c != "gpu_hours"]
-    return days.group_by(keys).agg(pl.col("gpu_hours").sum())
+    # In day order within each cell, so the float sums come out the same on every run (see usage.hour_of_week).
+    return (
+        days.sort(keys, nulls_last=True, maintain_order=True)
+        .group_by(keys, maintain_order=True)
+        .agg(pl.col("gpu_hours").sum())
+    )

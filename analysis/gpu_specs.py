@@ -12,8 +12,8 @@ import csv
 from dataclasses import dataclass
 from functools import cache
 
+from analysis.gpu_names import gpu_model_key
 from analysis.instances import DATA
-from analysis.pricing import gpu_model_key
 
 GPU_COMPUTE_CSV = DATA / "gpu_compute.csv"
 
@@ -28,7 +28,7 @@ class GpuSpec:
 
 @cache
 def gpu_specs() -> dict[str, GpuSpec]:
-    """By normalised model key (``analysis.pricing.gpu_model_key``)."""
+    """By normalised model key (``analysis.gpu_names.gpu_model_key``)."""
     with GPU_COMPUTE_CSV.open() as handle:
         return {
             gpu_model_key(row["gpu_model"]): GpuSpec(

@@ -1,4 +1,4 @@
-"""The fleet report: one dict with the stable keys of ARCHITECTURE.md, built from already computed pieces.
+"""The fleet report: one dict with stable keys (README "Definitions"), built from already computed pieces.
 
 Pure: ``build`` takes the priced minute groups, histograms and the MIG and spot results and arranges them; the
 reading happens in ``gpuledger.jobs``. Every dollar figure carries its price source (``fleet.price_sources``, and

@@ -1,6 +1,6 @@
 """Spot savings net of interruption risk, for workloads that run on on-demand capacity today.
 
-Definitions (ARCHITECTURE.md "Spot savings"; pinned by ``tests/test_spot.py``). For one candidate using ``H``
+Definitions (README "Definitions", "Spot savings"; pinned by ``tests/test_spot.py``). For one candidate using ``H``
 GPU-hours of instance type ``T`` over a window of ``W`` hours:
 
 - prices ``p_od`` and ``p_spot`` (USD per GPU-hour) come from the one price catalog (``analysis.pricing``); on AWS the
@@ -42,9 +42,9 @@ import polars as pl
 
 from analysis.errors import AnalysisError
 from analysis.pricing import INTERRUPTION_BUCKETS, ON_DEMAND, SPOT, PriceCatalog
+from analysis.units import HOURS_PER_MONTH
 from analysis.window import Window
 
-HOURS_PER_MONTH = 730.0
 BUCKET_MONTHLY_INTERRUPTION: Mapping[int, float] = MappingProxyType({0: 0.025, 1: 0.075, 2: 0.125, 3: 0.175, 4: 0.25})
 """Share of instances interrupted per month for each Spot Advisor bucket: the bucket's midpoint (25% for >20%)."""
 UNKNOWN_RISK_BUCKET = 4

@@ -23,11 +23,12 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from analysis.units import GIB
+
 STATES = ("active", "idle_held", "idle_allocated", "unallocated", "no_data")
 IDLE_STATES = ("idle_held", "idle_allocated", "unallocated")
 HELD_STATES = ("active", "idle_held", "idle_allocated")
 """States of a GPU-minute some pod or process held (an active minute counts as held, attributed or not)."""
-GIB = 1 << 30
 
 
 @dataclass(frozen=True)

@@ -123,7 +123,10 @@ def hour_of_week(histogram: pl.DataFrame) -> pl.DataFrame:
     so utilization is read to the whole percent)."""
     hours = pl.col("gpu_hours")
     return (
-        histogram.group_by("weekday", "hour")
+        # Sorted first and grouped in order, so the float sums add up in the same order on every run (a hash
+        # group_by's order varies with threads and load, and moved the rounded means by 0.0001 now and then).
+        histogram.sort("weekday", "hour", "namespace", "gpu_model", "busy", "held", nulls_last=True)
+        .group_by("weekday", "hour", maintain_order=True)
         .agg(
             ((pl.col("busy").cast(pl.Float64) * hours).sum() / hours.sum()).alias("mean_pct"),
             (hours.filter(pl.col("held")).sum() / hours.sum()).alias("allocation_rate"),

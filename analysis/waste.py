@@ -11,8 +11,7 @@ from typing import Any
 import polars as pl
 
 from analysis.states import IDLE_STATES, STATES
-
-GIB = float(1 << 30)
+from analysis.units import GIB
 
 
 def by_state(priced_groups: pl.DataFrame) -> dict[str, dict[str, float]]:

@@ -17,7 +17,8 @@ from pathlib import Path
 import psutil
 from rich.console import Console
 
-GIB = 1 << 30
+from analysis.units import GIB
+
 HEARTBEAT_S = 30.0
 """Without a terminal on stderr, a long step prints one progress line at most this often."""
 

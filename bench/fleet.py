@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from bench.common import GIB, Progress, Result, check_ok, run_measured, simulate_command, tree_bytes
+from analysis.units import GIB
+from bench.common import Progress, Result, check_ok, run_measured, simulate_command, tree_bytes
 from warehouse.lake import Lake
 from warehouse.schema import GPU_SAMPLES, TABLES
 

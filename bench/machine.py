@@ -11,7 +11,7 @@ from typing import Any
 
 import psutil
 
-from bench.common import GIB
+from analysis.units import GIB
 
 LIBRARIES = ("gpuledger", "polars", "duckdb", "pyarrow", "numpy")
 

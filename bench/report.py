@@ -14,7 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-from bench.common import GIB, Progress, Result, Target, check_ok, gpuledger_command, run_measured
+from analysis.units import GIB
+from bench.common import Progress, Result, Target, check_ok, gpuledger_command, run_measured
 
 TARGET_WALL_S = 10.0
 TARGET_RSS_GIB = 4.0

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -20,15 +19,17 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from analysis.units import GIB
 from bench import dashboard, fleet, ingest, machine, nvml, promql, report, scrape
-from bench.common import GIB, Progress, Result, free_bytes
+from bench.common import Progress, Result, free_bytes
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 FULL = {"gpus": 1024, "days": 30}
 QUICK = {"gpus": 64, "days": 2}
 DEFAULT_END = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
 """A fixed end of history, so every run simulates the very same fleet and samples."""
-SHARED = Path(os.environ.get("GPULEDGER_SHARED", Path(__file__).resolve().parent.parent.parent / "shared"))
+H200_CAPTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "nvml-h200"
+"""The real H200 capture the NVML stand-in replays."""
 NVML_GPUS = 8
 """GPUs on the simulated node for the NVML benchmark (one p5/p5en node)."""
 
@@ -149,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in (None, "nvml"):
             results += nvml.run(
                 progress=progress,
-                nvml_factory=nvml.standin_factory(SHARED / "fixtures" / "nvml-h200", NVML_GPUS),
+                nvml_factory=nvml.standin_factory(H200_CAPTURE, NVML_GPUS),
                 gpus=NVML_GPUS,
             )
         if args.only in (None, "scrape"):

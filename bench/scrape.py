@@ -21,7 +21,9 @@ from typing import Any
 import requests
 
 from bench.common import Progress, Result, Target
-from collector.prometheus import DCGM_METRICS, PrometheusScraper
+from collector.prometheus.client import PrometheusClient
+from collector.prometheus.scraper import DCGM_METRICS, PrometheusScraper
+from gpuledger.jobs import scrape_store
 from warehouse.lake import Lake
 
 TARGET_RATIO = 0.25
@@ -145,9 +147,17 @@ def _measure(
         for i in range(repeats):
             session = _Recording()
             lake = Lake(root / f"wh-{i}", create=True)
-            scraper = PrometheusScraper(url, cluster="bench", session=session, env={}, step_s=STEP_S, chunk_s=86_400)
+            client = PrometheusClient(url, session=session, env={})
+            scraper = PrometheusScraper(
+                client,
+                cluster="bench",
+                store=scrape_store(lake),
+                read_state=lake.read_state,
+                step_s=STEP_S,
+                chunk_s=86_400,
+            )
             started = time.perf_counter()
-            result = scraper.scrape(lake, start_dt, end_dt)
+            result = scraper.scrape(start_dt, end_dt)
             ours.append(time.perf_counter() - started)
             points = result.points
             shutil.rmtree(root / f"wh-{i}", ignore_errors=True)

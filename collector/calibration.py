@@ -56,7 +56,7 @@ def load() -> dict[str, Any]:
     return data
 
 
-if __name__ == "__main__":  # regenerate: python -m collector.calibration ../shared/fixtures/nvml-h200
+if __name__ == "__main__":  # regenerate: python -m collector.calibration tests/fixtures/nvml-h200
     import sys
 
     CALIBRATION_FILE.write_text(json.dumps(calibrate(Path(sys.argv[1])), indent=2) + "\n")

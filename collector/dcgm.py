@@ -33,8 +33,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from collector import fetch
 from collector.errors import AnswerTooLarge, BadUrl, SourceRejected, SourceUnreachable, connection_failure
-from collector.k8s import workload_from_pod
 from collector.rows import Rows
+from collector.workloads import workload_from_pod
 from warehouse.schema import GPU_ALLOCATIONS, GPU_SAMPLES, NODES
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,4 @@
-"""The gpuledger dashboard: ``gpuledger dashboard --warehouse DIR`` (or ``streamlit run dashboards/app.py`` with
-``GPULEDGER_WAREHOUSE`` set).
+"""The gpuledger dashboard: ``gpuledger dashboard --warehouse DIR``.
 
 This script runs on every interaction: it finds the warehouse, reads the chosen window (cached per warehouse
 version), applies the sidebar filters, leaves the result in the session for the page, and runs the page.
@@ -15,7 +14,7 @@ import streamlit as st
 from analysis.errors import AnalysisError
 from analysis.filters import Filters
 from dashboards import context, data, fmt
-from gpuledger import viewing
+from dashboards.source import FleetView, History
 from warehouse.errors import WarehouseError
 from warehouse.lake import Lake
 
@@ -49,7 +48,7 @@ def help_page(title: str, message: str, root: Path | None) -> None:
     st.stop()
 
 
-def window_bounds(choice: str, hist: viewing.History, report_days: float) -> tuple[str | None, str | None]:
+def window_bounds(choice: str, hist: History, report_days: float) -> tuple[str | None, str | None]:
     """Start and end (ISO) of a window choice; (None, None) is the report's default window."""
     newest = hist.newest_minute
     if choice == "report" or newest is None:
@@ -62,7 +61,7 @@ def window_bounds(choice: str, hist: viewing.History, report_days: float) -> tup
     return (end - dt.timedelta(days=days)).isoformat(), end.isoformat()
 
 
-def sidebar_window(hist: viewing.History, report_days: float) -> tuple[str | None, str | None]:
+def sidebar_window(hist: History, report_days: float) -> tuple[str | None, str | None]:
     choices = {
         "report": f"Last {report_days:g} days (report default)",
         "1d": "Last 24 hours",
@@ -86,7 +85,7 @@ def sidebar_window(hist: viewing.History, report_days: float) -> tuple[str | Non
     return start.isoformat(), end.isoformat()
 
 
-def sidebar_filters(view: viewing.FleetView) -> Filters:
+def sidebar_filters(view: FleetView) -> Filters:
     groups = view.inputs.groups
 
     def options(column: str) -> list[str]:
@@ -104,9 +103,8 @@ def sidebar_filters(view: viewing.FleetView) -> Filters:
 def main() -> None:
     st.set_page_config(page_title="gpuledger", page_icon=":material/bolt:", layout="wide")
     served = context.served()
-    settings = served.settings
-    root = served.warehouse
-    if root is None:
+    root = served.warehouse if served else None
+    if served is None or root is None:
         help_page(
             "No warehouse",
             "No warehouse given: start the dashboard with `gpuledger dashboard --warehouse DIR` "
@@ -114,20 +112,21 @@ def main() -> None:
             None,
         )
         return
-    settings_key = settings.model_dump_json()
+    source = served.source
+    settings_key = source.key
     try:
         lake = Lake(root)
         version = lake.version()
-        hist = data.history(str(root), version, settings_key, settings)
+        hist = data.history(str(root), version, settings_key, source)
     except (WarehouseError, AnalysisError) as exc:
         help_page("Nothing to show yet", str(exc), root)
         return
     st.sidebar.markdown(f"**gpuledger** · `{root.name}`")
-    start, end = sidebar_window(hist, settings.report_days)
+    start, end = sidebar_window(hist, source.report_days)
     try:
-        window = viewing.window_of(settings, start, end, hist.newest_minute)
+        window = source.window_of(start, end, hist.newest_minute)
         view = data.fleet_view(
-            str(root), version, window.start.isoformat(), window.end.isoformat(), settings_key, settings
+            str(root), version, window.start.isoformat(), window.end.isoformat(), settings_key, source
         )
     except (WarehouseError, AnalysisError) as exc:
         if not hist.rollup_fresh:
@@ -145,7 +144,7 @@ def main() -> None:
             "The rollup's daily summaries are missing or stale, so pages read the minutes (slower, same numbers): "
             f"run `gpuledger warehouse rollup --warehouse {root}` to store them."
         )
-    st.session_state[data.KEY] = data.page(root, version, settings, hist, view, filters)
+    st.session_state[data.KEY] = data.page(root, version, source, hist, view, filters)
     pages = [
         st.Page(str(VIEWS / name), title=title, icon=icon, default=i == 0)
         for i, (name, title, icon) in enumerate(PAGES)

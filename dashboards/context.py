@@ -1,26 +1,26 @@
-"""Which warehouse and settings the app serves: set by ``gpuledger dashboard`` before Streamlit starts (same
-process), else read from the settings (``gpuledger.toml``, ``GPULEDGER_WAREHOUSE``) as ``streamlit run`` finds them."""
+"""Which warehouse the app serves and what reads it (``source.Source``): set by ``gpuledger dashboard`` before
+Streamlit starts, in the same process. Unset, the app shows how to start it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpuledger.settings import Settings, load_settings
+from dashboards.source import Source
 
 
 @dataclass(frozen=True)
 class Served:
     warehouse: Path | None
-    settings: Settings
+    source: Source
 
 
 _served: Served | None = None
 
 
-def configure(warehouse: Path | None, settings: Settings) -> None:
+def configure(warehouse: Path | None, source: Source) -> None:
     global _served
-    _served = Served(warehouse.resolve() if warehouse else None, settings)
+    _served = Served(warehouse.resolve() if warehouse else None, source)
 
 
 def reset() -> None:
@@ -28,8 +28,5 @@ def reset() -> None:
     _served = None
 
 
-def served() -> Served:
-    if _served is not None:
-        return _served
-    settings = load_settings(None)
-    return Served(settings.warehouse, settings)
+def served() -> Served | None:
+    return _served

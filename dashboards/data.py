@@ -1,8 +1,8 @@
 """The app's reads, cached per warehouse version (``Lake.version``: every visible part's path, size and mtime).
 
 Every cached function takes the warehouse root and its version token, so new data (a collector's flush, a rollup)
-is read on the next rerun and nothing older is served; settings are part of the key too (``settings_key``). The
-reads are ``gpuledger.viewing``'s, which never write to the warehouse.
+is read on the next rerun and nothing older is served; settings are part of the key too (``settings_key``: the
+source's ``key``). The reads are the ``Source``'s the dashboard was served with, which never write to the warehouse.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import streamlit as st
 
 from analysis import report, timeline
 from analysis.filters import Filters, narrow
+from analysis.recommend.files import render
 from analysis.report import ReportInputs
 from analysis.window import Window
-from gpuledger import viewing
-from gpuledger.settings import Settings
+from dashboards.source import FleetView, History, Source
 from warehouse.ingest import RejectedTimes, rejected_times
 from warehouse.lake import Lake
 
@@ -31,38 +31,36 @@ def _lake(root: str) -> Lake:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def history(root: str, version: str, settings_key: str, _settings: Settings) -> viewing.History:
-    return viewing.history(_lake(root), _settings)
+def history(root: str, version: str, settings_key: str, _source: Source) -> History:
+    return _source.history(_lake(root))
 
 
 @st.cache_data(show_spinner="Reading the warehouse ...", max_entries=8)
-def fleet_view(
-    root: str, version: str, start: str, end: str, settings_key: str, _settings: Settings
-) -> viewing.FleetView:
+def fleet_view(root: str, version: str, start: str, end: str, settings_key: str, _source: Source) -> FleetView:
     window = Window(dt.datetime.fromisoformat(start), dt.datetime.fromisoformat(end))
-    return viewing.fleet_view(_lake(root), _settings, window)
+    return _source.fleet_view(_lake(root), window)
 
 
 @st.cache_data(show_spinner="Reading the MIG fit, spot candidates and percentiles ...", max_entries=8)
-def full_inputs(root: str, version: str, start: str, end: str, settings_key: str, _settings: Settings) -> ReportInputs:
+def full_inputs(root: str, version: str, start: str, end: str, settings_key: str, _source: Source) -> ReportInputs:
     window = Window(dt.datetime.fromisoformat(start), dt.datetime.fromisoformat(end))
-    return viewing.full_inputs(_lake(root), _settings, window)
+    return _source.full_inputs(_lake(root), window)
 
 
 @st.cache_data(show_spinner="Reading samples ...", max_entries=8)
-def sample_sources(root: str, version: str, start: str, end: str) -> pl.DataFrame:
+def sample_sources(root: str, version: str, start: str, end: str, _source: Source) -> pl.DataFrame:
     window = Window(dt.datetime.fromisoformat(start), dt.datetime.fromisoformat(end))
-    return viewing.sample_sources(_lake(root), window)
+    return _source.sample_sources(_lake(root), window)
 
 
 @st.cache_data(show_spinner="Ranking recommendations ...", max_entries=8)
 def recommendations(
-    root: str, version: str, start: str, end: str, settings_key: str, _settings: Settings
+    root: str, version: str, start: str, end: str, settings_key: str, _source: Source
 ) -> dict[str, Any]:
     """``{"items": [Recommendation.to_dict()...], "files": {name: text}}``."""
     window = Window(dt.datetime.fromisoformat(start), dt.datetime.fromisoformat(end))
-    found = viewing.recommendations(_lake(root), _settings, window)
-    return {"items": [item.to_dict() for item in found.items], "files": dict(found.files())}
+    found = _source.recommendations(_lake(root), window)
+    return {"items": [item.to_dict() for item in found.items], "files": render(found)}
 
 
 @dataclass(frozen=True)
@@ -71,9 +69,9 @@ class Page:
 
     root: Path
     version: str
-    settings: Settings
-    history: viewing.History
-    view: viewing.FleetView
+    source: Source
+    history: History
+    view: FleetView
     filters: Filters
     inputs: ReportInputs
     report: dict[str, Any]
@@ -120,14 +118,14 @@ class Page:
             self.version,
             w.start.isoformat(),
             w.end.isoformat(),
-            self.settings.model_dump_json(),
-            self.settings,
+            self.source.key,
+            self.source,
         )
         return _build(narrow(full, self.filters, gpus=self.inputs.gpus if self.filters.active else None))
 
     def sources(self) -> pl.DataFrame:
         w = self.window
-        return sample_sources(str(self.root), self.version, w.start.isoformat(), w.end.isoformat())
+        return sample_sources(str(self.root), self.version, w.start.isoformat(), w.end.isoformat(), self.source)
 
     def rejected_times(self) -> RejectedTimes | None:
         """Rows ingest dropped for impossible timestamps. Not cached: it is one small state document, and a batch
@@ -135,16 +133,14 @@ class Page:
         return rejected_times(_lake(str(self.root)))
 
 
-def page(
-    root: Path, version: str, settings: Settings, hist: viewing.History, view: viewing.FleetView, filters: Filters
-) -> Page:
+def page(root: Path, version: str, source: Source, hist: History, view: FleetView, filters: Filters) -> Page:
     buckets = filters.apply(view.buckets)
     gpus = timeline.gpu_count(buckets) if filters.active else None
     inputs = narrow(view.inputs, filters, gpus=gpus)
     return Page(
         root=root,
         version=version,
-        settings=settings,
+        source=source,
         history=hist,
         view=view,
         filters=filters,

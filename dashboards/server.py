@@ -17,14 +17,12 @@ from typing import Any
 
 from dashboards import context
 from dashboards.errors import NotStarted, PortUnavailable
-from gpuledger.settings import Settings
+from dashboards.source import Source
 from warehouse.lake import Lake
 
 log = logging.getLogger(__name__)
 
 APP = Path(__file__).resolve().parent / "app.py"
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8501
 WARM_THREAD = "gpuledger-warm"
 READY_THREAD = "gpuledger-ready"
 RUNTIME_WAIT_S = 30.0
@@ -95,7 +93,7 @@ def wait_ready(url: str, ready: threading.Event, on_ready: Callable[[], None], t
     log.warning("the dashboard has not answered %s in %.0f s", url, timeout_s)
 
 
-def warm(warehouse: Path, settings: Settings) -> None:
+def warm(warehouse: Path, source: Source) -> None:
     """Read the default window into the cache while the server starts, so the first visitor's Overview does not
     wait for it (a visitor arriving earlier waits on the same computation: Streamlit locks each cache entry)."""
     from streamlit import runtime
@@ -104,24 +102,23 @@ def warm(warehouse: Path, settings: Settings) -> None:
     while not runtime.exists() and time.monotonic() < deadline:  # caches made before it would not be the pages'
         time.sleep(0.02)
     from dashboards import data
-    from gpuledger import viewing
 
     try:
-        root, key = str(warehouse.resolve()), settings.model_dump_json()
+        root, key = str(warehouse.resolve()), source.key
         version = Lake(warehouse).version()
-        hist = data.history(root, version, key, settings)
-        window = viewing.window_of(settings, None, None, hist.newest_minute)
-        data.fleet_view(root, version, window.start.isoformat(), window.end.isoformat(), key, settings)
+        hist = data.history(root, version, key, source)
+        window = source.window_of(None, None, hist.newest_minute)
+        data.fleet_view(root, version, window.start.isoformat(), window.end.isoformat(), key, source)
     except Exception:  # the page reports it: an empty or missing warehouse shows its help page
         log.debug("warming the dashboard cache failed", exc_info=True)
 
 
 def serve(
     warehouse: Path,
-    settings: Settings,
+    source: Source,
     *,
-    host: str = DEFAULT_HOST,
-    port: int = DEFAULT_PORT,
+    host: str,
+    port: int,
     on_ready: Callable[[], None] | None = None,
 ) -> None:
     """Serve the dashboard for ``warehouse`` until interrupted (blocks); ``on_ready`` is called once the server
@@ -131,12 +128,12 @@ def serve(
 
     check_warehouse(warehouse)
     check_port(host, port)
-    context.configure(warehouse, settings)
+    context.configure(warehouse, source)
     # Streamlit warns that the warming thread has no script context: expected, and noise to the user.
     logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").addFilter(
         lambda record: WARM_THREAD not in record.getMessage()
     )
-    threading.Thread(target=warm, args=(warehouse, settings), name=WARM_THREAD, daemon=True).start()
+    threading.Thread(target=warm, args=(warehouse, source), name=WARM_THREAD, daemon=True).start()
     ready = threading.Event()
     threading.Thread(
         target=wait_ready,

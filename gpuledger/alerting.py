@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
 
-from alerts import rules
+from alerts import due, rules
 from alerts.channels import SlackWebhook, SmtpChannel
 from alerts.errors import NoChannel
 from alerts.outbox import Channel, Entry, FlushResult, Outbox, RetryPolicy
@@ -34,10 +33,7 @@ from warehouse.maintenance import diagnosing
 from warehouse.schema import GPU_MINUTES, GPU_SAMPLES
 
 log = logging.getLogger("gpuledger.alerting")
-REPORT_PERIOD_DAYS = {"daily": 1, "weekly": 7}
-DUE_STATE = "reports-due"
 SCHEDULE_STATE = "schedule"
-GIVE_UP_AFTER = dt.timedelta(days=7)
 
 
 # ------------------------------------------------------------------------------------------------------ channels
@@ -123,16 +119,6 @@ class QueuedReport:
     report: dict[str, Any] = field(repr=False, default_factory=dict)
 
 
-def period_window(kind: str, fired_at: dt.datetime, timezone: str) -> Window:
-    """The days a scheduled report covers: the ``daily`` or ``weekly`` period ending at local midnight of the day it
-    fires (in ``timezone``)."""
-    tz = zoneinfo.ZoneInfo(timezone)
-    local = fired_at.astimezone(tz)
-    end = dt.datetime.combine(local.date(), dt.time(), tzinfo=tz)
-    start = dt.datetime.combine(local.date() - dt.timedelta(days=REPORT_PERIOD_DAYS[kind]), dt.time(), tzinfo=tz)
-    return Window(start.astimezone(dt.UTC), end.astimezone(dt.UTC))
-
-
 def queue_report(
     lake: Lake,
     settings: Settings,
@@ -166,11 +152,10 @@ def queue_report(
 def run_scheduled_report(lake: Lake, settings: Settings, kind: str, fired_at: dt.datetime) -> QueuedReport:
     """The ``daily``/``weekly`` job: remember it is due (so a failure is retried by the outbox job), queue it,
     forget it, deliver."""
-    window = period_window(kind, fired_at, settings.scheduler.timezone)
-    due = lake.read_state(DUE_STATE) or {}
-    marker = f"{kind}:{window.start.isoformat()}"
-    due[marker] = {"kind": kind, "start": window.start.isoformat(), "end": window.end.isoformat()}
-    lake.write_state(DUE_STATE, due)
+    window = due.period_window(kind, fired_at, settings.scheduler.timezone)
+    reports = due.DueReports.from_json(lake.read_state(due.STATE_NAME))
+    marker = reports.mark(kind, window)
+    lake.write_state(due.STATE_NAME, reports.to_json())
     queued = queue_report(
         lake, settings, kind=kind, start=window.start.isoformat(), end=window.end.isoformat(), now=fired_at
     )
@@ -182,27 +167,25 @@ def retry_due_reports(lake: Lake, settings: Settings, now: dt.datetime) -> int:
     """Build and queue scheduled reports whose job failed before they were queued; returns how many now are.
     One still failing a week after its window ended is given up, with an error in the log."""
     done = 0
-    for marker, spec in sorted((lake.read_state(DUE_STATE) or {}).items()):
-        if dt.datetime.fromisoformat(spec["end"]) < now - GIVE_UP_AFTER:
-            log.error("the %s report for %s could not be built for a week: given up", spec["kind"], spec["start"])
-            _forget_due(lake, marker)
+    for report in due.DueReports.from_json(lake.read_state(due.STATE_NAME)).pending():
+        if report.given_up(now):
+            log.error("the %s report for %s could not be built for a week: given up", report.kind, report.start)
+            _forget_due(lake, report.marker)
             continue
         try:
-            queue_report(lake, settings, kind=spec["kind"], start=spec["start"], end=spec["end"], now=now)
+            queue_report(lake, settings, kind=report.kind, start=report.start, end=report.end, now=now)
         except Exception as exc:  # each is retried at the next tick; say so loudly
-            log.error(
-                "the %s report for %s still cannot be built (%s); retrying later", spec["kind"], spec["start"], exc
-            )
+            log.error("the %s report for %s still cannot be built (%s); retrying later", report.kind, report.start, exc)
             continue
-        _forget_due(lake, marker)
+        _forget_due(lake, report.marker)
         done += 1
     return done
 
 
 def _forget_due(lake: Lake, marker: str) -> None:
-    due = lake.read_state(DUE_STATE) or {}
-    due.pop(marker, None)
-    lake.write_state(DUE_STATE, due)
+    reports = due.DueReports.from_json(lake.read_state(due.STATE_NAME))
+    reports.forget(marker)
+    lake.write_state(due.STATE_NAME, reports.to_json())
 
 
 def top_recommendations(lake: Lake, settings: Settings, window: Window, now: dt.datetime) -> list[dict[str, Any]]:

@@ -26,7 +26,6 @@ from alerts.render import to_html, to_json, to_markdown
 from analysis.errors import AnalysisError
 from analysis.window import Window, parse_time
 from collector.errors import CollectorError
-from dashboards import server
 from dashboards.errors import DashboardError
 from gpuledger import __version__, jobs, recommending, reporting, sources
 from gpuledger.settings import Settings, SettingsError, load_settings
@@ -38,6 +37,8 @@ from warehouse.views import run_query
 P = ParamSpec("P")
 R = TypeVar("R")
 DEMO_MARKER = "demo.json"
+DASHBOARD_HOST = "127.0.0.1"
+DASHBOARD_PORT = 8501
 err = Console(stderr=True)
 
 
@@ -167,7 +168,7 @@ def _simulate(ctx: click.Context, lake: Lake, gpus: int, days: int, seed: int, e
 @click.option("--days", type=click.IntRange(min=1), default=None, help="Days of history [default: 7].")
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--no-dashboard", is_flag=True, help="Only print the report.")
-@click.option("--port", type=click.IntRange(1, 65535), default=server.DEFAULT_PORT, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=DASHBOARD_PORT, show_default=True)
 @click.pass_context
 @one_line_errors
 def demo(
@@ -183,7 +184,9 @@ def demo(
     settings = settings_from(ctx)
     root = warehouse or settings.demo_warehouse
     if not no_dashboard:
-        server.check_port(server.DEFAULT_HOST, port)  # before minutes of simulation, not after
+        from dashboards import server
+
+        server.check_port(DASHBOARD_HOST, port)  # before minutes of simulation, not after
     if root.exists() and not root.is_dir():
         raise Fail(f"{root} is a file, not a folder: pass another --warehouse")
     if root.exists() and any(root.iterdir()):
@@ -195,25 +198,25 @@ def demo(
     _simulate(ctx, lake, gpus or settings.demo_gpus, days or settings.demo_days, seed, None)
     click.echo(to_markdown(reporting.fleet_report(lake, settings, start=None, end=None, now=now())))
     if not no_dashboard:
-        _serve_dashboard(root, settings, server.DEFAULT_HOST, port)
+        _serve_dashboard(root, settings, DASHBOARD_HOST, port)
 
 
 def _serve_dashboard(root: Path, settings: Settings, host: str, port: int) -> None:
     """Serve until stopped; the "serving" line comes once the server answers (a start that fails is one line)."""
+    from dashboards import server
+    from gpuledger.viewing import Viewing
 
     def announce() -> None:
         url = server.url_of(host, port)
         click.echo(f"serving the dashboard of {root} on {url} (read-only; Ctrl+C stops it)", err=True)
 
-    server.serve(root, settings, host=host, port=port, on_ready=announce)
+    server.serve(root, Viewing(settings), host=host, port=port, on_ready=announce)
 
 
 @main.command()
 @warehouse_option()
-@click.option(
-    "--host", default=server.DEFAULT_HOST, show_default=True, help="Address to bind (0.0.0.0: every interface)."
-)
-@click.option("--port", type=click.IntRange(1, 65535), default=server.DEFAULT_PORT, show_default=True)
+@click.option("--host", default=DASHBOARD_HOST, show_default=True, help="Address to bind (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(1, 65535), default=DASHBOARD_PORT, show_default=True)
 @click.pass_context
 @one_line_errors
 def dashboard(ctx: click.Context, warehouse: Path | None, host: str, port: int) -> None:

@@ -12,13 +12,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from analysis.pricing import PriceCatalog, prices_table
 from collector.agent import AgentStats, NodeAgent, Outcome, Spool
 from collector.errors import NotStored
 from collector.fleet import plan
 from collector.metrics import LiveMetrics, serve
-from collector.prometheus import PrometheusScraper, ScrapeResult
+from collector.prometheus.client import PrometheusClient
+from collector.prometheus.scraper import PrometheusScraper, ScrapeResult, Store
 from collector.rows import Records, Rows
 from collector.simulate import FleetTelemetry
 from gpuledger.settings import Settings
@@ -157,17 +159,29 @@ def scrape(
     progress: Progress | None = None,
 ) -> ScrapeResult:
     """`gpuledger scrape`: copy [start, end) from Prometheus (resuming where the last run stopped), then roll up."""
-    scraper = PrometheusScraper(
-        url,
-        cluster=settings.cluster,
-        step_s=step_s,
-        timeout_s=settings.prometheus_timeout_s,
-        max_body_mib=settings.prometheus_max_body_mib,
+    client = PrometheusClient(
+        url, timeout_s=settings.prometheus_timeout_s, max_body_mib=settings.prometheus_max_body_mib
     )
-    result = scraper.scrape(lake, start, end, progress=progress)
+    scraper = PrometheusScraper(
+        client, cluster=settings.cluster, store=scrape_store(lake), read_state=lake.read_state, step_s=step_s
+    )
+    result = scraper.scrape(start, end, progress=progress)
     if result.chunks:
         refresh(lake, settings)
     return result
+
+
+def scrape_store(lake: Lake) -> Store:
+    """A scrape's store: one chunk's rows into ``lake``, then the state document that records the chunk done, both
+    under the writer lock."""
+
+    def store(rows: Rows, state_name: str, state: dict[str, Any]) -> IngestResult:
+        with lake.writing():
+            written = ingest(lake, rows)
+            lake.write_state(state_name, state)
+        return written
+
+    return store
 
 
 @contextmanager

@@ -15,6 +15,7 @@ from pathlib import Path
 from analysis import recommend
 from analysis.recommend import KINDS, RecommendationSet
 from analysis.recommend import usage as recommend_usage
+from analysis.recommend.files import render
 from gpuledger import reporting
 from gpuledger.settings import Settings
 from warehouse.files import write_atomic
@@ -45,26 +46,25 @@ def recommendations(
     """
     with diagnosing(lake):
         window = reporting.open_window(lake, settings, start=start, end=end, now=now, refresh=refresh)
-        inputs = reporting.report_inputs(lake, settings.model_copy(update={"report_top_n": ALL_ROWS}), window)
+        priced = reporting.priced_usage(lake, settings, window)
+        inputs = reporting.report_inputs(lake, settings.model_copy(update={"report_top_n": ALL_ROWS}), window, priced)
         options = settings.recommend_options
         minutes = lake.scan(GPU_MINUTES, start=window.start, end=window.end)
         batches = math.ceil(reporting.gpus_in_window(lake, window) * window.hours * 60 / DEVICE_MINUTES_PER_BATCH)
         devices = recommend_usage.device_usage(minutes, window, batches).collect(engine="streaming")
         demand = recommend_usage.held_demand(minutes, window, options.bucket_minutes).collect(engine="streaming")
         streaks = recommend_usage.idle_streaks(minutes, window, int(options.idle_reclaim_hours * 60)).collect()
-        priced = reporting.priced_usage(lake, settings, window)
-        catalog, nodes = priced.catalog, priced.node_prices
     result = recommend.build(
         recommend.RecommendInputs(
             window=window,
             groups=inputs.groups,
-            nodes=nodes,
+            nodes=priced.node_prices,
             devices=devices,
             demand=demand,
             streaks=streaks,
             mig_fit=inputs.mig_fit or {},
             spot=inputs.spot or {},
-            catalog=catalog,
+            catalog=priced.catalog,
             options=options,
         )
     )
@@ -74,10 +74,10 @@ def recommendations(
 
 
 def export(result: RecommendationSet, out: Path) -> list[Path]:
-    """Write ``result.files()`` into ``out`` (created when missing), each atomically (a temporary file in ``out``,
+    """Write ``files.render(result)`` into ``out`` (created when missing), each atomically (a temporary file in ``out``,
     then a rename), and remove the YAML of kinds that no longer have recommendations. Returns the paths written."""
     out.mkdir(parents=True, exist_ok=True)
-    files = result.files()
+    files = render(result)
     written = []
     for name, text in files.items():
         target = out / name

@@ -8,9 +8,10 @@ from typing import Any
 
 import polars as pl
 
-from analysis import daily, mig, pricing, report, spot, usage
-from analysis.costs import observed_model_prices, priced
+from analysis import daily, pricing, report, spot, usage
+from analysis.costs import priced
 from analysis.errors import EmptyWarehouse, EmptyWindow
+from analysis.mig.window import window_fit
 from analysis.window import Window, parse_time, resolve
 from gpuledger.settings import Settings
 from warehouse import rollup
@@ -106,40 +107,29 @@ def gpus_in_window(lake: Lake, window: Window) -> int:
     return int(alive["gpu_uuid"].n_unique())
 
 
-def report_inputs(lake: Lake, settings: Settings, window: Window) -> report.ReportInputs:
+def report_inputs(
+    lake: Lake, settings: Settings, window: Window, priced_groups: PricedUsage | None = None
+) -> report.ReportInputs:
     """Everything the report needs for ``window``, added up from the rollup's daily summaries (whole days) and the
-    edge days' minutes (``analysis.daily``)."""
+    edge days' minutes (``analysis.daily``); ``priced_groups``: the window's ``priced_usage`` when the caller has it
+    already (it is not read again)."""
     daily_summaries = settings.summaries
-    priced_groups = priced_usage(lake, settings, window)
+    if priced_groups is None:
+        priced_groups = priced_usage(lake, settings, window)
     if priced_groups.groups.height == 0:
         raise empty_window(lake, window)
-    groups, node_prices, catalog = priced_groups.groups, priced_groups.node_prices, priced_groups.catalog
+    groups = priced_groups.groups
     histogram = daily.add_up_histogram(rollup.summarized(lake, daily_summaries.histogram, window.start, window.end))
-    heatmap = usage.hour_of_week(histogram)
-    gpus = gpus_in_window(lake, window)
-    models = observed_model_prices(groups)
-    peaks = (
-        groups.filter(pl.col("workload").is_not_null())
-        .group_by("namespace", "workload", "gpu_model")
-        .agg(pl.col("fb_used_max_bytes").max())
-    )
-    assumptions = settings.mig_assumptions
-    mig_histogram, mig_devices = mig.combine_demand_parts(
+    fit = window_fit(
+        groups,
         rollup.summarized(lake, daily_summaries.mig_histogram, window.start, window.end),
         rollup.summarized(lake, daily_summaries.mig_devices, window.start, window.end),
-        peaks,
-        assumptions,
+        settings.mig_assumptions,
     )
-    fit = mig.fit_and_pack(
-        mig.demand_from_parts(mig_histogram, mig_devices, assumptions),
-        dict(zip(models["gpu_model"], models["usd_per_gpu_hour"], strict=True)),
-        dict(zip(models["gpu_model"], models["price_source"], strict=True)),
-        assumptions,
-    ).to_report()
     spot_result = spot.report(
         groups,
-        node_prices,
-        catalog,
+        priced_groups.node_prices,
+        priced_groups.catalog,
         window,
         assumptions=settings.spot_assumptions,
         workload_kinds=settings.spot_workload_kinds,
@@ -149,9 +139,9 @@ def report_inputs(lake: Lake, settings: Settings, window: Window) -> report.Repo
     return report.ReportInputs(
         window=window,
         groups=groups,
-        gpus=gpus,
+        gpus=gpus_in_window(lake, window),
         histogram=histogram,
-        heatmap=heatmap,
+        heatmap=usage.hour_of_week(histogram),
         rules=settings.state_rules,
         top_n=settings.report_top_n,
         teams=settings.teams,

@@ -24,11 +24,12 @@ from pydantic_settings import SettingsError as SourceError
 
 from alerts.config import AlertRules, Delivery, Email, Reports, Scheduler, Slack
 from analysis.daily import DailySummaries
-from analysis.mig import MigAssumptions
+from analysis.mig import COMPUTE_MARGIN, MEMORY_MARGIN, MigAssumptions
 from analysis.pricing import PriceOverrides
 from analysis.recommend import RecommendOptions
 from analysis.spot import SpotAssumptions
-from analysis.states import GIB, StateRules
+from analysis.states import StateRules
+from analysis.units import GIB
 from gpuledger.settings_errors import BadConfigFile, BadVariable, Origin, SettingsError, explain, json_kind
 from warehouse.rollup import RollupConfig
 
@@ -145,9 +146,11 @@ class Settings(BaseSettings):
         default=0.95, gt=0, le=1, description="MIG fit: the utilization percentile a workload's compute demand uses."
     )
     mig_compute_margin: float = Field(
-        default=1.15, ge=1, description="MIG fit: safety margin on compute demand (scaled up for short histories)."
+        default=COMPUTE_MARGIN,
+        ge=1,
+        description="MIG fit: safety margin on compute demand (scaled up for short histories).",
     )
-    mig_memory_margin: float = Field(default=1.10, ge=1, description="MIG fit: safety margin on peak memory.")
+    mig_memory_margin: float = Field(default=MEMORY_MARGIN, ge=1, description="MIG fit: safety margin on peak memory.")
     mig_half_life_hours: float = Field(
         default=24.0, gt=0, description="MIG fit: half-life of the decaying utilization histogram, in hours."
     )

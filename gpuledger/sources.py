@@ -7,9 +7,10 @@ import logging
 from collections.abc import Callable, Iterable
 
 from collector.errors import CollectorError
-from collector.k8s import GpuAssignment, PodResourcesClient, workload_from_owner
 from collector.nvml import Holder, NvmlSampler
+from collector.podresources.client import GpuAssignment, PodResourcesClient
 from collector.rows import Records, Rows
+from collector.workloads import workload_from_owner
 from gpuledger.settings import Settings
 
 log = logging.getLogger(__name__)

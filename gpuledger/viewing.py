@@ -1,5 +1,8 @@
 """What the dashboard reads: one window of the warehouse, read-only, as report inputs plus the per-GPU timeline.
 
+``Viewing`` binds these reads to the settings and is the ``dashboards.source.Source`` that ``gpuledger dashboard``
+hands the app.
+
 Nothing here writes to the warehouse: the rollup is read as it stands (``is_fresh`` only says whether it is behind
 the samples), exactly as ``gpuledger.reporting.fleet_report(..., refresh=False)`` reads it, so a page shows the
 numbers ``gpuledger report`` prints for the same window once the rollup is fresh.
@@ -8,6 +11,7 @@ numbers ``gpuledger report`` prints for the same window once the rollup is fresh
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import polars as pl
@@ -17,35 +21,13 @@ from analysis.errors import EmptyWarehouse
 from analysis.recommend import RecommendationSet
 from analysis.report import ReportInputs
 from analysis.window import Window, resolve
+from dashboards.source import FleetView, History
 from gpuledger import recommending, reporting
 from gpuledger.settings import Settings
 from warehouse import rollup
 from warehouse.lake import Lake
 from warehouse.maintenance import diagnosing
 from warehouse.schema import GPU_MINUTES, GPU_SAMPLES
-
-
-@dataclass(frozen=True)
-class History:
-    """What the warehouse holds: the first and last sample, and the newest rolled-up minute."""
-
-    first_sample: dt.datetime | None
-    last_sample: dt.datetime | None
-    newest_minute: dt.datetime | None
-    rollup_fresh: bool
-    summaries_fresh: bool = True
-    """The rollup's daily summaries are current (else pages compute them from the minutes: right, but slower)."""
-
-
-@dataclass(frozen=True)
-class FleetView:
-    """One window of the fleet, as the first page needs it: the report's inputs without the histogram, MIG fit and
-    spot (``full_inputs`` reads those), and the GPU-time per time bucket (``analysis.timeline``)."""
-
-    window: Window
-    inputs: ReportInputs
-    buckets: pl.DataFrame
-    every: str
 
 
 def history(lake: Lake, settings: Settings) -> History:
@@ -130,3 +112,44 @@ def recommendations(lake: Lake, settings: Settings, window: Window) -> Recommend
         now=dt.datetime.now(dt.UTC),
         refresh=False,
     )
+
+
+@dataclass(frozen=True)
+class Viewing:
+    """The dashboard's ``Source``: the reads above under ``settings``."""
+
+    settings: Settings
+
+    @property
+    def key(self) -> str:
+        return self.settings.model_dump_json()
+
+    @property
+    def report_days(self) -> float:
+        return self.settings.report_days
+
+    @property
+    def teams(self) -> Mapping[str, Sequence[str]]:
+        return self.settings.teams
+
+    @property
+    def idle_cost(self) -> str:
+        return self.settings.idle_cost
+
+    def history(self, lake: Lake) -> History:
+        return history(lake, self.settings)
+
+    def window_of(self, start: str | None, end: str | None, newest: dt.datetime | None) -> Window:
+        return window_of(self.settings, start, end, newest)
+
+    def fleet_view(self, lake: Lake, window: Window) -> FleetView:
+        return fleet_view(lake, self.settings, window)
+
+    def full_inputs(self, lake: Lake, window: Window) -> ReportInputs:
+        return full_inputs(lake, self.settings, window)
+
+    def sample_sources(self, lake: Lake, window: Window) -> pl.DataFrame:
+        return sample_sources(lake, window)
+
+    def recommendations(self, lake: Lake, window: Window) -> RecommendationSet:
+        return recommendations(lake, self.settings, window)

@@ -1,4 +1,4 @@
-"""Shared fixtures: real warehouses on disk, the shared fixtures folder, and the CLI as a user runs it."""
+"""Shared fixtures: real warehouses on disk, the captured fixture files, and the CLI as a user runs it."""
 
 from __future__ import annotations
 
@@ -17,15 +17,14 @@ from tests.kubelet import serve, socket_dir  # noqa: F401  (fixtures: a real kub
 from warehouse.lake import Lake
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("GPULEDGER_SHARED", REPO.parent / "shared"))
+FIXTURES = REPO / "tests" / "fixtures"
+"""Real captures and reference files, copied unmodified, each folder with its SOURCES.md."""
 T0 = dt.datetime(2026, 11, 2, 0, 0, tzinfo=dt.UTC)
 
 
-@pytest.fixture
-def shared() -> Path:
-    if not SHARED.is_dir():
-        pytest.skip(f"shared fixtures folder {SHARED} is absent (set GPULEDGER_SHARED to its path)")
-    return SHARED
+@pytest.fixture(scope="session")
+def fixtures() -> Path:
+    return FIXTURES
 
 
 @pytest.fixture
@@ -38,7 +37,7 @@ def lake(tmp_path: Path) -> Lake:
 def settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Settings:
     monkeypatch.chdir(tmp_path)
     for name in list(os.environ):
-        if name.startswith("GPULEDGER_") and name != "GPULEDGER_SHARED":
+        if name.startswith("GPULEDGER_"):
             monkeypatch.delenv(name)
     return load_settings(None)
 
@@ -47,7 +46,7 @@ def settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Settings:
 def cli(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Result]:
     """Run `gpuledger ARGS...` in-process, as a user would, with stdout and stderr kept apart."""
     for name in list(os.environ):
-        if name.startswith("GPULEDGER_") and name != "GPULEDGER_SHARED":
+        if name.startswith("GPULEDGER_"):
             monkeypatch.delenv(name)
 
     def run(*args: str) -> Result:

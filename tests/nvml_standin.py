@@ -1,4 +1,4 @@
-"""A stand-in for the ``pynvml`` module, built from the real H200 capture in ``shared/fixtures/nvml-h200/``.
+"""A stand-in for the ``pynvml`` module, built from the real H200 capture in ``tests/fixtures/nvml-h200/``.
 
 Static answers (name, UUID, memory total, power limit, MIG profile table) come from ``nvml_static.json``; dynamic
 answers (utilization, memory used, power, energy, temperature, SM clock, processes) replay ``nvml_trace.jsonl`` by

@@ -1,7 +1,7 @@
 """A real Prometheus for tests: OpenMetrics history backfilled with ``promtool``, served by the ``prometheus`` binary.
 
 The history (:func:`make_history`) is a small cluster as Prometheus would hold it after scraping dcgm-exporter and
-kube-state-metrics, with the label sets of the real captures in ``shared/fixtures/dcgm-exporter/``:
+kube-state-metrics, with the label sets of the real captures in ``tests/fixtures/dcgm-exporter/``:
 
 - ``gpu-node-1``: two H100s, released-image labels (``Hostname``), scraped with ``honorLabels``: GPU 0 is held by
   ``team-a/trainer-7d9f8b6c5d-x2k4q`` (a Deployment's pod); GPU 1 carries only the exporter's own pod labels, and the

@@ -33,8 +33,8 @@ def utcnow() -> dt.datetime:
 
 
 @pytest.fixture
-def sampler(shared: Path) -> NvmlSampler:
-    nvml = CapturedNVML(shared / "fixtures" / "nvml-h200", utcnow, count=2)
+def sampler(fixtures: Path) -> NvmlSampler:
+    nvml = CapturedNVML(fixtures / "nvml-h200", utcnow, count=2)
     sampler = NvmlSampler(cluster="c1", node="gpu-node-1", nvml=nvml, clock=utcnow)
     sampler.open()
     return sampler
@@ -124,13 +124,13 @@ AGENT_SCRIPT = textwrap.dedent(
 )
 
 
-def start_agent(tmp_path: Path, shared: Path, flush_s: float) -> subprocess.Popen[str]:
+def start_agent(tmp_path: Path, fixtures: Path, flush_s: float) -> subprocess.Popen[str]:
     script = tmp_path / "agent.py"
     script.write_text(AGENT_SCRIPT)
     args = [str(tmp_path / "wh"), str(tmp_path / "spool"), str(tmp_path / "taken.log"), str(flush_s)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen(
-        [sys.executable, str(script), *args, str(shared / "fixtures" / "nvml-h200")],
+        [sys.executable, str(script), *args, str(fixtures / "nvml-h200")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -148,8 +148,8 @@ def wait_for_samples(log: Path, count: int, timeout_s: float = 30.0) -> None:
     raise AssertionError(f"the agent took fewer than {count} samples in {timeout_s} s")
 
 
-def test_sigterm_flushes_the_buffer_before_exit(tmp_path: Path, shared: Path) -> None:
-    proc = start_agent(tmp_path, shared, flush_s=3600.0)  # never flushes on its own
+def test_sigterm_flushes_the_buffer_before_exit(tmp_path: Path, fixtures: Path) -> None:
+    proc = start_agent(tmp_path, fixtures, flush_s=3600.0)  # never flushes on its own
     wait_for_samples(tmp_path / "taken.log", 10)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
@@ -161,9 +161,11 @@ def test_sigterm_flushes_the_buffer_before_exit(tmp_path: Path, shared: Path) ->
     assert stored_ts == taken
 
 
-def test_kill_9_loses_at_most_one_flush_interval_and_a_restart_duplicates_nothing(tmp_path: Path, shared: Path) -> None:
+def test_kill_9_loses_at_most_one_flush_interval_and_a_restart_duplicates_nothing(
+    tmp_path: Path, fixtures: Path
+) -> None:
     flush_s = 0.3
-    proc = start_agent(tmp_path, shared, flush_s=flush_s)
+    proc = start_agent(tmp_path, fixtures, flush_s=flush_s)
     wait_for_samples(tmp_path / "taken.log", 30)
     proc.kill()
     proc.wait(timeout=10)
@@ -173,7 +175,7 @@ def test_kill_9_loses_at_most_one_flush_interval_and_a_restart_duplicates_nothin
     assert lost, "a kill -9 between flushes loses the buffer (else this test did not kill mid-buffer)"
     assert max(lost) - min(lost) <= dt.timedelta(seconds=flush_s + 0.2)
     assert all(t > kept[-1] for t in lost)  # only the newest, unflushed samples
-    restart = start_agent(tmp_path, shared, flush_s=flush_s)
+    restart = start_agent(tmp_path, fixtures, flush_s=flush_s)
     wait_for_samples(tmp_path / "taken.log", len(taken) + 10)
     restart.send_signal(signal.SIGTERM)
     out, err = restart.communicate(timeout=30)
@@ -230,11 +232,11 @@ def test_collect_once_without_nvml_is_one_line(cli, tmp_path: Path) -> None:
     assert result.stderr.startswith("Error: NVML is not available (")
 
 
-def test_metrics_endpoint_round_trips_through_the_dcgm_reader(shared: Path) -> None:
+def test_metrics_endpoint_round_trips_through_the_dcgm_reader(fixtures: Path) -> None:
     """What the agent serves on /metrics is what gpuledger's dcgm-exporter reader reads back, MIG included."""
     from collector.dcgm import DcgmExporterReader
 
-    nvml = CapturedNVML(shared / "fixtures" / "nvml-h200", utcnow, count=2, mig=["3g.71gb", "3g.71gb"])
+    nvml = CapturedNVML(fixtures / "nvml-h200", utcnow, count=2, mig=["3g.71gb", "3g.71gb"])
     sampler = NvmlSampler(cluster="c1", node="gpu-node-1", nvml=nvml, clock=utcnow)
     sampler.open()
     live = LiveMetrics()
@@ -254,11 +256,11 @@ def test_metrics_endpoint_round_trips_through_the_dcgm_reader(shared: Path) -> N
     assert got["power_w"].to_list() == pytest.approx(sent["power_w"].to_list(), nan_ok=True)
 
 
-def test_collect_once_from_a_dcgm_exporter(cli, tmp_path: Path, shared: Path) -> None:
+def test_collect_once_from_a_dcgm_exporter(cli, tmp_path: Path, fixtures: Path) -> None:
     import http.server
     import threading
 
-    body = (shared / "fixtures" / "dcgm-exporter" / "h100x8_eks_pod_labels.prom").read_bytes()
+    body = (fixtures / "dcgm-exporter" / "h100x8_eks_pod_labels.prom").read_bytes()
 
     class Exporter(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:

@@ -19,7 +19,7 @@ import pytest
 from click.testing import Result
 
 from alerts.channels import SlackWebhook, SmtpChannel
-from alerts.outbox import Entry, Outbox, RetryPolicy
+from alerts.outbox import DeliveryError, Entry, Outbox, RetryPolicy
 from alerts.report import check_blocks
 from alerts.secrets import Secret, SecretError, read_secret
 from gpuledger import alerting, reporting
@@ -171,10 +171,10 @@ def test_smtp_auth_and_starttls_and_ssl(tmp_path: Path, monkeypatch: pytest.Monk
                 ca_file=cert,
                 timeout_s=5,
             )
-            with pytest.raises(Exception) as failed:
+            with pytest.raises(DeliveryError) as failed:
                 wrong.send(entry)
             assert "refused the login of gpuledger" in str(failed.value)
-            assert not failed.value.retry  # type: ignore[attr-defined]
+            assert not failed.value.retry
         finally:
             controller.stop()
     assert PASSWORD not in caplog.text

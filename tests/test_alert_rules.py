@@ -10,6 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from alerts import due
 from alerts.config import AlertRules
 from alerts.outbox import Entry, Outbox
 from alerts.rules import AlertState, Conditions, Finding, decide, findings
@@ -297,6 +298,6 @@ def test_a_scheduled_report_that_cannot_be_built_is_retried_until_it_is_queued(
         start = T0 + dt.timedelta(days=1)
         append(lake, GPU_SAMPLES, sample_rows("GPU-a", range(1440), start=start))
     assert alerting.retry_due_reports(lake, settings, fired + 2 * H) == 1
-    assert lake.read_state(alerting.DUE_STATE) == {}
+    assert lake.read_state(due.STATE_NAME) == {}
     alerting.flush(lake, settings, lambda: fired + 2 * H)
     assert [p["blocks"][0]["text"]["text"] for p in webhook.accepted] == ["gpuledger daily report: 2026-11-03"]

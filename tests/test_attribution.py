@@ -6,9 +6,9 @@ import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
 
-from collector.k8s import PodResourcesClient
 from collector.nvml import NvmlSampler
 from collector.podresources import api_pb2
+from collector.podresources.client import PodResourcesClient
 from gpuledger.sources import kubelet_holders
 from tests.kubelet import Kubelet
 from tests.nvml_standin import CapturedNVML
@@ -27,9 +27,9 @@ class Clock:
         return self.now
 
 
-def sampler_at_idle_context(shared: Path, count: int) -> tuple[NvmlSampler, CapturedNVML]:
+def sampler_at_idle_context(fixtures: Path, count: int) -> tuple[NvmlSampler, CapturedNVML]:
     clock = Clock()
-    nvml = CapturedNVML(shared / "fixtures" / "nvml-h200", clock, count=count)
+    nvml = CapturedNVML(fixtures / "nvml-h200", clock, count=count)
     sampler = NvmlSampler(cluster="c1", node="n1", nvml=nvml, clock=clock)
     sampler.open()
     clock.now = T0 + dt.timedelta(seconds=14.2)
@@ -43,8 +43,8 @@ def pod(namespace: str, name: str, container: str, resource: str, *device_ids: s
     )
 
 
-def test_pods_from_the_kubelet_name_the_processes_nvml_sees(serve: Callable[..., Path], shared: Path) -> None:
-    sampler, nvml = sampler_at_idle_context(shared, 3)
+def test_pods_from_the_kubelet_name_the_processes_nvml_sees(serve: Callable[..., Path], fixtures: Path) -> None:
+    sampler, nvml = sampler_at_idle_context(fixtures, 3)
     gpu0, gpu1, gpu2 = (d.uuid for d in sampler.devices)
     response = api_pb2.ListPodResourcesResponse(
         pod_resources=[
@@ -70,8 +70,8 @@ def test_pods_from_the_kubelet_name_the_processes_nvml_sees(serve: Callable[...,
     assert by_gpu[gpu2]["pod"] is None and by_gpu[gpu2]["pid"] is not None  # a process no pod claims
 
 
-def test_an_unreachable_kubelet_leaves_processes_unattributed(tmp_path: Path, shared: Path) -> None:
-    sampler, _ = sampler_at_idle_context(shared, 1)
+def test_an_unreachable_kubelet_leaves_processes_unattributed(tmp_path: Path, fixtures: Path) -> None:
+    sampler, _ = sampler_at_idle_context(fixtures, 1)
     client = PodResourcesClient(tmp_path / "missing.sock", timeout_s=1)
     sampler.holders = lambda: kubelet_holders(client.list_gpu_assignments, sampler.device_ids())
     [row] = sampler.read().allocation_dicts()

@@ -11,11 +11,11 @@ from hypothesis import strategies as st
 
 from analysis import allocation, usage, utilization, waste
 from analysis.costs import priced
+from analysis.units import GIB
 from analysis.window import Window
 
 T0 = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)
 WINDOW = Window(T0, T0 + dt.timedelta(days=1))
-GIB = 1 << 30
 
 
 def minutes(rows: list[tuple[str, str, str | None, str | None, str, float | None, int, int]]) -> pl.LazyFrame:

@@ -16,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboards import context, fmt
 from gpuledger.settings import Settings
+from gpuledger.viewing import Viewing
 from warehouse import rollup
 from warehouse.lake import Lake
 from warehouse.schema import GPU_MINUTES
@@ -29,7 +30,7 @@ def report(sim_warehouse: Path) -> dict[str, Any]:
 
     from gpuledger.cli import main
 
-    env = {k: None for k in os.environ if k.startswith("GPULEDGER_") and k != "GPULEDGER_SHARED"}
+    env = {k: None for k in os.environ if k.startswith("GPULEDGER_")}
     result = CliRunner(env=env).invoke(main, ["report", "--warehouse", str(sim_warehouse), "--format", "json"])
     assert result.exit_code == 0, result.output
     data: dict[str, Any] = json.loads(result.output)
@@ -39,7 +40,7 @@ def report(sim_warehouse: Path) -> dict[str, Any]:
 @pytest.fixture
 def app(settings: Settings) -> Iterator[Callable[[Path | None], AppTest]]:
     def make(warehouse: Path | None) -> AppTest:
-        context.configure(warehouse, settings)
+        context.configure(warehouse, Viewing(settings))
         return AppTest.from_file(APP, default_timeout=60)
 
     yield make

@@ -120,7 +120,7 @@ def test_every_page_in_a_real_browser(sim_warehouse: Path, tmp_path: Path) -> No
         pytest.skip(f"no Chromium at {CHROMIUM}: `apt-get install chromium` (.ci/run does)")
     from playwright.sync_api import sync_playwright
 
-    env = {k: None for k in os.environ if k.startswith("GPULEDGER_") and k != "GPULEDGER_SHARED"}
+    env = {k: None for k in os.environ if k.startswith("GPULEDGER_")}
     result = CliRunner(env=env).invoke(main, ["report", "--warehouse", str(sim_warehouse), "--format", "json"])
     report = json.loads(result.output)
     headline = {

@@ -1,4 +1,4 @@
-"""dcgm-exporter: every real capture in shared/fixtures/dcgm-exporter, real Prometheus answers, a real HTTP server."""
+"""dcgm-exporter: every real capture in tests/fixtures/dcgm-exporter, real Prometheus answers, a real HTTP server."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ from collector.dcgm import (
     rows_from_points,
 )
 from collector.errors import SourceRejected, SourceUnreachable
-from collector.k8s import workload_from_pod
 from collector.rows import Rows
+from collector.workloads import workload_from_pod
 from warehouse.ingest import append, conform
 from warehouse.lake import Lake
 from warehouse.schema import GPU_ALLOCATIONS, GPU_SAMPLES
@@ -110,8 +110,8 @@ EXPECTED = {
 
 
 @pytest.fixture
-def dcgm_dir(shared: Path) -> Path:
-    return shared / "fixtures" / "dcgm-exporter"
+def dcgm_dir(fixtures: Path) -> Path:
+    return fixtures / "dcgm-exporter"
 
 
 def read(dcgm_dir: Path, name: str) -> str:

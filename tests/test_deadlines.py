@@ -21,7 +21,7 @@ from click.testing import Result
 from collector.dcgm import DcgmExporterReader
 from collector.errors import AnswerTooLarge, SourceRejected, SourceUnreachable
 from collector.metrics import LiveMetrics, serve
-from collector.prometheus import PrometheusScraper
+from collector.prometheus.client import PrometheusClient
 from gpuledger import jobs
 from gpuledger.settings import Settings
 from tests.http_servers import ExporterServer, finishes_within, silent_listener
@@ -38,13 +38,13 @@ PROMETHEUS_FIX = (
 
 
 @pytest.fixture
-def page(shared: Path) -> bytes:
-    return (shared / "fixtures" / "dcgm-exporter" / "h100x8_eks_pod_labels.prom").read_bytes()
+def page(fixtures: Path) -> bytes:
+    return (fixtures / "dcgm-exporter" / "h100x8_eks_pod_labels.prom").read_bytes()
 
 
 def gpuledger(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     """The real command in its own process; the timeout is the hang guard."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("GPULEDGER_") or k == "GPULEDGER_SHARED"}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("GPULEDGER_")}
     return subprocess.run(
         [sys.executable, "-m", "gpuledger.cli", *args],
         env={**clean, "PYTHONPATH": str(REPO), **env},
@@ -231,19 +231,19 @@ def test_a_failed_scrape_keeps_a_warehouse_that_was_there(cli: Callable[..., Res
 def test_prometheus_retries_stop_at_twice_the_timeout() -> None:
     """Five tries were allowed, and a real (not injected) wait between them: the query still ends at 2 x 0.4 s."""
     with silent_listener() as url:
-        scraper = PrometheusScraper(url, cluster="c1", timeout_s=0.4, tries=5, backoff_s=0.1)
+        client = PrometheusClient(url, timeout_s=0.4, tries=5, backoff_s=0.1)
         start = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)
         with pytest.raises(SourceUnreachable) as info:
-            finishes_within(GUARD_S, scraper.fetch, (int(start.timestamp()), int(start.timestamp()) + 600))
+            span = (int(start.timestamp()), int(start.timestamp()) + 600)
+            finishes_within(GUARD_S, client.query_range, "DCGM_FI_DEV_GPU_UTIL", span, 60)
     assert "(no answer within 0.4 s, after 2 tries (a query may take 0.8 s with its retries))" in str(info.value)
 
 
 def test_a_prometheus_answer_over_the_limit_is_refused() -> None:
     with ExporterServer() as server:
-        scraper = PrometheusScraper(server.url + "/huge", cluster="c1", max_body_mib=1, sleep=lambda _: None)
-        scraper.base = server.url + "/huge"
+        client = PrometheusClient(server.url + "/huge", max_body_mib=1, sleep=lambda _: None)
         with pytest.raises(AnswerTooLarge) as info:
-            finishes_within(GUARD_S, scraper._get, "", {})
+            finishes_within(GUARD_S, client._get, "", {})
     assert str(info.value) == (
         f"Prometheus at {server.url}/huge answered 40.0 MiB (by its Content-Length), over the 1 MiB limit: raise "
         "the prometheus_max_body_mib setting (GPULEDGER_PROMETHEUS_MAX_BODY_MIB) if it really serves that much, "

@@ -62,8 +62,8 @@ def stretched(seconds_into_trace: float) -> dt.datetime:
     return T0 + dt.timedelta(seconds=seconds_into_trace * SLOW)
 
 
-def test_each_phase_lands_in_the_state_its_name_implies(shared: Path, tmp_path: Path) -> None:
-    capture = shared / "fixtures" / "nvml-h200"
+def test_each_phase_lands_in_the_state_its_name_implies(fixtures: Path, tmp_path: Path) -> None:
+    capture = fixtures / "nvml-h200"
     trace = [json.loads(line) for line in (capture / "nvml_trace.jsonl").read_text().splitlines() if line]
     marks = [json.loads(line) for line in (capture / "phases.jsonl").read_text().splitlines() if line]
     first = trace[0]["ts"]

@@ -30,8 +30,8 @@ class Clock:
 
 
 @pytest.fixture
-def capture(shared: Path) -> Path:
-    return shared / "fixtures" / "nvml-h200"
+def capture(fixtures: Path) -> Path:
+    return fixtures / "nvml-h200"
 
 
 def sampler_for(capture: Path, clock: Clock, **standin) -> tuple[NvmlSampler, CapturedNVML]:

@@ -1,7 +1,8 @@
 """The Prometheus scraper against a real Prometheus (backfilled with promtool) and tiny local HTTP servers.
 
-The kube-state-metrics mapping and the chunk planning are pure and tested without a server; everything about the
-wire (chunking, the watermark, retries, a server killed mid-scrape, error lines) runs against real servers.
+The chunk planning and credentials are pure and tested without a server (the kube-state-metrics mapping in
+tests/test_kube_state.py); everything about the wire (chunking, the watermark, retries, a server killed mid-scrape,
+error lines) runs against real servers, through the warehouse store `gpuledger scrape` wires in.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,23 +19,13 @@ import pyarrow as pa
 import pytest
 from polars.testing import assert_frame_equal
 
-from collector.dcgm import DcgmPoint, rows_from_points
+from collector.dcgm import rows_from_points
 from collector.errors import CollectorError, SourceRejected, SourceUnreachable
-from collector.prometheus import (
-    DCGM_METRICS,
-    MAX_POINTS_PER_SERIES,
-    PrometheusScraper,
-    Series,
-    attribute,
-    capacity_type,
-    credentials_from_env,
-    merge_spans,
-    node_rows,
-    owner_workload,
-    plan_chunks,
-    pod_workloads,
-    subtract_spans,
-)
+from collector.prometheus.client import MAX_POINTS_PER_SERIES, PrometheusClient
+from collector.prometheus.credentials import credentials_from_env
+from collector.prometheus.scraper import DCGM_METRICS, PrometheusScraper
+from collector.prometheus.spans import merge_spans, plan_chunks, subtract_spans
+from gpuledger.jobs import scrape_store
 from tests import prometheus_server
 from tests.prometheus_server import (
     A100,
@@ -73,10 +65,26 @@ def no_sleep(_seconds: float) -> None:
     return None
 
 
-def scraper(url: str, **kwargs: object) -> PrometheusScraper:
-    options: dict[str, object] = {"cluster": CLUSTER, "env": {}, "sleep": no_sleep}
+CLIENT_OPTIONS = {"session", "headers", "env", "sleep", "timeout_s", "tries", "backoff_s", "max_body_mib"}
+
+
+def client(url: str, **kwargs: object) -> PrometheusClient:
+    options: dict[str, object] = {"env": {}, "sleep": no_sleep}
     options.update(kwargs)
-    return PrometheusScraper(url, **options)  # type: ignore[arg-type]
+    return PrometheusClient(url, **options)  # type: ignore[arg-type]
+
+
+def scraper(url: str, lake: Lake, **kwargs: object) -> PrometheusScraper:
+    """A scraper of ``url`` into ``lake``, wired as `gpuledger scrape` wires it; ``kwargs`` go to the client or the
+    scraper by name."""
+    http = {name: kwargs.pop(name) for name in CLIENT_OPTIONS & kwargs.keys()}
+    return PrometheusScraper(
+        client(url, **http),
+        cluster=CLUSTER,
+        store=scrape_store(lake),
+        read_state=lake.read_state,
+        **kwargs,  # type: ignore[arg-type]
+    )
 
 
 def at(seconds: int) -> dt.datetime:
@@ -140,134 +148,7 @@ def assert_matches_history(lake: Lake, history: History) -> None:
     assert nodes.select("node", "date").rows() == [(n, d) for n in sorted((NODE_A, NODE_B, NODE_CPU)) for d in dates]
 
 
-# ------------------------------------------------------------------------------------------------- pure functions
-
-
-@pytest.mark.parametrize(
-    ("labels", "expected"),
-    [
-        ({"label_karpenter_sh_capacity_type": "spot"}, "spot"),
-        ({"label_karpenter_sh_capacity_type": "on-demand"}, "on-demand"),
-        ({"label_eks_amazonaws_com_capacity_type": "ON_DEMAND"}, "on-demand"),
-        ({"label_eks_amazonaws_com_capacity_type": "SPOT"}, "spot"),
-        ({"label_cloud_google_com_gke_spot": "true", "label_cloud_google_com_gke_nodepool": "p"}, "spot"),
-        ({"label_cloud_google_com_gke_nodepool": "p"}, "on-demand"),
-        ({"label_karpenter_sh_capacity_type": "reserved"}, None),
-        ({}, None),
-    ],
-)
-def test_capacity_type_is_normalised(labels: dict[str, str], expected: str | None) -> None:
-    assert capacity_type(labels) == expected
-
-
-def test_node_rows_one_per_node_per_date_with_newest_labels() -> None:
-    before, after = int(T0.timestamp()), int(T0.timestamp()) + 240  # 23:58 and 00:02 the next day
-    old = {
-        "node": "n1",
-        "label_node_kubernetes_io_instance_type": "g5.xlarge",
-        "label_karpenter_sh_capacity_type": "spot",
-    }
-    new = {**old, "label_karpenter_sh_capacity_type": "on-demand", "label_nvidia_com_gpu_product": "NVIDIA-A10G"}
-    gpus = rows_from_points(
-        [DcgmPoint("DCGM_FI_DEV_GPU_UTIL", {"UUID": "GPU-x", "Hostname": "n2", "modelName": "NVIDIA L4"}, T0, 3.0)],
-        cluster=CLUSTER,
-        source="prometheus",
-    ).samples
-    rows = node_rows(
-        [Series(old, [(before - 60, 1.0), (before, 1.0)]), Series(new, [(before + 30, 1.0), (after, 1.0)])],
-        gpus,
-        cluster=CLUSTER,
-    )
-    assert [(r["node"], r["date"].isoformat(), r["capacity_type"]) for r in rows] == [
-        ("n1", "2024-11-02", "on-demand"),
-        ("n1", "2024-11-03", "on-demand"),
-        ("n2", "2024-11-02", None),
-    ]
-    assert rows[0]["gpu_model"] == "NVIDIA-A10G"  # no DCGM data for n1: GPU Feature Discovery's label
-    assert rows[0]["instance_type"] == "g5.xlarge"
-    assert json.loads(rows[0]["labels"])["karpenter_sh_capacity_type"] == "on-demand"
-    assert (rows[2]["gpu_model"], rows[2]["gpu_count"], rows[2]["labels"]) == ("NVIDIA L4", 1, None)
-
-
-@pytest.mark.parametrize(
-    ("kind", "name", "pod", "workload"),
-    [
-        ("ReplicaSet", "trainer-7d9f8b6c5d", "trainer-7d9f8b6c5d-x2k4q", "trainer"),
-        ("StatefulSet", "notebook", "notebook-0", "notebook"),
-        ("Job", "batch-eval-28931460", "batch-eval-28931460-q7x2z", "batch-eval"),
-        ("DaemonSet", "agent", "agent-q7x2z", "agent"),
-        ("<none>", "<none>", "serve-7d9f8b6c5d-x2k4q", "serve"),
-        (None, None, "bare-pod", "bare-pod"),
-    ],
-)
-def test_owner_workload(kind: str | None, name: str | None, pod: str, workload: str) -> None:
-    assert owner_workload(kind, name, pod) == workload
-
-
-def test_pod_workloads_prefer_the_controller_owner() -> None:
-    pod = {"namespace": "ns", "pod": "p-7d9f8b6c5d-x2k4q"}
-    owners = [
-        Series({**pod, "owner_kind": "ConfigMap", "owner_name": "cm", "owner_is_controller": "false"}, [(0.0, 1.0)]),
-        Series({**pod, "owner_kind": "ReplicaSet", "owner_name": "p-7d9f8b6c5d", "owner_is_controller": "true"}, []),
-        Series(
-            {**pod, "owner_kind": "ReplicaSet", "owner_name": "p-7d9f8b6c5d", "owner_is_controller": "true"}, [(0, 1)]
-        ),
-        Series(
-            {
-                "exported_namespace": "x",
-                "exported_pod": "y-0",
-                "namespace": "ksm",
-                "owner_kind": "StatefulSet",
-                "owner_name": "y",
-                "owner_is_controller": "true",
-            },
-            [(0.0, 1.0)],
-        ),
-    ]
-    assert pod_workloads(owners) == {("ns", "p-7d9f8b6c5d-x2k4q"): "p", ("x", "y-0"): "y"}
-
-
-def _mig_rows(holder_13: bool = False) -> list[DcgmPoint]:
-    base = {"UUID": "GPU-m", "gpu": "0", "modelName": A100, "Hostname": "n"}
-    points = [
-        DcgmPoint("DCGM_FI_DEV_GPU_TEMP", base, T0, 40.0),
-        DcgmPoint("DCGM_FI_DEV_GPU_TEMP", {**base, "UUID": "GPU-w"}, T0, 40),
-    ]
-    for gi in ("13", "14"):
-        labels = {**base, "GPU_I_PROFILE": "1g.5gb", "GPU_I_ID": gi}
-        if holder_13 and gi == "13":
-            labels |= {"pod": "a-0", "namespace": "ns", "container": "c"}
-        points.append(DcgmPoint("DCGM_FI_DEV_FB_USED", labels, T0, 100.0))
-    return points
-
-
-def _request(pod: str, resource: str, amount: float = 1.0, node: str = "n") -> Series:
-    labels = {"namespace": "ns", "pod": pod, "container": "c", "node": node, "resource": resource}
-    return Series(labels, [(T0.timestamp(), amount)])
-
-
-def _holders(points: list[DcgmPoint], requests: list[Series], single: tuple[str, ...] = ()) -> set[tuple[object, ...]]:
-    rows = rows_from_points(points, cluster=CLUSTER, source="prometheus")
-    table = attribute(rows, requests, {("ns", "a-0"): "a"}, cluster=CLUSTER, single_strategy_nodes=single)
-    return {(r["gpu_uuid"], r["mig_instance_id"], r["pod"], r["workload"]) for r in table.to_pylist()}
-
-
-def test_attribute_fills_only_what_requests_prove() -> None:
-    mig = "nvidia_com_mig_1g_5gb"
-    # one running container wants the one whole GPU nobody holds (the MIG parent GPU-m is not a whole GPU)
-    assert _holders(_mig_rows(), [_request("w-0", "nvidia_com_gpu")]) == {("GPU-w", None, "w-0", "w")}
-    # DCGM names a-0 on instance 13: the only other requester of a 1g.5gb gets instance 14, a-0 gets its owner
-    assert _holders(_mig_rows(True), [_request("a-0", mig), _request("b-0", mig)]) == {
-        ("GPU-m", 13, "a-0", "a"),
-        ("GPU-m", 14, "b-0", "b"),
-    }
-    # two candidates for two free instances, a count that does not match, another node: nothing is guessed
-    assert _holders(_mig_rows(), [_request("a-0", mig), _request("b-0", mig)]) == set()
-    assert _holders(_mig_rows(), [_request("b-0", mig, 1)]) == set()
-    assert _holders(_mig_rows(), [_request("b-0", mig, 2, node="other")]) == set()
-    assert _holders(_mig_rows(), [_request("b-0", mig, 2)]) == {("GPU-m", 13, "b-0", "b"), ("GPU-m", 14, "b-0", "b")}
-    # the single strategy exposes MIG instances as nvidia_com_gpu: 2 instances + 1 whole GPU
-    assert len(_holders(_mig_rows(), [_request("b-0", "nvidia_com_gpu", 3)], single=("n",))) == 3
+# ------------------------------------------------------------------------------------------------- spans and plans
 
 
 def test_spans_and_chunks() -> None:
@@ -279,15 +160,15 @@ def test_spans_and_chunks() -> None:
 
 def test_plan_keeps_every_query_within_prometheus_limit(lake: Lake) -> None:
     now = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
-    big = scraper("http://prometheus:9090", clock=lambda: now, chunk_s=10**9)
-    chunks = big.plan(lake, now - dt.timedelta(days=10), now)  # 14,400 steps of 60 s
+    big = scraper("http://prometheus:9090", lake, clock=lambda: now, chunk_s=10**9)
+    chunks = big.plan(now - dt.timedelta(days=10), now)  # 14,400 steps of 60 s
     steps = [(b - a) // 60 for a, b in chunks]
     assert steps == [MAX_POINTS_PER_SERIES, 14_400 - 2 - MAX_POINTS_PER_SERIES]  # the last 120 s are not settled
-    default = scraper("http://prometheus:9090", clock=lambda: now)
-    assert all((b - a) // 60 <= 360 for a, b in default.plan(lake, now - dt.timedelta(days=10), now))
+    default = scraper("http://prometheus:9090", lake, clock=lambda: now)
+    assert all((b - a) // 60 <= 360 for a, b in default.plan(now - dt.timedelta(days=10), now))
 
 
-def test_credentials_come_from_env_or_files_and_never_show(tmp_path: Path) -> None:
+def test_credentials_come_from_env_or_files_and_never_show(tmp_path: Path, lake: Lake) -> None:
     token_file = tmp_path / "token"
     token_file.write_text(SECRET + "\n")
     bearer = credentials_from_env({"GPULEDGER_PROMETHEUS_TOKEN_FILE": str(token_file)})
@@ -300,9 +181,10 @@ def test_credentials_come_from_env_or_files_and_never_show(tmp_path: Path) -> No
     assert basic.auth == ("bob", SECRET)
     for creds in (bearer, basic):
         assert SECRET not in repr(creds)
-    probe = scraper("http://u:pw@prometheus:9090/prom/", env={"GPULEDGER_PROMETHEUS_TOKEN": SECRET})
+    probe = scraper("http://u:pw@prometheus:9090/prom/", lake, env={"GPULEDGER_PROMETHEUS_TOKEN": SECRET})
     assert SECRET not in repr(probe) and "pw" not in repr(probe)
-    assert probe.url == "http://prometheus:9090/prom"
+    assert SECRET not in repr(probe.client) and "pw" not in repr(probe.client)
+    assert probe.client.url == "http://prometheus:9090/prom"
     with pytest.raises(CollectorError, match="keep one way"):
         credentials_from_env({"GPULEDGER_PROMETHEUS_TOKEN": SECRET, "GPULEDGER_PROMETHEUS_USER": "bob"})
     with pytest.raises(CollectorError, match="GPULEDGER_PROMETHEUS_PASSWORD is not set"):
@@ -320,8 +202,8 @@ def test_credentials_come_from_env_or_files_and_never_show(tmp_path: Path) -> No
 
 def test_scrape_stores_exactly_the_history(lake: Lake, prometheus: PrometheusServer, history: History) -> None:
     progress: list[tuple[int, int]] = []
-    result = scraper(prometheus.url).scrape(
-        lake, history.start_dt, history.end_dt, progress=lambda *p: progress.append(p)
+    result = scraper(prometheus.url, lake).scrape(
+        history.start_dt, history.end_dt, progress=lambda *p: progress.append(p)
     )
     assert_matches_history(lake, history)
     samples, allocations, nodes = stored(lake)
@@ -364,14 +246,14 @@ def test_a_second_scrape_fetches_nothing_and_an_earlier_window_only_the_gap(
 ) -> None:
     later = history.start_dt + dt.timedelta(hours=1)
     session = CountingSession()
-    scrape = scraper(prometheus.url, session=session)
-    assert scrape.scrape(lake, later, history.end_dt).chunks == 1
+    scrape = scraper(prometheus.url, lake, session=session)
+    assert scrape.scrape(later, history.end_dt).chunks == 1
     before = [t.height for t in stored(lake)]
-    again = scrape.scrape(lake, later, history.end_dt)
+    again = scrape.scrape(later, history.end_dt)
     assert (again.chunks, again.queries, again.points, again.samples) == (0, 0, 0, 0)
     assert [t.height for t in stored(lake)] == before
     sent = len(session.sent)
-    wider = scrape.scrape(lake, history.start_dt, history.end_dt)
+    wider = scrape.scrape(history.start_dt, history.end_dt)
     assert wider.chunks == 1 and wider.queries == QUERIES_PER_CHUNK
     assert {(q["start"], q["end"]) for q in session.sent[sent:]} == {
         (str(history.start), str(int(later.timestamp()) - 60))
@@ -383,8 +265,8 @@ def test_a_second_scrape_fetches_nothing_and_an_earlier_window_only_the_gap(
 
 def test_a_window_of_more_than_11000_steps_is_split(lake: Lake, prometheus: PrometheusServer, history: History) -> None:
     session = CountingSession()
-    fine = scraper(prometheus.url, session=session, step_s=1, chunk_s=86_400)
-    result = fine.scrape(lake, history.start_dt, history.end_dt)  # 4 h at 1 s: 14,400+ steps
+    fine = scraper(prometheus.url, lake, session=session, step_s=1, chunk_s=86_400)
+    result = fine.scrape(history.start_dt, history.end_dt)  # 4 h at 1 s: 14,400+ steps
     assert result.chunks == 2 and result.queries == 2 * QUERIES_PER_CHUNK == len(session.sent)
     points_per_query = [(int(q["end"]) - int(q["start"])) // int(q["step"]) + 1 for q in session.sent]
     assert max(points_per_query) == MAX_POINTS_PER_SERIES
@@ -407,18 +289,20 @@ def test_a_server_killed_mid_scrape_loses_nothing(
             server.kill()
 
     sleeps: list[float] = []
-    chunked = scraper(server.url, session=CountingSession(kill_inside), max_points_per_series=60, sleep=sleeps.append)
+    chunked = scraper(
+        server.url, lake, session=CountingSession(kill_inside), max_points_per_series=60, sleep=sleeps.append
+    )
     with pytest.raises(SourceUnreachable) as lost:
-        chunked.scrape(lake, history.start_dt, history.end_dt, progress=kill_between)
+        chunked.scrape(history.start_dt, history.end_dt, progress=kill_between)
     assert str(lost.value).startswith(
         f"Prometheus at {server.url} cannot be reached (connection refused, after 5 tries)"
     )
     assert sleeps == [0.5, 1.0, 2.0, 4.0]
-    assert chunked.done_spans(lake) == [(history.start, history.start + 3600)]
+    assert chunked.done_spans() == [(history.start, history.start + 3600)]
     assert lake.scan(GPU_SAMPLES).collect().get_column("ts").max() == at(history.start + 3600 - 60)
 
     server.start()  # the same data directory and port
-    resumed = scraper(server.url, max_points_per_series=60).scrape(lake, history.start_dt, history.end_dt)
+    resumed = scraper(server.url, lake, max_points_per_series=60).scrape(history.start_dt, history.end_dt)
     assert resumed.chunks == 3 and resumed.queries == 3 * QUERIES_PER_CHUNK
     assert_matches_history(lake, history)
 
@@ -430,7 +314,7 @@ def test_a_refused_connection_is_retried_then_one_line(lake: Lake) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     sleeps: list[float] = []
     with pytest.raises(SourceUnreachable) as refused:
-        scraper(url, sleep=sleeps.append).scrape(lake, T0, T0 + dt.timedelta(hours=1))
+        scraper(url, lake, sleep=sleeps.append).scrape(T0, T0 + dt.timedelta(hours=1))
     assert str(refused.value) == (
         f"Prometheus at {url} cannot be reached (connection refused, after 5 tries): check the --prometheus URL and "
         "that Prometheus is running (e.g. `kubectl -n monitoring port-forward svc/prometheus-operated 9090`)"
@@ -442,23 +326,23 @@ def test_a_wrong_url_is_one_line(lake: Lake) -> None:
     fix = "pass Prometheus' base URL (the one whose /api/v1/query_range answers), e.g. http://prometheus:9090"
     page = Answer(404, "<html><body>Not Found</body></html>", "text/html")
     with StubServer([page]) as stub, pytest.raises(SourceRejected) as not_prometheus:
-        scraper(stub.url + "/graph").scrape(lake, T0, T0 + dt.timedelta(hours=1))
+        scraper(stub.url + "/graph", lake).scrape(T0, T0 + dt.timedelta(hours=1))
     assert str(not_prometheus.value) == (
         f"Prometheus at {stub.url}/graph refused the request (HTTP 404 for /api/v1/query_range): {fix}"
     )
     with StubServer([Answer(200, "<html>Grafana</html>", "text/html")]) as stub, pytest.raises(SourceRejected) as html:
-        scraper(stub.url).scrape(lake, T0, T0 + dt.timedelta(hours=1))
+        scraper(stub.url, lake).scrape(T0, T0 + dt.timedelta(hours=1))
     assert (
         str(html.value)
         == f"Prometheus at {stub.url} refused the request (HTTP 200 OK, not a Prometheus API answer): {fix}"
     )
     with pytest.raises(SourceUnreachable) as unknown:
-        scraper("http://prometheus.invalid:9090", tries=1).scrape(lake, T0, T0 + dt.timedelta(hours=1))
+        scraper("http://prometheus.invalid:9090", lake, tries=1).scrape(T0, T0 + dt.timedelta(hours=1))
     assert str(unknown.value).startswith(
         "Prometheus at http://prometheus.invalid:9090 cannot be reached (host name not found, after 1 tries): "
     )
     with pytest.raises(SourceUnreachable) as schemeless:
-        scraper("prometheus:9090")
+        client("prometheus:9090")
     assert str(schemeless.value) == f"Prometheus at prometheus:9090 cannot be reached (not an http(s) URL): {fix}"
 
 
@@ -472,7 +356,7 @@ def test_an_auth_failure_is_one_line_without_the_secret(
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("GPULEDGER_PROMETHEUS_TOKEN", SECRET)
     with StubServer([Answer(401, '{"error":"unauthorized"}')]) as stub, pytest.raises(SourceRejected) as denied:
-        PrometheusScraper(stub.url, cluster=CLUSTER, sleep=no_sleep).scrape(lake, T0, T0 + dt.timedelta(hours=1))
+        scraper(stub.url, lake, env=None).scrape(T0, T0 + dt.timedelta(hours=1))  # credentials from os.environ
     assert stub.requests[0]["authorization"] == f"Bearer {SECRET}"  # it was sent
     assert str(denied.value) == (
         f"Prometheus at {stub.url} refused the request (HTTP 401 Unauthorized): the bearer token from "
@@ -483,13 +367,13 @@ def test_an_auth_failure_is_one_line_without_the_secret(
     password.write_text(SECRET)
     env = {"GPULEDGER_PROMETHEUS_USER": "bob", "GPULEDGER_PROMETHEUS_PASSWORD_FILE": str(password)}
     with StubServer([Answer(403, "forbidden", "text/plain")]) as stub, pytest.raises(SourceRejected) as forbidden:
-        scraper(stub.url.replace("//", f"//alice:{SECRET}@"), env=env).scrape(lake, T0, T0 + dt.timedelta(hours=1))
+        scraper(stub.url.replace("//", f"//alice:{SECRET}@"), lake, env=env).scrape(T0, T0 + dt.timedelta(hours=1))
     assert str(forbidden.value) == (
         f"Prometheus at {stub.url} refused the request (HTTP 403 Forbidden): the user and password from "
         "GPULEDGER_PROMETHEUS_USER/GPULEDGER_PROMETHEUS_PASSWORD was not accepted: renew it or check what it may read"
     )
     with StubServer([Answer(401, "")]) as stub, pytest.raises(SourceRejected) as anonymous:
-        PrometheusScraper(stub.url, cluster=CLUSTER).scrape(lake, T0, T0 + dt.timedelta(hours=1))
+        scraper(stub.url, lake, env=None, sleep=time.sleep).scrape(T0, T0 + dt.timedelta(hours=1))
     assert str(anonymous.value).endswith(
         "(HTTP 401 Unauthorized): it needs credentials: set GPULEDGER_PROMETHEUS_TOKEN (or "
         "GPULEDGER_PROMETHEUS_TOKEN_FILE) for a bearer token, or GPULEDGER_PROMETHEUS_USER with "
@@ -504,16 +388,16 @@ def test_server_errors_and_timeouts_are_retried_with_backoff(lake: Lake) -> None
     sleeps: list[float] = []
     flaky = [Answer(503, "unavailable", "text/plain"), Answer(502, ""), Answer(200, EMPTY_MATRIX)]
     with StubServer(flaky) as stub:
-        result = scraper(stub.url, sleep=sleeps.append).scrape(lake, T0, T0 + dt.timedelta(minutes=10))
+        result = scraper(stub.url, lake, sleep=sleeps.append).scrape(T0, T0 + dt.timedelta(minutes=10))
     assert (result.chunks, result.queries, result.points) == (1, QUERIES_PER_CHUNK + 2, 0)  # two retried
     assert sleeps == [0.5, 1.0]
     with StubServer([Answer(200, EMPTY_MATRIX, delay_s=1.0)]) as stub, pytest.raises(SourceUnreachable) as slow:
-        scraper(stub.url, timeout_s=0.2, tries=2, backoff_s=0.05).scrape(lake, T0, T0 + dt.timedelta(hours=1))
+        scraper(stub.url, lake, timeout_s=0.2, tries=2, backoff_s=0.05).scrape(T0, T0 + dt.timedelta(hours=1))
     assert str(slow.value).startswith(
         f"Prometheus at {stub.url} cannot be reached (no answer within 0.2 s, after 2 tries)"
     )
     with StubServer([Answer(500, "")]) as stub, pytest.raises(SourceUnreachable) as broken:
-        scraper(stub.url, tries=3).scrape(lake, T0, T0 + dt.timedelta(hours=1))
+        scraper(stub.url, lake, tries=3).scrape(T0, T0 + dt.timedelta(hours=1))
     assert str(broken.value) == (
         f"Prometheus at {stub.url} cannot be reached (HTTP 500 Internal Server Error, after 3 tries): check "
         "Prometheus' health and logs, then re-run: finished chunks are kept"
@@ -525,7 +409,7 @@ def test_a_query_error_is_one_line(lake: Lake) -> None:
         {"status": "error", "errorType": "execution", "error": "query processing would load too many\nsamples"}
     )
     with StubServer([Answer(422, body)]) as stub, pytest.raises(SourceRejected) as failed:
-        scraper(stub.url).scrape(lake, T0, T0 + dt.timedelta(hours=1))
+        scraper(stub.url, lake).scrape(T0, T0 + dt.timedelta(hours=1))
     message = str(failed.value)
     assert message.startswith(f"Prometheus at {stub.url} refused the request (HTTP 422 ")
     assert ": query processing would load too many samples): the server could not evaluate" in message

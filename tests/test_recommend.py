@@ -27,6 +27,8 @@ from analysis import mig, recommend
 from analysis.pricing import PriceCatalog
 from analysis.recommend import names as k8s_names
 from analysis.recommend import usage
+from analysis.recommend.files import render
+from analysis.units import GIB
 from analysis.window import Window
 from collector.rows import Rows
 from gpuledger import jobs, recommending
@@ -37,7 +39,6 @@ from warehouse.schema import GPU_ALLOCATIONS, GPU_MINUTES, GPU_SAMPLES, NODES
 T0 = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)
 END = dt.datetime(2026, 11, 4, tzinfo=dt.UTC)
 """Planted windows end at midnight: the warehouse prices a day's GPU-minutes with that day's ``nodes`` rows."""
-GIB = 1 << 30
 CATALOG = PriceCatalog.build()
 K8S_VERSION = "1.30.0"
 
@@ -425,13 +426,8 @@ def _merge(base: Any, patch: Any) -> Any:
 
 
 @pytest.fixture(scope="module")
-def nodepool_schema() -> dict[str, Any]:
-    from tests.conftest import SHARED
-
-    path = SHARED / "data" / "schemas" / "karpenter" / "karpenter.sh_nodepools.yaml"
-    if not path.is_file():
-        pytest.skip(f"Karpenter CRD {path} is absent (set GPULEDGER_SHARED to the shared folder)")
-    crd = yaml.safe_load(path.read_text())
+def nodepool_schema(fixtures: Path) -> dict[str, Any]:
+    crd = yaml.safe_load((fixtures / "karpenter" / "karpenter.sh_nodepools.yaml").read_text())
     (v1,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
     return dict(v1["schema"]["openAPIV3Schema"])
 
@@ -478,7 +474,7 @@ def test_rerunning_gives_identical_files(demo: tuple[Path, recommend.Recommendat
     again = recommending.recommendations(
         Lake(root), load_settings(None), start=None, end=None, now=dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
     )
-    assert again.files() == recs.files()
+    assert render(again) == render(recs)
     first = {p.name: p.read_bytes() for p in recommending.export(recs, tmp_path / "a")}
     second = {p.name: p.read_bytes() for p in recommending.export(again, tmp_path / "a")}
     assert first == second
@@ -613,7 +609,7 @@ def test_untrusted_names_never_inject(namespace: str, workload: str, container: 
             for what, value in _names(m.obj):
                 if value is not None:
                     assert k8s_names.is_dns_subdomain(value) or k8s_names.is_label_value(value), (what, value)
-    files = result.files()
+    files = render(result)
     for name, text in files.items():
         if name.endswith(".yaml"):
             docs = [d for d in yaml.safe_load_all(text) if d is not None]
@@ -629,7 +625,7 @@ def test_untrusted_names_never_inject(namespace: str, workload: str, container: 
     bad = [v for v in (namespace, workload) if not k8s_names.is_dns_label(v) and not k8s_names.is_dns_subdomain(v)]
     if bad or not k8s_names.is_dns_label(container):
         assert result.warnings, "an invalid name must be skipped with a warning"
-    assert result.files() == files
+    assert render(result) == files
 
 
 @pytest.mark.parametrize("batches", [2, 5])

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 from polars.testing import assert_frame_equal
 
 from analysis.states import StateRules
+from analysis.units import GIB
 from tests.conftest import T0, allocation_rows, sample_rows
 from warehouse import rollup
 from warehouse.ingest import append, conform
@@ -20,7 +21,6 @@ from warehouse.schema import GPU_ALLOCATIONS, GPU_MINUTES, GPU_SAMPLES
 
 RULES = StateRules()
 DEFAULT = RollupConfig()
-GIB = 1 << 30
 
 
 def minutes(lake: Lake, rules: StateRules = RULES, config: RollupConfig = DEFAULT) -> pl.DataFrame:

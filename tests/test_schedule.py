@@ -154,7 +154,7 @@ def yesterday_fleet(root: Path) -> None:
 
 
 def start_scheduler(config: Path, hook: Webhook, log: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GPULEDGER_") or k == "GPULEDGER_SHARED"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPULEDGER_")}
     env["GPULEDGER_SLACK_WEBHOOK_URL"] = hook.url
     with log.open("ab") as out:
         return subprocess.Popen(

@@ -23,8 +23,8 @@ DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 SUFFIX = "[bcdfghjklmnpqrstvwxz2456789]"
 
 
-def test_shipped_calibration_is_what_the_real_capture_gives(shared: Path) -> None:
-    assert calibrate(shared / "fixtures" / "nvml-h200") == load_calibration()
+def test_shipped_calibration_is_what_the_real_capture_gives(fixtures: Path) -> None:
+    assert calibrate(fixtures / "nvml-h200") == load_calibration()
 
 
 def test_calibration_phases_say_what_their_names_say() -> None:

@@ -121,14 +121,14 @@ def test_half_written_batches_a_crash_left_are_removed_at_start(tmp_path: Path) 
 
 
 def test_collect_survives_a_torn_spool(
-    cli: Callable[..., Result], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared: Path
+    cli: Callable[..., Result], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fixtures: Path
 ) -> None:
     spool = Spool(tmp_path / "spool", 1 << 30)
     spool.put(batch("GPU-spooled"))
     (torn,) = spool.batches()
     (torn / "samples.arrow").write_bytes((torn / "samples.arrow").read_bytes()[:200])
     monkeypatch.setenv("GPULEDGER_SPOOL_DIR", str(spool.directory))
-    page = (shared / "fixtures" / "dcgm-exporter" / "h100x8_eks_pod_labels.prom").read_bytes()
+    page = (fixtures / "dcgm-exporter" / "h100x8_eks_pod_labels.prom").read_bytes()
     root = tmp_path / "wh"
     for _ in range(2):  # every restart goes on storing
         with ExporterServer(page) as server:

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from analysis.states import GIB, STATES, StateRules
+from analysis.states import STATES, StateRules
+from analysis.units import GIB
 
 RULES = StateRules(active_threshold_pct=5.0, held_memory_bytes=GIB)
 

@@ -16,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboards import context
 from gpuledger.settings import Settings
+from gpuledger.viewing import Viewing
 from tests.conftest import T0, allocation_rows, sample_rows
 from warehouse.ingest import RejectedTimes, append, append_many, conform, rejected_times
 from warehouse.lake import Lake, Partition
@@ -138,7 +139,7 @@ def test_stored_impossible_rows_move_neither_the_window_nor_the_rollup(cli, lake
 @pytest.fixture
 def app(settings: Settings) -> Iterator[Callable[[Path], AppTest]]:
     def make(warehouse: Path) -> AppTest:
-        context.configure(warehouse, settings)
+        context.configure(warehouse, Viewing(settings))
         return AppTest.from_file(APP, default_timeout=60)
 
     yield make

@@ -2,12 +2,13 @@
 
 Pure: ``build`` takes frames (the report's priced minute groups, priced nodes, the passes of
 ``analysis.recommend.usage``) and the report's MIG fit and spot sections, and returns a ``RecommendationSet``; the
-reading happens in ``gpuledger.recommending``, the files are rendered by ``analysis.recommend.files``.
+reading happens in ``gpuledger.recommending``, the files are rendered by ``analysis.recommend.files.render``.
 
 **Kinds**, each judged on the window's telemetry (``M`` = 730 / window hours turns a window's dollars into a month's),
-one module each, whose docstring says when it applies and how its savings are computed: ``gpu_count``
-(``gpu-count``), ``mig_slices`` (``mig``), ``time_slicing`` (``time-slicing``), ``gpu_model`` (``gpu-model``),
-``spot_pools`` (``spot``), ``autoscaling`` (``autoscaling``), ``idle_reclaim`` (``idle-reclaim``). What they share:
+one module each, listed once in build order in ``analysis.recommend.kinds``, whose docstring says when it applies and
+how its savings are computed: ``gpu_count`` (``gpu-count``), ``mig_slices`` (``mig``), ``time_slicing``
+(``time-slicing``), ``gpu_model`` (``gpu-model``), ``spot_pools`` (``spot``), ``autoscaling`` (``autoscaling``),
+``idle_reclaim`` (``idle-reclaim``). What they share:
 ``model`` (the dataclasses), ``context`` (the per-build context and the window's node and price facts),
 ``manifests`` (owner patches, Karpenter NodePools).
 
@@ -25,12 +26,10 @@ rules (``analysis.recommend.names``) or the recommendation is skipped with a war
 
 from __future__ import annotations
 
-from analysis.recommend import autoscaling, gpu_count, gpu_model, idle_reclaim, mig_slices, spot_pools, time_slicing
-from analysis.recommend.context import Context, node_facts, node_prices, single_gpu_workloads
+from analysis.recommend.context import Context, node_facts, node_prices
+from analysis.recommend.kinds import KIND_MODULES, KINDS
 from analysis.recommend.manifests import nodepool
 from analysis.recommend.model import (
-    HOURS_PER_MONTH,
-    KINDS,
     Manifest,
     Recommendation,
     RecommendationSet,
@@ -39,7 +38,6 @@ from analysis.recommend.model import (
 )
 
 __all__ = [
-    "HOURS_PER_MONTH",
     "KINDS",
     "Manifest",
     "RecommendInputs",
@@ -56,16 +54,7 @@ __all__ = [
 def build(inputs: RecommendInputs) -> RecommendationSet:
     """Every recommendation of the window, ranked by score (savings per unit of disruption), then kind and target."""
     ctx = Context(inputs)
-    items: list[Recommendation] = []
-    items += gpu_count.recommendations(ctx)
-    items += mig_slices.recommendations(ctx)
-    single = single_gpu_workloads(ctx)
-    items += time_slicing.recommendations(ctx, single)
-    items += gpu_model.recommendations(ctx, single)
-    items += spot_pools.recommendations(ctx)
-    items += autoscaling.recommendations(ctx)
-    items += idle_reclaim.recommendations(ctx)
-    items = [r for r in items if r.savings_usd_month > 0]
+    items = [r for kind in KIND_MODULES for r in kind.recommendations(ctx) if r.savings_usd_month > 0]
     ranked = sorted(
         items,
         key=lambda r: (

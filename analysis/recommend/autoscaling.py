@@ -12,7 +12,11 @@ from analysis.gpu_specs import gpu_spec
 from analysis.pricing import ON_DEMAND
 from analysis.recommend.context import Context, ceil, is_aws, sources_text, span_days, window_dict
 from analysis.recommend.manifests import GPU_RESOURCE, JOB_KINDS, nodepool, requirement
-from analysis.recommend.model import HOURS_PER_MONTH, Manifest, Recommendation
+from analysis.recommend.model import Manifest, Recommendation
+from analysis.units import HOURS_PER_MONTH
+
+NAME = "autoscaling"
+TITLE = "Autoscaling (Karpenter and cluster-autoscaler)"
 
 
 def recommendations(ctx: Context) -> list[Recommendation]:

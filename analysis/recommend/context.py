@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from functools import cached_property
 from typing import Any
 
 import polars as pl
 
 from analysis.pricing import PriceCatalog
-from analysis.recommend.model import HOURS_PER_MONTH, RecommendInputs
+from analysis.recommend.model import RecommendInputs
 from analysis.recommend.names import clean_text, problem
 from analysis.spot import NODE_GROUP_LABELS, workload_kind
+from analysis.units import HOURS_PER_MONTH
 from analysis.window import Window
 
 
@@ -43,6 +45,11 @@ class Context:
         if key not in self._kinds:
             self._kinds[key] = workload_kind(namespace, workload, self.options.workload_kinds)
         return self._kinds[key][0]
+
+    @cached_property
+    def single(self) -> pl.DataFrame:
+        """``single_gpu_workloads`` of this build (time-slicing and gpu-model read it)."""
+        return single_gpu_workloads(self)
 
     def names_ok(self, kind: str, checks: Iterable[tuple[str, object, str]]) -> bool:
         problems = [p for what, value, rule in checks if (p := problem(what, value, rule)) is not None]

@@ -20,18 +20,9 @@ from typing import Any
 
 import yaml
 
-from analysis.recommend.model import KINDS, Manifest, Recommendation, RecommendationSet
+from analysis.recommend.kinds import KINDS, TITLES
+from analysis.recommend.model import Manifest, Recommendation, RecommendationSet
 from analysis.recommend.names import clean_text
-
-KIND_TITLES = {
-    "gpu-count": "Right-size GPU count",
-    "mig": "Move to MIG slices",
-    "time-slicing": "Time-slice low-duty inference",
-    "gpu-model": "Move to a cheaper GPU model",
-    "spot": "Spot node pools",
-    "autoscaling": "Autoscaling (Karpenter and cluster-autoscaler)",
-    "idle-reclaim": "Reclaim idle workloads",
-}
 
 
 class _Dumper(yaml.SafeDumper):
@@ -66,14 +57,15 @@ def _doc(manifest: Manifest) -> str:
 def _yaml_file(kind: str, items: list[Recommendation], window: dict[str, str]) -> str:
     from_kind = [r for r in items if r.kind == kind]
     header = [
-        _comment(
-            f"gpuledger recommendations: {KIND_TITLES[kind]} ({kind}); window {window['start']} to {window['end']}"
-        ),
+        _comment(f"gpuledger recommendations: {TITLES[kind]} ({kind}); window {window['start']} to {window['end']}"),
         _comment(
             "Objects without a patch note: kubectl apply -f this file applies them. Patches are strategic-merge "
             "patches against the named owner: apply each with the kubectl patch command above it."
         ),
-        _comment(f"{len(from_kind)} recommendation(s); README.md explains each (kind {KINDS.index(kind) + 1} of 7)."),
+        _comment(
+            f"{len(from_kind)} recommendation(s); README.md explains each "
+            f"(kind {KINDS.index(kind) + 1} of {len(KINDS)})."
+        ),
     ]
     seen: set[str] = set()
     docs = []
@@ -125,7 +117,7 @@ def _readme(result: RecommendationSet, files: list[str]) -> str:
     lines += ["", "Files: " + ", ".join(f"`{f}`" for f in files) + ".", ""]
     for kind in KINDS:
         items = [r for r in result.items if r.kind == kind]
-        lines += [f"## {KIND_TITLES[kind]} (`{kind}`)", ""]
+        lines += [f"## {TITLES[kind]} (`{kind}`)", ""]
         if not items:
             lines += ["No recommendation of this kind in the window.", ""]
             continue
@@ -163,6 +155,7 @@ def _short(evidence: dict[str, Any]) -> dict[str, Any]:
 
 
 def render(result: RecommendationSet) -> dict[str, str]:
+    """File name -> exact text: one YAML per kind that has recommendations, ``README.md`` and ``index.json``."""
     window = {"start": result.window.start.isoformat(), "end": result.window.end.isoformat()}
     files: dict[str, str] = {}
     for kind in KINDS:

@@ -8,7 +8,11 @@ import polars as pl
 
 from analysis.recommend.context import Context, sources_text, span_days, window_dict, workload_checks
 from analysis.recommend.manifests import GPU_RESOURCE, job_note, owner_of, pod_patch
-from analysis.recommend.model import HOURS_PER_MONTH, Manifest, Recommendation
+from analysis.recommend.model import Manifest, Recommendation
+from analysis.units import HOURS_PER_MONTH
+
+NAME = "gpu-count"
+TITLE = "Right-size GPU count"
 
 SPARE_ACTIVE_SHARE = 0.01
 """A GPU a pod held is spare when it was active in less than this share of the minutes the pod held it."""

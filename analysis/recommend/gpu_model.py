@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import polars as pl
-
+from analysis.gpu_names import gpu_model_key
 from analysis.gpu_specs import gpu_spec
 from analysis.instances import instance_types
-from analysis.pricing import ON_DEMAND, gpu_model_key
+from analysis.pricing import ON_DEMAND
 from analysis.recommend.context import (
     Context,
     catalog_entry,
@@ -29,8 +28,12 @@ from analysis.recommend.manifests import (
     nodepool,
     requirement,
 )
-from analysis.recommend.model import HOURS_PER_MONTH, Manifest, Recommendation
+from analysis.recommend.model import Manifest, Recommendation
 from analysis.recommend.names import clean_text
+from analysis.units import HOURS_PER_MONTH
+
+NAME = "gpu-model"
+TITLE = "Move to a cheaper GPU model"
 
 
 @dataclass(frozen=True)
@@ -68,12 +71,11 @@ def _targets(ctx: Context, itype: str | None, capacity: str | None, region: str 
     return out
 
 
-def recommendations(ctx: Context, single: pl.DataFrame) -> list[Recommendation]:
-    """The window's ``gpu-model`` recommendations (see the module docstring); ``single``:
-    ``context.single_gpu_workloads``."""
+def recommendations(ctx: Context) -> list[Recommendation]:
+    """The window's ``gpu-model`` recommendations (see the module docstring)."""
     o = ctx.options
     chosen = []
-    for row in single.iter_rows(named=True):
+    for row in ctx.single.iter_rows(named=True):
         ns, wl, model = row["namespace"], row["workload"], row["gpu_model"]
         if (model, ns, wl) in ctx.claimed or ctx.kind(ns, wl) in ("training",):
             continue

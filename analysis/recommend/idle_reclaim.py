@@ -11,7 +11,11 @@ import polars as pl
 
 from analysis.recommend.context import Context, ceil, sources_text, window_dict, workload_checks
 from analysis.recommend.manifests import JOB_KINDS, owner_of, owner_patch
-from analysis.recommend.model import HOURS_PER_MONTH, Manifest, Recommendation
+from analysis.recommend.model import Manifest, Recommendation
+from analysis.units import HOURS_PER_MONTH
+
+NAME = "idle-reclaim"
+TITLE = "Reclaim idle workloads"
 
 
 def recommendations(ctx: Context) -> list[Recommendation]:

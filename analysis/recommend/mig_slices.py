@@ -16,6 +16,9 @@ from analysis.recommend.manifests import GPU_OPERATOR_NAMESPACE, GPU_RESOURCE, j
 from analysis.recommend.model import Manifest, Recommendation
 from analysis.recommend.names import clean_text
 
+NAME = "mig"
+TITLE = "Move to MIG slices"
+
 
 def recommendations(ctx: Context) -> list[Recommendation]:
     """The window's ``mig`` recommendations (see the module docstring)."""

@@ -1,4 +1,4 @@
-"""The recommendation model: the kinds, the options, a recommendation with its exported objects, the ranked set
+"""The recommendation model: the options, a recommendation with its exported objects, the ranked set
 and the inputs ``build`` takes."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from typing import Any
 
 import polars as pl
 
+from analysis.mig.assumptions import COMPUTE_MARGIN, MEMORY_MARGIN
 from analysis.pricing import PriceCatalog
+from analysis.units import HOURS_PER_MONTH
 from analysis.window import Window
 
-KINDS = ("gpu-count", "mig", "time-slicing", "gpu-model", "spot", "autoscaling", "idle-reclaim")
-HOURS_PER_MONTH = 730.0
 NODE_DRAIN_WEIGHT = 4.0
 
 
@@ -29,8 +29,8 @@ class RecommendOptions:
     autoscaling_max_percentile: float = 1.0
     autoscaling_headroom: float = 1.2
     confidence_days: float = 7.0
-    compute_margin: float = 1.15
-    memory_margin: float = 1.10
+    compute_margin: float = COMPUTE_MARGIN
+    memory_margin: float = MEMORY_MARGIN
     karpenter_node_class: str = "default"
     bucket_minutes: int = 10
     workload_kinds: Mapping[str, str] = field(default_factory=dict)
@@ -129,12 +129,6 @@ class RecommendationSet:
     @property
     def savings_usd_month(self) -> float:
         return sum(r.savings_usd_month for r in self.items)
-
-    def files(self) -> dict[str, str]:
-        """File name -> exact text: one YAML per kind that has recommendations, ``README.md`` and ``index.json``."""
-        from analysis.recommend.files import render
-
-        return render(self)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,9 @@ from analysis.recommend.manifests import (
 from analysis.recommend.model import Manifest, Recommendation
 from analysis.recommend.names import clean_text
 
+NAME = "spot"
+TITLE = "Spot node pools"
+
 
 def recommendations(ctx: Context) -> list[Recommendation]:
     """The window's ``spot`` recommendations (see the module docstring)."""

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import math
 
-import polars as pl
-
 from analysis.pricing import ON_DEMAND
 from analysis.recommend.context import (
     Context,
@@ -31,15 +29,18 @@ from analysis.recommend.manifests import (
     requirement,
     yaml_text,
 )
-from analysis.recommend.model import HOURS_PER_MONTH, Manifest, Recommendation
+from analysis.recommend.model import Manifest, Recommendation
+from analysis.units import HOURS_PER_MONTH
+
+NAME = "time-slicing"
+TITLE = "Time-slice low-duty inference"
 
 
-def recommendations(ctx: Context, single: pl.DataFrame) -> list[Recommendation]:
-    """The window's ``time-slicing`` recommendations (see the module docstring); ``single``:
-    ``context.single_gpu_workloads``."""
+def recommendations(ctx: Context) -> list[Recommendation]:
+    """The window's ``time-slicing`` recommendations (see the module docstring)."""
     o = ctx.options
     rows = []
-    for row in single.iter_rows(named=True):
+    for row in ctx.single.iter_rows(named=True):
         if (row["gpu_model"], row["namespace"], row["workload"]) in ctx.claimed:
             continue
         if ctx.kind(row["namespace"], row["workload"]) not in ("inference", "service"):

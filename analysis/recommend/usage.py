@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import polars as pl
 
+from analysis.units import GIB
 from analysis.usage import in_window
 from analysis.window import Window
 
 DEVICE_KEYS = ["cluster", "node", "gpu_model", "gpu_uuid", "namespace", "workload", "pod", "container"]
 HELD = ("active", "idle_held", "idle_allocated")
-GIB = float(1 << 30)
 
 
 def busy_fraction() -> pl.Expr:

@@ -22,8 +22,8 @@ try:
         page.version,
         w.start.isoformat(),
         w.end.isoformat(),
-        page.settings.model_dump_json(),
-        page.settings,
+        page.source.key,
+        page.source,
     )
 except (AnalysisError, WarehouseError) as exc:  # an expected failure: one line, as the CLI prints it
     st.error(str(exc))

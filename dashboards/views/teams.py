@@ -17,14 +17,14 @@ modes = {"separate": "Idle on its own line", "shared": "Idle shared in proportio
 mode = st.radio(
     "Unallocated GPU cost",
     list(modes),
-    index=list(modes).index(page.settings.idle_cost),
+    index=list(modes).index(page.source.idle_cost),
     format_func=modes.__getitem__,
     horizontal=True,
     key="idle_mode",
     help="Separate: GPU-time nobody held is one line, `(idle: unallocated)`. Shared: it is shared out to the teams "
     "in proportion to the cost they hold. `(no data)` is always its own line.",
 )
-teams = allocation.cost_by_team(page.inputs.groups, page.settings.teams, mode)
+teams = allocation.cost_by_team(page.inputs.groups, page.source.teams, mode)
 total = float(teams["total_cost_usd"].sum() or 0.0)
 held_teams = teams.filter(~pl.col("team").is_in([allocation.IDLE_LINE, allocation.NO_DATA_LINE]))
 
@@ -50,7 +50,7 @@ st.dataframe(
         "total_cost_usd": st.column_config.NumberColumn("total", format="dollar"),
     },
 )
-st.caption(f"Lines add up to {fmt.usd(total)}. Teams: {page.settings.teams or 'none configured (one per namespace)'}.")
+st.caption(f"Lines add up to {fmt.usd(total)}. Teams: {page.source.teams or 'none configured (one per namespace)'}.")
 st.download_button(
     "Download CSV",
     teams.write_csv(),

@@ -1,0 +1,303 @@
+"""kube-state-metrics series into warehouse rows: node rows, pod owners as workloads, GPU requests as allocations.
+
+- ``kube_node_labels`` into ``nodes`` rows (one per node per UTC date it was seen), see :func:`node_rows`;
+- ``kube_pod_owner`` into each pod's workload (its owner; a ReplicaSet gives its Deployment), see
+  :func:`pod_workloads`;
+- ``kube_pod_container_resource_requests`` for ``nvidia_com_gpu`` and ``nvidia_com_mig_*`` (running pods only), to
+  attribute a GPU that dcgm-exporter reports without a pod when exactly one running container on that node
+  requests exactly the GPUs of that kind nobody else holds, see :func:`attribute`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+
+from collector.prometheus.series import SOURCE, Series, timestamp
+from collector.rows import Rows
+from collector.workloads import workload_from_owner, workload_from_pod
+from warehouse.schema import GPU_ALLOCATIONS, NODES
+
+NODE_LABELS = "kube_node_labels"
+POD_OWNER = "kube_pod_owner"
+GPU_REQUESTS = 'kube_pod_container_resource_requests{resource=~"nvidia_com_gpu|nvidia_com_mig_.+"}'
+RUNNING = 'kube_pod_status_phase{phase="Running"}'
+WHOLE_GPU = "nvidia_com_gpu"
+MIG_PREFIX = "nvidia_com_mig_"
+
+
+@dataclass(frozen=True)
+class KubeState:
+    """The kube-state-metrics series of one chunk."""
+
+    node_labels: list[Series]
+    gpu_requests: list[Series]
+    pod_owners: list[Series]
+
+
+def _label(labels: Mapping[str, str], name: str) -> str | None:
+    """A kube-state-metrics label, as ``exported_<name>`` when a ServiceMonitor without honorLabels renamed it."""
+    return labels.get(f"exported_{name}") or labels.get(name) or None
+
+
+def capacity_type(labels: Mapping[str, str]) -> str | None:
+    """on-demand | spot from the node's labels (Karpenter, EKS managed node groups, GKE), None when unknown."""
+    for name in ("label_karpenter_sh_capacity_type", "label_eks_amazonaws_com_capacity_type"):
+        value = (labels.get(name) or "").strip().lower().replace("_", "-")
+        if value in ("on-demand", "spot"):
+            return value
+    for name in ("label_cloud_google_com_gke_spot", "label_cloud_google_com_gke_preemptible"):
+        if (labels.get(name) or "").strip().lower() == "true":
+            return "spot"
+    if labels.get("label_cloud_google_com_gke_nodepool"):
+        return "on-demand"
+    return None
+
+
+def _first(labels: Mapping[str, str], *names: str) -> str | None:
+    for name in names:
+        value = labels.get(name)
+        if value:
+            return value
+    return None
+
+
+def _int_or_none(text: str | None) -> int | None:
+    try:
+        return int(text) if text else None
+    except ValueError:
+        return None
+
+
+def node_row(
+    cluster: str,
+    node: str,
+    date: dt.date,
+    labels: Mapping[str, str],
+    gpu_model: str | None = None,
+    gpu_count: int | None = None,
+) -> dict[str, Any]:
+    """One ``nodes`` row from a node's ``kube_node_labels`` labels (and what DCGM saw on it that day).
+
+    ``gpu_model`` is DCGM's ``modelName`` when the node's GPUs were seen (the name gpu_samples carries, so the two
+    join), else GPU Feature Discovery's ``nvidia.com/gpu.product`` label; ``gpu_count`` is GFD's
+    ``nvidia.com/gpu.count`` label, else the GPUs DCGM saw."""
+    strategy = labels.get("label_nvidia_com_mig_strategy")
+    node_labels = {k.removeprefix("label_"): v for k, v in labels.items() if k.startswith("label_")}
+    return {
+        "date": date,
+        "cluster": cluster,
+        "node": node,
+        "instance_type": _first(
+            labels, "label_node_kubernetes_io_instance_type", "label_beta_kubernetes_io_instance_type"
+        ),
+        "capacity_type": capacity_type(labels),
+        "region": _first(
+            labels, "label_topology_kubernetes_io_region", "label_failure_domain_beta_kubernetes_io_region"
+        ),
+        "zone": _first(labels, "label_topology_kubernetes_io_zone", "label_failure_domain_beta_kubernetes_io_zone"),
+        "gpu_model": gpu_model or labels.get("label_nvidia_com_gpu_product") or None,
+        "gpu_count": _int_or_none(labels.get("label_nvidia_com_gpu_count")) or gpu_count,
+        "mig_strategy": strategy if strategy in ("none", "single", "mixed") else None,
+        "labels": json.dumps(node_labels, sort_keys=True, separators=(",", ":")) if node_labels else None,
+    }
+
+
+def _date(seconds: float) -> dt.date:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).date()
+
+
+def node_rows(node_labels: Iterable[Series], samples: pa.Table, *, cluster: str) -> list[dict[str, Any]]:
+    """One ``nodes`` row per node per UTC date it appears on, in ``kube_node_labels`` (its newest labels that day)
+    or in gpu_samples (a node kube-state-metrics does not report gets a row with what DCGM saw)."""
+    newest: dict[tuple[str, dt.date], tuple[float, Mapping[str, str]]] = {}
+    for series in node_labels:
+        node = _label(series.labels, "node")
+        if node is None:
+            continue
+        for seconds, _value in series.values:
+            key = (node, _date(seconds))
+            if key not in newest or seconds > newest[key][0]:
+                newest[key] = (seconds, series.labels)
+    seen = _gpus_by_node_date(samples)
+    rows = []
+    for node, date in sorted(newest.keys() | seen.keys()):
+        model, count = seen.get((node, date), (None, None))
+        labels = newest[(node, date)][1] if (node, date) in newest else {}
+        rows.append(node_row(cluster, node, date, labels, model, count))
+    return rows
+
+
+def _gpus_by_node_date(samples: pa.Table) -> dict[tuple[str, dt.date], tuple[str | None, int]]:
+    if samples.num_rows == 0:
+        return {}
+    frame = pl.from_arrow(samples.select(["ts", "node", "gpu_uuid", "gpu_model"]))
+    assert isinstance(frame, pl.DataFrame)
+    facts = (
+        frame.filter(pl.col("node").is_not_null() & (pl.col("node") != ""))
+        .group_by("node", pl.col("ts").dt.date().alias("date"))
+        .agg(pl.col("gpu_model").drop_nulls().first(), pl.col("gpu_uuid").n_unique().alias("gpus"))
+    )
+    return {(r["node"], r["date"]): (r["gpu_model"], r["gpus"]) for r in facts.iter_rows(named=True)}
+
+
+def owner_workload(owner_kind: str | None, owner_name: str | None, pod: str) -> str:
+    """A pod's workload from its ``kube_pod_owner`` labels: the owner (a ReplicaSet resolves to its Deployment by
+    dropping the pod-template hash); a pod without owner (``<none>``) falls back to its name's generated parts."""
+    if not owner_kind or not owner_name or "<none>" in (owner_kind, owner_name):
+        return workload_from_pod(pod)
+    return workload_from_owner(owner_kind, owner_name, pod)
+
+
+def pod_workloads(pod_owners: Iterable[Series]) -> dict[tuple[str, str], str]:
+    """(namespace, pod) -> workload from ``kube_pod_owner`` series; the controller owner wins over other owners."""
+    chosen: dict[tuple[str, str], tuple[bool, str]] = {}
+    for series in pod_owners:
+        namespace, pod = _label(series.labels, "namespace"), _label(series.labels, "pod")
+        if namespace is None or pod is None or not series.values:
+            continue
+        controller = series.labels.get("owner_is_controller") == "true"
+        previous = chosen.get((namespace, pod))
+        if previous is None or (controller and not previous[0]):
+            workload = owner_workload(series.labels.get("owner_kind"), series.labels.get("owner_name"), pod)
+            chosen[(namespace, pod)] = (controller, workload)
+    return {key: workload for key, (_controller, workload) in chosen.items()}
+
+
+_REQUEST_SCHEMA: dict[str, pl.DataType] = {
+    "node": pl.String(),
+    "ts": pl.Datetime("us", "UTC"),
+    "namespace": pl.String(),
+    "pod": pl.String(),
+    "container": pl.String(),
+    "kind": pl.String(),
+    "amount": pl.Float64(),
+}
+
+
+def _requests_frame(gpu_requests: Iterable[Series], when: Callable[[float], dt.datetime]) -> pl.DataFrame:
+    rows: dict[str, list[Any]] = {name: [] for name in _REQUEST_SCHEMA}
+    for series in gpu_requests:
+        labels = series.labels
+        node, pod, resource = _label(labels, "node"), _label(labels, "pod"), labels.get("resource")
+        if not node or not pod or not resource:
+            continue
+        for seconds, value in series.values:
+            for name, item in (
+                ("node", node),
+                ("ts", when(seconds)),
+                ("namespace", _label(labels, "namespace")),
+                ("pod", pod),
+                ("container", _label(labels, "container")),
+                ("kind", resource),
+                ("amount", value),
+            ):
+                rows[name].append(item)
+    return pl.DataFrame(rows, schema=_REQUEST_SCHEMA)
+
+
+def _device_kind(single_strategy_nodes: Iterable[str]) -> pl.Expr:
+    """The extended resource a device is requested as: ``nvidia_com_gpu`` for a whole GPU (and for MIG instances
+    under the ``single`` strategy), ``nvidia_com_mig_<profile>`` (sanitized as kube-state-metrics does) for MIG."""
+    profile = pl.col("mig_profile")
+    mig = pl.lit(MIG_PREFIX) + profile.str.replace_all(r"[^A-Za-z0-9_]", "_")
+    single = pl.col("node").is_in(list(single_strategy_nodes))
+    return pl.when(profile.is_null() | single).then(pl.lit(WHOLE_GPU)).otherwise(mig).alias("kind")
+
+
+def attribute(
+    rows: Rows,
+    gpu_requests: Iterable[Series],
+    workloads: Mapping[tuple[str, str], str],
+    *,
+    cluster: str,
+    source: str = SOURCE,
+    when: Callable[[float], dt.datetime] | None = None,
+    single_strategy_nodes: Iterable[str] = (),
+) -> pa.Table:
+    """``rows.allocations`` with each pod's owner as its workload, plus the allocations that GPU requests prove.
+
+    dcgm-exporter names the pod holding a GPU only when it can read the kubelet's pod-resources socket. For a GPU
+    or MIG instance it reports without a pod, at one step, on one node: when exactly one running container on that
+    node requests that kind of device (``nvidia_com_gpu`` or ``nvidia_com_mig_<profile>``) besides the pods DCGM
+    already names there, and it requests exactly as many as are left unnamed, those are its. Anything less certain
+    stays unattributed (the GPU reads as unallocated, never as someone's)."""
+    allocations = pl.from_arrow(rows.allocations)
+    samples = pl.from_arrow(rows.samples.select(["ts", "node", "gpu_uuid", "mig_instance_id", "mig_profile"]))
+    assert isinstance(allocations, pl.DataFrame) and isinstance(samples, pl.DataFrame)
+    requests_frame = _requests_frame(gpu_requests, when or timestamp)
+    filled = _fill(samples, allocations, requests_frame, single_strategy_nodes) if requests_frame.height else None
+    if filled is not None and filled.height:
+        filled = filled.with_columns(pl.lit(cluster).alias("cluster"), pl.lit(source).alias("source"))
+        allocations = pl.concat([allocations, filled], how="diagonal_relaxed").select(GPU_ALLOCATIONS.columns)
+    if workloads and allocations.height:
+        owners = pl.DataFrame(
+            {
+                "namespace": [k[0] for k in workloads],
+                "pod": [k[1] for k in workloads],
+                "owner_workload": list(workloads.values()),
+            },
+            schema={"namespace": pl.String, "pod": pl.String, "owner_workload": pl.String},
+        )
+        allocations = (
+            allocations.join(owners, on=["namespace", "pod"], how="left", maintain_order="left")
+            .with_columns(pl.coalesce("owner_workload", "workload").alias("workload"))
+            .drop("owner_workload")
+        )
+    return allocations.to_arrow().cast(GPU_ALLOCATIONS.schema)
+
+
+def _fill(
+    samples: pl.DataFrame,
+    allocations: pl.DataFrame,
+    requests_frame: pl.DataFrame,
+    single_strategy_nodes: Iterable[str],
+) -> pl.DataFrame:
+    key = ["gpu_uuid", "mig_instance_id", "ts"]
+    parents = samples.filter(pl.col("mig_instance_id").is_not_null()).select("gpu_uuid").unique()
+    devices = (
+        samples.join(parents.with_columns(pl.lit(True).alias("mig_parent")), on="gpu_uuid", how="left")
+        .filter(pl.col("mig_instance_id").is_not_null() | pl.col("mig_parent").is_null())
+        .with_columns(_device_kind(single_strategy_nodes))
+    )
+    free = devices.join(allocations.select(key).unique(), on=key, how="anti", nulls_equal=True)
+    held = allocations.select("node", "ts", "namespace", "pod").unique()
+    wanting = requests_frame.join(held, on=["node", "ts", "namespace", "pod"], how="anti", nulls_equal=True)
+    sole = (
+        wanting.group_by("node", "ts", "kind")
+        .agg(pl.len().alias("containers"), pl.col("namespace", "pod", "container", "amount").first())
+        .filter(pl.col("containers") == 1)
+    )
+    free_counts = free.group_by("node", "ts", "kind").agg(pl.len().alias("free"))
+    proven = sole.join(free_counts, on=["node", "ts", "kind"]).filter(pl.col("amount") == pl.col("free"))
+    filled = free.join(proven.select("node", "ts", "kind", "namespace", "pod", "container"), on=["node", "ts", "kind"])
+    pods = filled.get_column("pod").unique().to_list()
+    guessed = {pod: workload_from_pod(pod) for pod in pods}
+    return filled.select(
+        "ts",
+        "node",
+        "gpu_uuid",
+        "mig_instance_id",
+        "namespace",
+        "pod",
+        "container",
+        pl.col("pod").replace_strict(guessed, return_dtype=pl.String).alias("workload"),
+    ).sort("gpu_uuid", "mig_instance_id", "ts", nulls_last=True)
+
+
+def kube_rows(rows: Rows, kube: KubeState, *, cluster: str, when: Callable[[float], dt.datetime] | None = None) -> Rows:
+    """DCGM rows completed with kube-state-metrics: owners as workloads, proven allocations, and node rows."""
+    when = when or timestamp
+    nodes = node_rows(kube.node_labels, rows.samples, cluster=cluster)
+    single = {row["node"] for row in nodes if row["mig_strategy"] == "single"}
+    workloads = pod_workloads(kube.pod_owners)
+    allocations = attribute(
+        rows, kube.gpu_requests, workloads, cluster=cluster, when=when, single_strategy_nodes=single
+    )
+    return Rows(rows.samples, allocations, pa.Table.from_pylist(nodes, schema=NODES.schema))

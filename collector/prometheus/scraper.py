@@ -1,0 +1,236 @@
+"""DCGM series and kube-state-metrics facts from one Prometheus, chunk by chunk, handed to a store; resumable.
+
+What is read: the DCGM fields in :data:`DCGM_METRICS`, turned into :class:`collector.dcgm.DcgmPoint` values and
+then rows by :func:`collector.dcgm.rows_from_points` (the one DCGM mapping; ``source="prometheus"``), completed with
+kube-state-metrics (:mod:`collector.prometheus.kube_state`).
+
+Sampling: every query is ``last_over_time(<selector>[<step> - 1 ms])`` evaluated at ``start, start + step, ...``:
+each step carries the newest sample of the step that ends there, and a step without a sample has no point, so a
+series that stops is not stretched by Prometheus' 5-minute lookback into minutes the GPU was not seen.
+
+Chunks and the watermark: a window is cut into chunks of at most ``max_points_per_series`` steps (Prometheus refuses
+more than 11,000 points per series) and at most ``chunk_s`` seconds. Each chunk's rows are handed to ``store``
+together with the state document ``prometheus-<hash>`` (one per URL and cluster) that records the chunk done, which
+``store`` writes only once the rows are stored. A re-run with an overlapping window fetches only what is not done,
+so a scrape killed anywhere resumes with no gap and no duplicate. Steps newer than ``now - settle_s`` are never
+fetched: Prometheus may still be receiving their samples.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import functools
+import gc
+import hashlib
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from collector.dcgm import DcgmPoint, rows_from_points
+from collector.prometheus.client import MAX_POINTS_PER_SERIES, PrometheusClient
+from collector.prometheus.kube_state import GPU_REQUESTS, NODE_LABELS, POD_OWNER, RUNNING, KubeState, kube_rows
+from collector.prometheus.series import EPOCH, SOURCE, Series, Timestamps, dcgm_points, parse_series, parsed
+from collector.prometheus.spans import Span, grid_ceil, grid_floor, merge_spans, plan_chunks, subtract_spans
+from collector.rows import Rows
+
+log = logging.getLogger(__name__)
+
+DCGM_METRICS = (
+    "DCGM_FI_DEV_GPU_UTIL",
+    "DCGM_FI_PROF_GR_ENGINE_ACTIVE",
+    "DCGM_FI_PROF_SM_ACTIVE",
+    "DCGM_FI_DEV_FB_USED",
+    "DCGM_FI_DEV_FB_FREE",
+    "DCGM_FI_DEV_FB_RESERVED",
+    "DCGM_FI_DEV_POWER_USAGE",
+    "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION",
+    "DCGM_FI_DEV_GPU_TEMP",
+    "DCGM_FI_DEV_SM_CLOCK",
+    "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS",
+)
+
+Progress = Callable[[int, int], None]
+
+
+class Stored(Protocol):
+    """What ``store`` wrote: rows of each table, not counting rows already stored."""
+
+    @property
+    def samples(self) -> int: ...
+    @property
+    def allocations(self) -> int: ...
+    @property
+    def nodes(self) -> int: ...
+
+
+Store = Callable[[Rows, str, dict[str, Any]], Stored]
+"""``store(rows, state_name, state)``: store one chunk's rows, then write the state document ``state_name`` that
+records the chunk done (one writer at a time, so a chunk is recorded done only once its rows are stored)."""
+ReadState = Callable[[str], Mapping[str, Any] | None]
+"""``read_state(state_name)``: the state document ``store`` last wrote under that name, None when there is none."""
+
+
+@dataclass(frozen=True)
+class ScrapeResult:
+    points: int
+    """Points (one value of one series at one step) fetched in this run."""
+    samples: int
+    """gpu_samples rows written (rows already stored are not counted)."""
+    allocations: int
+    nodes: int
+    chunks: int
+    """Chunks fetched in this run; a chunk is one range query per metric."""
+    queries: int
+    watermark: dt.datetime | None
+    """End of the newest span done for this URL and cluster (exclusive), after this run."""
+
+
+@contextlib.contextmanager
+def _without_cyclic_gc() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a chunk's points are built.
+
+    A chunk creates hundreds of thousands of small, acyclic objects (JSON lists, DcgmPoints); each batch of them
+    triggers a collection that finds nothing to free, which costs about a third of the scrape's CPU time. Reference
+    counting still frees everything; the collector runs as usual once the chunk is built."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class PrometheusScraper:
+    """Scrapes DCGM and kube-state-metrics series through ``client`` into ``store``, chunk by chunk.
+
+    ``store`` and ``read_state`` keep the rows and the done spans (the caller wires in the warehouse); ``clock``
+    is injectable time.
+    """
+
+    def __init__(
+        self,
+        client: PrometheusClient,
+        *,
+        cluster: str,
+        store: Store,
+        read_state: ReadState,
+        clock: Callable[[], dt.datetime] = _utcnow,
+        step_s: int = 60,
+        max_points_per_series: int = MAX_POINTS_PER_SERIES,
+        chunk_s: int = 6 * 3600,
+        settle_s: int = 120,
+    ) -> None:
+        if not (isinstance(step_s, int) and step_s >= 1):
+            raise ValueError(f"step_s must be a whole number of seconds >= 1, not {step_s!r}")
+        if not 1 <= max_points_per_series <= MAX_POINTS_PER_SERIES:
+            raise ValueError(f"max_points_per_series must be within 1..{MAX_POINTS_PER_SERIES}")
+        self.client = client
+        self.cluster = cluster
+        self.store = store
+        self.read_state = read_state
+        self.clock = clock
+        self.step_s = step_s
+        self.max_steps = min(max_points_per_series, max(1, chunk_s // step_s))
+        self.settle_s = settle_s
+
+    def __repr__(self) -> str:
+        auth = self.client.credentials.describe or "none"
+        return f"PrometheusScraper({self.client.url!r}, cluster={self.cluster!r}, auth={auth})"
+
+    @property
+    def state_name(self) -> str:
+        digest = hashlib.sha256(f"{self.client.base}\n{self.cluster}".encode()).hexdigest()[:16]
+        return f"prometheus-{digest}"
+
+    def done_spans(self) -> list[Span]:
+        state = self.read_state(self.state_name) or {}
+        return merge_spans((int(a), int(b)) for a, b in state.get("done", []))
+
+    def _state_with(self, span: Span) -> dict[str, Any]:
+        """The state document that records ``span`` done, besides what is done already."""
+        done = merge_spans([*self.done_spans(), span])
+        return {
+            "url": self.client.url,
+            "cluster": self.cluster,
+            "step_s": self.step_s,
+            "done": [list(s) for s in done],
+            "watermark": _iso(done[-1][1]),
+        }
+
+    def plan(self, start: dt.datetime, end: dt.datetime) -> list[Span]:
+        """The chunks a scrape of [start, end) would fetch now: steps on the grid, minus what is done, minus the
+        steps newer than ``now - settle_s``. Naive datetimes are taken as UTC."""
+        if end <= start:
+            raise ValueError(f"the window must end after it starts ({start.isoformat()} >= {end.isoformat()})")
+        newest = grid_floor(_seconds(self.clock()) - self.settle_s, self.step_s)
+        window = (grid_ceil(_seconds(start), self.step_s), min(grid_ceil(_seconds(end), self.step_s), newest))
+        if window[1] <= window[0]:
+            return []
+        todo = subtract_spans(window, self.done_spans())
+        return plan_chunks(todo, step_s=self.step_s, max_steps=self.max_steps)
+
+    def scrape(self, start: dt.datetime, end: dt.datetime, *, progress: Progress | None = None) -> ScrapeResult:
+        """Fetch [start, end), skipping what an earlier run stored; each chunk is stored, then recorded done."""
+        chunks = self.plan(start, end)
+        queries_before = self.client.queries
+        points = samples = allocations = nodes = 0
+        if progress:
+            progress(0, len(chunks))
+        for i, span in enumerate(chunks):
+            rows, fetched = self.fetch(span)
+            points += fetched
+            written = self.store(rows, self.state_name, self._state_with(span))
+            samples += written.samples
+            allocations += written.allocations
+            nodes += written.nodes
+            log.info("prometheus: %s chunk %d/%d stored (%d points)", self.client.url, i + 1, len(chunks), fetched)
+            if progress:
+                progress(i + 1, len(chunks))
+        done = self.done_spans()
+        watermark = EPOCH + dt.timedelta(seconds=done[-1][1]) if done else None
+        queries = self.client.queries - queries_before
+        return ScrapeResult(points, samples, allocations, nodes, len(chunks), queries, watermark)
+
+    def fetch(self, span: Span) -> tuple[Rows, int]:
+        """One chunk's rows (DCGM and kube-state-metrics) and the number of points fetched."""
+        with _without_cyclic_gc():
+            return self._fetch(span)
+
+    def _fetch(self, span: Span) -> tuple[Rows, int]:
+        when = Timestamps()
+        dcgm: list[DcgmPoint] = []
+        for metric in DCGM_METRICS:
+            result = self.client.query_range(self._last(metric), span, self.step_s)
+            dcgm.extend(parsed(self.client.url, functools.partial(dcgm_points, metric, when=when), result))
+        node_labels = self.query_range(self._last(NODE_LABELS), span)
+        owners = self.query_range(self._last(POD_OWNER), span)
+        running = f"({self._last(GPU_REQUESTS)}) and on(namespace, pod) ({self._last(RUNNING)} == 1)"
+        gpu_requests = self.query_range(running, span)
+        kube = KubeState(node_labels, gpu_requests, owners)
+        points = len(dcgm) + sum(len(s.values) for group in (node_labels, owners, gpu_requests) for s in group)
+        rows = rows_from_points(dcgm, cluster=self.cluster, source=SOURCE)
+        return kube_rows(rows, kube, cluster=self.cluster, when=when), points
+
+    def _last(self, selector: str) -> str:
+        """The newest sample within the step that ends at each evaluation time (never an older one)."""
+        return f"last_over_time({selector}[{self.step_s * 1000 - 1}ms])"
+
+    def query_range(self, query: str, span: Span) -> list[Series]:
+        """``query`` evaluated at every step of ``span`` (its end excluded), as series."""
+        return parsed(self.client.url, parse_series, self.client.query_range(query, span, self.step_s))
+
+
+def _seconds(when: dt.datetime) -> float:
+    """Epoch seconds of ``when``; a naive datetime is taken as UTC (as ``analysis.window.parse_time`` does)."""
+    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
+
+
+def _iso(seconds: int) -> str:
+    return (EPOCH + dt.timedelta(seconds=seconds)).isoformat()

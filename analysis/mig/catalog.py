@@ -1,6 +1,6 @@
 """The MIG profile catalog: the GPU-instance profiles of each MIG-capable GPU model, with their sources.
 
-Definitions (ARCHITECTURE.md "MIG fit"; pinned by ``tests/test_mig_catalog.py``):
+Definitions (README, Definitions, "MIG fit"; pinned by ``tests/test_mig_catalog.py``):
 
 **Catalog.** ``analysis/data/mig_catalog.json`` lists the GPU-instance profiles of each MIG-capable GPU model: compute
 slices (the N of "Ng"), the memory NVML reports (MiB), SM count, max instances per GPU and the valid placements (start

@@ -1,6 +1,6 @@
 """MIG demand: per workload, the compute and memory it needs, from its GPU-minutes.
 
-Definitions (ARCHITECTURE.md "MIG fit"; pinned by ``tests/test_mig_demand.py``):
+Definitions (README, Definitions, "MIG fit"; pinned by ``tests/test_mig_demand.py``):
 
 **Demand** (after the Kubernetes VPA recommender: kubernetes/autoscaler ``vertical-pod-autoscaler/pkg/recommender/``
 ``util/histogram_options.go``, ``util/histogram.go``, ``util/decaying_histogram.go``, ``logic/estimator.go``). Only

@@ -1,6 +1,6 @@
 """MIG fit: the smallest profile of its GPU model a workload's demand fits, or why none does.
 
-Definition (ARCHITECTURE.md "MIG fit"; pinned by ``tests/test_mig_fit.py``):
+Definition (README, Definitions, "MIG fit"; pinned by ``tests/test_mig_fit.py``):
 
 **Fit** = the smallest profile of the model (fewest compute slices, then fewest memory slots, then least memory) whose
 compute fraction >= compute demand and memory >= memory demand. Media-extension ("+me") profiles are never proposed

@@ -1,6 +1,6 @@
 """MIG packing: MIG instances placed onto as few GPUs as their profiles' placements allow.
 
-Definition (ARCHITECTURE.md "MIG fit"; pinned by ``tests/test_mig_pack.py``):
+Definition (README, Definitions, "MIG fit"; pinned by ``tests/test_mig_pack.py``):
 
 **Packing**: the fitting workloads (x the most devices they held at once) are packed first-fit decreasing (by compute
 slices, then memory slots) onto GPUs of their model. A GPU accepts a set of instances when each profile stays within

@@ -1,6 +1,6 @@
 """The MIG fit of a window: demand, fit and packing together, and the GPUs and dollars the packing frees.
 
-Definition (ARCHITECTURE.md "MIG fit"; pinned by ``tests/test_mig_pack.py``):
+Definition (README, Definitions, "MIG fit"; pinned by ``tests/test_mig_pack.py``):
 
 **Savings**: ``gpus_now`` = distinct ``gpu_uuid`` the fitting workloads held in the window (per model),
 ``gpus_needed`` = GPUs in the packing, freed = max(0, now - needed), savings per month = freed x the GPU-hour price
@@ -80,7 +80,7 @@ class MigFit:
         return int(self.by_model["gpus_freed"].sum())
 
     def to_report(self) -> dict[str, Any]:
-        """The report's ``mig_fit`` object (ARCHITECTURE.md keys first, then the detail)."""
+        """The report's ``mig_fit`` object (the README's `mig_fit` keys first, then the detail)."""
         workloads = self.workloads.with_columns(
             pl.col("peak_mem_gib", "util_pct_p95", "memory_demand_gib", "gpu_hours").round(2),
             pl.col("compute_demand").round(4),

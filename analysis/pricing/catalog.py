@@ -1,6 +1,6 @@
 """The one price catalog: what a GPU-hour costs on each node, and where that number came from.
 
-Definitions (ARCHITECTURE.md, pinned by ``tests/test_pricing_catalog.py``):
+Definitions (README, Definitions, "GPU-hour price"; pinned by ``tests/test_pricing_catalog.py``):
 
 - **GPU-hour price** = node price (USD per node-hour) / GPU count. The GPU count is the node's ``gpu_count`` when it
   is known (> 0), else the catalog's count for the instance type. A GPU node's whole price is charged to its GPUs.

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 
+@functools.cache
 def gpu_model_key(name: str) -> str:
     """A GPU model name compared loosely: lower case, runs of spaces, ``-`` and ``_`` as one space, no ``nvidia``.
 

@@ -225,12 +225,17 @@ def check_ok(measured: Measured, what: str) -> None:
 
 
 def tree_bytes(root: Path) -> int:
-    """Bytes of every regular file under ``root`` (apparent sizes)."""
+    """Bytes of every regular file under ``root`` (apparent sizes), each file once: a part and its ``_tmp/`` name
+    are hard links to one file until the grace period ends (``warehouse.lake``), and count once on disk too."""
     total = 0
+    seen: set[tuple[int, int]] = set()
     for dirpath, _dirnames, filenames in os.walk(root):
         for name in filenames:
             with contextlib.suppress(FileNotFoundError):
-                total += os.stat(os.path.join(dirpath, name), follow_symlinks=False).st_size
+                stat = os.stat(os.path.join(dirpath, name), follow_symlinks=False)
+                if (stat.st_dev, stat.st_ino) not in seen:
+                    seen.add((stat.st_dev, stat.st_ino))
+                    total += stat.st_size
     return total
 
 

@@ -24,8 +24,14 @@ def newest_minute(lake: Lake, now: dt.datetime | None = None) -> dt.datetime | N
     """The newest GPU-minute no later than a day after ``now`` (default: the real clock): minutes stamped further
     ahead (stored by a release that did not reject impossible timestamps) do not move the default window."""
     limit = latest_plausible(now or utc_now())
-    value = lake.scan(GPU_MINUTES, end=limit).select(pl.col("ts").max()).collect().item()
-    return value if isinstance(value, dt.datetime) else None
+    days = sorted({p.date for p in lake.partitions(GPU_MINUTES) if p.date is not None and p.date <= limit.date()})
+    for day in reversed(days):  # the newest day's partition holds the newest minute: read only that one
+        start = dt.datetime.combine(day, dt.time(), dt.UTC)
+        end = min(limit, start + dt.timedelta(days=1))
+        value = lake.scan(GPU_MINUTES, start=start, end=end).select(pl.col("ts").max()).collect().item()
+        if isinstance(value, dt.datetime):
+            return value
+    return None
 
 
 def fleet_report(

@@ -10,6 +10,7 @@ server that answers one byte at a time and never finishes (HTTP or SMTP), which 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import shutil
 import socket
@@ -223,3 +224,8 @@ def self_signed(directory: Path) -> tuple[Path, Path] | None:
         capture_output=True,
     )  # fmt: skip
     return cert, key
+
+
+def clock() -> dt.datetime:
+    """The real clock, as the delivery tests pass it to the outbox."""
+    return dt.datetime.now(dt.UTC)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -126,3 +127,11 @@ def allocation_rows(
             "source": ["nvml"] * n,
         }
     )
+
+
+@pytest.fixture
+def wh(sim_warehouse: Path, tmp_path: Path) -> Lake:
+    """A private copy of the simulated fleet (the outbox and alert state are written into the warehouse)."""
+    root = tmp_path / "wh"
+    shutil.copytree(sim_warehouse, root)
+    return Lake(root)

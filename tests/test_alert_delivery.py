@@ -24,24 +24,12 @@ from alerts.report import check_blocks
 from alerts.secrets import Secret, SecretError, read_secret
 from gpuledger import alerting, reporting
 from gpuledger.settings import Settings, load_settings
-from tests.alert_servers import SECRET_PATH, Authenticator, Mailbox, Webhook, self_signed, smtp_server
+from tests.alert_servers import SECRET_PATH, Authenticator, Mailbox, Webhook, clock, self_signed, smtp_server
 from warehouse.lake import Lake
 
 PASSWORD = "s3cr3t-SMTP-pa55word"
 NOW = dt.datetime(2026, 11, 20, 6, 0, tzinfo=dt.UTC)
 FAST = RetryPolicy(attempts=3, backoff_s=0.01, max_backoff_s=0.05)
-
-
-def clock() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-@pytest.fixture
-def wh(sim_warehouse: Path, tmp_path: Path) -> Lake:
-    """A private copy of the simulated fleet (the outbox and alert state are written into the warehouse)."""
-    root = tmp_path / "wh"
-    shutil.copytree(sim_warehouse, root)
-    return Lake(root)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from alerts.outbox import DeliveryError, Entry, Outbox, RetryPolicy
 from alerts.secrets import SecretError, read_secret
 from gpuledger import alerting
 from gpuledger.settings import Settings, SettingsError, load_settings
-from tests.alert_servers import Mailbox, Trickle, Webhook, smtp_server
+from tests.alert_servers import Mailbox, Trickle, Webhook, clock, smtp_server
 from warehouse.lake import Lake
 
 HOOK = "https://hooks.slack.com/services/T0MISPLACED/B0SECRET/zz9Qx7wSecret"
@@ -38,17 +37,6 @@ ENV_MESSAGE = (
 FILE_MESSAGE = (
     "must be the path of a file holding the secret (it looks like a URL; put the URL in a file, its path here)"
 )
-
-
-def clock() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-@pytest.fixture
-def wh(sim_warehouse: Path, tmp_path: Path) -> Lake:
-    root = tmp_path / "wh"
-    shutil.copytree(sim_warehouse, root)
-    return Lake(root)
 
 
 @pytest.fixture

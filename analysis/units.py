@@ -1,4 +1,4 @@
-"""Units and calendar constants every analysis shares, defined once."""
+"""Units and calendar constants, defined once for every part (the collector imports them too)."""
 
 from __future__ import annotations
 

@@ -31,6 +31,7 @@ import pyarrow as pa
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from analysis.units import MIB
 from collector import fetch
 from collector.errors import AnswerTooLarge, BadUrl, SourceRejected, SourceUnreachable, connection_failure
 from collector.rows import Rows
@@ -40,7 +41,6 @@ from warehouse.schema import GPU_ALLOCATIONS, GPU_SAMPLES, NODES
 log = logging.getLogger(__name__)
 
 SOURCE = "dcgm-exporter"
-MIB = 1 << 20
 DEFAULT_PORT = 9400
 UNREACHABLE_FIX = f"check the URL and that dcgm-exporter is running (default port {DEFAULT_PORT})"
 NOT_METRICS_FIX = f"point the URL at dcgm-exporter's metrics endpoint, e.g. http://NODE:{DEFAULT_PORT}/metrics"

@@ -20,8 +20,9 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 import urllib3.exceptions
 
+from analysis.units import MIB
+
 READ_BYTES = 1 << 16
-MIB = 1 << 20
 
 
 def display_url(url: str) -> str:

@@ -16,10 +16,10 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
+from analysis.units import MIB
 from collector.errors import MetricsPortBusy
 from collector.rows import Records, Rows
 
-MIB = 1 << 20
 GAUGES = (
     ("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).", lambda s: s["util_pct"]),
     ("DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB).", lambda s: _mib(s["fb_used_bytes"])),

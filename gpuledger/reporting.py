@@ -17,6 +17,7 @@ from gpuledger.settings import Settings
 from warehouse import rollup
 from warehouse.lake import Lake
 from warehouse.maintenance import diagnosing
+from warehouse.reading import stored_time_max
 from warehouse.schema import GPU_MINUTES, GPU_SAMPLES, NODES, latest_plausible, utc_now
 
 
@@ -28,7 +29,9 @@ def newest_minute(lake: Lake, now: dt.datetime | None = None) -> dt.datetime | N
     for day in reversed(days):  # the newest day's partition holds the newest minute: read only that one
         start = dt.datetime.combine(day, dt.time(), dt.UTC)
         end = min(limit, start + dt.timedelta(days=1))
-        value = lake.scan(GPU_MINUTES, start=start, end=end).select(pl.col("ts").max()).collect().item()
+        value: object = stored_time_max(lake.parts(GPU_MINUTES, start=day, end=day), "ts")
+        if not isinstance(value, dt.datetime) or value >= end:  # no footer statistics, or stamps past the limit
+            value = lake.scan(GPU_MINUTES, start=start, end=end).select(pl.col("ts").max()).collect().item()
         if isinstance(value, dt.datetime):
             return value
     return None

@@ -3,7 +3,7 @@
 ``Viewing`` binds these reads to the settings and is the ``dashboards.source.Source`` that ``gpuledger dashboard``
 hands the app.
 
-Nothing here writes to the warehouse: the rollup is read as it stands (``is_fresh`` only says whether it is behind
+Nothing here writes to the warehouse: the rollup is read as it stands (``freshness`` only says whether it is behind
 the samples), exactly as ``gpuledger.reporting.fleet_report(..., refresh=False)`` reads it, so a page shows the
 numbers ``gpuledger report`` prints for the same window once the rollup is fresh.
 """
@@ -37,14 +37,13 @@ def history(lake: Lake, settings: Settings) -> History:
             raise EmptyWarehouse(str(lake.root))
         spans = lake.series_spans(GPU_SAMPLES)
         first, last = spans["first"].min(), spans["last"].max()
-        rules, config = settings.state_rules, settings.rollup
-        fresh = rollup.is_fresh(lake, rules, config)
+        fresh = rollup.freshness(lake, settings.state_rules, settings.rollup, settings.summaries.all())
         return History(
             first_sample=first if isinstance(first, dt.datetime) else None,
             last_sample=last if isinstance(last, dt.datetime) else None,
             newest_minute=reporting.newest_minute(lake),
-            rollup_fresh=fresh,
-            summaries_fresh=fresh and rollup.is_fresh(lake, rules, config, settings.summaries.all()),
+            rollup_fresh=fresh.minutes,
+            summaries_fresh=fresh.summaries,
         )
 
 

@@ -299,16 +299,8 @@ class Lake:
             return []
         found: list[Path] = []
         for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = [d for d in dirnames if _wanted(d, start, end, cluster)]  # pruned before they are listed
             here = Path(dirpath)
-            name = here.name
-            if name.startswith("date="):
-                day = dt.date.fromisoformat(name[5:])
-                if (start and day < start) or (end and day > end):
-                    dirnames.clear()
-                    continue
-            if cluster is not None and name.startswith("cluster=") and unquote(name[8:]) != cluster:
-                dirnames.clear()
-                continue
             found.extend(here / f for f in filenames if f.startswith("part-") and f.endswith(".parquet"))
         return sorted(found)
 
@@ -752,6 +744,16 @@ def _write_options(schema: pa.Schema) -> dict[str, Any]:
         "use_dictionary": [name for name in schema.names if name not in encodings],
         "column_encoding": encodings,
     }
+
+
+def _wanted(folder: str, start: dt.date | None, end: dt.date | None, cluster: str | None) -> bool:
+    """Whether a listing descends into ``folder``: a date partition within [start, end], the cluster asked for."""
+    if folder.startswith("date="):
+        day = dt.date.fromisoformat(folder[5:])
+        return not ((start and day < start) or (end and day > end))
+    if cluster is not None and folder.startswith("cluster="):
+        return unquote(folder[8:]) == cluster
+    return True
 
 
 def _lit_time(table: Table, value: dt.datetime) -> pl.Expr:

@@ -11,11 +11,13 @@ imported only by ``dataset``: importing it imports pandas (about 0.5 s), which a
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 from polars.io.plugins import register_io_source
 
@@ -57,6 +59,32 @@ def scan(table: Table, files: Sequence[Path | str]) -> pl.LazyFrame:
                 yield part
 
     return register_io_source(batches, schema=schema, is_pure=True, explain_name="gpuledger-parts")
+
+
+def stored_time_max(files: Sequence[Path | str], column: str) -> dt.datetime | None:
+    """The latest value of the timestamp ``column`` in ``files`` by the row-group statistics in their footers (no
+    page is read); None when no value is set, or when a part lacks statistics for it (written by another tool)."""
+    best: int | None = None
+    per_second = 1
+    for path in files:
+        handle = pq.ParquetFile(path)
+        index = handle.schema_arrow.get_field_index(column)
+        if index < 0:
+            continue
+        kind = handle.schema_arrow.field(index).type
+        assert pa.types.is_timestamp(kind), f"{column} is not a timestamp"
+        per_second = _PER_SECOND[kind.unit]
+        for group in range(handle.metadata.num_row_groups):
+            stats = handle.metadata.row_group(group).column(index).statistics
+            if stats is None:
+                return None
+            if stats.has_min_max and (best is None or stats.max_raw > best):  # max_raw: .max would import pandas
+                best = stats.max_raw
+    return None if best is None else EPOCH + dt.timedelta(microseconds=best * 1_000_000 // per_second)
+
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 
 
 def dataset(table: Table, files: Sequence[Path | str]) -> ds.Dataset:

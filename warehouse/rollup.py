@@ -145,22 +145,40 @@ def refresh(
         return RollupResult(computed, fresh, len(stale))
 
 
-def is_fresh(
+@dataclass(frozen=True)
+class Freshness:
+    minutes: bool
+    """Every (date, cluster) of ``gpu_minutes`` is current with its inputs and settings."""
+    summaries: bool
+    """So is every summary asked for (never true when the minutes are not)."""
+
+
+def freshness(
     lake: Lake, classifier: Classifier, config: RollupConfig = RollupConfig(), summaries: Sequence[Summary] = ()
-) -> bool:
+) -> Freshness:
+    """Whether ``refresh`` would recompute anything, the minutes and the summaries told apart, in one pass."""
     lifetimes = gpu_lifetimes(lake)
+    summaries_fresh = True
     for partition in _partitions_to_cover(lifetimes):
         name = f"part-{_fingerprint(lake, partition, lifetimes, classifier, config)}.parquet"
         existing = lake.parts(GPU_MINUTES, start=partition.date, end=partition.date, cluster=partition.cluster)
         if [p.name for p in existing] != [name]:
-            return False
-        for summary in summaries:
-            stored = lake.parts(
-                summary_table(summary), start=partition.date, end=partition.date, cluster=partition.cluster
-            )
-            if [p.name for p in stored] != [_summary_name(summary, [name])]:
-                return False
-    return True
+            return Freshness(minutes=False, summaries=False)
+        summaries_fresh = summaries_fresh and all(_summary_current(lake, s, partition, name) for s in summaries)
+    return Freshness(minutes=True, summaries=summaries_fresh)
+
+
+def _summary_current(lake: Lake, summary: Summary, partition: Partition, minutes_part: str) -> bool:
+    stored = lake.parts(summary_table(summary), start=partition.date, end=partition.date, cluster=partition.cluster)
+    return [p.name for p in stored] == [_summary_name(summary, [minutes_part])]
+
+
+def is_fresh(
+    lake: Lake, classifier: Classifier, config: RollupConfig = RollupConfig(), summaries: Sequence[Summary] = ()
+) -> bool:
+    """Whether the minutes and every summary in ``summaries`` are current."""
+    state = freshness(lake, classifier, config, summaries)
+    return state.minutes and state.summaries
 
 
 def summary_table(summary: Summary) -> Table:

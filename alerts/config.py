@@ -48,6 +48,11 @@ class AlertRules(_Section):
         default=30.0, ge=0, description="A node with no samples (no_data) for this long."
     )
     price_fallback: bool = Field(default=True, description="Alert when a cost is priced by a fallback price.")
+    silent_gpu_minutes: float = Field(
+        default=30.0,
+        ge=0,
+        description="A node whose GPU count (instance type, GFD label) exceeds the GPUs reporting for this long.",
+    )
     lookback_hours: float = Field(
         default=24.0, gt=0, description="Window of the idle, silence and price-fallback rules."
     )

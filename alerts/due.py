@@ -1,8 +1,8 @@
 """Scheduled reports that are due: the state that makes a failed daily or weekly report retried, never lost.
 
 A report's job marks its period due before building it and forgets it once it is queued; the outbox job retries
-what is still marked, and gives up (loudly) a week after the period ended. ``DueReports`` is that document, kept by
-the caller in the warehouse's state (``STATE_NAME``).
+what is still marked, and gives up (loudly) a week after the period ended. ``DueReports`` is that document, kept in
+the warehouse's state (``STATE_NAME``) by ``mark_due`` and ``forget_due``, and read by ``due_reports``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from analysis.window import Window
+from warehouse.lake import Lake
 
 STATE_NAME = "reports-due"
 PERIOD_DAYS = {"daily": 1, "weekly": 7}
@@ -68,3 +69,23 @@ class DueReports:
         return [
             DueReport(marker, spec["kind"], spec["start"], spec["end"]) for marker, spec in sorted(self.due.items())
         ]
+
+
+def mark_due(lake: Lake, kind: str, window: Window) -> str:
+    """Mark the ``kind`` report of ``window`` due in ``lake``'s state; returns its marker."""
+    reports = DueReports.from_json(lake.read_state(STATE_NAME))
+    marker = reports.mark(kind, window)
+    lake.write_state(STATE_NAME, reports.to_json())
+    return marker
+
+
+def forget_due(lake: Lake, marker: str) -> None:
+    """The report of ``marker`` is queued (or given up): it is no longer due."""
+    reports = DueReports.from_json(lake.read_state(STATE_NAME))
+    reports.forget(marker)
+    lake.write_state(STATE_NAME, reports.to_json())
+
+
+def due_reports(lake: Lake) -> list[DueReport]:
+    """Every report still due in ``lake``'s state, in marker order."""
+    return DueReports.from_json(lake.read_state(STATE_NAME)).pending()

@@ -99,6 +99,11 @@ def entry_id(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
+def channel_key(key: str, channel: str) -> str:
+    """The idempotency key of one channel's copy of the message ``key`` (``report:weekly:...@slack``)."""
+    return f"{key}@{channel}"
+
+
 @dataclass
 class FlushResult:
     sent: list[str] = field(default_factory=list)
@@ -182,6 +187,22 @@ class Outbox:
                 continue
             out += [(entry, cover) for cover in entry.covers]
         return out
+
+    def delivery(self, key: str, channels: list[str]) -> tuple[list[str], dict[str, str]]:
+        """Where the message ``key`` stands on ``channels``: those that have it (delivered by this process or an
+        earlier one), and channel -> why each other one does not (the last error, rejected, or not tried yet)."""
+        delivered: list[str] = []
+        waiting: dict[str, str] = {}
+        for name in channels:
+            found = self.status(channel_key(key, name))
+            if found is not None and found[0] == "sent":
+                delivered.append(name)
+            elif found is not None and found[0] == "dead":
+                waiting[name] = f"rejected, kept in {self.root / 'dead'}: {found[1].last_error}"
+            else:
+                error = found[1].last_error if found else None
+                waiting[name] = error or "not tried yet (another gpuledger process is delivering the outbox)"
+        return delivered, waiting
 
     # ---------------------------------------------------------------------------------------------- flush
 

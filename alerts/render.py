@@ -99,6 +99,7 @@ def sections(report: dict[str, Any]) -> list[Table]:
                 "last active",
                 "cost",
                 "priced by",
+                "shared split by",
             ],
             [
                 [
@@ -110,19 +111,40 @@ def sections(report: dict[str, Any]) -> list[Table]:
                     r.get("last_active") or "not in window",
                     _usd(r.get("cost_usd")),
                     r.get("price_source") or "",
+                    r.get("split_by") or "",
                 ]
                 for r in waste["by_workload"]
             ],
             2,
         ),
     ]
+    silent = report.get("partly_reporting_nodes") or []
+    if silent:
+        out.append(
+            (
+                "Nodes with GPUs that never reported (their time is no_data, paid and unobserved)",
+                ["node", "cluster", "GPU count from", "silent GPUs", "silent GPU-hours", "cost"],
+                [
+                    [
+                        r["text"],
+                        r["cluster"],
+                        f"{r['gpu_count_basis']} {r.get('instance_type') or ''}".strip(),
+                        str(r["silent_gpus"]),
+                        _num(r["silent_gpu_hours"]),
+                        _usd(r.get("cost_usd")),
+                    ]
+                    for r in silent
+                ],
+                3,
+            )
+        )
     allocation = report.get("cost_allocation")
     if allocation:
         idle = "shared in proportion" if allocation["idle"] == "shared" else "on its own line"
         out.append(
             (
                 f"Cost by team (idle cost {idle})",
-                ["team", "namespaces", "GPU-hours", "used", "held idle", "shared idle", "total"],
+                ["team", "namespaces", "GPU-hours", "used", "held idle", "shared idle", "total", "shared split by"],
                 [
                     [
                         r["team"],
@@ -132,14 +154,72 @@ def sections(report: dict[str, Any]) -> list[Table]:
                         _usd(r["held_idle_cost_usd"]),
                         _usd(r["shared_idle_usd"]),
                         _usd(r["total_cost_usd"]),
+                        r.get("split_by") or "",
                     ]
                     for r in allocation["by_team"]
                 ],
                 2,
             )
         )
+    out += _reconciliation_tables(report.get("reconciliation"))
     out.append(_mig_table(report["mig_fit"]))
     out.append(_spot_table(report["spot"]))
+    return out
+
+
+STEP = {"start": "", "plus": "+", "equals": "=", "of which": "of which", "moved": "moved"}
+RECONCILIATION_TITLES = {
+    "cost": "Reconciliation: OpenCost's GPU cost to the fleet cost",
+    "idle": "Reconciliation: Kubecost's workload idle to idle waste + underused",
+}
+
+
+def _reconciliation_tables(reconciliation: dict[str, Any] | None) -> list[Table]:
+    """The reconciliation's two walks (``analysis.reconcile``) and its namespaces, in the report's order."""
+    if not reconciliation:
+        return []
+    out: list[Table] = []
+    for part, title in RECONCILIATION_TITLES.items():
+        walk = reconciliation[part]
+        rows = [
+            [STEP[line["kind"]], line["line"], _num(line["gpu_hours"]), _usd(line["cost_usd"]), line["why"]]
+            for line in walk["lines"]
+        ]
+        out.append(
+            (
+                title + ("" if walk["adds_up"] else " (does not add up)"),
+                ["", "line", "GPU-hours", "cost", "why"],
+                rows,
+                2,
+            )
+        )
+    namespaces = reconciliation["by_namespace"]
+    rows = [
+        [
+            r["namespace"],
+            r["split_by"] or "",
+            _num(r["gpu_hours"]),
+            _usd(r["opencost_usd"]),
+            _usd(r["gpuledger_usd"]),
+            _signed_usd(r["shared_difference_usd"]),
+            _usd(r["kubecost_idle_usd"]),
+            _usd(r["gpuledger_idle_usd"]),
+        ]
+        for r in namespaces[:MIG_ROWS]
+    ]
+    if len(namespaces) > MIG_ROWS:
+        rows.append([f"... {len(namespaces) - MIG_ROWS} more (--format json lists all)", "", "", "", "", "", "", ""])
+    header = [
+        "namespace",
+        "shared split by",
+        "GPU-hours",
+        "OpenCost (by request)",
+        "gpuledger (by use)",
+        "shared GPU difference",
+        "Kubecost workload idle",
+        "gpuledger idle + underused",
+    ]
+    out.append(("Reconciliation by namespace", header, rows, 2))
     return out
 
 
@@ -192,14 +272,30 @@ def _spot_table(spot: dict[str, Any]) -> Table:
 def _summary(report: dict[str, Any]) -> list[str]:
     fleet, util, waste = report["fleet"], report["utilization"], report["idle_waste"]
     total = fleet["gpu_hours"] or 0.0
+    silent = fleet.get("gpus_not_reporting") or 0
+    nodes = len(report.get("partly_reporting_nodes") or [])
+    never = f" reporting, and **{silent}** more that never reported on {nodes} node{'s' if nodes != 1 else ''}"
     return [
-        f"GPUs: **{fleet['gpus']}**",
+        f"GPUs: **{fleet['gpus']}**" + (never if silent else ""),
         f"GPU-hours: **{total:,.1f}**",
         f"Cost: **{_usd(fleet['cost_usd'])}** ({_sources(fleet)})",
         f"Mean utilization: **{_pct(util['mean_pct'])}** (time-weighted over observed GPU-minutes); "
         f"allocated: **{_pct(_hundred(util.get('allocation_rate')))}** of observed GPU-time",
         f"Idle GPU-hours: **{waste['gpu_hours']:,.1f}** ({_share(waste['gpu_hours'], total)} of GPU-hours), "
         f"idle waste **{_usd(waste['cost_usd'])}**",
+        *_underused(report.get("underused")),
+        *(f"**Stale list prices:** {stale['message']}" for stale in fleet.get("stale_prices") or []),
+    ]
+
+
+def _underused(underused: dict[str, Any] | None) -> list[str]:
+    if not underused:
+        return []
+    share = underused.get("share_of_active")
+    of_active = f" ({_pct(_hundred(share))} of active GPU-time)" if share is not None else ""
+    return [
+        f"Underused GPU-hours: **{underused['gpu_hours']:,.1f}**{of_active}, **{_usd(underused['cost_usd'])}** "
+        "(active GPU-time x (1 - utilization))"
     ]
 
 
@@ -212,6 +308,17 @@ def _notes(report: dict[str, Any]) -> list[str]:
         "Idle waste = GPU-hours in idle_held + idle_allocated + unallocated, times their GPU-hour price "
         "(node price / GPU count).",
     ]
+    underused = report.get("underused")
+    if underused:
+        sources = "; ".join(
+            f"{src['price_source']}{' (fallback)' if src.get('price_fallback') else ''}: {_usd(src['cost_usd'])}"
+            for src in underused.get("price_sources") or []
+        )
+        notes.append(underused["definition"] + (f" Priced by {sources}." if sources else ""))
+    reconciliation = report.get("reconciliation")
+    if reconciliation:
+        notes += [reconciliation["cost"]["definition"], reconciliation["idle"]["definition"]]
+        notes.append(f"Reconciliation: {reconciliation['prices']}.")
     for source in report["fleet"].get("price_sources", []):
         fallback = " (fallback)" if source.get("price_fallback") else ""
         notes.append(
@@ -290,6 +397,10 @@ def _share(part: float, total: float) -> str:
 
 def _usd(value: float | None) -> str:
     return "n/a" if value is None else f"${value:,.2f}"
+
+
+def _signed_usd(value: float) -> str:
+    return f"-${-value:,.2f}" if value < 0 else f"+${value:,.2f}" if value > 0 else "$0.00"
 
 
 _CSS = """

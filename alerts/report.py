@@ -13,6 +13,7 @@ import html
 from dataclasses import dataclass
 from typing import Any
 
+from alerts.outbox import Entry, channel_key
 from alerts.render import _summary, _usd, to_html, to_markdown
 from alerts.rules import RULES, Finding
 
@@ -32,6 +33,20 @@ class Rendered:
     slack: dict[str, Any]
     email: dict[str, str]
     """subject, text, html."""
+
+    def entries(self, key: str, channels: list[str], covers: list[list[str]]) -> list[Entry]:
+        """One outbox entry per channel, keyed ``key@channel``: Slack gets the Block Kit payload, email the email;
+        ``covers``: the alert (rule, subject) pairs the message notifies about."""
+        return [
+            Entry(
+                key=channel_key(key, name),
+                channel=name,
+                title=self.title,
+                payload=self.slack if name == "slack" else self.email,
+                covers=covers,
+            )
+            for name in channels
+        ]
 
 
 # ------------------------------------------------------------------------------------------------------ reports
@@ -74,6 +89,9 @@ def report_message(
         ("Mean utilization", _pct(util.get("mean_pct"))),
         ("Idle GPU-hours", _h(waste["gpu_hours"])),
     ]
+    underused = report.get("underused")
+    if underused:
+        fields.append(("Underused", f"{_usd(underused['cost_usd'])} ({_h(underused['gpu_hours'])} GPU-hours)"))
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": _clip(title, MAX_HEADER)}},
         _context([f"Window: {window}", f"Prices: {price_note}"]),
@@ -86,7 +104,14 @@ def report_message(
     blocks += _list_section("Top idle workloads", idle_rows, "no idle workloads in this window")
     blocks += _list_section("Top recommendations", rec_rows, "no recommendation in this window")
     blocks += _list_section("Spend by namespace", ns_rows, "no namespace held GPUs")
-    blocks.append(_context(["Idle waste = GPU-hours idle_held + idle_allocated + unallocated x their GPU-hour price."]))
+    blocks.append(
+        _context(
+            [
+                "Idle waste = GPU-hours idle_held + idle_allocated + unallocated x their GPU-hour price.",
+                "Underused = active GPU-time x (1 - utilization) x its GPU-hour price.",
+            ]
+        )
+    )
     slack = {
         "text": _clip(f"{title}: spend {_usd(fleet['cost_usd'])}, idle waste {_usd(waste['cost_usd'])}", MAX_FALLBACK),
         "blocks": _cap(blocks),

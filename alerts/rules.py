@@ -9,6 +9,8 @@ Rules (thresholds in ``[alerts]`` of the config file; 0 turns a rule off):
   ``spend_trailing_days`` before it.
 - ``node_silent``: a node had no samples (``no_data``) for ``node_silent_minutes`` or longer in the lookback window.
 - ``price_fallback``: some GPU-time in the lookback window is priced by a fallback price.
+- ``gpus_not_reporting``: a node has GPUs (its instance type's or GFD's count) that sent no sample for
+  ``silent_gpu_minutes`` or longer in the lookback window (``analysis.silent_gpus``).
 
 **De-duplication and cooldown.** Each finding has a *subject* (a workload, a namespace, a day, a node, a price
 source). The state keeps, per rule and subject, whether it is firing and when it was last notified. A subject is
@@ -28,6 +30,7 @@ from typing import Any
 import polars as pl
 
 from alerts.config import AlertRules
+from alerts.outbox import Outbox
 from analysis.conditions import SpendChange, idle_workloads
 
 RULES: dict[str, str] = {
@@ -36,6 +39,7 @@ RULES: dict[str, str] = {
     "daily_spend": "Daily GPU spend up",
     "node_silent": "Nodes without samples",
     "price_fallback": "Costs priced by a fallback price",
+    "gpus_not_reporting": "Nodes with GPUs that do not report",
 }
 STATE_NAME = "alerts"
 
@@ -59,6 +63,15 @@ class Conditions:
     spend_evaluated: bool = False
     silences: pl.DataFrame | None = None
     fallbacks: pl.DataFrame | None = None
+    partly_reporting: pl.DataFrame | None = None
+    """``analysis.silent_gpus.partly_reporting`` of the lookback window."""
+
+
+def _shared(idle: dict[str, Any]) -> str:
+    """What an idle finding adds when the workload shared its GPUs: its own GPU-hours and how they were split."""
+    if not idle.get("split_by"):
+        return ""
+    return f"; shared GPU: its share {idle['gpu_hours']:.1f} GPU-hours, split by {idle['split_by']}"
 
 
 def findings(c: Conditions, rules: AlertRules) -> dict[str, list[Finding]]:
@@ -70,7 +83,7 @@ def findings(c: Conditions, rules: AlertRules) -> dict[str, list[Finding]]:
                 "idle_gpu",
                 f"{r['namespace']}/{r['workload']}",
                 f"{r['namespace']}/{r['workload']}: {r['gpus']} GPU{'s' if r['gpus'] != 1 else ''} idle for "
-                f"{r['longest_hours']:.1f} h (since {_at(r['idle_since'])}) on {r['nodes']}",
+                f"{r['longest_hours']:.1f} h (since {_at(r['idle_since'])}) on {r['nodes']}{_shared(r)}",
             )
             for r in idle_workloads(c.idle_streaks, rules.idle_hours).iter_rows(named=True)
         ]
@@ -132,6 +145,19 @@ def findings(c: Conditions, rules: AlertRules) -> dict[str, list[Finding]]:
             )
             for r in c.fallbacks.iter_rows(named=True)
         ]
+    if rules.silent_gpu_minutes > 0 and c.partly_reporting is not None:
+        out["gpus_not_reporting"] = [
+            Finding(
+                "gpus_not_reporting",
+                f"{r['cluster']}/{r['node']}",
+                f"{r['cluster']}/{r['node']}: {r['gpus']} GPUs ({r['gpu_count_basis']}"
+                + (f" {r['instance_type']}" if r["gpu_count_basis"] == "instance type" and r["instance_type"] else "")
+                + f"), {r['reporting']} reporting: {r['silent_gpu_hours']:,.1f} GPU-hours unobserved "
+                f"(${r['cost_usd'] or 0:,.2f}) since {_at(r['first_silent'])}; check its dcgm-exporter or agent",
+            )
+            for r in c.partly_reporting.iter_rows(named=True)
+            if r["silent_gpu_hours"] * 60.0 / max(r["silent_gpus"], 1) >= rules.silent_gpu_minutes
+        ]
     return out
 
 
@@ -176,6 +202,12 @@ class AlertState:
             if not track.firing and (track.resolved_at or "") <= notified_at:
                 track.firing, track.since, track.resolved_at = True, notified_at, None
 
+    def absorb_outbox(self, box: Outbox) -> None:
+        """Absorb every notification the outbox holds (sent or queued) from the time this state was saved on."""
+        since = dt.datetime.fromisoformat(self.saved_at) if self.saved_at else None
+        for entry, (rule, subject) in box.covers_since(since):
+            self.absorb(rule, subject, entry.created_at)
+
 
 def decide(
     found: dict[str, list[Finding]], state: AlertState, now: dt.datetime, cooldown: dt.timedelta
@@ -212,6 +244,19 @@ def decide(
                 del tracks[subject]
     state.saved_at = stamp
     return notify
+
+
+def thresholds(rules: AlertRules, rule: str) -> str:
+    """The settings that made ``rule`` fire, and the cooldown, as an alert message states them."""
+    return {
+        "idle_gpu": f"idle_hours = {rules.idle_hours:g}",
+        "namespace_utilization": f"namespace_util_below_pct = {rules.namespace_util_below_pct:g} over "
+        f"{rules.namespace_window_hours:g} h (namespaces with at least {rules.namespace_min_gpu_hours:g} GPU-hours)",
+        "daily_spend": f"spend_increase_pct = {rules.spend_increase_pct:g} against {rules.spend_trailing_days} days",
+        "node_silent": f"node_silent_minutes = {rules.node_silent_minutes:g}",
+        "price_fallback": "price_fallback = true",
+        "gpus_not_reporting": f"silent_gpu_minutes = {rules.silent_gpu_minutes:g}",
+    }.get(rule, "") + f"; cooldown_hours = {rules.cooldown_hours:g}"
 
 
 def message_key(rule: str, items: list[Finding], now: dt.datetime) -> str:

@@ -1,7 +1,8 @@
 """GPU cost per team, with idle cost shown on its own line or shared out, as OpenCost and Kubecost do.
 
 A team is a set of namespaces (``teams`` setting: team -> namespace glob patterns; a namespace no pattern matches
-is its own team). What a team's pods hold is the team's cost, used or not: ``active``, ``idle_held`` and
+is its own team). What a team's pods hold is the team's cost, used or not (a GPU-minute several teams' pods shared
+is divided by ``analysis.shares``, and ``split_by`` names the methods): ``active``, ``idle_held`` and
 ``idle_allocated`` GPU-time. GPU-time nobody holds (``unallocated``) is the cluster's idle cost:
 
 - ``idle="separate"``: it is one line of its own, ``(idle: unallocated)``;
@@ -52,6 +53,8 @@ def cost_by_team(
     and total; the totals of all rows equal the fleet's cost in both modes."""
     if idle not in ("separate", "shared"):
         raise UnknownIdleMode(idle)
+    if "split_method" not in priced_groups.columns:
+        priced_groups = priced_groups.with_columns(pl.lit(None, pl.String).alias("split_method"))
     mapping = team_of(priced_groups["namespace"].unique().to_list(), teams)
     frame = priced_groups.with_columns(
         pl.col("namespace").replace_strict(mapping, default=None, return_dtype=pl.String).alias("team")
@@ -64,6 +67,7 @@ def cost_by_team(
             pl.col("gpu_hours").sum().alias("gpu_hours"),
             pl.col("cost_usd").filter(pl.col("state") == "active").sum().alias("used_cost_usd"),
             pl.col("cost_usd").filter(pl.col("state") != "active").sum().alias("held_idle_cost_usd"),
+            pl.col("split_method").drop_nulls().unique().sort().str.join(", ").alias("split_by"),
         )
         .with_columns((pl.col("used_cost_usd") + pl.col("held_idle_cost_usd")).alias("held_cost_usd"))
     )
@@ -98,4 +102,5 @@ def _line(name: str, hours: float, cost: float) -> dict[str, object]:
         "held_cost_usd": 0.0,
         "shared_idle_usd": 0.0,
         "total_cost_usd": cost,
+        "split_by": "",
     }

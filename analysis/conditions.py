@@ -2,7 +2,8 @@
 
 - **Idle streaks**: runs of consecutive GPU-minutes one workload held in ``idle_held`` or ``idle_allocated``, per GPU
   (or MIG instance). A run breaks on a missing minute, another holder, or any other state. A streak is *ongoing* when
-  it holds the GPU's newest minute in the window.
+  it holds the GPU's newest minute in the window. Every holder of a shared GPU has its own streaks, and its GPU-time
+  in them is its share (``analysis.shares``: idle-held minutes by memory share, the rest equally).
 - **Namespace utilization**: time-weighted mean utilization (``analysis.utilization``) of the GPU-time each
   namespace held over a window.
 - **Daily spend**: dollars per UTC day, and one day's change against the mean of the days before it.
@@ -20,8 +21,9 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from analysis import utilization
+from analysis import shares, utilization
 from analysis.costs import price_sources
+from analysis.window import Window
 
 IDLE_HELD = ("idle_held", "idle_allocated")
 SERIES = ["cluster", "gpu_uuid", "mig_instance_id"]
@@ -37,6 +39,8 @@ _STREAK_SCHEMA = {
     "end": pl.Datetime("us", "UTC"),
     "hours": pl.Float64,
     "idle_held_hours": pl.Float64,
+    "gpu_hours": pl.Float64,
+    "split_by": pl.String,
     "ongoing": pl.Boolean,
 }
 
@@ -51,32 +55,42 @@ def _runs(frame: pl.LazyFrame, partition: list[str], same: list[str]) -> pl.Lazy
 
 
 def idle_streaks(minutes: pl.LazyFrame) -> pl.LazyFrame:
-    """Every streak of idle held GPU-minutes in ``minutes`` (already cut to the window), one row per streak:
-    cluster, node, gpu_uuid, mig_instance_id, namespace, workload, start, end (last minute), hours,
-    idle_held_hours, and ``ongoing`` (the streak holds the GPU's newest minute).
+    """Every streak of idle held GPU-minutes in ``minutes`` (already cut to the window), one row per streak and
+    holder: cluster, node, gpu_uuid, mig_instance_id, namespace, workload, start, end (last minute), hours (how long
+    it lasted), idle_held_hours, gpu_hours (the holder's GPU-time in it: its share of a shared GPU), split_by (the
+    methods of its shared minutes, "" when none), and ``ongoing`` (the streak holds the GPU's newest minute).
 
     Per GPU (MIG instances included), unlike ``analysis.recommend.usage.idle_streaks`` (per workload, for idle
     reclaim): an alert names each GPU left idle, even while the workload's other GPUs work, and whether it still is."""
-    frame = (
-        minutes.select("ts", "cluster", "node", "gpu_uuid", "mig_instance_id", "namespace", "workload", "state")
-        .with_columns(
-            (pl.col("state").is_in(IDLE_HELD) & pl.col("workload").is_not_null()).alias("idle"),
-            pl.col("ts").max().over(SERIES).alias("newest"),
+    columns = ["ts", "cluster", "node", "gpu_uuid", "mig_instance_id", "namespace", "workload", "state"]
+    if shares.any_split(minutes):
+        holders = minutes.select(*columns, "pod", "container", "split_method", "holder_shares")
+        exploded, weight = shares.holder_rows(holders)
+        frame = exploded.with_columns(weight.alias("share"))
+    else:
+        names = minutes.collect_schema().names()
+        frame = minutes.select(
+            *columns,
+            pl.col("split_method") if "split_method" in names else pl.lit(None, pl.String).alias("split_method"),
+            pl.lit(1.0).alias("share"),
         )
-        .sort([*SERIES, "ts"])
-    )
+    holder = [*SERIES, "namespace", "workload"]
+    frame = frame.with_columns(
+        (pl.col("state").is_in(IDLE_HELD) & pl.col("workload").is_not_null()).alias("idle"),
+        pl.col("ts").max().over(SERIES).alias("newest"),
+    ).sort([*holder, "ts"], nulls_last=True)
     return (
-        _runs(frame, SERIES, ["idle", "namespace", "workload"])
+        _runs(frame, holder, ["idle"])
         .filter(pl.col("idle"))
-        .group_by([*SERIES, "run"])
+        .group_by([*SERIES, "namespace", "workload", "run"])
         .agg(
             pl.col("node").last(),
-            pl.col("namespace").first(),
-            pl.col("workload").first(),
             pl.col("ts").min().alias("start"),
             pl.col("ts").max().alias("end"),
             (pl.len() / 60.0).alias("hours"),
             ((pl.col("state") == "idle_held").sum() / 60.0).alias("idle_held_hours"),
+            (pl.col("share").sum() / 60.0).alias("gpu_hours"),
+            pl.col("split_method").drop_nulls().unique().sort().str.join(", ").alias("split_by"),
             (pl.col("ts").max() == pl.col("newest").first()).alias("ongoing"),
         )
         .select(list(_STREAK_SCHEMA))
@@ -87,7 +101,8 @@ def idle_streaks(minutes: pl.LazyFrame) -> pl.LazyFrame:
 
 def idle_workloads(streaks: pl.DataFrame, min_hours: float) -> pl.DataFrame:
     """Workloads with at least one *ongoing* idle streak of ``min_hours`` or more: namespace, workload, gpus (how many
-    of its GPUs sit idle that long), longest_hours, idle_since (start of the longest), nodes."""
+    of its GPUs sit idle that long), longest_hours, idle_since (start of the longest), nodes, gpu_hours (its GPU-time
+    in those streaks: shares of shared GPUs) and split_by ("" when it shared none)."""
     long = streaks.filter(pl.col("ongoing") & (pl.col("hours") >= min_hours))
     return (
         long.sort("hours", descending=True)
@@ -97,6 +112,8 @@ def idle_workloads(streaks: pl.DataFrame, min_hours: float) -> pl.DataFrame:
             pl.col("hours").max().round(2).alias("longest_hours"),
             pl.col("start").first().alias("idle_since"),
             pl.col("node").unique().sort().str.join(", ").alias("nodes"),
+            pl.col("gpu_hours").sum().round(2),
+            pl.col("split_by").filter(pl.col("split_by") != "").unique().sort().str.join(", "),
         )
         .sort("longest_hours", "namespace", "workload", descending=[True, False, False])
     )
@@ -138,6 +155,13 @@ class SpendChange:
     trailing_days: int
     change_pct: float
     """(day's spend / trailing mean - 1) x 100."""
+
+
+def spend_window(now: dt.datetime, trailing_days: int) -> tuple[dt.date, Window]:
+    """The day the spend rule judges at ``now`` (yesterday, UTC) and the window of its ``trailing_days`` and it."""
+    day = now.astimezone(dt.UTC).date() - dt.timedelta(days=1)
+    start = dt.datetime.combine(day - dt.timedelta(days=trailing_days), dt.time(), tzinfo=dt.UTC)
+    return day, Window(start, dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC))
 
 
 def spend_change(daily: pl.DataFrame, day: dt.date, trailing_days: int) -> SpendChange | None:

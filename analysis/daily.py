@@ -22,10 +22,10 @@ from functools import cache
 
 import polars as pl
 
-from analysis import mig, timeline, usage
+from analysis import mig, silent_gpus, timeline, usage
 from analysis.window import Window
 
-VERSION = "1"
+VERSION = "3"
 """Bump when any summarized computation changes: stored summaries with another version are recomputed."""
 
 
@@ -66,6 +66,8 @@ BUSY_HISTOGRAM = UsagePass("busy_histogram", usage.busy_histogram)
 """The utilization histogram; days add up with ``add_up_histogram``."""
 GPU_TIMELINE = UsagePass(f"gpu_timeline_{TIMELINE_EVERY}", _hourly_timeline)
 """GPU-hours per GPU, namespace, state and hour."""
+NODE_GPUS = UsagePass("node_gpus", silent_gpus.reporting_gpus)
+"""GPUs reporting per node and day, with the node's first and last minute (``analysis.silent_gpus``)."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ class DailySummaries:
     mig_histogram: MigDemand
     mig_devices: MigDemand
     timeline: UsagePass
+    node_gpus: UsagePass = NODE_GPUS
 
     @classmethod
     def for_assumptions(cls, assumptions: mig.MigAssumptions) -> DailySummaries:
@@ -114,7 +117,7 @@ class DailySummaries:
         )
 
     def all(self) -> tuple[UsagePass | MigDemand, ...]:
-        return (self.groups, self.histogram, self.mig_histogram, self.mig_devices, self.timeline)
+        return (self.groups, self.histogram, self.mig_histogram, self.mig_devices, self.timeline, self.node_gpus)
 
 
 def add_up_histogram(days: pl.DataFrame) -> pl.DataFrame:

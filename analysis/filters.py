@@ -79,7 +79,15 @@ def narrow(inputs: ReportInputs, filters: Filters, *, gpus: int | None = None) -
         heatmap=usage.hour_of_week(histogram) if histogram.width else inputs.heatmap,
         mig_fit=mig_fit(inputs.mig_fit, filters) if inputs.mig_fit is not None else None,
         spot=spot(inputs.spot, filters) if inputs.spot is not None else None,
+        partly_reporting=_partly_reporting(inputs.partly_reporting, filters),
     )
+
+
+def _partly_reporting(frame: pl.DataFrame | None, filters: Filters) -> pl.DataFrame | None:
+    """Silent GPUs are held by no namespace: a namespace filter drops them, as it drops unallocated time."""
+    if frame is None:
+        return None
+    return frame.clear() if filters.namespaces else filters.apply(frame)
 
 
 def mig_fit(fit: dict[str, Any], filters: Filters) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from analysis import shares
 from analysis.units import GIB
 
 STATES = ("active", "idle_held", "idle_allocated", "unallocated", "no_data")
@@ -41,7 +42,7 @@ class StateRules:
     @property
     def fingerprint(self) -> str:
         """Changes whenever a threshold changes, so rollups computed under other rules are recomputed."""
-        text = f"states-v2:{self.active_threshold_pct}:{self.held_memory_bytes}"
+        text = f"states-v3:{self.active_threshold_pct}:{self.held_memory_bytes}"
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def state(self) -> pl.Expr:
@@ -72,4 +73,5 @@ class StateRules:
         )
 
     def classify(self, minutes: pl.LazyFrame) -> pl.LazyFrame:
-        return minutes.with_columns(self.state())
+        """Each minute's state, and for a minute several held, how it is split among them (``analysis.shares``)."""
+        return shares.split(minutes.with_columns(self.state()))

@@ -12,6 +12,7 @@ import datetime as dt
 
 import polars as pl
 
+from analysis import shares
 from analysis.states import STATES
 from analysis.usage import MINUTES_PER_HOUR, busy_pct, gpu_share, in_window
 from analysis.window import Window
@@ -33,16 +34,19 @@ def gpu_buckets(minutes: pl.LazyFrame, window: Window, mig_parents: list[str], e
     """Per time bucket (``bucket``, its start), GPU, namespace and state: ``gpu_hours``, ``busy_weighted`` and
     ``busy_share`` (utilization x GPU-hours and the GPU-hours it is known for; mean = weighted / share)."""
     busy = busy_pct()
-    if mig_parents:
-        share = gpu_share(mig_parents)
+    frame = in_window(minutes, window)
+    weight: pl.Expr | None = None
+    if shares.any_split(frame):
+        frame, weight = shares.holder_rows(frame)
+    if mig_parents or weight is not None:
+        share = gpu_share(mig_parents) if mig_parents else pl.lit(1.0)
+        share = share * weight if weight is not None else share
         sums = [share.sum(), (busy * share).sum(), (busy.is_not_null() * share).sum()]
     else:
         sums = [pl.len().cast(pl.Float64), busy.sum(), busy.count().cast(pl.Float64)]
     names = ("gpu_hours", "busy_weighted", "busy_share")
-    return (
-        in_window(minutes, window)
-        .group_by(pl.col("ts").dt.truncate(every).alias("bucket"), *GPU_KEYS, "namespace", "state")
-        .agg(*((value / MINUTES_PER_HOUR).alias(name) for value, name in zip(sums, names, strict=True)))
+    return frame.group_by(pl.col("ts").dt.truncate(every).alias("bucket"), *GPU_KEYS, "namespace", "state").agg(
+        *((value / MINUTES_PER_HOUR).alias(name) for value, name in zip(sums, names, strict=True))
     )
 
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import polars as pl
 
+from analysis import shares
 from analysis.states import HELD_STATES
 from analysis.window import Window
 
-GROUP_KEYS = ["cluster", "node", "date", "gpu_model", "namespace", "workload", "state"]
+GROUP_KEYS = ["cluster", "node", "date", "gpu_model", "namespace", "workload", "state", "split_method"]
+"""``split_method``: null for GPU-time one holder held, else how its shared minutes were split (``analysis.shares``)."""
 MINUTES_PER_HOUR = 60.0
 
 
@@ -52,12 +54,24 @@ def mig_parent_gpus(minutes: pl.LazyFrame, window: Window) -> list[str]:
 def minute_groups(minutes: pl.LazyFrame, window: Window, mig_parents: list[str]) -> pl.LazyFrame:
     """The per-group sums every fleet number is derived from. Only plain sums, counts and extremes run over the
     minutes (filters inside aggregations cost ~5x here); GPU shares are multiplied in only when the window holds MIG
-    instances."""
+    instances, and holder shares only when it holds shared minutes (each such minute then counts once per holder,
+    weighted by the holder's share). ``request_hours`` is the GPU-time as requests count it, each holder of a shared
+    minute 1/holders of it (how OpenCost charges time-sliced replicas; ``analysis.reconcile``)."""
     observed = pl.col("state") != "no_data"
+    frame = in_window(minutes, window)
+    split = shares.any_split(frame)
+    weight: pl.Expr | None = None
+    if split:
+        frame = frame.with_columns(pl.col("holder_shares").list.len().alias("_holders"))
+        frame, weight = shares.holder_rows(frame)
+    elif "split_method" not in frame.collect_schema().names():
+        frame = frame.with_columns(pl.lit(None, pl.String).alias("split_method"))
     busy = busy_pct()
     util = pl.col("util_mean_pct")
-    if mig_parents:
-        share = gpu_share(mig_parents)
+    if mig_parents or weight is not None:
+        share = gpu_share(mig_parents) if mig_parents else pl.lit(1.0)
+        if weight is not None:
+            share = share * weight
         sums = [
             share.sum().alias("share_minutes"),
             (busy * share).sum().alias("busy_weighted"),
@@ -65,6 +79,9 @@ def minute_groups(minutes: pl.LazyFrame, window: Window, mig_parents: list[str])
             (util.is_not_null() * share).sum().alias("util_share"),
             (busy.is_not_null() * share).sum().alias("busy_share"),
         ]
+        if weight is not None:
+            whole = gpu_share(mig_parents) if mig_parents else pl.lit(1.0)
+            sums.append((whole / pl.col("_holders").fill_null(1)).sum().alias("request_minutes"))
     else:
         sums = [
             pl.len().cast(pl.Float64).alias("share_minutes"),
@@ -74,8 +91,7 @@ def minute_groups(minutes: pl.LazyFrame, window: Window, mig_parents: list[str])
             busy.count().cast(pl.Float64).alias("busy_share"),
         ]
     return (
-        in_window(minutes, window)
-        .with_columns(pl.col("ts").dt.date().alias("date"))
+        frame.with_columns(pl.col("ts").dt.date().alias("date"))
         .group_by(GROUP_KEYS)
         .agg(
             pl.len().alias("minutes"),
@@ -86,6 +102,7 @@ def minute_groups(minutes: pl.LazyFrame, window: Window, mig_parents: list[str])
         )
         .with_columns(
             (pl.col("share_minutes") / MINUTES_PER_HOUR).alias("gpu_hours"),
+            (pl.col("request_minutes" if split else "share_minutes") / MINUTES_PER_HOUR).alias("request_hours"),
             (pl.col("busy_share") / MINUTES_PER_HOUR).alias("busy_share"),
             (pl.col("busy_weighted") / MINUTES_PER_HOUR).alias("busy_weighted"),
             (pl.col("util_share") / MINUTES_PER_HOUR).alias("util_share"),
@@ -95,17 +112,21 @@ def minute_groups(minutes: pl.LazyFrame, window: Window, mig_parents: list[str])
             pl.when(observed).then(pl.col("gpu_hours")).otherwise(0.0).alias("observed_hours"),
             pl.when(pl.col("state") == "active").then(pl.col("last_seen")).alias("last_active"),
         )
-        .drop("share_minutes")
+        .drop("share_minutes", *(["request_minutes"] if split else []))
     )
 
 
 def busy_histogram(minutes: pl.LazyFrame, window: Window, mig_parents: list[str]) -> pl.LazyFrame:
     """GPU-hours per whole percent of utilization, by namespace, GPU model, hour of the week (UTC) and whether a
     pod or process held the GPU: utilization percentiles and the hour-of-week heatmap both come from this one pass."""
-    gpu_minutes = gpu_share(mig_parents).sum() if mig_parents else pl.len().cast(pl.Float64)
+    frame = in_window(minutes, window)
+    if shares.any_split(frame):
+        frame, weight = shares.holder_rows(frame)
+        gpu_minutes = ((gpu_share(mig_parents) if mig_parents else pl.lit(1.0)) * weight).sum()
+    else:
+        gpu_minutes = gpu_share(mig_parents).sum() if mig_parents else pl.len().cast(pl.Float64)
     return (
-        in_window(minutes, window)
-        .filter(pl.col("state") != "no_data")
+        frame.filter(pl.col("state") != "no_data")
         .group_by(
             "namespace",
             "gpu_model",

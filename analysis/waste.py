@@ -44,9 +44,18 @@ def idle_by(priced_groups: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     )
 
 
+def _split_by() -> list[pl.Expr]:
+    """How the group's shared GPU-time was split (``analysis.shares``): the methods, "" when none was shared."""
+    if_present = pl.col("split_method").drop_nulls().unique().sort().str.join(", ")
+    return [if_present.alias("split_by")]
+
+
 def idle_leaderboard(priced_groups: pl.DataFrame, top_n: int) -> list[dict[str, Any]]:
     """Workloads that held GPUs without using them, with the evidence: idle hours (and how many with memory held),
-    peak memory held while idle, when they were last active in the window, the GPU models, and the price sources."""
+    peak memory held while idle, when they were last active in the window, the GPU models, the price sources, and
+    ``split_by``: how the GPU-minutes they shared with other holders were split ("" when they shared none)."""
+    if "split_method" not in priced_groups.columns:
+        priced_groups = priced_groups.with_columns(pl.lit(None, pl.String).alias("split_method"))
     held = priced_groups.filter(pl.col("workload").is_not_null())
     idle = held.filter(pl.col("state").is_in(["idle_held", "idle_allocated"]))
     last_active = held.group_by("namespace", "workload").agg(pl.col("last_active").max())
@@ -59,6 +68,7 @@ def idle_leaderboard(priced_groups: pl.DataFrame, top_n: int) -> list[dict[str, 
             (pl.col("fb_used_max_bytes").max() / GIB).round(2).alias("peak_mem_gib"),
             pl.col("gpu_model").unique().sort().str.join(", ").alias("gpu_models"),
             pl.col("price_source").unique().sort().str.join("; ").alias("price_source"),
+            *_split_by(),
         )
         .join(last_active, on=["namespace", "workload"], how="left")
         .sort(["cost_usd", "gpu_hours", "namespace", "workload"], descending=[True, True, False, False])

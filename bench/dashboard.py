@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import os
 import shutil
@@ -38,21 +39,32 @@ CACHE = Path(__file__).resolve().parent / "cache"
 MARKER = ".bench-complete"
 CHROMIUM = Path(os.environ.get("GPULEDGER_CHROMIUM", "/usr/bin/chromium"))
 TARGET_S = 3.0
+SIMULATOR = [Path(__file__).resolve().parent.parent / "collector" / name for name in ("fleet.py", "simulate.py")]
 
 
 def cached_warehouse(*, gpus: int, days: int, seed: int, end: dt.datetime, progress: Progress) -> Path:
     """The benchmark fleet's warehouse under ``bench/cache/``, simulated first when it is not there whole."""
-    root = CACHE / f"warehouse-{gpus}x{days}-seed{seed}-{end:%Y%m%d}"
+    fleet = f"warehouse-{gpus}x{days}-seed{seed}-{end:%Y%m%d}"
+    root = CACHE / f"{fleet}-{_simulator_digest()}"
     if (root / MARKER).is_file():
         progress.note(f"dashboard: reusing {root}")
         return root
-    shutil.rmtree(root, ignore_errors=True)
+    for stale in CACHE.glob(f"{fleet}*"):  # the same fleet made by another version of the simulator
+        shutil.rmtree(stale, ignore_errors=True)
     root.parent.mkdir(parents=True, exist_ok=True)
     with progress.step(f"dashboard: simulating {gpus} GPUs x {days} days into {root} (kept for later runs)"):
         measured = run_measured(simulate_command(root, gpus=gpus, days=days, seed=seed, end=end), cwd=root.parent)
     check_ok(measured, "gpuledger simulate")
     (root / MARKER).write_text(json.dumps({"gpus": gpus, "days": days, "seed": seed, "end": end.isoformat()}) + "\n")
     return root
+
+
+def _simulator_digest() -> str:
+    """A digest of the simulator's sources: a cached fleet made by other code is made again, never reused."""
+    digest = hashlib.sha256()
+    for source in SIMULATOR:
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:10]
 
 
 def _free_port() -> int:

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from analysis.units import GIB
-from bench import dashboard, fleet, ingest, machine, nvml, promql, report, scrape
+from bench import dashboard, fleet, ingest, machine, nvml, promql, report, rollup, scrape
 from bench.common import Progress, Result, free_bytes
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -47,11 +47,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="repeats for best-of timings (default 3)")
     parser.add_argument(
         "--only",
-        choices=("ingest", "fleet", "nvml", "scrape", "promql", "dashboard"),
+        choices=("ingest", "fleet", "nvml", "scrape", "promql", "dashboard", "rollup"),
         default=None,
         help="ingest: benchmark 1; fleet: simulate, bytes, report; nvml: the NVML sampler's CPU per sample; "
         "scrape: points/s from a real Prometheus; promql: idle waste, gpuledger report vs PromQL on a real Prometheus; "
-        "dashboard: first render of the Overview page in Chromium (fleet cached under bench/cache/)",
+        "dashboard: first render of the Overview page in Chromium (fleet cached under bench/cache/); "
+        "rollup: one rollup partition with shared-GPU splits against the rollup before them (same cached fleet)",
     )
     parser.add_argument(
         "--tmpdir", type=Path, default=None, help="where the temporary warehouses go (default: $TMPDIR)"
@@ -133,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="gpuledger-bench-", dir=base))
     results: list[Result] = []
     try:
-        check_disk(workdir, args.gpus, args.days, progress, fleet_too=args.only not in ("ingest", "dashboard"))
+        fleet_too = args.only not in ("ingest", "dashboard", "rollup")
+        check_disk(workdir, args.gpus, args.days, progress, fleet_too=fleet_too)
         if args.only in (None, "ingest"):
             results += ingest.run(
                 gpus=args.gpus,
@@ -180,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                 progress=progress,
                 repeats=args.repeats,
             )
-        if args.only in (None, "dashboard"):
+        if args.only in (None, "dashboard", "rollup"):
             # the fleet just simulated when there is one, else the copy kept under bench/cache/
             served = (
                 simulated.warehouse
@@ -189,7 +191,10 @@ def main(argv: list[str] | None = None) -> int:
                     gpus=args.gpus, days=args.days, seed=args.seed, end=DEFAULT_END, progress=progress
                 )
             )
-            results += dashboard.run(warehouse=served, workdir=workdir, progress=progress, repeats=args.repeats)
+            if args.only in (None, "rollup"):
+                results += rollup.run(warehouse=served, workdir=workdir, progress=progress, repeats=args.repeats)
+            if args.only in (None, "dashboard"):
+                results += dashboard.run(warehouse=served, workdir=workdir, progress=progress, repeats=args.repeats)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     machine_block["load_average_at_end"] = machine.load_average()

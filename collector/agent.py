@@ -37,6 +37,8 @@ from warehouse.files import fsync_dir
 
 log = logging.getLogger(__name__)
 TABLES = ("samples", "allocations", "nodes")
+_MALFORMED_KEYS = (b"gpuledger.malformed_lines", b"gpuledger.malformed_scrapes")
+"""Where a spooled batch keeps ``Rows.malformed_lines`` and ``malformed_scrapes`` (its samples' schema metadata)."""
 BAD = "_bad"
 
 
@@ -127,7 +129,10 @@ class Spool:
             tables = {name: ipc.open_file(batch / f"{name}.arrow").read_all() for name in TABLES}
         except (OSError, pa.ArrowException) as exc:
             raise BadBatch(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
-        return Rows(tables["samples"], tables["allocations"], tables["nodes"])
+        meta = tables["samples"].schema.metadata or {}
+        malformed = [int(meta.get(key, b"0")) for key in _MALFORMED_KEYS]
+        samples = tables["samples"].replace_schema_metadata(None)
+        return Rows(samples, tables["allocations"], tables["nodes"], *malformed)
 
     @staticmethod
     def remove(batch: Path) -> None:
@@ -145,6 +150,11 @@ class Spool:
         try:
             for table_name in TABLES:
                 table: pa.Table = getattr(rows, table_name)
+                if table_name == "samples" and rows.malformed_lines:
+                    counts = (rows.malformed_lines, rows.malformed_scrapes)
+                    table = table.replace_schema_metadata(
+                        {key: str(n).encode() for key, n in zip(_MALFORMED_KEYS, counts, strict=True)}
+                    )
                 with (staging / f"{table_name}.arrow").open("wb") as handle:
                     with ipc.new_file(handle, table.schema) as writer:
                         writer.write_table(table)

@@ -19,11 +19,12 @@ Label facts it honours (see ``shared/fixtures/SOURCES.md``):
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
@@ -73,6 +74,17 @@ _POD_LABELS = (
 )
 """Where the holding pod is, best first: exported_* beats pod_name, which beats the plain (maybe exporter's) pod."""
 
+DRA_CLAIM_NAME = "dra_claim_name"
+DRA_CLAIM_NAMESPACE = "dra_claim_namespace"
+DRA_DRIVER_NAME = "dra_driver_name"
+DRA_POOL_NAME = "dra_pool_name"
+DRA_DEVICE_NAME = "dra_device_name"
+DRA_MIG_PROFILE = "dra_mig_profile"
+DRA_MIG_DEVICE_UUID = "dra_mig_device_uuid"
+"""The labels dcgm-exporter adds (``KUBERNETES_ENABLE_DRA``) to a GPU's series when a DRA ResourceClaim holds it
+(NVIDIA/dcgm-exporter ``internal/pkg/transformation/const.go`` and ``kubernetes.go``): the claim, the
+driver/pool/device triplet, and for a MIG device the profile and the MIG device's UUID."""
+
 _INT_LIMITS = {pa.int32(): (-(2**31), 2**31 - 1), pa.int64(): (-(2**63), 2**63 - 1)}
 _VALUE_COLUMNS = (
     "util_pct",
@@ -121,6 +133,12 @@ class _Reading:
     mig_profile: str | None
     values: dict[str, float] = field(default_factory=dict)
     holders: set[Holder] = field(default_factory=set)
+    pod_values: dict[Holder, dict[str, float]] = field(default_factory=dict)
+    """Values of the series that carry a pod's labels, per pod, in the order they came."""
+    processes: dict[Holder, dict[str, float]] = field(default_factory=dict)
+    """Per pod, its processes' GPU_UTIL (SM %) and FB_USED (MiB): dcgm-exporter's per-process series."""
+    claims: dict[Holder, str] = field(default_factory=dict)
+    """The DRA ResourceClaim (``namespace/name``) through which a holder holds this device, when it is one."""
 
 
 def rows_from_points(points: Iterable[DcgmPoint], *, cluster: str, source: str) -> Rows:
@@ -128,6 +146,8 @@ def rows_from_points(points: Iterable[DcgmPoint], *, cluster: str, source: str) 
     of each of those). Points of other metrics, or without a ``UUID`` label, are ignored; out-of-range values
     become null and are logged once per column."""
     readings = _collect(points)
+    for reading in readings.values():
+        _settle(reading)
     keys = sorted(readings, key=_series_order)
     samples = _samples_table(keys, readings, cluster, source)
     allocations = _allocations_table(keys, readings, cluster, source)
@@ -140,16 +160,78 @@ def _collect(points: Iterable[DcgmPoint]) -> dict[ReadingKey, _Reading]:
         uuid = labels.get("UUID")
         if not uuid or not name.startswith("DCGM_"):
             continue
-        key = (uuid, _int_label(labels.get("GPU_I_ID")), ts)
+        key = (uuid, _instance_id(labels), ts)
         reading = readings.get(key)
         if reading is None:
             reading = readings[key] = _new_reading(labels)
-        if name in METRICS:
-            reading.values.setdefault(name, value)
         holder = _holder(labels)
-        if holder is not None:
+        if name in METRICS:
+            _record_value(reading, name, value, holder)
+        if holder is not None and _holds_this_instance(labels):
             reading.holders.add(holder)
+            claim = _claim(labels, holder)
+            if claim is not None:
+                reading.claims.setdefault(holder, claim)
     return readings
+
+
+def _record_value(reading: _Reading, name: str, value: float, holder: Holder | None) -> None:
+    """A series without pod labels is the device's own; a pod's series is kept apart until ``_settle`` knows which
+    kind it is."""
+    if holder is None:
+        reading.values.setdefault(name, value)
+    else:
+        reading.pod_values.setdefault(holder, {}).setdefault(name, value)
+
+
+PROCESS_METRICS = (GPU_UTIL, FB_USED)
+"""What dcgm-exporter exports per pod from its per-process NVML readings (``process_metrics.go``)."""
+
+
+def _settle(reading: _Reading) -> None:
+    """Where a device has its own (pod-less) series of GPU_UTIL or FB_USED beside pods' series of the same metric,
+    the pods' are their per-process readings (dcgm-exporter's per-process metrics), never the device's sample.
+    Otherwise a pod's series are the device's series labelled with its holder (one pod, or copies for each pod of a
+    time-sliced GPU with ``--kubernetes-virtual-gpus``), and the first one gives the device's values."""
+    own = set(reading.values)
+    for holder, values in reading.pod_values.items():
+        measured = {n: v for n, v in values.items() if n in PROCESS_METRICS and n in own}
+        if measured and holder in reading.holders:
+            reading.processes[holder] = measured
+        for name, value in values.items():
+            if name not in measured:
+                reading.values.setdefault(name, value)
+
+
+def _instance_id(labels: Mapping[str, str]) -> int | None:
+    """The MIG instance a series is about: DCGM's ``GPU_I_ID``; for a MIG device that a DRA claim created and whose
+    series has no ``GPU_I_ID``, an id derived from its ``dra_mig_device_uuid`` (see :func:`dra_instance_id`)."""
+    instance = _int_label(labels.get("GPU_I_ID"))
+    if instance is None and labels.get(DRA_MIG_DEVICE_UUID):
+        return dra_instance_id(labels[DRA_MIG_DEVICE_UUID])
+    return instance
+
+
+def dra_instance_id(mig_uuid: str) -> int:
+    """A stable MIG instance id for a MIG device known only by its UUID (``MIG-...``): the first 28 bits of the
+    UUID's SHA-256, so the same device gets the same id in every scrape and from every source."""
+    return int(hashlib.sha256(mig_uuid.encode()).hexdigest()[:7], 16)
+
+
+def _holds_this_instance(labels: Mapping[str, str]) -> bool:
+    """False for a MIG instance's series that dcgm-exporter copied for a DRA claim on a MIG device of another
+    profile of the same GPU (it labels every series of the parent GPU with each of its claims)."""
+    profile, claimed = labels.get("GPU_I_PROFILE"), labels.get(DRA_MIG_PROFILE)
+    return not (profile and claimed and profile != claimed)
+
+
+def _claim(labels: Mapping[str, str], holder: Holder) -> str | None:
+    """``namespace/name`` of the DRA ResourceClaim on the series; a claim without its namespace is in the pod's."""
+    name = labels.get(DRA_CLAIM_NAME)
+    if not name:
+        return None
+    namespace = labels.get(DRA_CLAIM_NAMESPACE) or holder[0] or ""
+    return f"{namespace}/{name}"
 
 
 def _new_reading(labels: Mapping[str, str]) -> _Reading:
@@ -158,8 +240,15 @@ def _new_reading(labels: Mapping[str, str]) -> _Reading:
         node=labels.get("Hostname") or labels.get("hostname") or "",
         gpu_index=_number(index) if index else None,
         gpu_model=labels.get("modelName") or None,
-        mig_profile=labels.get("GPU_I_PROFILE") or None,
+        mig_profile=labels.get("GPU_I_PROFILE") or _dra_mig_profile(labels),
     )
+
+
+def _dra_mig_profile(labels: Mapping[str, str]) -> str | None:
+    """The profile of a DRA-created MIG device, for a series that is that device's (it has an instance)."""
+    if labels.get("GPU_I_ID") or labels.get(DRA_MIG_DEVICE_UUID):
+        return labels.get(DRA_MIG_PROFILE) or None
+    return None
 
 
 def _int_label(text: str | None) -> int | None:
@@ -238,7 +327,7 @@ def _converted(values: Mapping[str, float]) -> dict[str, float | None]:
         sm_active = values.get(SM_ACTIVE, sm_active)
     energy = values.get(TOTAL_ENERGY)
     return {
-        "util_pct": values.get(GPU_UTIL),
+        "util_pct": _util_pct(values),
         "sm_active": sm_active,
         "fb_used_bytes": _bytes(values.get(FB_USED)),
         "fb_total_bytes": _bytes(_fb_total_mib(values)),
@@ -248,6 +337,17 @@ def _converted(values: Mapping[str, float]) -> dict[str, float | None]:
         "sm_clock_mhz": values.get(SM_CLOCK),
         "clock_event_reasons": next((values[n] for n in CLOCK_REASONS if n in values), None),
     }
+
+
+def _util_pct(values: Mapping[str, float]) -> float | None:
+    """DCGM_FI_DEV_GPU_UTIL; where a device does not report it (MIG instances never do, dcgm-exporter issue 216),
+    100 x its graphics-engine activity (DCGM_FI_PROF_GR_ENGINE_ACTIVE, a 0-1 ratio), the same "some kernel was
+    running" measure over the instance's own engines."""
+    util = values.get(GPU_UTIL)
+    if util is not None:
+        return util
+    engine = values.get(GR_ENGINE_ACTIVE)
+    return None if engine is None else engine * 100.0
 
 
 def _fb_total_mib(values: Mapping[str, float]) -> float | None:
@@ -325,9 +425,24 @@ def _allocations_table(
         "container": [holder[2] for _, _, holder in held],
         "workload": [workloads[holder[1]] for _, _, holder in held],
         "source": [source] * n,
+        "claim": [readings[key].claims.get(holder) for key, _, holder in held],
+        "process_util_pct": [
+            _process_util(readings[key].processes.get(holder, {}).get(GPU_UTIL)) for key, _, holder in held
+        ],
+        "process_fb_used_bytes": [
+            _process_bytes(readings[key].processes.get(holder, {}).get(FB_USED)) for key, _, holder in held
+        ],
     }
     schema = GPU_ALLOCATIONS.schema
     return pa.table([pa.array(columns.get(f.name, [None] * n), f.type) for f in schema], schema=schema)
+
+
+def _process_util(pct: float | None) -> float | None:
+    return None if pct is None or not math.isfinite(pct) or pct < 0 else min(pct, 100.0)
+
+
+def _process_bytes(mib: float | None) -> int | None:
+    return None if mib is None or not math.isfinite(mib) or mib < 0 else round(mib * MIB)
 
 
 def _by_name(holder: Holder) -> tuple[str, str, str]:
@@ -347,17 +462,83 @@ def parse_exposition(text: str, *, cluster: str, scraped_at: dt.datetime, url: s
     """
     if text.lstrip().startswith(("<", "{", "[")):
         _reject(url, f"the answer is not Prometheus metrics; it begins {_opening(text)}")
+    bad: list[int] = []
     try:
         samples = _samples(text)
-    except ValueError as exc:
-        _reject(url, f"the answer is not Prometheus metrics ({_clip(str(exc), 80)}); it begins {_opening(text)}")
+    except ValueError:
+        samples, bad = _valid_lines(text)
+        if not samples:
+            _reject(url, _nothing_parses(text, bad))
     if samples and not any(name.startswith("DCGM_") for name, _, _, _ in samples):
         _reject(url, f"no DCGM_* metric among its {len(samples)} samples")
+    if bad:
+        _warn_malformed(text, bad, url)
     points = (
         DcgmPoint(name, labels, scraped_at if seconds is None else _from_unix(seconds), value)
         for name, labels, value, seconds in samples
     )
-    return rows_from_points(points, cluster=cluster, source=SOURCE)
+    rows = rows_from_points(points, cluster=cluster, source=SOURCE)
+    return replace(rows, malformed_lines=len(bad), malformed_scrapes=1) if bad else rows
+
+
+def _valid_lines(text: str) -> tuple[list[WireSample], list[int]]:
+    """The samples of every line that parses, and the (1-based) numbers of the lines that do not.
+
+    prometheus_client's parser raises at the first malformed line, so one bad line (a label value cut by a
+    redaction, a stray quote) would lose the whole page. Each line is checked alone, then the good ones are parsed
+    together; when they still do not parse together (a page that is no exposition at all), nothing is kept.
+    """
+    good: list[str] = []
+    bad: list[int] = []
+    for number, line in enumerate(text.split("\n"), 1):
+        stripped = line.strip()
+        if stripped and (not stripped.startswith("#") or stripped.startswith(("# HELP", "# TYPE"))):
+            try:
+                list(text_string_to_metric_families(f"{line}\n"))
+            except (ValueError, KeyError, IndexError):
+                bad.append(number)
+                continue
+        good.append(line)
+    try:
+        return _samples("\n".join(good)), bad
+    except ValueError:
+        return [], bad
+
+
+_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+
+
+def _warn_malformed(text: str, bad: list[int], url: str) -> None:
+    """One warning per page: how many lines were skipped and where the first is, naming its metric but never its
+    labels (a partly redacted label value is exactly what may be on it)."""
+    log.warning(
+        "dcgm: %s: skipped %d malformed line(s), first at line %d (%s); the page's other samples are kept",
+        url,
+        len(bad),
+        bad[0],
+        _line_kind(text, bad[0]),
+    )
+
+
+def _nothing_parses(text: str, bad: list[int]) -> str:
+    """Why a page gave no sample at all, naming the first bad line's number and metric, never its labels nor the
+    parser's message (prometheus_client quotes the text it choked on, a label value included)."""
+    if not bad:
+        return "the answer is not Prometheus metrics: no sample parses"
+    return (
+        f"the answer is not Prometheus metrics: no sample parses, {len(bad)} malformed line(s), the first at line "
+        f"{bad[0]} ({_line_kind(text, bad[0])})"
+    )
+
+
+def _line_kind(text: str, number: int) -> str:
+    """What line ``number`` (1-based) of ``text`` holds, by its metric name only: ``a DCGM_FI_DEV_GPU_TEMP
+    sample``, ``a comment line``, or ``a line with no metric name``."""
+    line = text.split("\n", number)[number - 1].strip()
+    if line.startswith("#"):
+        return "a comment line"
+    name = _METRIC_NAME.match(line)
+    return f"a {name.group(0)} sample" if name else "a line with no metric name"
 
 
 WireSample = tuple[str, Mapping[str, str], float, float | None]

@@ -43,6 +43,23 @@ class AnswerTooLarge(CollectorError):
         self.url = url
 
 
+class NoDcgmSeries(CollectorError):
+    """A Prometheus that answers but holds no DCGM series for the window: it is not the one that scrapes
+    dcgm-exporter, or dcgm-exporter is not among its targets. Names what the server does hold instead."""
+
+    def __init__(self, url: str, window: str, jobs: list[str], more_jobs: bool, names: list[str], more: bool) -> None:
+        def listed(values: list[str], truncated: bool) -> str:
+            return ", ".join(values) + (", ..." if truncated else "") if values else "none"
+
+        super().__init__(
+            f"Prometheus at {url} holds no DCGM series (DCGM_FI_*) from {window}; its jobs: "
+            f"{listed(jobs, more_jobs)}; its metrics include: {listed(names, more)}: point --prometheus at the "
+            "Prometheus that scrapes dcgm-exporter, or add dcgm-exporter to its scrape targets (nothing was stored "
+            "and the window is not marked done)"
+        )
+        self.url = url
+
+
 class SpoolUnusable(CollectorError):
     def __init__(self, path: object, reason: str) -> None:
         super().__init__(
@@ -83,6 +100,15 @@ class MetricsPortBusy(CollectorError):
             f"cannot serve /metrics on {addr}:{port} ({reason}): pass another --metrics-port (or --metrics-addr), "
             "or stop what holds that port"
         )
+
+
+class BillFileError(CollectorError):
+    """A cost export that ``gpuledger import-bill`` cannot read as FOCUS: unreadable, empty, another format, a
+    missing column or a value that is not what the column holds."""
+
+    def __init__(self, path: object, detail: str, fix: str) -> None:
+        super().__init__(f"bill {path}: {detail}; {fix}")
+        self.path = path
 
 
 def connection_failure(exc: BaseException) -> str:

@@ -9,6 +9,7 @@ the real capture; they are simulator assumptions, not measurements of your fleet
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -79,6 +80,14 @@ class Node:
     offset_s: int
     gpu_uuids: list[str]
 
+    @property
+    def provider_id(self) -> str:
+        """The node's ``spec.providerID`` as EKS sets it (``aws:///<zone>/<instance id>``), the id a FOCUS bill's
+        ``ResourceId`` names; derived from the cluster and node name, so it leaves the simulation's random draws
+        alone."""
+        digest = hashlib.sha256(f"{self.cluster}/{self.name}".encode()).hexdigest()
+        return f"aws:///{self.zone}/i-0{digest[:16]}"
+
     def labels(self) -> str:
         return json.dumps(
             {
@@ -122,6 +131,20 @@ class Holder:
     workload: str
 
 
+@dataclass(frozen=True)
+class SharedGpu:
+    """A second pod time-sliced onto one GPU (``holder`` from ``start`` to ``end`` s) beside the GPU's own holder:
+    its load follows the daily cycle at ``level`` of the GPU and it holds ``mem_frac`` of the memory. Both pods'
+    processes report their own SM utilization and memory, as NVML's per-process samples do."""
+
+    gpu: int
+    holder: int
+    start: float
+    end: float
+    level: float
+    mem_frac: float
+
+
 @dataclass
 class Fleet:
     start: dt.datetime
@@ -132,6 +155,10 @@ class Fleet:
     segments: dict[str, np.ndarray]
     outage: tuple[int, float, float]
     """(node index, start s, end s): a collector outage on one node, which must show as no_data."""
+    partial: tuple[int, int] | None = None
+    """(node index, GPUs reporting): a node whose exporter shows only its first GPUs; the rest never report."""
+    shared: SharedGpu | None = None
+    """A second pod time-sliced onto one GPU of the time-slicing node, with per-process readings."""
 
     @property
     def gpu_count(self) -> int:
@@ -154,6 +181,7 @@ def plan(gpus: int, days: int, seed: int, end: dt.datetime) -> Fleet:
         _PLANNERS[node.pool.profile](node, ids, horizon, rng, holders, segs, start)
         first_gpu += node.gpu_count
     segs = _plant_low_duty_inference(nodes, horizon, seed, holders, segs)
+    shared = _plant_shared_gpu(nodes, horizon, seed, holders)
     order = np.lexsort((np.asarray(segs.start), np.asarray(segs.gpu)))
     arrays = {name: np.asarray(getattr(segs, name))[order] for name in Segments.__dataclass_fields__}
     train_nodes = [i for i, n in enumerate(nodes) if n.pool.profile == "training"] or [0]
@@ -163,7 +191,21 @@ def plan(gpus: int, days: int, seed: int, end: dt.datetime) -> Fleet:
         outage_day * 86400.0 + 10 * 3600.0,
         outage_day * 86400.0 + 13 * 3600.0,
     )
-    return Fleet(start, days, seed, nodes, holders, arrays, outage)
+    return Fleet(start, days, seed, nodes, holders, arrays, outage, _partly_reporting(nodes, outage[0]), shared)
+
+
+PARTIAL_POOL = "h100-train"
+PARTIAL_REPORTING = 2
+
+
+def _partly_reporting(nodes: list[Node], outage_node: int) -> tuple[int, int] | None:
+    """The partly reporting node: when the ``h100-train`` pool has two nodes or more, its last one (not the outage
+    node) shows only its first 2 GPUs, as a dcgm-exporter whose host engine lost the others would. Chosen from the
+    plan alone (no random draw), so the rest of the fleet is what the seed always gave."""
+    pool = [i for i, n in enumerate(nodes) if n.pool.name == PARTIAL_POOL and i != outage_node]
+    if len(pool) < 2:
+        return None
+    return pool[-1], PARTIAL_REPORTING
 
 
 def _node_counts(gpus: int) -> list[tuple[Pool, int]]:
@@ -409,6 +451,25 @@ def _plant_low_duty_inference(
         holder = _holder(holders, "search", pod, "autocomplete", "autocomplete")
         kept.add(gpu, 0.0, horizon, Kind.SMALL_INFERENCE, holder, 0.1, float(rng.uniform(0.11, 0.13)))
     return kept
+
+
+SHARED_NAMESPACE, SHARED_WORKLOAD = "recsys", "reranker"
+
+
+def _plant_shared_gpu(nodes: list[Node], horizon: float, seed: int, holders: list[Holder]) -> SharedGpu | None:
+    """The shared GPU: on the time-slicing node (see ``_plant_low_duty_inference``), a ``recsys/reranker`` pod
+    joins the first GPU's ``search/autocomplete`` pod six hours in (or at the start of a shorter window) and stays,
+    so that GPU's minutes are split between two teams by measured use. Its own random stream, drawn last, leaves the
+    rest of the fleet as the seed always gave it."""
+    pool = [i for i, n in enumerate(nodes) if n.pool.name == "l4-serve"]
+    if len(pool) < 2:
+        return None
+    gpu = sum(n.gpu_count for n in nodes[: pool[-1]])
+    rng = np.random.default_rng([seed, 13])
+    pod = f"{SHARED_WORKLOAD}-{_suffix(rng, 10)}-{_suffix(rng, 5)}"
+    holder = _holder(holders, SHARED_NAMESPACE, pod, SHARED_WORKLOAD, SHARED_WORKLOAD)
+    start = min(6 * 3600.0, horizon / 4)
+    return SharedGpu(gpu, holder, start, horizon, 0.5, float(rng.uniform(0.14, 0.16)))
 
 
 _PLANNERS = {

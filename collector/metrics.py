@@ -4,6 +4,11 @@ Existing Grafana dashboards built on dcgm-exporter, and ``gpuledger scrape`` thr
 metric names are DCGM field names, units are dcgm-exporter's (FB in MiB, power in W, energy in mJ), labels are
 ``gpu``, ``UUID``, ``device``, ``modelName``, ``Hostname``, ``GPU_I_PROFILE``/``GPU_I_ID`` for MIG instances and
 ``pod``/``namespace``/``container`` for the holder.
+
+A GPU several pods hold (time-slicing, MPS) is exported as dcgm-exporter's per-process metrics do
+(NVIDIA/dcgm-exporter ``internal/pkg/transformation/process_metrics.go``): the device's own series carry no pod
+labels, and each pod with NVML process readings gets its own ``DCGM_FI_DEV_GPU_UTIL`` (its processes' SM
+utilization, summed) and ``DCGM_FI_DEV_FB_USED`` (their memory, MiB) with its pod labels.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ class LiveMetrics(Collector):
         self._lock = threading.Lock()
         self._samples: dict[tuple[str, Any], dict[str, Any]] = {}
         self._energy_mj: dict[tuple[str, Any], float] = {}
-        self._holders: dict[tuple[str, Any], dict[str, Any]] = {}
+        self._holders: dict[tuple[str, Any], list[dict[str, Any]]] = {}
 
     def update(self, rows: Rows | Records) -> None:
         samples = rows.sample_dicts()
@@ -57,8 +62,8 @@ class LiveMetrics(Collector):
                 self._holders.pop(key, None)
             for holder in holders:
                 key = (holder["gpu_uuid"], holder["mig_instance_id"])
-                if holder.get("pod") and key not in self._holders:
-                    self._holders[key] = holder
+                if holder.get("pod"):
+                    self._holders.setdefault(key, []).append(holder)
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
@@ -67,14 +72,19 @@ class LiveMetrics(Collector):
             holders = dict(self._holders)
         families = [(Metric(name, doc, "gauge"), value_of) for name, doc, value_of in GAUGES]
         counter = Metric(ENERGY, "Total energy consumption since boot (in mJ).", "counter")
+        by_name = {family.name: family for family, _ in families}
         for key, sample in sorted(samples.items(), key=lambda kv: (kv[0][0], kv[0][1] or -1)):
-            labels = _labels(sample, holders.get(key))
+            pods = _pods(holders.get(key, []))
+            labels = _labels(sample, pods[0][1][0] if len(pods) == 1 else None)
             for family, value_of in families:
                 value = value_of(sample)
                 if value is not None:
                     family.add_sample(family.name, labels, float(value))
             if key in energy:
                 counter.add_sample(ENERGY, labels, energy[key])
+            if len(pods) > 1:
+                for _, pod_rows in pods:
+                    _add_process_series(by_name, _labels(sample, pod_rows[0]), pod_rows)
         yield from (family for family, _ in families)
         yield counter
 
@@ -91,6 +101,24 @@ def serve(metrics: LiveMetrics, port: int, addr: str = "127.0.0.1") -> Any:
         reason = exc.strerror or str(exc)
         raise MetricsPortBusy(addr, port, reason[:1].lower() + reason[1:]) from None
     return server
+
+
+def _pods(rows: list[dict[str, Any]]) -> list[tuple[tuple[str, str, str], list[dict[str, Any]]]]:
+    """The allocation rows of one device grouped by pod, in name order."""
+    grouped: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        grouped.setdefault((row.get("namespace") or "", row["pod"], row.get("container") or ""), []).append(row)
+    return sorted(grouped.items())
+
+
+def _add_process_series(families: dict[str, Metric], labels: dict[str, str], rows: list[dict[str, Any]]) -> None:
+    """One pod's per-process series: its processes' SM utilization summed, and their memory in MiB."""
+    util = [r["process_util_pct"] for r in rows if r.get("process_util_pct") is not None]
+    memory = [r["process_fb_used_bytes"] for r in rows if r.get("process_fb_used_bytes") is not None]
+    if util:
+        families["DCGM_FI_DEV_GPU_UTIL"].add_sample("DCGM_FI_DEV_GPU_UTIL", labels, float(sum(util)))
+    if memory:
+        families["DCGM_FI_DEV_FB_USED"].add_sample("DCGM_FI_DEV_FB_USED", labels, sum(memory) / MIB)
 
 
 def _labels(sample: dict[str, Any], holder: dict[str, Any] | None) -> dict[str, str]:

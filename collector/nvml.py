@@ -18,6 +18,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -103,6 +104,12 @@ class Device:
     mig_instance_id: int | None = None
     mig_uuid: str | None = None
     parent: Device | None = None
+    minor: int | None = None
+    """The GPU's ``/dev/nvidia<minor>`` (whole GPUs only): what the NVIDIA DRA driver names it by."""
+    gi_profile_id: int | None = None
+    """A MIG instance's GPU-instance profile id (``nvidia-smi mig -lgip``'s ID), with ``placement`` its
+    (start, size) in memory slices; None where NVML does not tell them (an unprivileged agent)."""
+    placement: tuple[int, int] | None = None
     lost: bool = False
     last_energy_at: dt.datetime | None = None
     last_process_ts_us: int = 0
@@ -121,6 +128,7 @@ class NvmlSampler:
         clock: Callable[[], dt.datetime] = utcnow,
         energy_every_s: float = 60.0,
         holders: Callable[[], Iterable[Holder]] | None = None,
+        proc_root: Path = Path("/proc"),
     ) -> None:
         self.nvml = nvml if nvml is not None else _import_pynvml()
         self.query = NvmlQuery(self.nvml)
@@ -129,6 +137,7 @@ class NvmlSampler:
         self.clock = clock
         self.energy_every_s = energy_every_s
         self.holders = holders
+        self.proc_root = proc_root
         self.devices: list[Device] = []
 
     def open(self) -> list[Device]:
@@ -147,6 +156,7 @@ class NvmlSampler:
                 uuid=q("nvmlDeviceGetUUID", handle),
                 model=q("nvmlDeviceGetName", handle),
                 fb_total_bytes=memory.total if memory is not None else None,
+                minor=q("nvmlDeviceGetMinorNumber", handle),
             )
             gpu.children = self._mig_instances(gpu)
             self.devices.append(gpu)
@@ -170,6 +180,8 @@ class NvmlSampler:
                 continue
             name = q("nvmlDeviceGetName", handle) or ""
             memory = q("nvmlDeviceGetMemoryInfo", handle)
+            instance_id = q("nvmlDeviceGetGpuInstanceId", handle)
+            info = self._gpu_instance_info(gpu, instance_id)
             out.append(
                 Device(
                     handle=handle,
@@ -178,12 +190,29 @@ class NvmlSampler:
                     model=gpu.model,
                     fb_total_bytes=memory.total if memory is not None else None,
                     mig_profile=name.rsplit("MIG ", 1)[-1] if "MIG " in name else None,
-                    mig_instance_id=q("nvmlDeviceGetGpuInstanceId", handle),
+                    mig_instance_id=instance_id,
                     mig_uuid=q("nvmlDeviceGetUUID", handle),
                     parent=gpu,
+                    gi_profile_id=info.profileId if info is not None else None,
+                    placement=(info.placement.start, info.placement.size) if info is not None else None,
                 )
             )
         return out
+
+    def _gpu_instance_info(self, gpu: Device, instance_id: int | None) -> Any:
+        """NVML's ``nvmlGpuInstanceInfo_t`` (profile id, placement) of a GPU instance, None when NVML does not tell
+        it: ``nvmlDeviceGetGpuInstanceById`` needs a privileged caller."""
+        q = self.query
+        instance = q("nvmlDeviceGetGpuInstanceById", gpu.handle, instance_id) if instance_id is not None else None
+        info = q("nvmlGpuInstanceGetInfo", instance) if instance is not None else None
+        if info is None:
+            log.info(
+                "GPU %s MIG instance %s: NVML does not tell its placement (it needs a privileged agent); a DRA claim "
+                "naming it is not attributed",
+                gpu.uuid,
+                instance_id,
+            )
+        return info
 
     def device_ids(self) -> dict[str, tuple[str, int | None]]:
         """What the kubelet calls each device (GPU UUID, or MIG-<uuid> for an instance) -> (GPU UUID, instance)."""
@@ -280,9 +309,13 @@ class NvmlSampler:
         attributed = set()
         for uuid, mig_id, pid, used, util in processes:
             owners = by_device.get((uuid, mig_id), [])
-            owner = owners[0] if len(owners) == 1 else None  # a shared GPU: the pid cannot be attributed here
+            owner = owners[0] if len(owners) == 1 else self._owner_of(pid, owners)
+            if owner is None and owners:
+                continue  # a shared GPU's process whose pod cannot be told: its pods split the GPU equally
             pod = owner.names() if owner else (None, None, None, None)
-            rows.append((now, self.cluster, self.node, uuid, mig_id, *pod, pid, used, util, "nvml"))
+            name = None if owner else process_name(self.proc_root, pid)
+            claim = owner.claim if owner else None
+            rows.append((now, self.cluster, self.node, uuid, mig_id, *pod, pid, used, util, "nvml", name, claim))
             attributed.add((uuid, mig_id, pod[1]))
         for holder in pods:
             if (holder.gpu_uuid, holder.mig_instance_id, holder.pod) not in attributed:
@@ -298,9 +331,41 @@ class NvmlSampler:
                         None,
                         None,
                         "nvml",
+                        None,
+                        holder.claim,
                     )
                 )
         return rows
+
+    def _owner_of(self, pid: int, owners: list[Holder]) -> Holder | None:
+        """Which of a shared device's pods runs ``pid``: the one named by the process's pod hostname."""
+        if not owners:
+            return None
+        host = pod_hostname(self.proc_root, pid)
+        matches = [o for o in owners if o.pod == host]
+        return matches[0] if len(matches) == 1 else None
+
+
+def process_name(proc_root: Path, pid: int) -> str | None:
+    """The command name of ``pid`` (``/proc/<pid>/comm``), None when it cannot be read (gone, or another pid
+    namespace): what names a GPU process that belongs to no pod."""
+    try:
+        return (proc_root / str(pid) / "comm").read_text(errors="replace").strip() or None
+    except OSError:
+        return None
+
+
+def pod_hostname(proc_root: Path, pid: int) -> str | None:
+    """``HOSTNAME`` in the environment of ``pid``: the kubelet sets it to the pod's name (unless the pod spec sets
+    ``hostname``), which tells apart the pods time-slicing one GPU. None when it cannot be read."""
+    try:
+        environ = (proc_root / str(pid) / "environ").read_bytes()
+    except OSError:
+        return None
+    for entry in environ.split(b"\0"):
+        if entry.startswith(b"HOSTNAME="):
+            return entry[len(b"HOSTNAME=") :].decode(errors="replace") or None
+    return None
 
 
 @dataclass(frozen=True)
@@ -313,6 +378,8 @@ class Holder:
     pod: str
     container: str
     workload: str
+    claim: str | None = None
+    """``namespace/name`` of the DRA ResourceClaim the device is held through; None for a device plugin's."""
 
     def names(self) -> tuple[str, str, str, str]:
         """(namespace, pod, container, workload), in gpu_allocations' column order."""

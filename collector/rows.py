@@ -22,6 +22,10 @@ class Rows:
     samples: pa.Table
     allocations: pa.Table
     nodes: pa.Table
+    malformed_lines: int = 0
+    """Lines of the source's answers that did not parse and were skipped (dcgm-exporter pages, ``collector.dcgm``)."""
+    malformed_scrapes: int = 0
+    """Answers among these rows' that had such lines."""
 
     @classmethod
     def empty(cls) -> Rows:
@@ -46,6 +50,8 @@ class Rows:
             pa.concat_tables([self.samples, other.samples]),
             pa.concat_tables([self.allocations, other.allocations]),
             pa.concat_tables([self.nodes, other.nodes]),
+            self.malformed_lines + other.malformed_lines,
+            self.malformed_scrapes + other.malformed_scrapes,
         )
 
     @property
@@ -93,7 +99,7 @@ class Records:
 
     def allocation_dicts(self) -> list[dict[str, Any]]:
         names = GPU_ALLOCATIONS.schema.names
-        return [dict(zip(names, row, strict=True)) for row in self.allocations]
+        return [dict.fromkeys(names) | dict(zip(names, row, strict=False)) for row in self.allocations]
 
 
 def combine(batches: Sequence[Rows | Records]) -> Rows:
@@ -125,7 +131,10 @@ def _table(records: list[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
 
 
 def _table_from_tuples(rows: list[tuple[Any, ...]], schema: pa.Schema) -> pa.Table:
+    """Tuples in column order; tuples shorter than the schema leave its last columns null (a column added to a table
+    after a source was written reads as absent from that source)."""
     columns = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in schema.names]
+    columns += [[None] * len(rows) for _ in range(len(schema.names) - len(columns))]
     return _table_from_columns(columns, schema)
 
 

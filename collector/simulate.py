@@ -108,11 +108,16 @@ class FleetTelemetry:
         util = np.where(kind == Kind.NOTEBOOK, np.where(working & block_busy, 40 + 50 * level, 0.0), util)
         util = np.where(kind == Kind.BATCH, 100.0 * level + 3 * noise, util)
         util = np.clip(np.rint(util), 0.0, 100.0)
+        shared = _SharedReadings.of(fleet, t, load, util, mem_frac, self.fb_total, day)
+        if shared is not None:
+            util[shared.gpu] = np.clip(shared.first_util + shared.second_util, 0.0, 100.0)
 
         context = float(self.phases["idle_context"]["fb_used_bytes"]) / self.ref_fb_total
         driver = float(self.phases["no_context"]["fb_used_bytes"]) / self.ref_fb_total
         mem_share = np.where(kind == Kind.UNALLOCATED, driver, np.where(kind == Kind.TRAIN_SPARE, context, mem_frac))
         fb_used = (mem_share * self.fb_total[:, None]).astype(np.int64)
+        if shared is not None:
+            fb_used[shared.gpu] += shared.second_fb
 
         idle_frac = np.select(
             [kind == Kind.UNALLOCATED, kind == Kind.TRAIN_SPARE, kind == Kind.BURSTY_LOW],
@@ -139,6 +144,9 @@ class FleetTelemetry:
 
         n, lo, hi = fleet.outage
         visible = ~((self.gpu_node[:, None] == n) & (t >= lo) & (t < hi))
+        if fleet.partial is not None:
+            node, shown = fleet.partial
+            visible &= ~((self.gpu_node == node) & (self.gpu_index >= shown))[:, None]
         keep = visible.ravel()
         ts = (np.datetime64(fleet.start.replace(tzinfo=None), "us") + (t * 1e6).astype("timedelta64[us]")).ravel()
         gpu_flat = gpu.ravel()[keep]
@@ -165,26 +173,59 @@ class FleetTelemetry:
         mask = (held & visible).ravel()
         holder = seg["holder"][idx_safe].ravel()[mask]
         alloc_gpu = gpu.ravel()[mask]
-        alloc_node = self.gpu_node[alloc_gpu]
-        holders = fleet.holders
-        allocations = pa.table(
+        process_util = np.full(t.shape, np.nan)
+        process_fb = np.full(t.shape, np.nan)
+        if shared is not None:
+            process_util[shared.gpu] = shared.first_util
+            process_fb[shared.gpu] = shared.first_fb
+        allocations = self._allocations(
+            ts[mask], alloc_gpu, holder, process_util.ravel()[mask], process_fb.ravel()[mask]
+        )
+        if shared is not None:
+            on = (shared.second_on & visible[shared.gpu]).nonzero()[0]
+            second = self._allocations(
+                ts.reshape(t.shape)[shared.gpu, on],
+                np.full(len(on), shared.gpu),
+                np.full(len(on), shared.holder),
+                shared.second_util[on],
+                shared.second_fb[on].astype(np.float64),
+            )
+            allocations = pa.concat_tables([allocations, second])
+        date = (fleet.start + dt.timedelta(days=day)).date()
+        return DayBatch(date, samples, allocations, self._nodes(date))
+
+    def _allocations(
+        self, ts: np.ndarray, gpu: np.ndarray, holder: np.ndarray, process_util: np.ndarray, process_fb: np.ndarray
+    ) -> pa.Table:
+        """``gpu_allocations`` rows: who held which GPU at ``ts``, with per-process readings where not NaN."""
+        nodes, holders = self.fleet.nodes, self.fleet.holders
+        node = self.gpu_node[gpu]
+        return pa.table(
             {
-                "ts": pa.array(ts[mask], pa.timestamp("us")).cast(GPU_ALLOCATIONS.schema.field("ts").type),
-                "cluster": _strings([nd.cluster for nd in fleet.nodes], alloc_node),
-                "node": _strings([nd.name for nd in fleet.nodes], alloc_node),
-                "gpu_uuid": _strings(self.uuids, alloc_gpu),
+                "ts": pa.array(ts, pa.timestamp("us")).cast(GPU_ALLOCATIONS.schema.field("ts").type),
+                "cluster": _strings([nd.cluster for nd in nodes], node),
+                "node": _strings([nd.name for nd in nodes], node),
+                "gpu_uuid": _strings(self.uuids, gpu),
                 "namespace": _strings([h.namespace for h in holders], holder),
                 "pod": _strings([h.pod for h in holders], holder),
                 "container": _strings([h.container for h in holders], holder),
                 "workload": _strings([h.workload for h in holders], holder),
+                "process_fb_used_bytes": pa.array(
+                    np.nan_to_num(process_fb).astype(np.int64), pa.int64(), mask=np.isnan(process_fb)
+                ),
+                "process_util_pct": pa.array(
+                    process_util.astype(np.float32), pa.float32(), mask=np.isnan(process_util)
+                ),
                 "source": _strings(["simulator"], np.zeros(len(holder), dtype=np.int32)),
             }
         )
-        date = (fleet.start + dt.timedelta(days=day)).date()
-        return DayBatch(date, samples, allocations, self._nodes(date))
 
     def _nodes(self, date: dt.date) -> pa.Table:
+        """One ``nodes`` row per node; the partly reporting node's ``gpu_count`` is the GPUs its exporter shows, as
+        the scraper records it for a node without GPU Feature Discovery's count label."""
         nodes = self.fleet.nodes
+        partial = self.fleet.partial
+        shown = {partial[0]: partial[1]} if partial is not None else {}
         return pa.Table.from_pylist(
             [
                 {
@@ -196,14 +237,52 @@ class FleetTelemetry:
                     "region": REGION,
                     "zone": n.zone,
                     "gpu_model": n.gpu_model,
-                    "gpu_count": n.gpu_count,
+                    "gpu_count": shown.get(i, n.gpu_count),
                     "mig_strategy": "none",
                     "labels": n.labels(),
+                    "provider_id": n.provider_id,
                 }
-                for n in nodes
+                for i, n in enumerate(nodes)
             ],
             schema=NODES.schema,
         )
+
+
+@dataclass(frozen=True)
+class _SharedReadings:
+    """One day of the shared GPU (``Fleet.shared``, row ``gpu`` of the day's arrays): each pod's SM utilization and
+    memory, per step. The GPU reads their sum; the second pod's load has its own random stream."""
+
+    gpu: int
+    holder: int
+    first_util: np.ndarray
+    first_fb: np.ndarray
+    second_on: np.ndarray
+    second_util: np.ndarray
+    second_fb: np.ndarray
+
+    @classmethod
+    def of(
+        cls,
+        fleet: Fleet,
+        t: np.ndarray,
+        load: np.ndarray,
+        util: np.ndarray,
+        mem_frac: np.ndarray,
+        fb_total: np.ndarray,
+        day: int,
+    ) -> _SharedReadings | None:
+        shared = fleet.shared
+        if shared is None:
+            return None
+        g = shared.gpu
+        on = (t[g] >= shared.start) & (t[g] < shared.end)
+        rng = np.random.default_rng([fleet.seed, 13, day])
+        noise = rng.uniform(0.75, 1.25, size=on.shape)
+        second = np.where(on, np.clip(np.rint(100.0 * shared.level * load[g] * noise), 0.0, 100.0), 0.0)
+        second_fb = np.where(on, int(shared.mem_frac * fb_total[g]), 0).astype(np.int64)
+        first_fb = (mem_frac[g] * fb_total[g]).astype(np.int64).astype(np.float64)
+        return cls(g, shared.holder, util[g].copy(), first_fb, on, second, second_fb)
 
 
 def _strings(values: list[str], indices: np.ndarray) -> pa.Array:

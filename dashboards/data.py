@@ -24,6 +24,7 @@ from analysis.window import Window
 from dashboards.source import FleetView, History, Source
 from warehouse.ingest import RejectedTimes, rejected_times
 from warehouse.lake import Lake
+from warehouse.malformed import MalformedLines, malformed_lines
 
 
 def _lake(root: str) -> Lake:
@@ -131,6 +132,10 @@ class Page:
         """Rows ingest dropped for impossible timestamps. Not cached: it is one small state document, and a batch
         rejected whole changes no part, so the warehouse version would not see it."""
         return rejected_times(_lake(str(self.root)))
+
+    def malformed_lines(self) -> MalformedLines | None:
+        """Lines collectors skipped because they did not parse (not cached, as for ``rejected_times``)."""
+        return malformed_lines(_lake(str(self.root)))
 
 
 def page(root: Path, version: str, source: Source, hist: History, view: FleetView, filters: Filters) -> Page:

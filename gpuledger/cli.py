@@ -260,9 +260,9 @@ def report(
     """Fleet report: GPUs, GPU-hours, GPU-hours per state, utilization, top namespaces and idle workloads."""
     lake = Lake(warehouse_path(ctx, warehouse))
     if send:
-        from gpuledger import alerting
+        from gpuledger import report_sending
 
-        outcome = alerting.send_report(lake, settings_from(ctx), start=start, end=end, now=now)
+        outcome = report_sending.send_report(lake, settings_from(ctx), start=start, end=end, now=now)
         result = outcome.report
     else:
         result = reporting.fleet_report(lake, settings_from(ctx), start=start, end=end, now=now())
@@ -292,7 +292,7 @@ def report(
 @one_line_errors
 def schedule(ctx: click.Context, config: Path | None, warehouse: Path | None) -> None:
     """Run the alert rules and the daily and weekly reports on their cron schedules until SIGTERM."""
-    from gpuledger import alerting
+    from gpuledger import scheduling
 
     settings = load_settings(config) if config is not None else settings_from(ctx)
     root = warehouse or settings.warehouse
@@ -301,7 +301,7 @@ def schedule(ctx: click.Context, config: Path | None, warehouse: Path | None) ->
     gpuledger_log = logging.getLogger("gpuledger")
     if gpuledger_log.getEffectiveLevel() > logging.INFO:
         gpuledger_log.setLevel(logging.INFO)  # a daemon says what it does
-    alerting.run_scheduler(Lake(root), settings)
+    scheduling.run_scheduler(Lake(root), settings)
 
 
 @main.command()
@@ -441,6 +441,28 @@ def scrape(
         f"{result.samples:,} samples, {result.allocations:,} allocation rows, {result.nodes:,} node rows stored; "
         f"done up to {done}",
         err=True,
+    )
+
+
+@main.command("import-bill")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False))
+@warehouse_option()
+@click.pass_context
+@one_line_errors
+def import_bill(ctx: click.Context, files: tuple[Path, ...], warehouse: Path | None) -> None:
+    """Import a FOCUS cost export (CSV or Parquet; the parts of one export together): nodes are then priced at
+    their effective cost per hour from the bill."""
+    from analysis.pricing.bill import period_label
+    from gpuledger.billing import import_bill as run_import
+
+    lake = Lake(warehouse_path(ctx, warehouse))
+    result = run_import(lake, files)
+    periods = ", ".join(period_label(start, end) for start, end in result.periods)
+    names = ", ".join(str(f) for f in files)
+    click.echo(
+        f"imported {result.lines:,} compute usage lines from {names}: {len(result.periods)} billing "
+        f"period{'s' if len(result.periods) != 1 else ''} ({periods}), {result.resources:,} resources; "
+        f"{result.added:,} new, {result.replaced:,} replaced"
     )
 
 

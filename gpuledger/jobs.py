@@ -28,7 +28,8 @@ from warehouse import rollup
 from warehouse.ingest import append, append_many
 from warehouse.lake import Lake
 from warehouse.maintenance import diagnosing
-from warehouse.schema import PRICES
+from warehouse.malformed import count_malformed
+from warehouse.schema import PRICES, utc_now
 
 Progress = Callable[[int, int], None]
 
@@ -83,8 +84,19 @@ class IngestResult:
 
 
 def ingest(lake: Lake, rows: Rows) -> IngestResult:
-    """Append one source's rows to the warehouse (each table idempotently); the rollup is refreshed separately."""
-    samples, allocations, nodes = append_many(lake, rows.batches())
+    """Append one source's rows to the warehouse (each table idempotently), and add the lines its answers had that
+    could not be read to the warehouse's running count; the rollup is refreshed separately."""
+    with lake.writing():
+        samples, allocations, nodes = append_many(lake, rows.batches())
+        if rows.malformed_lines:
+            sources = set(rows.samples.column("source").to_pylist()) or {"unknown"}
+            count_malformed(
+                lake,
+                source=", ".join(sorted(str(s) for s in sources)),
+                lines=rows.malformed_lines,
+                scrapes=rows.malformed_scrapes,
+                now=utc_now(),
+            )
     return IngestResult(samples.rows_written, allocations.rows_written, nodes.rows_written)
 
 

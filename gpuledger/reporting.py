@@ -8,7 +8,7 @@ from typing import Any
 
 import polars as pl
 
-from analysis import daily, pricing, report, spot, usage
+from analysis import daily, pricing, report, silent_gpus, spot, usage
 from analysis.costs import priced
 from analysis.errors import EmptyWarehouse, EmptyWindow
 from analysis.mig.window import window_fit
@@ -18,7 +18,7 @@ from warehouse import rollup
 from warehouse.lake import Lake
 from warehouse.maintenance import diagnosing
 from warehouse.reading import stored_time_max
-from warehouse.schema import GPU_MINUTES, GPU_SAMPLES, NODES, latest_plausible, utc_now
+from warehouse.schema import BILL_LINES, GPU_MINUTES, GPU_SAMPLES, NODES, latest_plausible, utc_now
 
 
 def newest_minute(lake: Lake, now: dt.datetime | None = None) -> dt.datetime | None:
@@ -53,7 +53,7 @@ def fleet_report(
     """
     with diagnosing(lake):
         window = open_window(lake, settings, start=start, end=end, now=now, refresh=refresh)
-        return report.build(report_inputs(lake, settings, window))
+        return report.build(report_inputs(lake, settings, window, now=now))
 
 
 def open_window(
@@ -85,16 +85,31 @@ class PricedUsage:
     node_prices: pl.DataFrame
     """The window's ``nodes`` rows priced by ``analysis.pricing.price_nodes``."""
     catalog: pricing.PriceCatalog
+    partly_reporting: pl.DataFrame | None = None
+    """Nodes with GPUs that never reported in the window (``analysis.silent_gpus.partly_reporting``)."""
 
 
 def priced_usage(lake: Lake, settings: Settings, window: Window) -> PricedUsage:
-    """The window's minute groups, priced (added up from the daily summaries; no rows when the window is empty)."""
+    """The window's minute groups, priced (added up from the daily summaries; no rows when the window is empty),
+    with the ``no_data`` time of GPUs their node has but that never reported (``analysis.silent_gpus``)."""
     groups = rollup.summarized(lake, settings.summaries.groups, window.start, window.end)
     catalog = pricing.PriceCatalog.build(settings.price_overrides())
     nodes = lake.scan(NODES, start=window.start, end=window.end).collect()
-    node_prices = pricing.price_nodes(nodes, catalog)
+    node_prices = pricing.price_nodes(nodes, catalog, bill_rates(lake, window))
+    reporting = rollup.summarized(lake, settings.summaries.node_gpus, window.start, window.end)
+    groups = silent_gpus.with_silent(groups, reporting, node_prices)
     model_prices = pricing.model_prices(groups["gpu_model"].unique().to_list(), catalog)
-    return PricedUsage(priced(groups, node_prices, model_prices), node_prices, catalog)
+    partly = silent_gpus.partly_reporting(reporting, node_prices)
+    return PricedUsage(priced(groups, node_prices, model_prices), node_prices, catalog, partly)
+
+
+def bill_rates(lake: Lake, window: Window) -> tuple[pl.DataFrame, pl.DataFrame] | None:
+    """The rates of the imported bill's periods that overlap ``window`` (``analysis.pricing.bill``); None when no
+    bill was imported."""
+    if not lake.parts(BILL_LINES):
+        return None
+    lines = lake.scan(BILL_LINES, end=window.end).filter(pl.col("billing_period_end") > window.start)
+    return pricing.bill_rates(lines)
 
 
 def empty_window(lake: Lake, window: Window) -> EmptyWindow:
@@ -117,7 +132,12 @@ def gpus_in_window(lake: Lake, window: Window) -> int:
 
 
 def report_inputs(
-    lake: Lake, settings: Settings, window: Window, priced_groups: PricedUsage | None = None
+    lake: Lake,
+    settings: Settings,
+    window: Window,
+    priced_groups: PricedUsage | None = None,
+    *,
+    now: dt.datetime | None = None,
 ) -> report.ReportInputs:
     """Everything the report needs for ``window``, added up from the rollup's daily summaries (whole days) and the
     edge days' minutes (``analysis.daily``); ``priced_groups``: the window's ``priced_usage`` when the caller has it
@@ -157,4 +177,6 @@ def report_inputs(
         idle_mode=settings.idle_cost,
         mig_fit=fit,
         spot=spot_result,
+        now=now or utc_now(),
+        partly_reporting=priced_groups.partly_reporting,
     )

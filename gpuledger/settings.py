@@ -24,7 +24,7 @@ from pydantic_settings import SettingsError as SourceError
 
 from alerts.config import AlertRules, Delivery, Email, Reports, Scheduler, Slack
 from analysis.daily import DailySummaries
-from analysis.mig import COMPUTE_MARGIN, MEMORY_MARGIN, MigAssumptions
+from analysis.mig import COMPUTE_MARGIN, MEMORY_MARGIN, MIN_HISTORY, MigAssumptions
 from analysis.pricing import PriceOverrides
 from analysis.recommend import RecommendOptions
 from analysis.spot import SpotAssumptions
@@ -124,6 +124,10 @@ class Settings(BaseSettings):
     custom_pricing_csv: Path | None = Field(
         default=None, description="An OpenCost custom-pricing CSV (pricing_schema.csv format) with node and GPU prices."
     )
+    instance_type_gpu_count: dict[str, int] = Field(
+        default_factory=dict,
+        description="GPUs per node by instance type, for types the shipped catalog lacks (they beat its counts).",
+    )
     default_gpu_price: float | None = Field(
         default=None, gt=0, description="Last-resort USD per GPU-hour when nothing else prices a GPU (OpenCost's 0.95)."
     )
@@ -153,6 +157,11 @@ class Settings(BaseSettings):
     mig_memory_margin: float = Field(default=MEMORY_MARGIN, ge=1, description="MIG fit: safety margin on peak memory.")
     mig_half_life_hours: float = Field(
         default=24.0, gt=0, description="MIG fit: half-life of the decaying utilization histogram, in hours."
+    )
+    mig_min_history_hours: float = Field(
+        default=MIN_HISTORY.total_seconds() / 3600,
+        ge=0,
+        description="MIG fit: hours of observed history a workload needs before a profile is claimed for it.",
     )
     idle_reclaim_hours: float = Field(
         default=24.0,
@@ -233,6 +242,7 @@ class Settings(BaseSettings):
             instance_type_usd_per_hour=self.instance_type_prices,
             custom_pricing_csv=self.custom_pricing_csv,
             default_gpu_usd_per_gpu_hour=self.default_gpu_price,
+            instance_type_gpu_count=self.instance_type_gpu_count,
         )
 
     @property
@@ -248,6 +258,7 @@ class Settings(BaseSettings):
             compute_margin=self.mig_compute_margin,
             memory_margin=self.mig_memory_margin,
             half_life=dt.timedelta(hours=self.mig_half_life_hours),
+            min_history=dt.timedelta(hours=self.mig_min_history_hours),
         )
 
     @property

@@ -6,6 +6,7 @@ import atexit
 import logging
 from collections.abc import Callable, Iterable
 
+from collector.dra import device_names
 from collector.errors import CollectorError
 from collector.nvml import Holder, NvmlSampler
 from collector.podresources.client import GpuAssignment, PodResourcesClient
@@ -31,7 +32,9 @@ def open_reader(settings: Settings, *, node: str, dcgm_url: str | None) -> Calla
     sampler = NvmlSampler(cluster=settings.cluster, node=node, energy_every_s=settings.energy_every_s)
     if settings.pod_resources_socket.exists():
         client = PodResourcesClient(settings.pod_resources_socket)
-        sampler.holders = lambda: kubelet_holders(client.list_gpu_assignments, sampler.device_ids())
+        sampler.holders = lambda: kubelet_holders(
+            client.list_gpu_assignments, {**sampler.device_ids(), **dra_device_names(sampler)}
+        )
     else:
         log.info(
             "no kubelet pod-resources socket at %s: GPUs are attributed to processes only",
@@ -40,6 +43,12 @@ def open_reader(settings: Settings, *, node: str, dcgm_url: str | None) -> Calla
     sampler.open()
     atexit.register(sampler.close)
     return sampler.read
+
+
+def dra_device_names(sampler: NvmlSampler) -> dict[str, tuple[str, int | None]]:
+    """What the NVIDIA DRA driver calls this node's GPUs and MIG devices -> (GPU UUID, MIG instance or None); see
+    :mod:`collector.dra`."""
+    return device_names(sampler.devices)
 
 
 def kubelet_holders(
@@ -62,7 +71,6 @@ def kubelet_holders(
         if where is None:
             continue
         key = (*where, a.namespace, a.pod, a.container)
-        holders.setdefault(
-            key, Holder(where[0], where[1], a.namespace, a.pod, a.container, workload_from_owner(None, None, a.pod))
-        )
+        workload = workload_from_owner(None, None, a.pod)
+        holders.setdefault(key, Holder(where[0], where[1], a.namespace, a.pod, a.container, workload, a.claim))
     return list(holders.values())

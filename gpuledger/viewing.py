@@ -27,7 +27,7 @@ from gpuledger.settings import Settings
 from warehouse import rollup
 from warehouse.lake import Lake
 from warehouse.maintenance import diagnosing
-from warehouse.schema import GPU_MINUTES, GPU_SAMPLES
+from warehouse.schema import GPU_MINUTES, GPU_SAMPLES, utc_now
 
 
 def history(lake: Lake, settings: Settings) -> History:
@@ -82,6 +82,8 @@ def fleet_view(lake: Lake, settings: Settings, window: Window) -> FleetView:
             top_n=settings.report_top_n,
             teams=settings.teams,
             idle_mode=settings.idle_cost,
+            partly_reporting=priced.partly_reporting,
+            now=utc_now(),
         )
     return FleetView(window=window, inputs=inputs, buckets=buckets, every=every)
 

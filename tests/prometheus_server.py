@@ -13,6 +13,9 @@ kube-state-metrics, with the label sets of the real captures in ``tests/fixtures
   a ``1g.5gb`` there. A finished Job pod still requests a whole GPU there (it must not count).
 - ``gke-cpu-pool-1``: a GKE spot node with no GPU.
 
+Every node has its ``kube_node_info`` with the ``provider_id`` its cloud sets (:data:`PROVIDER_IDS`: EC2
+``aws:///<zone>/<instance id>``, GCE ``gce://<project>/<zone>/<instance name>``).
+
 Values are exact binary fractions, so what the warehouse holds can be compared for equality.
 """
 
@@ -54,6 +57,12 @@ UUID_A0 = "GPU-c4529c8d-69c4-b61d-e0bc-7b2460096005"
 UUID_A1 = "GPU-bc5610b9-79c8-fedd-8899-07539c7f868a"
 UUID_B0 = "GPU-34319582-d595-d1c7-d1d2-179bcfa61660"
 UUID_B1 = "GPU-5c1f0e6a-2b8d-4c3e-9f7a-8e2d1b0c4a6f"
+PROVIDER_IDS = {
+    NODE_A: "aws:///us-east-1a/i-0abc1234def567890",
+    NODE_B: "aws:///us-west-2b/i-0f3c5a7e9b1d24680",
+    NODE_CPU: "gce://ml-platform-prod/europe-west4-a/gke-cpu-pool-1",
+}
+"""Each node's ``spec.providerID``, as kube-state-metrics' ``kube_node_info`` carries it."""
 
 
 def require_binaries() -> tuple[str, str]:
@@ -320,6 +329,9 @@ def _kube_state(times: list[int], middle: int) -> list[FixtureSeries]:
         ("ml", "old-job-tx6vq", "main", NODE_B, "nvidia_com_gpu", "Job", "old-job"),
     ]
     out = [_constant("kube_node_labels", labels, times) for labels in nodes]
+    out += [
+        _constant("kube_node_info", _node_info(node, provider_id), times) for node, provider_id in PROVIDER_IDS.items()
+    ]
     for namespace, pod, container, node, resource, kind, owner in pods:
         when = later if pod == "notebook-0" else times
         phase = "Succeeded" if pod.startswith("old-job") else "Running"
@@ -341,6 +353,22 @@ def _kube_state(times: list[int], middle: int) -> list[FixtureSeries]:
         for each in ("Pending", "Running", "Succeeded", "Failed", "Unknown"):
             out.append(_constant("kube_pod_status_phase", {**who, "phase": each}, when, float(each == phase)))
     return out
+
+
+def _node_info(node: str, provider_id: str) -> dict[str, str]:
+    """``kube_node_info``'s labels as kube-state-metrics v2 exports them (an EKS node, or a GKE one)."""
+    eks = provider_id.startswith("aws://")
+    return {
+        "node": node,
+        "container_runtime_version": "containerd://1.7.27" if eks else "containerd://2.0.4",
+        "kernel_version": "6.1.141-155.222.amzn2023.x86_64" if eks else "6.6.87+",
+        "kubelet_version": "v1.34.2-eks-113cf36" if eks else "v1.34.1-gke.1829001",
+        "kubeproxy_version": "deprecated",
+        "os_image": "Amazon Linux 2023.8.20250818" if eks else "Container-Optimized OS from Google",
+        "pod_cidr": "" if eks else "10.48.2.0/24",
+        "provider_id": provider_id,
+        "internal_ip": {NODE_A: "10.0.172.246", NODE_B: "10.0.1.23"}.get(node, "10.164.0.7"),
+    }
 
 
 def history_end(now: float | None = None, step_s: int = STEP_S) -> int:

@@ -22,7 +22,7 @@ from alerts.channels import SlackWebhook, SmtpChannel
 from alerts.outbox import DeliveryError, Entry, Outbox, RetryPolicy
 from alerts.report import check_blocks
 from alerts.secrets import Secret, SecretError, read_secret
-from gpuledger import alerting, reporting
+from gpuledger import delivering, report_sending, reporting
 from gpuledger.settings import Settings, load_settings
 from tests.alert_servers import SECRET_PATH, Authenticator, Mailbox, Webhook, clock, self_signed, smtp_server
 from warehouse.lake import Lake
@@ -80,9 +80,9 @@ def test_email_arrives_with_both_parts_and_the_right_numbers(
         f"[email]\nhost = '127.0.0.1'\nport = {port}\nsecurity = 'none'\nsender = 'gpuledger@example.com'\n"
         "recipients = ['lead@example.com', 'finops@example.com']\n[reports]\nchannels = ['email']\n",
     )
-    queued = alerting.queue_report(wh, settings, kind="weekly", start=None, end=None, now=NOW)
+    queued = report_sending.queue_report(wh, settings, kind="weekly", start=None, end=None, now=NOW)
     assert queued.queued == ["email"]
-    result = alerting.flush(wh, settings, clock)
+    result = delivering.flush(wh, settings, clock)
     assert result.sent == [f"{queued.key}@email"]
 
     assert len(box.messages) == 1
@@ -107,9 +107,9 @@ def test_email_arrives_with_both_parts_and_the_right_numbers(
     assert html.lstrip().startswith("<!doctype html>")
 
     # the same report again: its key is in the ledger, so nothing is queued or sent twice
-    again = alerting.queue_report(wh, settings, kind="weekly", start=None, end=None, now=NOW)
+    again = report_sending.queue_report(wh, settings, kind="weekly", start=None, end=None, now=NOW)
     assert again.queued == []
-    alerting.flush(wh, settings, clock)
+    delivering.flush(wh, settings, clock)
     assert len(box.messages) == 1
 
 
@@ -182,8 +182,8 @@ def test_smtp_server_down_then_back(wh: Lake, tmp_path: Path, monkeypatch: pytes
         "sender = 'gpuledger@example.com'\nrecipients = ['lead@example.com']\n"
         "[reports]\nchannels = ['email']\n[delivery]\nattempts = 2\nbackoff_s = 0.01\nmax_backoff_s = 0.01\n",
     )
-    queued = alerting.queue_report(wh, settings, kind="daily", start="2026-11-19", end="2026-11-20", now=NOW)
-    result = alerting.flush(wh, settings, clock)
+    queued = report_sending.queue_report(wh, settings, kind="daily", start="2026-11-19", end="2026-11-20", now=NOW)
+    result = delivering.flush(wh, settings, clock)
     assert list(result.failed) == [f"{queued.key}@email"]
     assert "unreachable" in result.failed[f"{queued.key}@email"]
 
@@ -191,7 +191,7 @@ def test_smtp_server_down_then_back(wh: Lake, tmp_path: Path, monkeypatch: pytes
     controller = smtp_server(box, auth=Authenticator("gpuledger", PASSWORD), port=port)
     try:
         flush_until_sent(wh, settings)
-        alerting.flush(wh, settings, clock)
+        delivering.flush(wh, settings, clock)
         assert len(box.messages) == 1
     finally:
         controller.stop()
@@ -204,9 +204,9 @@ def flush_until_sent(lake: Lake, settings: Settings, deadline_s: float = 10.0) -
     import time
 
     end = time.monotonic() + deadline_s
-    while alerting.outbox(lake, settings).pending():
+    while delivering.outbox(lake, settings).pending():
         assert time.monotonic() < end, "the outbox was not delivered in time"
-        alerting.flush(lake, settings, clock)
+        delivering.flush(lake, settings, clock)
         time.sleep(0.05)
 
 
@@ -217,8 +217,8 @@ def test_slack_payload_is_valid_block_kit_within_limits(
     wh: Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, webhook: Webhook
 ) -> None:
     settings = configure(tmp_path, monkeypatch, slack_config(webhook, monkeypatch))
-    queued = alerting.queue_report(wh, settings, kind="weekly", start=None, end=None, now=NOW)
-    alerting.flush(wh, settings, clock)
+    queued = report_sending.queue_report(wh, settings, kind="weekly", start=None, end=None, now=NOW)
+    delivering.flush(wh, settings, clock)
     assert len(webhook.accepted) == 1
     payload = webhook.accepted[0]
     assert check_blocks(payload) == []
@@ -265,10 +265,10 @@ def test_a_fault_leaves_the_message_queued_and_it_is_delivered_once_when_the_ser
         webhook.stop()
     else:
         webhook.mode = fault
-    queued = alerting.queue_report(wh, settings, kind="daily", start="2026-11-19", end="2026-11-20", now=NOW)
+    queued = report_sending.queue_report(wh, settings, kind="daily", start="2026-11-19", end="2026-11-20", now=NOW)
     key = f"{queued.key}@slack"
 
-    result = alerting.flush(wh, settings, clock)
+    result = delivering.flush(wh, settings, clock)
     assert list(result.failed) == [key]
     expected = {
         "down": "the Slack webhook is unreachable (ConnectError)",
@@ -276,7 +276,7 @@ def test_a_fault_leaves_the_message_queued_and_it_is_delivered_once_when_the_ser
         "slow": "the Slack webhook took the message but did not answer within 0.3 s (it may have arrived)",
     }[fault]
     assert result.failed[key] == expected
-    pending = alerting.outbox(wh, settings).pending()
+    pending = delivering.outbox(wh, settings).pending()
     assert [e.key for e in pending] == [key]
     tries = 1 if fault == "slow" else 2  # a try that may have arrived is not repeated within the flush
     assert pending[0].attempts == tries and pending[0].last_error == expected
@@ -289,9 +289,9 @@ def test_a_fault_leaves_the_message_queued_and_it_is_delivered_once_when_the_ser
     webhook.mode = "ok"
     flush_until_sent(wh, settings)
     for _ in range(3):
-        alerting.flush(wh, settings, clock)
+        delivering.flush(wh, settings, clock)
     assert len(webhook.accepted) == 1
-    assert [e.key for e in alerting.outbox(wh, settings).sent()] == [key]
+    assert [e.key for e in delivering.outbox(wh, settings).sent()] == [key]
     assert SECRET_PATH not in caplog.text
     assert_no_secret_in(wh.root, SECRET_PATH)
 
@@ -301,13 +301,13 @@ def test_a_rejected_message_is_kept_aside_not_retried(
 ) -> None:
     settings = configure(tmp_path, monkeypatch, slack_config(webhook, monkeypatch))
     webhook.mode = "reject"
-    queued = alerting.queue_report(wh, settings, kind="daily", start="2026-11-19", end="2026-11-20", now=NOW)
-    result = alerting.flush(wh, settings, clock)
+    queued = report_sending.queue_report(wh, settings, kind="daily", start="2026-11-19", end="2026-11-20", now=NOW)
+    result = delivering.flush(wh, settings, clock)
     assert result.rejected == {f"{queued.key}@slack": "the Slack webhook answered HTTP 400 (invalid_blocks)"}
     assert webhook.requests == 1
-    box = alerting.outbox(wh, settings)
+    box = delivering.outbox(wh, settings)
     assert box.pending() == [] and [e.key for e in box.dead()] == [f"{queued.key}@slack"]
-    alerting.flush(wh, settings, clock)
+    delivering.flush(wh, settings, clock)
     assert webhook.requests == 1
 
 

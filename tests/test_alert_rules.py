@@ -15,7 +15,7 @@ from alerts.config import AlertRules
 from alerts.outbox import Entry, Outbox
 from alerts.rules import AlertState, Conditions, Finding, decide, findings
 from analysis import conditions
-from gpuledger import alerting
+from gpuledger import alerting, delivering, report_sending
 from gpuledger.settings import Settings, load_settings
 from tests.alert_servers import Webhook
 from tests.conftest import T0, allocation_rows, sample_rows
@@ -234,7 +234,7 @@ def test_evaluate_queues_once_and_a_restart_never_resends(
     assert "research/notebook: 2 GPUs idle for 3.0 h" in result.found["idle_gpu"][0].text
     assert "up 200.0% on the mean of the 2 days before" in result.found["daily_spend"][0].text
     assert len(result.queued) == 3
-    alerting.flush(lake, settings, lambda: now)
+    delivering.flush(lake, settings, lambda: now)
     assert sorted(p["blocks"][0]["text"]["text"] for p in webhook.accepted) == [
         "gpuledger alert: Costs priced by a fallback price (1)",
         "gpuledger alert: Daily GPU spend up (1)",
@@ -292,12 +292,12 @@ def test_a_scheduled_report_that_cannot_be_built_is_retried_until_it_is_queued(
     settings = alert_settings(tmp_path, monkeypatch, webhook, "[reports]\nchannels = ['slack']\n")
     fired = T0 + dt.timedelta(days=2, hours=8)  # the daily report for 2026-11-03, which has no data yet
     with pytest.raises(EmptyWindow):
-        alerting.run_scheduled_report(lake, settings, "daily", fired)
-    assert alerting.retry_due_reports(lake, settings, fired + H) == 0  # still nothing to report: stays due
+        report_sending.run_scheduled_report(lake, settings, "daily", fired)
+    assert report_sending.retry_due_reports(lake, settings, fired + H) == 0  # still nothing to report: stays due
     with lake.writing():
         start = T0 + dt.timedelta(days=1)
         append(lake, GPU_SAMPLES, sample_rows("GPU-a", range(1440), start=start))
-    assert alerting.retry_due_reports(lake, settings, fired + 2 * H) == 1
+    assert report_sending.retry_due_reports(lake, settings, fired + 2 * H) == 1
     assert lake.read_state(due.STATE_NAME) == {}
-    alerting.flush(lake, settings, lambda: fired + 2 * H)
+    delivering.flush(lake, settings, lambda: fired + 2 * H)
     assert [p["blocks"][0]["text"]["text"] for p in webhook.accepted] == ["gpuledger daily report: 2026-11-03"]

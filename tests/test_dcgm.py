@@ -201,8 +201,14 @@ def test_capture_values_are_in_warehouse_units(dcgm_dir: Path, name: str) -> Non
             assert row["fb_total_bytes"] is None
         energy = values.get("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION")
         assert row["energy_j"] == (None if energy is None else pytest.approx(energy / 1000))
-        for column, metric in (("power_w", "DCGM_FI_DEV_POWER_USAGE"), ("util_pct", "DCGM_FI_DEV_GPU_UTIL")):
-            assert row[column] == (pytest.approx(values[metric], rel=1e-6) if metric in values else None)
+        assert row["power_w"] == (
+            pytest.approx(values["DCGM_FI_DEV_POWER_USAGE"], rel=1e-6) if "DCGM_FI_DEV_POWER_USAGE" in values else None
+        )
+        util = values.get("DCGM_FI_DEV_GPU_UTIL")
+        engine = values.get("DCGM_FI_PROF_GR_ENGINE_ACTIVE")
+        if util is None and engine is not None:
+            util = 100 * engine  # no GPU_UTIL (MIG, dcgm-exporter issue 216): the engine activity stands in
+        assert row["util_pct"] == (None if util is None else pytest.approx(util, rel=1e-6))
         assert row["temp_c"] == values.get("DCGM_FI_DEV_GPU_TEMP")
         assert row["sm_clock_mhz"] == values.get("DCGM_FI_DEV_SM_CLOCK")
 
@@ -214,7 +220,8 @@ def test_hand_read_values_of_each_capture(dcgm_dir: Path) -> None:
     assert gpu["fb_total_bytes"] == (35690 + 4845) * MIB  # FB_FREE 35690, no FB_RESERVED in this old label set
     assert gpu["energy_j"] == pytest.approx(319159.391)  # TOTAL_ENERGY_CONSUMPTION 319159391 mJ
     assert (gpu["power_w"], gpu["temp_c"], gpu["sm_clock_mhz"]) == (pytest.approx(409.692), 61, 1215)
-    assert gpu["util_pct"] is None  # the capture has no DCGM_FI_DEV_GPU_UTIL
+    assert gpu["util_pct"] == pytest.approx(99.5630)  # no DCGM_FI_DEV_GPU_UTIL: 100 x GR_ENGINE_ACTIVE 0.995630
+    assert instance["util_pct"] == pytest.approx(99.5687)  # the MIG instance's own, 100 x 0.995687
     assert gpu["sm_active"] == pytest.approx(0.995630)
     assert instance["sm_active"] == pytest.approx(0.995687)  # the MIG instance's own GR_ENGINE_ACTIVE
     assert [instance[c] for c in ("fb_used_bytes", "power_w", "energy_j", "temp_c")] == [None] * 4
@@ -491,8 +498,8 @@ def test_points_at_several_times_give_a_row_per_gpu_per_time() -> None:
         ),
         (
             "hello world\n",
-            "the answer is not Prometheus metrics (could not convert string to float: 'world'); "
-            "it begins 'hello world'",
+            "the answer is not Prometheus metrics: no sample parses, 1 malformed line(s), the first at line 1 "
+            "(a hello sample)",
         ),
         (
             "# HELP node_load1 1m load average.\n# TYPE node_load1 gauge\nnode_load1 0.5\n",

@@ -18,7 +18,7 @@ from alerts.channels import SlackWebhook, SmtpChannel
 from alerts.config import Delivery, Email, Slack
 from alerts.outbox import DeliveryError, Entry, Outbox, RetryPolicy
 from alerts.secrets import SecretError, read_secret
-from gpuledger import alerting
+from gpuledger import delivering, report_sending
 from gpuledger.settings import Settings, SettingsError, load_settings
 from tests.alert_servers import Mailbox, Trickle, Webhook, clock, smtp_server
 from warehouse.lake import Lake
@@ -151,7 +151,7 @@ def email_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, port: int, d
 
 
 def queue(lake: Lake, settings: Settings) -> str:
-    queued = alerting.queue_report(lake, settings, kind="daily", start="2026-11-19", end="2026-11-20", now=NOW)
+    queued = report_sending.queue_report(lake, settings, kind="daily", start="2026-11-19", end="2026-11-20", now=NOW)
     assert len(queued.queued) == 1
     return f"{queued.key}@{queued.queued[0]}"
 
@@ -165,7 +165,7 @@ def test_a_slow_webhook_that_works_gets_one_copy_with_the_default_deadline(
 ) -> None:
     settings = slack_settings(tmp_path, monkeypatch, late_webhook)
     key = queue(wh, settings)
-    assert alerting.flush(wh, settings, clock).sent == [key]
+    assert delivering.flush(wh, settings, clock).sent == [key]
     assert late_webhook.requests == 1 and len(late_webhook.accepted) == 1
 
 
@@ -178,16 +178,16 @@ def test_a_webhook_answering_after_the_deadline_is_not_sent_the_message_again_at
     )
     key = queue(wh, settings)
     before = clock()
-    result = alerting.flush(wh, settings, clock)
+    result = delivering.flush(wh, settings, clock)
     assert result.ambiguous == [key]
     assert result.failed == {
         key: "the Slack webhook took the message but did not answer within 1 s (it may have arrived)"
     }
     assert late_webhook.requests == 1  # one copy, not one per attempt
-    (pending,) = alerting.outbox(wh, settings).pending()
+    (pending,) = delivering.outbox(wh, settings).pending()
     assert pending.next_attempt_at is not None
     assert dt.datetime.fromisoformat(pending.next_attempt_at) >= before + dt.timedelta(seconds=3600)
-    assert alerting.flush(wh, settings, clock).waiting == 1
+    assert delivering.flush(wh, settings, clock).waiting == 1
     assert late_webhook.requests == 1
 
 
@@ -205,7 +205,7 @@ def test_a_slow_smtp_server_that_works_gets_one_copy_with_the_default_deadline(
     box, port = slow_mailbox
     settings = email_settings(tmp_path, monkeypatch, port)
     key = queue(wh, settings)
-    assert alerting.flush(wh, settings, clock).sent == [key]
+    assert delivering.flush(wh, settings, clock).sent == [key]
     assert len(box.messages) == 1
 
 
@@ -218,14 +218,14 @@ def test_an_smtp_server_answering_data_after_the_deadline_gets_one_copy_per_outb
         tmp_path, monkeypatch, port, "attempts = 4\nbackoff_s = 0.01\nmax_backoff_s = 3600\ntimeout_s = 1\n"
     )
     key = queue(wh, settings)
-    result = alerting.flush(wh, settings, clock)
+    result = delivering.flush(wh, settings, clock)
     assert result.ambiguous == [key]
     assert (
         result.failed[key]
         == f"SMTP server 127.0.0.1:{port} took the message but did not answer within 1 s (it may have arrived)"
     )
     assert len(box.messages) == 1  # not four
-    assert alerting.flush(wh, settings, clock).waiting == 1  # the longer wait (max_backoff_s) is not over
+    assert delivering.flush(wh, settings, clock).waiting == 1  # the longer wait (max_backoff_s) is not over
     assert len(box.messages) == 1
 
     box.delay_s = 0.0
@@ -233,7 +233,7 @@ def test_an_smtp_server_answering_data_after_the_deadline_gets_one_copy_per_outb
     def an_hour_later() -> dt.datetime:
         return clock() + dt.timedelta(hours=1, minutes=1)
 
-    assert alerting.flush(wh, settings, an_hour_later).sent == [key]  # the next outbox run after max_backoff_s
+    assert delivering.flush(wh, settings, an_hour_later).sent == [key]  # the next outbox run after max_backoff_s
     # the at-least-once window: the later retry is a second copy, with the same Message-ID for the server to drop
     assert len(box.messages) == 2
     assert box.messages[0]["Message-ID"] == box.messages[1]["Message-ID"]
@@ -315,7 +315,7 @@ def test_torn_outbox_files_are_set_aside_and_stop_nothing(
 
         # the torn pending message is queued again by the job that made it, and delivered once
         assert queue(wh, settings) == torn_key
-        assert alerting.flush(wh, settings, clock).sent == [torn_key]
+        assert delivering.flush(wh, settings, clock).sent == [torn_key]
         assert len(hook.accepted) == 2
         assert box.pending() == [] and box.dead() == []
         assert sorted(p.name for p in (box.root / "bad").iterdir()) == sorted(

@@ -63,12 +63,14 @@ def test_recent_minutes_weigh_more() -> None:
 
 def test_short_histories_get_a_bigger_margin() -> None:
     """Confidence = min(span days, minutes / 1440): half an hour -> 1/48 -> margin 1 + 0.15 x 49 = 8.35, so a
-    10% workload needs 0.85 of a GPU; with a week of the same minutes it needs 0.119 and fits 1g.10gb."""
+    10% workload needs 0.85 of a GPU (and, with half an hour of the 24 h needed, is claimed no profile); with a week
+    of the same minutes it needs 0.119 and fits 1g.10gb."""
     result = fit_all(minutes("new", H100, 30, lambda i: 0.1, 2.0) + minutes("old", H100, WEEK, lambda i: 0.1, 2.0))
     new, old = one(result, "new"), one(result, "old")
     assert new["confidence"] == pytest.approx(1 / 48) and old["confidence"] == pytest.approx(7)
     assert new["compute_demand"] == pytest.approx(bucket_end(0.1) * 8.35)
-    assert (new["profile"], old["profile"]) == ("7g.80gb", "1g.10gb")
+    assert (new["profile"], old["profile"]) == (None, "1g.10gb")
+    assert new["reason"].startswith("not enough history (0.5 h of 24 h): ")
     # sparse minutes over a long span: the count, not the span, bounds confidence
     sparse = fit_all(minutes("sparse", H100, 0, lambda i: 0.1, 2.0, offsets=list(range(0, WEEK, 60))))
     assert one(sparse, "sparse")["confidence"] == pytest.approx(168 / 1440)

@@ -65,7 +65,11 @@ def test_memory_bound_workloads() -> None:
     assert (embed["profile"], embed["fits"]) == ("3g.40gb", True)
     big = one(result, "big")
     assert (big["profile"], big["fits"]) == ("7g.141gb", False)
-    assert big["reason"] == "needs the whole GPU (memory: needs 101.2 GiB, largest sub-GPU profile 69.8 GiB)"
+    assert big["reason"] == (
+        "needs the whole GPU: its peak memory is 92.0 GiB, x 1.1 margin = 101.2 GiB, more than the 69.8 GiB of the "
+        "largest MIG slice on H200 (3g.71gb). Keep it on a whole GPU, or bring its peak memory under 63.4 GiB to fit "
+        "3g.71gb."
+    )
 
 
 def test_compute_bound_workloads() -> None:
@@ -80,10 +84,13 @@ def test_compute_bound_workloads() -> None:
     heavy = one(result, "heavy")
     demand = bucket_end(0.50) * margin(7)
     assert (heavy["profile"], heavy["fits"]) == ("7g.80gb", False)
-    assert (
-        heavy["reason"] == f"needs the whole GPU (compute: needs {demand:.2f} of a GPU, largest sub-GPU profile 0.48)"
+    assert f"= {demand:.2f} of a GPU," in heavy["reason"]
+    # 64/132 = 0.485 of a GPU over the 1.1714 margin: p95 compute under 41.4% fits 4g.40gb
+    assert heavy["reason"] == (
+        "needs the whole GPU: its p95 compute is 51.0% of the GPU, x 1.17 margin (168.0 h of history) = 0.60 of a "
+        "GPU, more than the 0.48 of a GPU of the largest MIG slice on H100 80GB HBM3 (4g.40gb). Keep it on a whole "
+        "GPU, or bring its p95 compute under 41.4% of the GPU to fit 4g.40gb."
     )
-    assert heavy["reason"] == "needs the whole GPU (compute: needs 0.60 of a GPU, largest sub-GPU profile 0.48)"
 
 
 def test_l4_workload_is_not_mig_capable(fixtures: Path) -> None:
@@ -91,7 +98,12 @@ def test_l4_workload_is_not_mig_capable(fixtures: Path) -> None:
     (model,) = set(re.findall(r'modelName="([^"]+)"', prom))
     result = fit_all(minutes("infer", model, 600, lambda i: 0.1, 4.0))
     row = one(result, "infer")
-    assert (row["profile"], row["fits"], row["reason"]) == (None, False, "GPU model NVIDIA L4 is not MIG-capable")
+    assert (row["profile"], row["fits"], row["reason"]) == (
+        None,
+        False,
+        "GPU model NVIDIA L4 is not MIG-capable: it cannot be cut into MIG slices; to share it, use time-slicing "
+        "instead",
+    )
     assert result.layouts == () and result.gpus_now == 0 and result.savings_usd_month == 0.0
     assert_no_nan(result)
 
@@ -100,8 +112,9 @@ def test_unknown_and_missing_gpu_models_say_so_and_never_nan() -> None:
     rows = minutes("a", "NVIDIA Quantum Q1", 60, lambda i: 0.1, 1.0) + minutes("b", None, 60, lambda i: 0.1, 1.0)
     result = fit_all(rows)
     assert one(result, "a")["reason"].startswith("GPU model 'NVIDIA Quantum Q1' is not in the MIG catalog")
-    assert (
-        one(result, "b")["reason"] == "GPU model unknown: the telemetry names no gpu_model, so MIG fit is not assessed"
+    assert one(result, "b")["reason"] == (
+        "GPU model unknown: the telemetry names no gpu_model, so MIG fit is not assessed; have dcgm-exporter report "
+        "modelName, or run the node agent, on its nodes"
     )
     assert not result.workloads["fits"].any()
     assert_no_nan(result)
@@ -114,9 +127,19 @@ def test_missing_readings_say_so() -> None:
         + minutes("nan", H100, 60, lambda i: float("nan"), 1.0, util_mean_pct=12.0)
     )
     blind = one(result, "blind")
-    assert (blind["fits"], blind["reason"], blind["confidence"]) == (False, "no utilization readings in the window", 0)
+    assert (blind["fits"], blind["reason"], blind["confidence"]) == (
+        False,
+        "no utilization readings in the window: MIG fit sizes a slice from sm_active or util_pct and this "
+        "workload's GPUs reported neither; export DCGM_FI_PROF_SM_ACTIVE or DCGM_FI_DEV_GPU_UTIL from dcgm-exporter, "
+        "or run the node agent on its nodes",
+        0,
+    )
     assert blind["compute_demand"] is None and blind["util_pct_p95"] is None
-    assert one(result, "nomem")["reason"] == "no memory readings in the window"
+    assert one(result, "nomem")["reason"] == (
+        "no memory readings in the window: MIG fit needs the peak framebuffer memory used (fb_used) and this "
+        "workload's GPUs reported none; export DCGM_FI_DEV_FB_USED from dcgm-exporter, or run the node agent on its "
+        "nodes"
+    )
     # a NaN sm_active is no reading: util_mean_pct (12%) stands in
     assert one(result, "nan")["util_pct_p95"] == pytest.approx(100 * bucket_end(0.12))
     assert_no_nan(result)

@@ -34,6 +34,7 @@ from tests.prometheus_server import (
     NODE_A,
     NODE_B,
     NODE_CPU,
+    PROVIDER_IDS,
     UUID_A0,
     UUID_B0,
     Answer,
@@ -57,8 +58,9 @@ SECRET = "s3cr3t-Tok3n-do-not-print"
 T0 = dt.datetime(2024, 11, 2, 23, 58, tzinfo=dt.UTC)
 
 
-QUERIES_PER_CHUNK = len(DCGM_METRICS) + 3
-"""One range query per DCGM field, then kube_node_labels, kube_pod_owner and the running pods' GPU requests."""
+QUERIES_PER_CHUNK = len(DCGM_METRICS) + 4
+"""One range query per DCGM field, then kube_node_labels, kube_pod_owner, the running pods' GPU requests and
+kube_node_info."""
 
 
 def no_sleep(_seconds: float) -> None:
@@ -239,6 +241,7 @@ def test_scrape_stores_exactly_the_history(lake: Lake, prometheus: PrometheusSer
         "us-east-1",
     )
     assert by_node[NODE_CPU]["gpu_model"] is None
+    assert set(nodes.select("node", "provider_id").rows()) == set(PROVIDER_IDS.items())  # what a bill names
 
 
 def test_a_second_scrape_fetches_nothing_and_an_earlier_window_only_the_gap(
@@ -386,10 +389,14 @@ def test_an_auth_failure_is_one_line_without_the_secret(
 
 def test_server_errors_and_timeouts_are_retried_with_backoff(lake: Lake) -> None:
     sleeps: list[float] = []
-    flaky = [Answer(503, "unavailable", "text/plain"), Answer(502, ""), Answer(200, EMPTY_MATRIX)]
+    # The chunk's answers are empty, so the scrape then asks whether the server holds DCGM series at all; this one
+    # says it does (DCGM_FI_DEV_GPU_UTIL), so the empty chunk is a gap, stored as done.
+    has_dcgm = json.dumps({"status": "success", "data": ["DCGM_FI_DEV_GPU_UTIL"]})
+    flaky = [Answer(503, "unavailable", "text/plain"), Answer(502, "")]
+    flaky += [Answer(200, EMPTY_MATRIX)] * QUERIES_PER_CHUNK + [Answer(200, has_dcgm)]
     with StubServer(flaky) as stub:
         result = scraper(stub.url, lake, sleep=sleeps.append).scrape(T0, T0 + dt.timedelta(minutes=10))
-    assert (result.chunks, result.queries, result.points) == (1, QUERIES_PER_CHUNK + 2, 0)  # two retried
+    assert (result.chunks, result.queries, result.points) == (1, QUERIES_PER_CHUNK + 2 + 1, 0)  # two retried
     assert sleeps == [0.5, 1.0]
     with StubServer([Answer(200, EMPTY_MATRIX, delay_s=1.0)]) as stub, pytest.raises(SourceUnreachable) as slow:
         scraper(stub.url, lake, timeout_s=0.2, tries=2, backoff_s=0.05).scrape(T0, T0 + dt.timedelta(hours=1))

@@ -143,7 +143,15 @@ def test_the_reads_that_are_allowed(cli, warehouse: Path, tmp_path: Path, sql: s
 
 def test_show_tables_lists_exactly_the_warehouse_tables(cli, warehouse: Path) -> None:
     result = cli("query", "--warehouse", str(warehouse), "SHOW TABLES", "--format", "csv")
-    assert result.stdout.split() == ["name", "gpu_allocations", "gpu_minutes", "gpu_samples", "nodes", "prices"]
+    assert result.stdout.split() == [
+        "name",
+        "bill_lines",
+        "gpu_allocations",
+        "gpu_minutes",
+        "gpu_samples",
+        "nodes",
+        "prices",
+    ]
 
 
 def test_every_connection_is_sealed_even_without_the_statement_check(warehouse: Path, tmp_path: Path) -> None:

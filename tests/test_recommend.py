@@ -1,176 +1,64 @@
-"""Recommendations (analysis.recommend, gpuledger.recommending, `gpuledger recommend`): each kind planted alone in a
-small real warehouse with its savings computed by hand, the demo fleet showing every kind, every emitted file
-validated (kubernetes-validate, the Karpenter CRD schema, the MIG catalog), identical files on a re-run, and
-untrusted names that cannot inject anything."""
+"""Recommendations (analysis.recommend, gpuledger.recommending, `gpuledger recommend`): each kind's builder on a
+small hand-made fleet (tests/recommend_inputs.py) with its savings computed by hand, the demo fleet through
+`gpuledger recommend` showing every kind, every emitted file validated (kubernetes-validate, the Karpenter CRD
+schema, the MIG catalog), identical files on a re-run, and untrusted names that cannot inject anything."""
 
 from __future__ import annotations
 
 import copy
 import datetime as dt
 import json
+import shutil
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import kubernetes_validate
 import polars as pl
-import pyarrow as pa
 import pytest
 import yaml
-from click.testing import Result
+from click.testing import CliRunner, Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from analysis import mig, recommend
-from analysis.pricing import PriceCatalog
 from analysis.recommend import names as k8s_names
 from analysis.recommend import usage
 from analysis.recommend.files import render
-from analysis.units import GIB
 from analysis.window import Window
-from collector.rows import Rows
-from gpuledger import jobs, recommending
-from gpuledger.settings import Settings
+from gpuledger import recommending
+from gpuledger.cli import main
+from gpuledger.settings import load_settings
+from tests.recommend_inputs import A100, CATALOG, H100, L4, Fleet, price, recommendations_of
 from warehouse.lake import Lake
-from warehouse.schema import GPU_ALLOCATIONS, GPU_MINUTES, GPU_SAMPLES, NODES
+from warehouse.schema import GPU_MINUTES
 
 T0 = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)
-END = dt.datetime(2026, 11, 4, tzinfo=dt.UTC)
-"""Planted windows end at midnight: the warehouse prices a day's GPU-minutes with that day's ``nodes`` rows."""
-CATALOG = PriceCatalog.build()
 K8S_VERSION = "1.30.0"
-
-
-def price(itype: str, capacity: str, model: str) -> float:
-    return CATALOG.gpu_hour_price(itype, capacity, model, "us-east-1").usd_per_gpu_hour
-
-
-# --------------------------------------------------------------------------------------------- planting a warehouse
-
-
-class Plant:
-    """Hand-made telemetry: nodes of real instance types, GPUs sampled every minute, pods holding them."""
-
-    def __init__(self, hours: float) -> None:
-        self.start = END - dt.timedelta(hours=hours)
-        self.samples: list[dict[str, Any]] = []
-        self.allocs: list[dict[str, Any]] = []
-        self.nodes: list[dict[str, Any]] = []
-
-    def node(self, name: str, itype: str, capacity: str, model: str, gpus: int, group: str, days: int = 3) -> None:
-        labels = json.dumps({"karpenter.sh/nodepool": group, "node.kubernetes.io/instance-type": itype})
-        for d in range(days):
-            self.nodes.append(
-                {
-                    "date": (END - dt.timedelta(days=d + 1)).date(),
-                    "cluster": "c1",
-                    "node": name,
-                    "instance_type": itype,
-                    "capacity_type": capacity,
-                    "region": "us-east-1",
-                    "zone": "us-east-1a",
-                    "gpu_model": model,
-                    "gpu_count": gpus,
-                    "mig_strategy": "none",
-                    "labels": labels,
-                }
-            )
-
-    def gpu(
-        self,
-        node: str,
-        uuid: str,
-        model: str,
-        minutes: int,
-        *,
-        util: float | Callable[[int], float],
-        mem_gib: float,
-        total_gib: float,
-        pod: tuple[str, str, str, str] | None = None,
-    ) -> None:
-        """``minutes`` one-minute samples from the start; ``pod`` = (namespace, pod, container, workload) holding it."""
-        for i in range(minutes):
-            ts = self.start + dt.timedelta(minutes=i)
-            u = util(i) if callable(util) else util
-            self.samples.append(
-                {
-                    "ts": ts,
-                    "cluster": "c1",
-                    "node": node,
-                    "gpu_uuid": uuid,
-                    "gpu_index": 0,
-                    "gpu_model": model,
-                    "util_pct": u,
-                    "fb_used_bytes": int(mem_gib * GIB),
-                    "fb_total_bytes": int(total_gib * GIB),
-                    "power_w": 100.0,
-                    "source": "nvml",
-                }
-            )
-            if pod is not None:
-                ns, name, container, workload = pod
-                self.allocs.append(
-                    {
-                        "ts": ts,
-                        "cluster": "c1",
-                        "node": node,
-                        "gpu_uuid": uuid,
-                        "namespace": ns,
-                        "pod": name,
-                        "container": container,
-                        "workload": workload,
-                        "source": "nvml",
-                    }
-                )
-
-    def lake(self, lake: Lake) -> Lake:
-        jobs.ingest(
-            lake,
-            Rows(
-                pa.Table.from_pylist(self.samples, schema=GPU_SAMPLES.schema),
-                pa.Table.from_pylist(self.allocs, schema=GPU_ALLOCATIONS.schema),
-                pa.Table.from_pylist(self.nodes, schema=NODES.schema),
-            ),
-        )
-        return lake
-
-
-def run(lake: Lake, settings: Settings, hours: float) -> recommend.RecommendationSet:
-    start = (END - dt.timedelta(hours=hours)).isoformat()
-    return recommending.recommendations(lake, settings, start=start, end=END.isoformat(), now=END)
 
 
 def kinds(result: recommend.RecommendationSet) -> set[str]:
     return {r.kind for r in result.items}
 
 
-H100 = "NVIDIA H100 80GB HBM3"
-A100 = "NVIDIA A100-SXM4-80GB"
-L4 = "NVIDIA L4"
-
-
-# --------------------------------------------------------------------------------------------------- one kind each
-
-
-def test_gpu_count_two_of_four_gpus_idle(lake: Lake, settings: Settings) -> None:
-    p = Plant(10)
-    p.node("n1", "p5.48xlarge", "spot", H100, 8, "h100")
+def test_gpu_count_two_of_four_gpus_idle() -> None:
+    f = Fleet(10)
+    f.node("n1", "p5.48xlarge", "spot", H100, 8, "h100")
     for i in range(4):
-        p.gpu(
+        f.gpu(
             "n1",
             f"GPU-{i}",
-            H100,
-            600,
             util=90.0 if i < 2 else 0.0,
             mem_gib=40 if i < 2 else 0.5,
             total_gib=80,
             pod=("team-a", "trainer-0", "pytorch", "trainer"),
         )
-    result = run(p.lake(lake), settings, 10)
-    assert kinds(result) == {"gpu-count"}
-    (r,) = result.items
+    inputs = f.inputs()
+    assert kinds(recommend.build(inputs)) == {"gpu-count"}
+    (r,) = recommendations_of("gpu-count", inputs)
     # 2 spare GPUs x 10 h x the p5.48xlarge spot GPU-hour price, x 730 / 10 window hours
     assert r.savings_usd_month == pytest.approx(2 * 10 * price("p5.48xlarge", "spot", H100) * 73, rel=1e-9)
     assert r.savings_usd_month == pytest.approx(2 * 55.04 * (1 - 0.52) / 8 * 730, rel=1e-9)
@@ -183,23 +71,21 @@ def test_gpu_count_two_of_four_gpus_idle(lake: Lake, settings: Settings) -> None
     assert "AWS spot estimate" in r.price_source
 
 
-def test_mig_two_small_replicas_share_one_h100(lake: Lake, settings: Settings) -> None:
-    p = Plant(24)
-    p.node("n1", "p5.48xlarge", "spot", H100, 8, "h100-serve")
+def test_mig_two_small_replicas_share_one_h100() -> None:
+    f = Fleet(24)
+    f.node("n1", "p5.48xlarge", "spot", H100, 8, "h100-serve")
     for i in range(2):
-        p.gpu(
+        f.gpu(
             "n1",
             f"GPU-{i}",
-            H100,
-            1440,
             util=5.0,
             mem_gib=8,
             total_gib=80,
             pod=("serve", f"embed-7d9f8b6c5d-{i}x2k4", "embed", "embed"),
         )
-    result = run(p.lake(lake), settings, 24)
-    assert kinds(result) == {"mig"}
-    (r,) = result.items
+    inputs = f.inputs()
+    assert kinds(recommend.build(inputs)) == {"mig"}
+    (r,) = recommendations_of("mig", inputs)
     # 2 GPUs -> one GPU with 2x 1g.10gb: 1 freed x spot GPU-hour price x 730
     assert r.savings_usd_month == pytest.approx(price("p5.48xlarge", "spot", H100) * 730, rel=1e-6)
     cm, patch = r.manifests
@@ -214,23 +100,21 @@ def test_mig_two_small_replicas_share_one_h100(lake: Lake, settings: Settings) -
     assert patch.obj["kind"] == "Deployment"
 
 
-def test_time_slicing_low_duty_inference(lake: Lake, settings: Settings) -> None:
-    p = Plant(10)
-    p.node("n1", "g6.12xlarge", "spot", L4, 4, "l4")
+def test_time_slicing_low_duty_inference() -> None:
+    f = Fleet(10)
+    f.node("n1", "g6.12xlarge", "spot", L4, 4, "l4")
     for i in range(4):
-        p.gpu(
+        f.gpu(
             "n1",
             f"GPU-{i}",
-            L4,
-            600,
             util=10.0,
             mem_gib=2.4,
             total_gib=24,
             pod=("search", f"autocomplete-5d9f8b6c5d-{i}abcd", "app", "autocomplete"),
         )
-    result = run(p.lake(lake), settings, 10)
-    assert kinds(result) == {"time-slicing"}
-    (r,) = result.items
+    inputs = f.inputs()
+    assert kinds(recommend.build(inputs)) == {"time-slicing"}
+    (r,) = recommendations_of("time-slicing", inputs)
     # k = min(max 4, floor(0.8 / 0.10) = 8, floor(24 / (2.4 x 1.1)) = 9) = 4
     assert r.evidence["replicas_per_gpu"] == 4
     # 40 GPU-hours x (1 - 1/4) x price x 730 / 10
@@ -241,45 +125,36 @@ def test_time_slicing_low_duty_inference(lake: Lake, settings: Settings) -> None
     ]
 
 
-def test_gpu_model_notebook_moves_from_a100_to_l40s(lake: Lake, settings: Settings) -> None:
-    p = Plant(10)
-    p.node("n1", "p4de.24xlarge", "on-demand", A100, 8, "a100")
-    p.gpu(
-        "n1",
-        "GPU-0",
-        A100,
-        600,
-        util=50.0,
-        mem_gib=20,
-        total_gib=80,
-        pod=("research", "jupyter-ann-0", "notebook", "jupyter-ann"),
+def test_gpu_model_notebook_moves_from_a100_to_l40s() -> None:
+    f = Fleet(10)
+    f.node("n1", "p4de.24xlarge", "on-demand", A100, 8, "a100")
+    f.gpu(
+        "n1", "GPU-0", util=50.0, mem_gib=20, total_gib=80, pod=("research", "jupyter-ann-0", "notebook", "jupyter-ann")
     )
-    result = run(p.lake(lake), settings, 10)
-    assert kinds(result) == {"gpu-model"}
-    (r,) = result.items
+    inputs = f.inputs()
+    assert kinds(recommend.build(inputs)) == {"gpu-model"}
+    (r,) = recommendations_of("gpu-model", inputs)
     assert r.evidence["target_instance_type"] == "g6e.xlarge"
     # compute 0.5 x 1.15 x 312 = 179 TFLOPS <= L40S 362 (L4 121 and A10G 125 are too small); 22 GiB <= 48
     assert r.evidence["compute_need_tflops"] == pytest.approx(179.4)
     assert r.savings_usd_month == pytest.approx(10 * (27.44705 / 8 - 1.861) * 73, rel=1e-6)
 
 
-def test_spot_pool_for_replicated_inference(lake: Lake, settings: Settings) -> None:
-    p = Plant(10)
-    p.node("n1", "p5.48xlarge", "on-demand", H100, 8, "h100-llm")
+def test_spot_pool_for_replicated_inference() -> None:
+    f = Fleet(10)
+    f.node("n1", "p5.48xlarge", "on-demand", H100, 8, "h100-llm")
     for i in range(2):
-        p.gpu(
+        f.gpu(
             "n1",
             f"GPU-{i}",
-            H100,
-            600,
             util=60.0,
             mem_gib=60,
             total_gib=80,
             pod=("llm", f"chat-7d9f8b6c5d-{i}x2k4", "chat", "chat"),
         )
-    result = run(p.lake(lake), settings, 10)
-    assert kinds(result) == {"spot"}
-    (r,) = result.items
+    inputs = f.inputs()
+    assert kinds(recommend.build(inputs)) == {"spot"}
+    (r,) = recommendations_of("spot", inputs)
     od, sp = 55.04 / 8, 55.04 * (1 - 0.52) / 8
     gross = (od - sp) * 20
     interruptions = 0.25 / 730 * 20 * (120 / 3600) * sp  # bucket 4 (>20%): 25%/month; inference loses the restart
@@ -289,25 +164,18 @@ def test_spot_pool_for_replicated_inference(lake: Lake, settings: Settings) -> N
     assert patch.obj["spec"]["template"]["spec"]["nodeSelector"] == {"karpenter.sh/nodepool": "h100-llm-spot"}
 
 
-def test_autoscaling_drops_an_empty_node(lake: Lake, settings: Settings) -> None:
-    p = Plant(10)
+def test_autoscaling_drops_an_empty_node() -> None:
+    f = Fleet(10)
     for n in ("n1", "n2"):
-        p.node(n, "g6.12xlarge", "spot", L4, 4, "l4")
+        f.node(n, "g6.12xlarge", "spot", L4, 4, "l4")
     for i in range(4):
-        p.gpu(
-            "n1",
-            f"GPU-a{i}",
-            L4,
-            600,
-            util=95.0,
-            mem_gib=20,
-            total_gib=24,
-            pod=("ml", "trainer-0", "pytorch", f"trainer-{i}"),
+        f.gpu(
+            "n1", f"GPU-a{i}", util=95.0, mem_gib=20, total_gib=24, pod=("ml", "trainer-0", "pytorch", f"trainer-{i}")
         )
-        p.gpu("n2", f"GPU-b{i}", L4, 600, util=0.0, mem_gib=0.3, total_gib=24)
-    result = run(p.lake(lake), settings, 10)
-    assert kinds(result) == {"autoscaling"}
-    (r,) = result.items
+        f.gpu("n2", f"GPU-b{i}", util=0.0, mem_gib=0.3, total_gib=24)
+    inputs = f.inputs()
+    assert kinds(recommend.build(inputs)) == {"autoscaling"}
+    (r,) = recommendations_of("autoscaling", inputs)
     assert (r.evidence["min_nodes"], r.evidence["max_nodes"]) == (1, 2)  # ceil(4/4), ceil(4 x 1.2 / 4)
     # 2 nodes observed for 10 h, 1 needed: 10 node-hours x 4 GPUs x price x 730 / 10
     assert r.savings_usd_month == pytest.approx(10 * 4 * price("g6.12xlarge", "spot", L4) * 73, rel=1e-6)
@@ -316,22 +184,15 @@ def test_autoscaling_drops_an_empty_node(lake: Lake, settings: Settings) -> None
     assert ca.obj["data"]["nodes"] == "1:2:l4"
 
 
-def test_idle_reclaim_notebook_idle_for_30_hours(lake: Lake, settings: Settings) -> None:
-    p = Plant(30)
-    p.node("n1", "p4de.24xlarge", "on-demand", A100, 8, "a100")
-    p.gpu(
-        "n1",
-        "GPU-0",
-        A100,
-        1800,
-        util=0.0,
-        mem_gib=60,
-        total_gib=80,
-        pod=("research", "jupyter-bob-0", "notebook", "jupyter-bob"),
+def test_idle_reclaim_notebook_idle_for_30_hours() -> None:
+    f = Fleet(30)
+    f.node("n1", "p4de.24xlarge", "on-demand", A100, 8, "a100")
+    f.gpu(
+        "n1", "GPU-0", util=0.0, mem_gib=60, total_gib=80, pod=("research", "jupyter-bob-0", "notebook", "jupyter-bob")
     )
-    result = run(p.lake(lake), settings, 30)
-    assert kinds(result) == {"idle-reclaim"}
-    (r,) = result.items
+    inputs = f.inputs()
+    assert kinds(recommend.build(inputs)) == {"idle-reclaim"}
+    (r,) = recommendations_of("idle-reclaim", inputs)
     # idle 30 h in a row; scaled to zero after 24 h saves 6 GPU-hours x 27.44705 / 8, x 730 / 30
     assert r.savings_usd_month == pytest.approx(6 * 27.44705 / 8 * 730 / 30, rel=1e-6)
     assert r.evidence["cost_so_far_usd"] == pytest.approx(30 * 27.44705 / 8, abs=0.01)
@@ -339,48 +200,76 @@ def test_idle_reclaim_notebook_idle_for_30_hours(lake: Lake, settings: Settings)
     assert r.manifests[0].obj["kind"] == "StatefulSet"
 
 
-def test_refresh_false_writes_nothing(lake: Lake, settings: Settings) -> None:
-    p = Plant(2)
-    p.node("n1", "p4de.24xlarge", "on-demand", A100, 8, "a100")
-    p.gpu("n1", "GPU-0", A100, 120, util=0.0, mem_gib=60, total_gib=80, pod=("r", "nb-0", "nb", "nb"))
-    p.lake(lake)
-    jobs.refresh(lake, settings)
-    before = sorted((q, q.stat().st_mtime_ns) for q in lake.root.rglob("*") if q.is_file())
-    recommending.recommendations(lake, settings, start=None, end=None, now=END, refresh=False)
-    assert sorted((q, q.stat().st_mtime_ns) for q in lake.root.rglob("*") if q.is_file()) == before
+def test_mig_time_slicing_and_gpu_model_are_alternatives_in_registry_order() -> None:
+    f = Fleet(24)
+    f.node("n1", "p5.48xlarge", "spot", H100, 8, "h100-serve")
+    for i in range(2):
+        f.gpu("n1", f"GPU-{i}", util=5.0, mem_gib=8, total_gib=80, pod=("serve", f"embed-{i}", "embed", "embed"))
+    inputs = f.inputs()
+    alone = {kind: recommendations_of(kind, inputs) for kind in ("mig", "time-slicing", "gpu-model")}
+    assert all(alone.values()), alone  # each would apply on its own (the later ones would even save more)
+    assert kinds(recommend.build(inputs)) == {"mig"}
+    assert kinds(recommend.build(replace(inputs, mig_fit={}))) == {"time-slicing"}
 
 
-# ----------------------------------------------------------------------------------------------- the demo fleet
+@dataclass(frozen=True)
+class Demo:
+    """The demo fleet after `gpuledger recommend` wrote its files, and the same window through the Python API (the
+    dashboard's read-only call, a day later on the clock) with the warehouse's files before and after that call."""
+
+    root: Path
+    out: Path
+    cli: Result
+    recs: recommend.RecommendationSet
+    files_before: list[tuple[Path, int]]
+    files_after: list[tuple[Path, int]]
+
+
+def _files(root: Path) -> list[tuple[Path, int]]:
+    return sorted((q, q.stat().st_mtime_ns) for q in root.rglob("*") if q.is_file())
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, recommend.RecommendationSet]:
-    from click.testing import CliRunner
-
-    from gpuledger.cli import main
-    from gpuledger.settings import load_settings
-
-    root = tmp_path_factory.mktemp("demo") / "wh"
-    result = CliRunner().invoke(main, ["simulate", "--warehouse", str(root), "--end", "2026-11-27"])
-    assert result.exit_code == 0, result.output
-    recs = recommending.recommendations(
-        Lake(root), load_settings(None), start=None, end=None, now=dt.datetime(2026, 11, 27, tzinfo=dt.UTC)
-    )
-    return root, recs
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
+    base = tmp_path_factory.mktemp("demo")
+    root, out = base / "wh", base / "recs"
+    runner = CliRunner()
+    simulated = runner.invoke(main, ["simulate", "--warehouse", str(root), "--end", "2026-11-27"])
+    assert simulated.exit_code == 0, simulated.output
+    cli = runner.invoke(main, ["recommend", "--warehouse", str(root), "--out", str(out)], catch_exceptions=False)
+    before = _files(root)
+    later = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
+    recs = recommending.recommendations(Lake(root), load_settings(None), start=None, end=None, now=later, refresh=False)
+    return Demo(root, out, cli, recs, before, _files(root))
 
 
-def test_every_kind_appears_on_the_demo_fleet(demo: tuple[Path, recommend.RecommendationSet]) -> None:
-    _, recs = demo
+def test_cli_recommend_on_the_demo_fleet(demo: Demo) -> None:
+    assert demo.cli.exit_code == 0, demo.cli.output
+    assert "recommendations, $" in demo.cli.stdout and "idle-reclaim" in demo.cli.stdout
+    assert "warning:" not in demo.cli.stderr
+    assert (demo.out / "README.md").read_text().startswith("# gpuledger recommendations")
+    names = {p.name for p in demo.out.iterdir()}
+    assert names == {f"{k}.yaml" for k in recommend.KINDS} | {"README.md", "index.json"}
+    index = json.loads((demo.out / "index.json").read_text())
+    assert len(index["recommendations"]) == len(demo.recs.items)
+
+
+def test_every_kind_appears_on_the_demo_fleet(demo: Demo) -> None:
+    recs = demo.recs
     for kind in recommend.KINDS:
         found = recs.of_kind(kind)
         assert found and all(r.savings_usd_month > 0 for r in found), kind
     # where the simulator planted the waste
     assert any(r.target["workload"] == "embed-api" for r in recs.of_kind("mig"))
     assert any(r.target["workload"] == "autocomplete" for r in recs.of_kind("time-slicing"))
-    assert any(r.target["workload"].startswith("jupyter-") for r in recs.of_kind("idle-reclaim"))
+    assert any(str(r.target["workload"]).startswith("jupyter-") for r in recs.of_kind("idle-reclaim"))
     assert recs.warnings == ()
     scores = [round(r.score, 6) for r in recs.items]  # ranked on 6 places: ties must not hang on summation order
     assert scores == sorted(scores, reverse=True)
+
+
+def test_refresh_false_writes_nothing(demo: Demo) -> None:
+    assert demo.files_after == demo.files_before
 
 
 def _skeleton(patch: dict[str, Any]) -> dict[str, Any]:
@@ -390,7 +279,7 @@ def _skeleton(patch: dict[str, Any]) -> dict[str, Any]:
         for c in patch.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
     ] or [{"name": "main", "image": "registry.example/app:1"}]
     labels = {"app": "x"}
-    template = {"metadata": {"labels": labels}, "spec": {"containers": containers}}
+    template: dict[str, Any] = {"metadata": {"labels": labels}, "spec": {"containers": containers}}
     obj: dict[str, Any] = {
         "apiVersion": patch["apiVersion"],
         "kind": patch["kind"],
@@ -432,17 +321,10 @@ def nodepool_schema(fixtures: Path) -> dict[str, Any]:
     return dict(v1["schema"]["openAPIV3Schema"])
 
 
-def test_every_emitted_file_validates(
-    demo: tuple[Path, recommend.RecommendationSet], nodepool_schema: dict[str, Any], tmp_path: Path
-) -> None:
-    _, recs = demo
-    written = recommending.export(recs, tmp_path / "out")
-    assert {p.name for p in written} == {f"{k}.yaml" for k in recommend.KINDS} | {"README.md", "index.json"}
+def test_every_emitted_file_validates(demo: Demo, nodepool_schema: dict[str, Any]) -> None:
     catalog = mig.load_catalog()
     counts = {"NodePool": 0, "patch": 0, "ConfigMap": 0}
-    for path in written:
-        if path.suffix != ".yaml":
-            continue
+    for path in sorted(demo.out.glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
             if doc["kind"] == "NodePool":
                 jsonschema.validate(doc, nodepool_schema)
@@ -463,31 +345,16 @@ def test_every_emitted_file_validates(
                 assert kubernetes_validate.validate(merged, K8S_VERSION, strict=True)
                 counts["patch"] += 1
     assert all(counts.values()), counts
-    index = json.loads((tmp_path / "out" / "index.json").read_text())
-    assert len(index["recommendations"]) == len(recs.items)
 
 
-def test_rerunning_gives_identical_files(demo: tuple[Path, recommend.RecommendationSet], tmp_path: Path) -> None:
-    root, recs = demo
-    from gpuledger.settings import load_settings
-
-    again = recommending.recommendations(
-        Lake(root), load_settings(None), start=None, end=None, now=dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
-    )
-    assert render(again) == render(recs)
-    first = {p.name: p.read_bytes() for p in recommending.export(recs, tmp_path / "a")}
-    second = {p.name: p.read_bytes() for p in recommending.export(again, tmp_path / "a")}
-    assert first == second
-
-
-def test_cli_recommend(
-    cli: Callable[..., Result], demo: tuple[Path, recommend.RecommendationSet], tmp_path: Path
-) -> None:
-    root, _ = demo
-    result = cli("recommend", "--warehouse", str(root), "--out", str(tmp_path / "recs"))
-    assert result.exit_code == 0, result.output
-    assert "recommendations, $" in result.stdout and "idle-reclaim" in result.stdout
-    assert (tmp_path / "recs" / "README.md").read_text().startswith("# gpuledger recommendations")
+def test_rerunning_gives_identical_files(demo: Demo, tmp_path: Path) -> None:
+    first = {p.name: p.read_bytes() for p in demo.out.iterdir()}
+    assert {name: text.encode() for name, text in render(demo.recs).items()} == first
+    again = tmp_path / "again"
+    shutil.copytree(demo.out, again)
+    second = {p.name: p.read_bytes() for p in recommending.export(demo.recs, again)}
+    assert second == first
+    assert {p.name for p in again.iterdir()} == set(first)
 
 
 def test_cli_recommend_needs_out_and_data(cli: Callable[..., Result], tmp_path: Path) -> None:
@@ -499,8 +366,6 @@ def test_cli_recommend_needs_out_and_data(cli: Callable[..., Result], tmp_path: 
     result = cli("recommend", "--warehouse", str(empty))
     assert result.exit_code == 2 and "Missing option '--out'" in result.stderr
 
-
-# ----------------------------------------------------------------------------------------------- untrusted names
 
 NASTY = st.one_of(
     st.sampled_from(
@@ -541,9 +406,9 @@ def _inputs(namespace: str, workload: str, container: str, group: str) -> recomm
     )
     dev = {
         "cluster": "c1", "node": "n1", "gpu_model": H100, "namespace": namespace, "workload": workload,
-        "pod": f"{workload}-0", "container": container, "minutes": 2880, "busy_p95": 0.9, "busy_p99": 0.9,
-        "duty_p95": 0.9, "peak_gib": 70.0, "fb_total_gib": 80.0, "first_seen": T0,
-        "last_seen": T0 + dt.timedelta(hours=48),
+        "pod": f"{workload}-0", "container": container, "minutes": 2880, "observed_minutes": 2880,
+        "busy_p95": 0.9, "busy_p99": 0.9, "duty_p95": 0.9, "peak_gib": 70.0, "fb_total_gib": 80.0, "first_seen": T0,
+        "last_seen": T0 + dt.timedelta(hours=48), "split_by": "",
     }  # fmt: skip
     devices = pl.DataFrame([{**dev, "gpu_uuid": f"GPU-{i}", "active_minutes": 2880 if i == 0 else 0} for i in range(2)])
     groups = pl.DataFrame(
@@ -576,6 +441,8 @@ def _inputs(namespace: str, workload: str, container: str, group: str) -> recomm
             "end": [T0 + dt.timedelta(hours=30)],
             "minutes": [1800],
             "gpu_minutes": [1800],
+            "observed_gpu_minutes": [1800],
+            "split_by": [""],
         }
     )
     return recommend.RecommendInputs(

@@ -87,7 +87,7 @@ class RollupConfig:
 
     @property
     def fingerprint(self) -> str:
-        return f"rollup-v2:{self.max_gap_factor}:{self.expected_interval_s}:{self.fallback_interval_s}"
+        return f"rollup-v3:{self.max_gap_factor}:{self.expected_interval_s}:{self.fallback_interval_s}"
 
 
 @dataclass(frozen=True)
@@ -389,18 +389,34 @@ def _grid(lifetimes: pl.DataFrame, partition: Partition, day_start: dt.datetime,
     )
 
 
+OUTSIDE_PODS = "(outside pods)"
+"""The namespace of a GPU process that belongs to no pod: a holder of its own, named after the process."""
+
+
 def _attach_holders(
     lake: Lake, partition: Partition, minutes: pl.DataFrame, read_from: dt.datetime, day_end: dt.datetime
 ) -> pl.DataFrame:
-    """Who held each GPU-minute: the first holder by (namespace, pod, container), and how many held it."""
+    """Who held each GPU-minute: the first holder by (namespace, pod, container), how many held it, and, for a
+    minute several held, each holder's measured SM utilization and memory (``holder_list``, null otherwise), which
+    the classifier turns into shares."""
     holder_id = pl.coalesce(pl.col("pod"), pl.col("pid").cast(pl.String))
-    holders = (
+    outside = pl.col("pod").is_null() & pl.col("pid").is_not_null()
+    rows = (
         lake.scan(GPU_ALLOCATIONS, start=read_from, end=day_end, cluster=partition.cluster)
         .with_columns(
             pl.col("mig_instance_id").fill_null(-1).alias("mig_id"),
             pl.col("ts").dt.truncate("1m").alias("minute"),
         )
-        .sort(*GPU_KEY, "minute", "namespace", "pod", "container", nulls_last=True)
+        .with_columns(
+            pl.when(outside).then(pl.lit(OUTSIDE_PODS)).otherwise(pl.col("namespace")).alias("namespace"),
+            pl.when(outside)
+            .then(pl.coalesce(pl.col("process_name"), pl.format("pid {}", pl.col("pid"))))
+            .otherwise(pl.col("workload"))
+            .alias("workload"),
+        )
+    )
+    holders = (
+        rows.sort(*GPU_KEY, "minute", "namespace", "pod", "container", nulls_last=True)
         .group_by(*GPU_KEY, "minute", maintain_order=True)
         .agg(
             pl.col("namespace", "pod", "container", "workload").first(),
@@ -417,6 +433,7 @@ def _attach_holders(
         .sort("minute")
         .collect()
     )
+    holders = _with_holder_lists(rows, holders)
     joined = minutes.join_asof(holders, on="minute", by=GPU_KEY, strategy="backward", check_sortedness=False)
     held = pl.col("alloc_minute").is_not_null() & (
         (pl.col("alloc_minute") == pl.col("minute"))
@@ -426,12 +443,60 @@ def _attach_holders(
     return joined.with_columns(
         *(pl.when(pl.col("held")).then(pl.col(c)).alias(c) for c in ("namespace", "pod", "container", "workload")),
         pl.when(pl.col("held")).then(pl.col("holders")).otherwise(0).alias("holders"),
+        pl.when(pl.col("held") & (pl.col("holders") > 1)).then(pl.col("holder_list")).alias("holder_list"),
         pl.coalesce(
             pl.when(pl.col("held") & (pl.col("alloc_minute") == pl.col("minute"))).then(pl.col("process_memory")),
             pl.col("fb_used_max_bytes"),
         )
         .cast(pl.Int64)
         .alias("held_memory_bytes"),
+    )
+
+
+HOLDER_LIST = pl.List(
+    pl.Struct(
+        {
+            "namespace": pl.String,
+            "pod": pl.String,
+            "container": pl.String,
+            "workload": pl.String,
+            "sm_pct": pl.Float64,
+            "memory_bytes": pl.Float64,
+        }
+    )
+)
+"""Per holder of a shared minute: its processes' SM utilization (summed over its pids, averaged over the minute's
+readings; null when no source measured it) and the memory they held (the same way)."""
+
+
+def _with_holder_lists(rows: pl.LazyFrame, holders: pl.DataFrame) -> pl.DataFrame:
+    """``holders`` with ``holder_list`` for the minutes more than one pod or process held (null for the rest). Only
+    those minutes' allocation rows are grouped again, so a fleet without shared GPUs pays one filter."""
+    shared = holders.filter(pl.col("holders") > 1).select(*GPU_KEY, "minute")
+    if shared.height == 0:
+        return holders.with_columns(pl.lit(None, HOLDER_LIST).alias("holder_list"))
+    keys = ["namespace", "pod", "container", "workload"]
+    per_ts = (
+        rows.join(shared.lazy(), on=[*GPU_KEY, "minute"], how="semi")
+        .with_columns(pl.coalesce(pl.col("pod"), pl.format("pid {}", pl.col("pid"))).alias("_holder"))
+        .group_by(*GPU_KEY, "minute", "_holder", *keys, "ts")
+        .agg(
+            *(
+                pl.when(pl.col(c).is_not_null().any()).then(pl.col(c).cast(pl.Float64).sum()).alias(name)
+                for c, name in (("process_util_pct", "sm_pct"), ("process_fb_used_bytes", "memory_bytes"))
+            ),
+        )
+    )
+    lists = (
+        per_ts.group_by(*GPU_KEY, "minute", "_holder", *keys)
+        .agg(pl.col("sm_pct").mean(), pl.col("memory_bytes").mean())
+        .sort(*GPU_KEY, "minute", *keys, nulls_last=True)
+        .group_by(*GPU_KEY, "minute", maintain_order=True)
+        .agg(pl.struct(*keys, "sm_pct", "memory_bytes").alias("holder_list"))
+        .collect()
+    )
+    return holders.join(lists, on=[*GPU_KEY, "minute"], how="left").with_columns(
+        pl.col("holder_list").cast(HOLDER_LIST)
     )
 
 

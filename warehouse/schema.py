@@ -113,6 +113,8 @@ GPU_ALLOCATIONS = Table(
         ("process_fb_used_bytes", pa.int64()),
         ("process_util_pct", pa.float32()),
         ("source", pa.string()),
+        ("process_name", pa.string()),
+        ("claim", pa.string()),
     ),
     key=("gpu_uuid", "mig_instance_id", "ts", "namespace", "pod", "container", "pid"),
     required=("ts", "cluster", "node", "gpu_uuid", "source"),
@@ -137,6 +139,7 @@ NODES = Table(
         ("gpu_count", pa.int32()),
         ("mig_strategy", pa.string()),
         ("labels", pa.string()),
+        ("provider_id", pa.string()),
     ),
     key=("cluster", "node", "date"),
     required=("date", "cluster", "node"),
@@ -172,6 +175,63 @@ PRICES = Table(
     },
 )
 
+SPLIT_METHODS = ("sm share", "memory share", "equal")
+"""How a minute several holders share is divided among them (``analysis.shares`` decides; the rollup stores it)."""
+HOLDER_SHARE = pa.struct(
+    [
+        pa.field("namespace", pa.string()),
+        pa.field("pod", pa.string()),
+        pa.field("container", pa.string()),
+        pa.field("workload", pa.string()),
+        pa.field("share", pa.float64()),
+    ]
+)
+"""One holder's part of a shared GPU-minute; a minute's shares sum to 1."""
+
+BILL_LINES = Table(
+    name="bill_lines",
+    schema=_schema(
+        ("billing_period_start", UTC_TS),
+        ("billing_period_end", UTC_TS),
+        ("charge_period_start", UTC_TS),
+        ("charge_period_end", UTC_TS),
+        ("provider", pa.string()),
+        ("billing_account_id", pa.string()),
+        ("resource_id", pa.string()),
+        ("instance_type", pa.string()),
+        ("region", pa.string()),
+        ("capacity_type", pa.string()),
+        ("pricing_category", pa.string()),
+        ("usage_hours", pa.float64()),
+        ("effective_cost", pa.float64()),
+        ("billed_cost", pa.float64()),
+        ("list_cost", pa.float64()),
+        ("currency", pa.string()),
+        ("file", pa.string()),
+        ("line", pa.int64()),
+        ("line_id", pa.string()),
+    ),
+    key=("line_id",),
+    required=(
+        "billing_period_start",
+        "billing_period_end",
+        "charge_period_start",
+        "charge_period_end",
+        "usage_hours",
+        "effective_cost",
+        "file",
+        "line",
+        "line_id",
+    ),
+    time_column="billing_period_start",
+    partition_by_cluster=False,
+    ranges={"usage_hours": (0.0, None)},
+    allowed={"capacity_type": CAPACITY_TYPES},
+)
+"""Compute usage lines of a cloud's FOCUS cost export (``gpuledger import-bill``), one row per line priced in hours:
+what the bill says an instance cost (``effective_cost``, discounts and amortized commitments included) for its
+``usage_hours``. Partitioned by billing period; an import replaces the periods it covers (``warehouse.bills``)."""
+
 GPU_MINUTES = Table(
     name="gpu_minutes",
     schema=_schema(
@@ -199,6 +259,8 @@ GPU_MINUTES = Table(
         ("holders", pa.int32()),
         ("state", pa.string()),
         ("source", pa.string()),
+        ("split_method", pa.string()),
+        ("holder_shares", pa.list_(HOLDER_SHARE)),
     ),
     key=("gpu_uuid", "mig_instance_id", "ts"),
     required=("ts", "cluster", "gpu_uuid", "state"),
@@ -206,7 +268,7 @@ GPU_MINUTES = Table(
     partition_by_cluster=True,
 )
 
-TABLES: dict[str, Table] = {t.name: t for t in (GPU_SAMPLES, GPU_ALLOCATIONS, NODES, PRICES, GPU_MINUTES)}
+TABLES: dict[str, Table] = {t.name: t for t in (GPU_SAMPLES, GPU_ALLOCATIONS, NODES, PRICES, BILL_LINES, GPU_MINUTES)}
 """Every table the warehouse holds, by name."""
 
 INGEST_TABLES = ("gpu_samples", "gpu_allocations", "nodes", "prices")

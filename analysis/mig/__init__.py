@@ -9,6 +9,7 @@ from analysis.mig.assumptions import (
     COMPUTE_MARGIN,
     DEFAULT_ASSUMPTIONS,
     MEMORY_MARGIN,
+    MIN_HISTORY,
     InvalidMigAssumption,
     MigAssumptions,
 )
@@ -23,7 +24,7 @@ from analysis.mig.catalog import (
     load_catalog,
 )
 from analysis.mig.demand import combine_demand_parts, demand, demand_from_parts, demand_parts
-from analysis.mig.fit import Fit, fit, fit_profile
+from analysis.mig.fit import Fit, Measured, fit, fit_profile
 from analysis.mig.pack import GpuLayout, PackItem, Placement, arrange, pack
 from analysis.mig.savings import (
     REPORT_COLUMNS,
@@ -39,11 +40,13 @@ __all__ = [
     "COMPUTE_MARGIN",
     "DEFAULT_ASSUMPTIONS",
     "MEMORY_MARGIN",
+    "MIN_HISTORY",
     "REPORT_COLUMNS",
     "WORKLOAD_COLUMNS",
     "Fit",
     "GpuLayout",
     "InvalidMigAssumption",
+    "Measured",
     "MigAssumptions",
     "MigCatalog",
     "MigFit",

@@ -15,8 +15,15 @@ the end of the bucket where the cumulative weight reaches p of the total, as VPA
 the last minute, so one minute is 1/1440 day, never 0). VPA's upper bound multiplies the whole estimate by
 ``(1 + 1/confidence)``; here only the safety margin is scaled by it: ``compute demand = percentile x (1 + (margin - 1)
 x (1 + 1/confidence))``. With a week of history a 1.15 margin becomes 1.171, with one day 1.30, with one hour 4.75, so
-short histories need a bigger slice and long ones tend to the plain margin. Memory demand = peak
-``fb_used_max_bytes`` x memory margin (default 1.1).
+short histories need a bigger slice and long ones tend to the plain margin.
+
+**Held cap.** Compute demand never exceeds ``compute_held``, the share of a GPU one replica held (per GPU it held:
+its share-weighted minutes over its minutes, 1.0 for a whole GPU, the instance's share on a MIG instance; the
+largest of these): a workload cannot be measured using more than it holds, so a saturated one-GPU pod needs at most
+1.0 GPU whatever its margin. **History** = ``history_hours`` = confidence x 24 h; the fit claims no profile below
+``MigAssumptions.min_history`` (``analysis.mig.fit``).
+
+Memory demand = peak ``fb_used_max_bytes`` x memory margin (default 1.1).
 """
 
 from __future__ import annotations
@@ -47,6 +54,8 @@ DEMAND_SCHEMA: dict[str, pl.DataType] = {
     "util_pct_p95": pl.Float64(),
     "peak_mem_gib": pl.Float64(),
     "confidence": pl.Float64(),
+    "history_hours": pl.Float64(),
+    "compute_held": pl.Float64(),
     "compute_demand": pl.Float64(),
     "memory_demand_gib": pl.Float64(),
 }
@@ -127,9 +136,10 @@ def demand(
     Columns: the keys, ``minutes`` (observed minutes with a utilization reading), ``gpu_hours`` (held GPU-minutes / 60,
     a MIG instance's minute counting as its share of the GPU), ``replicas`` (most devices held in one minute),
     ``gpu_uuids`` (GPUs held), ``util_pct_p95`` (the decayed percentile, % of the GPU, whatever ``percentile`` is),
-    ``peak_mem_gib``, ``confidence``, ``compute_demand`` (fraction of a GPU) and ``memory_demand_gib``. Demands are
-    null when there was nothing to measure (no utilization or no memory reading), never NaN. An empty window gives an
-    empty frame with these columns.
+    ``peak_mem_gib``, ``confidence``, ``history_hours`` (confidence x 24), ``compute_held`` (the share of a GPU one
+    replica held), ``compute_demand`` (fraction of a GPU, at most ``compute_held``) and ``memory_demand_gib``.
+    Demands are null when there was nothing to measure (no utilization or no memory reading), never NaN. An empty
+    window gives an empty frame with these columns.
     """
     catalog = catalog or load_catalog()
     histogram, devices = demand_parts(minutes, assumptions, catalog, gpu_models)
@@ -242,6 +252,7 @@ def demand_from_parts(
             (pl.col("whole_minutes").sum() / 60.0).alias("gpu_hours"),
             pl.col("peak_bytes").max(),
             pl.col("gpu_uuid").drop_nulls().unique().sort().alias("gpu_uuids"),
+            (pl.col("whole_minutes") / pl.col("rows")).max().clip(upper_bound=1.0).alias("compute_held"),
             # devices held at once: all device-minutes over the busiest device's minutes, rounded up
             (pl.col("rows").sum() / pl.col("rows").max()).ceil().cast(pl.Int64).alias("replicas"),
         )
@@ -275,9 +286,10 @@ def demand_from_parts(
         if n:
             span_days = (row["t_last"] - row["t_first"] + 60) / 86400.0
             confidence = min(span_days, n / MINUTES_PER_DAY)
+        held = row["compute_held"]
         if n and key in per_key:  # no histogram: a model that cannot be cut into MIG instances
             p_value = per_key[key]
-            compute = p_value * a.margin(confidence)
+            compute = min(p_value * a.margin(confidence), held)
         peak = row["peak_bytes"]
         out.append(
             {
@@ -291,6 +303,8 @@ def demand_from_parts(
                 "util_pct_p95": None if p_value is None else min(p_value, 1.0) * 100.0,  # a bucket end may pass 100%
                 "peak_mem_gib": None if peak is None else peak / GIB,
                 "confidence": confidence,
+                "history_hours": confidence * 24.0,
+                "compute_held": held,
                 "compute_demand": compute,
                 "memory_demand_gib": None if peak is None else peak * a.memory_margin / GIB,
             }

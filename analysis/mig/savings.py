@@ -6,7 +6,8 @@ Definition (README, Definitions, "MIG fit"; pinned by ``tests/test_mig_pack.py``
 ``gpus_needed`` = GPUs in the packing, freed = max(0, now - needed), savings per month = freed x the GPU-hour price
 x 730. Prices come in as a mapping with a source per model: this module looks up no price. A GPU that a fitting
 workload shared in the window with one that does not fit still counts in ``gpus_now``: the estimate assumes the
-fitting workloads' GPUs go back whole.
+fitting workloads' GPUs go back whole. Only fitting workloads are packed: one with too little history, or whose
+model or readings rule MIG out, frees nothing and gets no layout.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ WORKLOAD_COLUMNS = (
     "compute_demand",
     "memory_demand_gib",
     "confidence",
+    "history_hours",
+    "compute_held",
     "gpu_hours",
     "replicas",
     "gpus_held",
@@ -83,8 +86,9 @@ class MigFit:
         """The report's ``mig_fit`` object (the README's `mig_fit` keys first, then the detail)."""
         workloads = self.workloads.with_columns(
             pl.col("peak_mem_gib", "util_pct_p95", "memory_demand_gib", "gpu_hours").round(2),
-            pl.col("compute_demand").round(4),
+            pl.col("compute_demand", "compute_held").round(4),
             pl.col("confidence").round(3),
+            pl.col("history_hours").round(2),
         )
         return {
             "workloads": workloads.to_dicts(),
@@ -127,7 +131,7 @@ def fit_and_pack(
 ) -> MigFit:
     """``mig_fit`` from already computed demands (``demand``, or ``demand_from_parts`` of daily summaries)."""
     catalog = catalog or load_catalog()
-    fitted = fit(demands, catalog)
+    fitted = fit(demands, catalog, assumptions)
     workloads = fitted.with_columns(pl.col("gpu_uuids").list.len().cast(pl.Int64).alias("gpus_held")).select(
         WORKLOAD_COLUMNS
     )

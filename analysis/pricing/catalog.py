@@ -2,10 +2,15 @@
 
 Definitions (README, Definitions, "GPU-hour price"; pinned by ``tests/test_pricing_catalog.py``):
 
-- **GPU-hour price** = node price (USD per node-hour) / GPU count. The GPU count is the node's ``gpu_count`` when it
-  is known (> 0), else the catalog's count for the instance type. A GPU node's whole price is charged to its GPUs.
+- **GPU-hour price** = node price (USD per node-hour) / GPU count. The GPU count is the hardware's
+  (``analysis.gpu_count``): the instance type's count from the catalog (shipped, or ``instance_type_gpu_count``),
+  else GPU Feature Discovery's ``nvidia.com/gpu.count`` label, else the node's ``gpu_count`` (the GPUs its
+  collector saw); ``gpu_count_basis`` says which. A GPU node's whole price is charged to all its GPUs, reporting
+  or not.
 - A node's price is taken from the first of these that has one (``price_source`` always names which):
 
+  0. the **bill**: the node's effective cost per hour in an imported FOCUS cost export, by its resource id, else by
+     its instance type, region and capacity type, in the billing period of its date (``analysis.pricing.bill``);
   1. an **instance-type override** (configured USD per node-hour, on-demand and optionally spot; a spot node with
      only an on-demand override gets the on-demand price, with a note);
   2. a **custom pricing CSV** node row (OpenCost ``pricing_schema.csv`` format) matching the node by
@@ -39,6 +44,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from analysis.gpu_count import NodeGpuCount, node_gpu_count
 from analysis.gpu_names import gpu_model_key
 from analysis.pricing.capacity import ON_DEMAND, SPOT
 from analysis.pricing.custom_csv import CustomPrice
@@ -79,6 +85,8 @@ class GpuHourPrice:
     """True when the price is a spot price (a spot node priced as on-demand has False)."""
     interruption_bucket: int | None
     """Spot nodes only: the Spot Advisor interruption bucket (0 <5% ... 4 >20%), when known."""
+    gpu_count_basis: str | None = None
+    """Which rule gave ``gpu_count`` (``analysis.gpu_count.BASES``); None when the count is unknown."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,7 @@ class _Node:
     gpu_count: int | None
     name: str | None
     labels: Mapping[str, str]
+    bill: tuple[float, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -141,6 +150,23 @@ class PriceCatalog:
         why = f"region {region} has no shipped price" if region else "region unknown"
         return self.entries[(instance_type, ref)], f"; {why}, {ref} price used"
 
+    def catalog_gpu_count(self, instance_type: str | None) -> int | None:
+        """GPUs per node of ``instance_type`` in the catalog: the configured count, else the shipped one."""
+        if not instance_type:
+            return None
+        configured = self.overrides.instance_type_gpu_count.get(instance_type)
+        if configured is not None:
+            return configured
+        ref = self.reference_regions.get(instance_type)
+        return self.entries[(instance_type, ref)].gpu_count if ref is not None else None
+
+    def node_gpu_count(
+        self, instance_type: str | None, labels: Mapping[str, str] | str | None, seen: int | None
+    ) -> NodeGpuCount:
+        """The node's GPU count and its basis (``analysis.gpu_count.node_gpu_count`` with this catalog's counts)."""
+        parsed = _parse_labels(labels) if isinstance(labels, str) or labels is None else dict(labels)
+        return node_gpu_count(self.catalog_gpu_count(instance_type), parsed, seen)
+
     def gpu_hour_price(
         self,
         instance_type: str | None,
@@ -151,8 +177,10 @@ class PriceCatalog:
         gpu_count: int | None = None,
         node: str | None = None,
         labels: Mapping[str, str] | str | None = None,
+        bill: tuple[float, str] | None = None,
     ) -> GpuHourPrice:
-        """The GPU-hour price of one node (or kind of node); ``node`` and ``labels`` matter only to custom CSV rows.
+        """The GPU-hour price of one node (or kind of node); ``node`` and ``labels`` matter only to custom CSV rows,
+        ``bill`` is the node's matched bill rate (USD per node-hour, source; ``analysis.pricing.bill.match_bill``).
 
         ``capacity_type`` None is priced as on-demand, with a note; any value other than on-demand or spot raises
         ``UnknownCapacityType``. ``labels`` is a mapping or the ``nodes`` table's JSON text.
@@ -169,6 +197,7 @@ class PriceCatalog:
                 gpu_count=gpu_count if gpu_count is not None and gpu_count > 0 else None,
                 name=node,
                 labels=parsed,
+                bill=bill,
             )
         )
 
@@ -176,18 +205,23 @@ class PriceCatalog:
         spot = node.capacity_type == SPOT
         found = self.entry(node.instance_type, node.region) if node.instance_type else None
         entry, region_note = found if found is not None else (None, "")
-        count = node.gpu_count or (entry.gpu_count if entry is not None else None)
+        counted = node_gpu_count(self.catalog_gpu_count(node.instance_type), node.labels, node.gpu_count)
+        count = counted.count
         bucket = entry.interruption_bucket if spot and entry is not None else None
         capacity_note = "; capacity type unknown, priced as on-demand" if node.capacity_type is None else ""
 
         def per_node(usd: float, source: str, spot_priced: bool) -> GpuHourPrice:
             assert count is not None
-            return GpuHourPrice(usd / count, usd, count, source, False, spot_priced, bucket)
+            return GpuHourPrice(usd / count, usd, count, source, False, spot_priced, bucket, counted.basis)
 
         def per_gpu(usd: float, source: str) -> GpuHourPrice:
-            return GpuHourPrice(usd, usd * count if count else None, count, source, True, False, bucket)
+            node_usd = usd * count if count else None
+            return GpuHourPrice(usd, node_usd, count, source, True, False, bucket, counted.basis)
 
         if count is not None:
+            # 0. the bill
+            if node.bill is not None:
+                return per_node(node.bill[0], node.bill[1], spot)
             # 1. instance-type override
             configured = self.overrides.instance_prices.get(node.instance_type or "")
             if configured is not None:

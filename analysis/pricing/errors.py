@@ -22,6 +22,16 @@ class InvalidPriceOverride(PricingError):
         )
 
 
+class InvalidGpuCount(PricingError):
+    """A configured GPU count per node (``instance_type_gpu_count``) that is not a whole number of at least 1."""
+
+    def __init__(self, what: str, value: object) -> None:
+        super().__init__(
+            f"invalid GPU count for {what}: {value!r} is not a whole number of GPUs (1 or more); "
+            "fix it in instance_type_gpu_count"
+        )
+
+
 class UnknownCapacityType(PricingError):
     def __init__(self, value: object, where: str) -> None:
         super().__init__(f"unknown capacity type {value!r} in {where}: use one of {', '.join(CAPACITY_TYPES)}")

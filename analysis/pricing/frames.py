@@ -8,6 +8,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
+from analysis.pricing.bill import BILL_MATCH_COLUMNS, match_bill
 from analysis.pricing.catalog import PriceCatalog
 from analysis.pricing.errors import PricingError, UnknownCapacityType
 from warehouse.schema import CAPACITY_TYPES, PRICES
@@ -16,26 +17,35 @@ GPU_HOUR_PRICE_COLUMNS = ("usd_per_gpu_hour", "price_source", "price_fallback")
 """The columns of a GPU-hour price in every priced frame: per model (``model_prices``) and per priced group
 (``analysis.costs.priced``)."""
 NODE_PRICE_COLUMNS = ("usd_per_gpu_hour", "usd_per_node_hour", "price_source", "price_fallback", "interruption_bucket")
-"""The columns ``price_nodes`` adds."""
+"""The price columns ``price_nodes`` adds."""
+GPU_COUNT_COLUMNS = ("node_gpus", "gpu_count_basis")
+"""The GPU count ``price_nodes`` divides by and which rule gave it (``analysis.gpu_count``), added beside them."""
 
 _KEY = ("instance_type", "capacity_type", "gpu_model", "region", "gpu_count")
 _OPTIONAL = {"region": pl.String, "node": pl.String, "labels": pl.String}
 
 
-def price_nodes(nodes: pl.LazyFrame | pl.DataFrame, catalog: PriceCatalog) -> pl.DataFrame:
+def price_nodes(
+    nodes: pl.LazyFrame | pl.DataFrame,
+    catalog: PriceCatalog,
+    bill: tuple[pl.DataFrame, pl.DataFrame] | None = None,
+) -> pl.DataFrame:
     """``nodes`` (rows of the ``nodes`` table) with the price columns added, row order kept.
 
     Needs ``instance_type``, ``capacity_type``, ``gpu_model`` and ``gpu_count``; ``region``, ``node`` and ``labels``
     are used when present. Adds ``usd_per_gpu_hour`` (node price / GPU count, never null), ``usd_per_node_hour``
     (null only when the GPU count is unknown and a per-GPU price was used), ``price_source``, ``price_fallback`` and
-    ``interruption_bucket`` (Int8, spot nodes only). Pure: each distinct node description is priced once with
-    ``PriceCatalog.gpu_hour_price`` and joined back.
+    ``interruption_bucket`` (Int8, spot nodes only), and ``GPU_COUNT_COLUMNS``: ``node_gpus`` (the hardware's GPU
+    count, null when unknown) and ``gpu_count_basis``. Pure: each distinct node description is priced once with
+    ``PriceCatalog.gpu_hour_price`` and joined back. ``bill``: the imported bill's rates
+    (``analysis.pricing.bill.bill_rates``), which price the nodes they cover first (matched by ``provider_id``,
+    else instance type, region and capacity type, in the billing period of the node's ``date``).
     """
     frame = nodes.collect() if isinstance(nodes, pl.LazyFrame) else nodes
     missing = [c for c in ("instance_type", "capacity_type", "gpu_model", "gpu_count") if c not in frame.columns]
     if missing:
         raise PricingError(f"nodes to price lack the column(s) {', '.join(missing)} (the nodes table has them)")
-    frame = frame.drop([c for c in NODE_PRICE_COLUMNS if c in frame.columns])
+    frame = frame.drop([c for c in (*NODE_PRICE_COLUMNS, *GPU_COUNT_COLUMNS) if c in frame.columns])
     added = [name for name in _OPTIONAL if name not in frame.columns]
     work = frame.with_columns(pl.lit(None, dtype=_OPTIONAL[name]).alias(name) for name in added)
     work = work.with_columns(  # all-null columns (dtype Null) typed, so string tests and joins work
@@ -43,10 +53,14 @@ def price_nodes(nodes: pl.LazyFrame | pl.DataFrame, catalog: PriceCatalog) -> pl
         for name in (*_KEY, *_OPTIONAL)
         if work.schema[name] == pl.Null
     )
+    billed = bill is not None and "date" in work.columns
+    if bill is not None and billed:  # the bill comes first (``analysis.pricing.bill``)
+        work = match_bill(work.drop([c for c in BILL_MATCH_COLUMNS if c in work.columns]), bill)
     bad = work.filter(pl.col("capacity_type").is_not_null() & ~pl.col("capacity_type").is_in(CAPACITY_TYPES))
     if bad.height:
         raise UnknownCapacityType(bad["capacity_type"][0], "the nodes' capacity_type column")
-    key = list(_KEY) + (["node", "labels"] if catalog.overrides.custom_prices else [])
+    key = [*_KEY, "labels"] + (["node"] if catalog.overrides.custom_prices else [])  # labels: GFD's GPU count
+    key += list(BILL_MATCH_COLUMNS) if billed else []
     keys = work.select(key).unique(maintain_order=True)
     priced = [
         catalog.gpu_hour_price(
@@ -57,6 +71,7 @@ def price_nodes(nodes: pl.LazyFrame | pl.DataFrame, catalog: PriceCatalog) -> pl
             gpu_count=row["gpu_count"],
             node=row.get("node"),
             labels=row.get("labels"),
+            bill=(row["bill_usd_per_node_hour"], row["bill_source"]) if row.get("bill_usd_per_node_hour") else None,
         )
         for row in keys.iter_rows(named=True)
     ]
@@ -66,9 +81,11 @@ def price_nodes(nodes: pl.LazyFrame | pl.DataFrame, catalog: PriceCatalog) -> pl
         pl.Series("price_source", [p.source for p in priced], dtype=pl.String),
         pl.Series("price_fallback", [p.fallback for p in priced], dtype=pl.Boolean),
         pl.Series("interruption_bucket", [p.interruption_bucket for p in priced], dtype=pl.Int8),
+        pl.Series("node_gpus", [p.gpu_count for p in priced], dtype=pl.Int32),
+        pl.Series("gpu_count_basis", [p.gpu_count_basis for p in priced], dtype=pl.String),
     )
     out = work.join(prices, on=key, how="left", nulls_equal=True, maintain_order="left")
-    return out.drop(added)
+    return out.drop([*added, *(BILL_MATCH_COLUMNS if billed else ())])
 
 
 def model_prices(models: Iterable[str | None], catalog: PriceCatalog) -> pl.DataFrame:

@@ -11,7 +11,7 @@ from types import MappingProxyType
 from analysis.gpu_names import gpu_model_key
 from analysis.pricing.capacity import ON_DEMAND
 from analysis.pricing.custom_csv import CustomPrice, load_custom_pricing_csv
-from analysis.pricing.errors import InvalidPriceOverride, UnknownCapacityType
+from analysis.pricing.errors import InvalidGpuCount, InvalidPriceOverride, UnknownCapacityType
 from warehouse.schema import CAPACITY_TYPES
 
 
@@ -25,6 +25,8 @@ class PriceOverrides:
       ``{"p5.48xlarge": {"on-demand": 40.0, "spot": 22.0}}``: USD per node-hour, e.g. a negotiated discount.
     - ``custom_prices``: rows of an OpenCost custom-pricing CSV (``load_custom_pricing_csv``).
     - ``default_gpu_usd_per_gpu_hour``: replaces OpenCost's 0.95 USD per GPU-hour as the last resort.
+    - ``instance_type_gpu_count``: ``{"on-prem.8xh100": 8}``: GPUs per node of an instance type, added to (or
+      replacing) the shipped catalog's counts (``analysis.gpu_count``).
 
     Every price must be a positive, finite number (``InvalidPriceOverride``); capacity types are ``on-demand`` or
     ``spot`` (``UnknownCapacityType``).
@@ -34,6 +36,7 @@ class PriceOverrides:
     instance_type_usd_per_hour: Mapping[str, float | Mapping[str, float]] = field(default_factory=dict)
     custom_prices: tuple[CustomPrice, ...] = ()
     default_gpu_usd_per_gpu_hour: float | None = None
+    instance_type_gpu_count: Mapping[str, int] = field(default_factory=dict)
     instance_prices: Mapping[str, Mapping[str, float]] = field(init=False, repr=False, compare=False)
     """``instance_type_usd_per_hour`` normalised: instance type -> {capacity type: USD per node-hour}."""
     gpu_model_prices: Mapping[str, tuple[str, float]] = field(init=False, repr=False, compare=False)
@@ -67,6 +70,7 @@ class PriceOverrides:
         object.__setattr__(self, "gpu_model_usd_per_gpu_hour", MappingProxyType(dict(self.gpu_model_usd_per_gpu_hour)))
         object.__setattr__(self, "instance_type_usd_per_hour", MappingProxyType(dict(self.instance_type_usd_per_hour)))
         object.__setattr__(self, "custom_prices", tuple(self.custom_prices))
+        object.__setattr__(self, "instance_type_gpu_count", MappingProxyType(_gpu_counts(self.instance_type_gpu_count)))
         object.__setattr__(self, "instance_prices", MappingProxyType(instances))
         object.__setattr__(self, "gpu_model_prices", MappingProxyType(models))
 
@@ -78,6 +82,7 @@ class PriceOverrides:
         instance_type_usd_per_hour: Mapping[str, float | Mapping[str, float]] | None = None,
         custom_pricing_csv: Path | str | None = None,
         default_gpu_usd_per_gpu_hour: float | None = None,
+        instance_type_gpu_count: Mapping[str, int] | None = None,
     ) -> PriceOverrides:
         """Overrides from settings values, reading the custom pricing CSV when a path is given."""
         return cls(
@@ -85,7 +90,19 @@ class PriceOverrides:
             instance_type_usd_per_hour=dict(instance_type_usd_per_hour or {}),
             custom_prices=load_custom_pricing_csv(custom_pricing_csv) if custom_pricing_csv is not None else (),
             default_gpu_usd_per_gpu_hour=default_gpu_usd_per_gpu_hour,
+            instance_type_gpu_count=dict(instance_type_gpu_count or {}),
         )
+
+
+def _gpu_counts(counts: Mapping[str, int]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for itype, count in dict(counts).items():
+        if not isinstance(itype, str) or not itype.strip():
+            raise InvalidGpuCount("an instance type with an empty name", count)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise InvalidGpuCount(f"instance type {itype}", count)
+        out[itype.strip()] = count
+    return out
 
 
 NO_OVERRIDES = PriceOverrides()

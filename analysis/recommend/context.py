@@ -111,7 +111,8 @@ def node_prices(groups: pl.DataFrame) -> pl.DataFrame:
 
 def single_gpu_workloads(ctx: Context) -> pl.DataFrame:
     """Per (cluster, node_group, instance_type, capacity_type, region, gpu_model, namespace, workload, container):
-    workloads whose every pod held exactly one GPU, with their usage."""
+    workloads whose every pod held exactly one GPU, with their usage: ``gpu_hours`` and ``cost_usd`` their GPU-time
+    (shares of shared GPUs), ``gpu_minutes`` their observed GPU-minutes (history: each once), ``split_by``."""
     d = ctx.devices
     multi = (
         d.group_by("cluster", "namespace", "workload", "pod")
@@ -146,10 +147,22 @@ def single_gpu_workloads(ctx: Context) -> pl.DataFrame:
             pl.col("fb_total_gib").max(),
             pl.col("first_seen").min(),
             pl.col("last_seen").max(),
-            pl.col("minutes").sum().alias("gpu_minutes"),
+            pl.col("observed_minutes").sum().alias("gpu_minutes"),
+            split_by(),
         )
         .sort(keys, nulls_last=True)
     )
+
+
+def split_by() -> pl.Expr:
+    """The ``split_by`` of rows taken together: every method of their shared minutes, once ("" when none)."""
+    methods = pl.col("split_by").filter(pl.col("split_by") != "").str.split(", ").explode()
+    return methods.unique().sort().str.join(", ").alias("split_by")
+
+
+def shared_note(methods: str) -> str:
+    """The words a recommendation adds where its figures are shares of shared GPUs ("" when none were)."""
+    return f" (its share of a shared GPU, split by {methods})" if methods else ""
 
 
 def workload_checks(namespace: str, workload: str, container: str | None = None) -> list[tuple[str, object, str]]:

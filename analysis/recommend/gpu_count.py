@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from analysis.recommend.context import Context, sources_text, span_days, window_dict, workload_checks
+from analysis.recommend.context import Context, shared_note, sources_text, span_days, window_dict, workload_checks
+from analysis.recommend.context import split_by as split_by_of
 from analysis.recommend.manifests import GPU_RESOURCE, job_note, owner_of, pod_patch
 from analysis.recommend.model import Manifest, Recommendation
 from analysis.units import HOURS_PER_MONTH
@@ -30,10 +31,11 @@ def recommendations(ctx: Context) -> list[Recommendation]:
             pl.col("minutes").filter(pl.col("spare")).sum().alias("spare_minutes"),
             pl.col("cost_usd").filter(pl.col("spare")).sum().alias("spare_cost_usd"),
             pl.col("price_source").filter(pl.col("spare")).drop_nulls().unique().alias("sources"),
+            split_by_of(),
             pl.col("node_group").drop_nulls().first().alias("node_group"),
             pl.col("first_seen").min(),
             pl.col("last_seen").max(),
-            pl.col("minutes").sum().alias("gpu_minutes"),
+            pl.col("observed_minutes").sum().alias("gpu_minutes"),
         )
         .filter((pl.col("gpus") >= 2) & (pl.col("used") >= 1) & (pl.col("used") < pl.col("gpus")))
     )
@@ -48,6 +50,7 @@ def recommendations(ctx: Context) -> list[Recommendation]:
             pl.col("spare_minutes").sum(),
             pl.col("spare_cost_usd").sum(),
             pl.col("sources").explode().drop_nulls().unique().sort(),
+            split_by_of(),
             pl.col("node_group").drop_nulls().first(),
             pl.col("first_seen").min(),
             pl.col("last_seen").max(),
@@ -67,7 +70,8 @@ def recommendations(ctx: Context) -> list[Recommendation]:
         spare_hours = row["spare_minutes"] / 60.0
         comments = (
             f"{ns}/{wl}: {GPU_RESOURCE} {gpus} -> {used}: {gpus - used} of its {gpus} GPUs were active in less than "
-            f"{SPARE_ACTIVE_SHARE:.0%} of the minutes held ({spare_hours:.1f} spare GPU-hours in the window).",
+            f"{SPARE_ACTIVE_SHARE:.0%} of the minutes held ({spare_hours:.1f} spare GPU-hours in the window"
+            f"{shared_note(row['split_by'])}).",
             *job_note(kind),
         )
         out.append(
@@ -87,6 +91,7 @@ def recommendations(ctx: Context) -> list[Recommendation]:
                     "spare_cost_usd": round(row["spare_cost_usd"], 2),
                     "gpu_minutes_observed": int(row["gpu_minutes"]),
                     "workload_kind": kind,
+                    **({"split_by": row["split_by"]} if row["split_by"] else {}),
                 },
                 savings_usd_month=savings,
                 price_source=sources_text(row["sources"]),

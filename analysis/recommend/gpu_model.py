@@ -16,6 +16,7 @@ from analysis.recommend.context import (
     Context,
     catalog_entry,
     is_aws,
+    shared_note,
     sources_text,
     span_days,
     window_dict,
@@ -160,8 +161,8 @@ def recommendations(ctx: Context) -> list[Recommendation]:
                 target={"cluster": row["cluster"], "node_group": row["node_group"], "namespace": ns, "workload": wl},
                 change=(
                     f"Move {ns}/{wl} from {model} ({row['instance_type']}) to {best.gpu_model} "
-                    f"({best.instance_type}): its compute and memory fit, at {best.usd_per_gpu_hour:.2f} instead of "
-                    f"{price_now:.2f} USD per GPU-hour."
+                    f"({best.instance_type}): its compute{shared_note(row['split_by'])} and memory fit, at "
+                    f"{best.usd_per_gpu_hour:.2f} instead of {price_now:.2f} USD per GPU-hour."
                 ),
                 evidence={
                     "window": window_dict(ctx.window),
@@ -179,6 +180,7 @@ def recommendations(ctx: Context) -> list[Recommendation]:
                     "usd_per_gpu_hour_now": round(price_now, 4),
                     "usd_per_gpu_hour_target": round(best.usd_per_gpu_hour, 4),
                     "gpus_held": int(row["gpus"]),
+                    **({"split_by": row["split_by"]} if row["split_by"] else {}),
                 },
                 savings_usd_month=savings,
                 price_source=sources_text([*row["sources"], f"target: {best.source}"]),

@@ -9,7 +9,8 @@ import datetime as dt
 
 import polars as pl
 
-from analysis.recommend.context import Context, ceil, sources_text, window_dict, workload_checks
+from analysis.recommend.context import Context, ceil, shared_note, sources_text, window_dict, workload_checks
+from analysis.recommend.context import split_by as split_by_of
 from analysis.recommend.manifests import JOB_KINDS, owner_of, owner_patch
 from analysis.recommend.model import Manifest, Recommendation
 from analysis.units import HOURS_PER_MONTH
@@ -38,17 +39,21 @@ def recommendations(ctx: Context) -> list[Recommendation]:
     )
     per = (
         streaks.with_columns(
-            (pl.col("gpu_minutes") / pl.col("minutes")).alias("gpus"),
+            (pl.col("observed_gpu_minutes") / pl.col("minutes")).alias("gpus"),
+            (pl.col("gpu_minutes") / pl.col("minutes")).alias("gpu_share"),
         )
         .with_columns(
-            ((pl.col("minutes") - threshold).clip(lower_bound=0) * pl.col("gpus") / 60.0).alias("reclaim_hours"),
+            ((pl.col("minutes") - threshold).clip(lower_bound=0) * pl.col("gpu_share") / 60.0).alias("reclaim_hours"),
             (pl.col("gpu_minutes") / 60.0).alias("idle_hours"),
+            (pl.col("observed_gpu_minutes") / 60.0).alias("observed_hours"),
         )
         .group_by("cluster", "namespace", "workload")
         .agg(
             pl.len().alias("runs"),
             (pl.col("minutes").max() / 60.0).alias("longest_hours"),
             pl.col("idle_hours").sum(),
+            pl.col("observed_hours").sum(),
+            split_by_of(),
             pl.col("reclaim_hours").sum(),
             pl.col("gpus").max(),
             pl.col("end").max().alias("last_end"),
@@ -81,7 +86,8 @@ def recommendations(ctx: Context) -> list[Recommendation]:
                 change=(
                     f"Scale {owner_of(kind)[1]} {ns}/{wl} to zero after {o.idle_reclaim_hours:g} idle hours: it held "
                     f"{row['gpus']:.0f} GPU(s) with nothing running for up to {row['longest_hours']:.1f} hours "
-                    f"in a row ({row['runs']} time(s) in the window), {cost_so_far:.2f} USD so far."
+                    f"in a row ({row['runs']} time(s) in the window), {cost_so_far:.2f} USD so far"
+                    f"{shared_note(row['split_by'])}."
                 ),
                 evidence={
                     "window": window_dict(ctx.window),
@@ -93,6 +99,7 @@ def recommendations(ctx: Context) -> list[Recommendation]:
                     "usd_per_gpu_hour": round(row["usd"], 4),
                     "idle_now": bool(idle_now),
                     "workload_kind": kind,
+                    **({"split_by": row["split_by"]} if row["split_by"] else {}),
                 },
                 savings_usd_month=savings,
                 price_source=sources_text(row["sources"] or []),
@@ -102,7 +109,7 @@ def recommendations(ctx: Context) -> list[Recommendation]:
                     if kind != "notebook"
                     else "low: the notebook server stops; its user restarts it (unsaved kernel state is lost)"
                 ),
-                confidence=ctx.confidence(ctx.window.hours / 24.0, row["idle_hours"] * 60.0),
+                confidence=ctx.confidence(ctx.window.hours / 24.0, row["observed_hours"] * 60.0),
                 assumptions=(
                     "Idle run: consecutive minutes the workload held GPUs and none was active (state rules).",
                     f"Savings = the GPU-hours of each idle run beyond the first {o.idle_reclaim_hours:g} hours x "

@@ -63,7 +63,7 @@ def recommendations(ctx: Context) -> list[Recommendation]:
                         f"{ns}/{wl}: {GPU_RESOURCE}: 1 -> {resource}: 1 (mixed strategy). Its p95 compute "
                         f"{w['util_pct_p95']:.1f}% of a GPU x margin = {w['compute_demand']:.3f} of a GPU and peak "
                         f"memory {w['peak_mem_gib']:.1f} GiB x margin = {w['memory_demand_gib']:.1f} GiB fit "
-                        f"{profile}.",
+                        f"{profile}{_history(w)}.",
                         *job_note(kind),
                     ),
                     patch=True,
@@ -96,7 +96,8 @@ def recommendations(ctx: Context) -> list[Recommendation]:
         cm_comments = (
             f"mig-parted config {config_name}: {needed} {model} GPU(s) partitioned as "
             + ", ".join(" + ".join(f"{n}x {p}" for p, n in sorted(lay["mig_devices"].items())) for lay in model_layouts)
-            + f" (every profile exists on {gpu.model} and the layout has a valid placement, analysis/mig.py); "
+            + f" (every profile exists on {gpu.model} and the layout has a valid placement: README.md, Definitions, "
+            "MIG fit); "
             f"the node's other GPUs stay whole.",
             f"Use it: point the ClusterPolicy at it (spec.migManager.config.name=gpuledger-mig-parted-config, "
             f"spec.mig.strategy=mixed), then label {nodes} node(s): kubectl label nodes -l {selector} "
@@ -134,6 +135,7 @@ def recommendations(ctx: Context) -> list[Recommendation]:
                                 "replicas",
                                 "gpus_held",
                                 "confidence",
+                                "history_hours",
                                 "minutes",
                             )
                         }
@@ -157,6 +159,11 @@ def recommendations(ctx: Context) -> list[Recommendation]:
         )
         ctx.claimed.update((model, w["namespace"], w["workload"]) for w in members)
     return out
+
+
+def _history(w: Mapping[str, Any]) -> str:
+    hours = w.get("history_hours")
+    return "" if hours is None else f", measured over {hours:.1f} h of history"
 
 
 def _gpus_per_node(ctx: Context, node_group: str | None) -> int | None:

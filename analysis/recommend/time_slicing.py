@@ -15,6 +15,7 @@ from analysis.recommend.context import (
     ceil,
     group_target,
     is_aws,
+    shared_note,
     sources_text,
     span_days,
     window_dict,
@@ -139,9 +140,10 @@ def recommendations(ctx: Context) -> list[Recommendation]:
                     r["namespace"],
                     r["workload"],
                     selector,
-                    f"{r['namespace']}/{r['workload']}: p95 duty cycle {r['duty_p95']:.2f}, peak memory "
-                    f"{r['peak_gib']:.1f} GiB of {r['fb_total_gib']:.1f}: up to {r['k']} pods per GPU; moves "
-                    f"to {pool}. Remove any other node selector that pins its old node group.",
+                    f"{r['namespace']}/{r['workload']}: p95 duty cycle {r['duty_p95']:.2f}"
+                    f"{shared_note(r['split_by'])}, peak memory {r['peak_gib']:.1f} GiB of "
+                    f"{r['fb_total_gib']:.1f}: up to {r['k']} pods per GPU; moves to {pool}. Remove any other node "
+                    "selector that pins its old node group.",
                 )
             )
         names = ", ".join(f"{r['namespace']}/{r['workload']}" for r in members)
@@ -171,6 +173,7 @@ def recommendations(ctx: Context) -> list[Recommendation]:
                             "replicas_by_duty": r["by_duty"],
                             "replicas_by_memory": r["by_memory"],
                             "gpu_hours": round(r["gpu_hours"], 4),
+                            **({"split_by": r["split_by"]} if r["split_by"] else {}),
                         }
                         for r in members
                     ],

@@ -9,12 +9,19 @@
 
 Whole GPUs only: minutes of MIG instances are left out (a workload already on a MIG slice is right-sized). Only
 observed minutes count (``no_data`` is never idle).
+
+A GPU-minute several pods held (``analysis.shares``) counts once per holder, as that holder's share: its GPU-time
+(``minutes``, ``gpu_minutes``: active minutes by SM share, idle-held ones by memory share, the rest equally) and its
+utilization (the GPU's times its share), so money and time add up to the GPU's; history counts each GPU-minute
+once per workload (``observed_minutes``), so replicas sharing a GPU do not lengthen it. ``split_by`` names the
+methods of a row's shared minutes ("" when it shared none).
 """
 
 from __future__ import annotations
 
 import polars as pl
 
+from analysis import shares
 from analysis.units import GIB
 from analysis.usage import in_window
 from analysis.window import Window
@@ -40,16 +47,50 @@ def duty_fraction() -> pl.Expr:
     ).clip(0.0, 1.0)
 
 
+HOLDER_COLUMNS = [
+    *DEVICE_KEYS,
+    "ts",
+    "state",
+    "sm_active_mean",
+    "util_mean_pct",
+    "fb_used_max_bytes",
+    "fb_total_bytes",
+    "split_method",
+    "share",
+    "same_workload",
+]
+
+
 def _held(minutes: pl.LazyFrame, window: Window) -> pl.LazyFrame:
-    return in_window(minutes, window).filter(
-        pl.col("workload").is_not_null() & pl.col("state").is_in(HELD) & pl.col("mig_instance_id").is_null()
+    """Held whole-GPU minutes, one row per holder (``HOLDER_COLUMNS``): ``share`` is the holder's part of the minute
+    (1 unshared) and ``same_workload`` how many of the minute's holders belong to its workload (1 unshared)."""
+    frame = in_window(minutes, window).filter(pl.col("state").is_in(HELD) & pl.col("mig_instance_id").is_null())
+    if not shares.any_split(frame):
+        names = frame.collect_schema().names()
+        return frame.filter(pl.col("workload").is_not_null()).with_columns(
+            *([] if "split_method" in names else [pl.lit(None, pl.String).alias("split_method")]),
+            pl.lit(1.0).alias("share"),
+            pl.lit(1, pl.UInt32).alias("same_workload"),
+        )
+    whole = frame.filter(pl.col("holder_shares").is_null()).with_columns(
+        pl.lit(1.0).alias("share"), pl.lit(1, pl.UInt32).alias("same_workload")
+    )
+    exploded, weight = shares.holder_rows(frame.filter(pl.col("holder_shares").is_not_null()))
+    shared = exploded.with_columns(
+        weight.alias("share"),
+        pl.len().over("gpu_uuid", "ts", "namespace", "workload").cast(pl.UInt32).alias("same_workload"),
+        *(pl.col(c) * weight for c in ("sm_active_mean", "util_mean_pct")),
+    )
+    return pl.concat([whole.select(HOLDER_COLUMNS), shared.select(HOLDER_COLUMNS)], how="vertical_relaxed").filter(
+        pl.col("workload").is_not_null()
     )
 
 
 def device_usage(minutes: pl.LazyFrame, window: Window, batches: int = 1) -> pl.LazyFrame:
-    """One row per (cluster, node, gpu_model, gpu_uuid, namespace, workload, pod, container): ``minutes`` held,
-    ``active_minutes``, ``busy_p95`` / ``busy_p99`` (``busy_fraction``), ``duty_p95`` (``duty_fraction``),
-    ``peak_gib``, ``fb_total_gib``, ``first_seen`` and ``last_seen``.
+    """One row per (cluster, node, gpu_model, gpu_uuid, namespace, workload, pod, container): ``minutes`` held and
+    ``active_minutes`` (GPU-minutes, shares of shared minutes), ``observed_minutes`` (each GPU-minute once per
+    workload), ``busy_p95`` / ``busy_p99`` (``busy_fraction``), ``duty_p95`` (``duty_fraction``), ``peak_gib`` (the
+    GPU's), ``fb_total_gib``, ``first_seen``, ``last_seen`` and ``split_by``.
 
     Exact percentiles hold every minute of a group in memory (5 GiB for 1,024 GPUs x 7 days in one go), so with
     ``batches`` > 1 the GPUs are split by a hash of their UUID into that many queries run one after another: the
@@ -63,8 +104,9 @@ def device_usage(minutes: pl.LazyFrame, window: Window, batches: int = 1) -> pl.
 
 def _device_usage(held: pl.LazyFrame) -> pl.LazyFrame:
     return held.group_by(DEVICE_KEYS).agg(
-        pl.len().cast(pl.Int64).alias("minutes"),
-        (pl.col("state") == "active").sum().cast(pl.Int64).alias("active_minutes"),
+        pl.col("share").sum().alias("minutes"),
+        pl.col("share").filter(pl.col("state") == "active").sum().alias("active_minutes"),
+        (1.0 / pl.col("same_workload")).sum().alias("observed_minutes"),
         busy_fraction().quantile(0.95, "higher").alias("busy_p95"),
         busy_fraction().quantile(0.99, "higher").alias("busy_p99"),
         duty_fraction().quantile(0.95, "higher").alias("duty_p95"),
@@ -72,7 +114,12 @@ def _device_usage(held: pl.LazyFrame) -> pl.LazyFrame:
         (pl.col("fb_total_bytes").max() / GIB).alias("fb_total_gib"),
         pl.col("ts").min().alias("first_seen"),
         pl.col("ts").max().alias("last_seen"),
+        _split_by(),
     )
+
+
+def _split_by() -> pl.Expr:
+    return pl.col("split_method").drop_nulls().unique().sort().str.join(", ").alias("split_by")
 
 
 def held_demand(minutes: pl.LazyFrame, window: Window, bucket_minutes: int = 10) -> pl.LazyFrame:
@@ -91,8 +138,9 @@ def held_demand(minutes: pl.LazyFrame, window: Window, bucket_minutes: int = 10)
 
 def idle_streaks(minutes: pl.LazyFrame, window: Window, min_minutes: int) -> pl.LazyFrame:
     """Runs of consecutive minutes in which a workload held GPUs and none of them was active, ``min_minutes`` or
-    longer: (cluster, namespace, workload, start, end (exclusive), minutes, gpu_minutes). A minute the workload held
-    nothing, or a gap in its minutes, ends a run.
+    longer: (cluster, namespace, workload, start, end (exclusive), minutes, gpu_minutes (its GPU-time: the shares of
+    shared GPUs, idle-held minutes by memory share), observed_gpu_minutes (each GPU-minute once), split_by). A minute
+    the workload held nothing, or a gap in its minutes, ends a run.
 
     Per workload, unlike ``analysis.conditions.idle_streaks`` (per GPU, for alerts): a minute counts only when none
     of the workload's whole GPUs was active, because reclaiming stops the whole workload. It cannot be derived from
@@ -100,7 +148,12 @@ def idle_streaks(minutes: pl.LazyFrame, window: Window, min_minutes: int) -> pl.
     per_minute = (
         _held(minutes, window)
         .group_by("cluster", "namespace", "workload", "ts")
-        .agg((pl.col("state") == "active").any().alias("active"), pl.len().alias("gpus"))
+        .agg(
+            (pl.col("state") == "active").any().alias("active"),
+            pl.col("share").sum().alias("gpus"),
+            (1.0 / pl.col("same_workload")).sum().alias("observed_gpus"),
+            pl.col("split_method").drop_nulls().unique().alias("methods"),
+        )
         .sort("cluster", "namespace", "workload", "ts")
     )
     keys = ["cluster", "namespace", "workload"]
@@ -113,7 +166,9 @@ def idle_streaks(minutes: pl.LazyFrame, window: Window, min_minutes: int) -> pl.
             pl.col("ts").min().alias("start"),
             (pl.col("ts").max() + pl.duration(minutes=1)).alias("end"),
             pl.len().cast(pl.Int64).alias("minutes"),
-            pl.col("gpus").sum().cast(pl.Int64).alias("gpu_minutes"),
+            pl.col("gpus").sum().alias("gpu_minutes"),
+            pl.col("observed_gpus").sum().alias("observed_gpu_minutes"),
+            pl.col("methods").explode().unique().sort().str.join(", ").alias("split_by"),
         )
         .filter(pl.col("minutes") >= min_minutes)
         .drop("run")

@@ -58,10 +58,23 @@ class GpuAssignment:
     (resolved to its parent GPU and instance id through NVML elsewhere)."""
     replica: int | None = None
     """The ``N`` of a time-sliced (or MPS) id ``<device>::N``; None for a device that is not shared."""
+    claim: str | None = None
+    """``namespace/name`` of the DRA ResourceClaim the device was allocated through; None for a device plugin's.
+    A DRA device's ``device_id`` is its name in the driver's pool (``gpu-0``, ``gpu-0-mig-9-4-4`` for the NVIDIA
+    driver), ``resource_name`` the driver (``gpu.nvidia.com``)."""
+    pool: str | None = None
+    """The DRA pool (for the NVIDIA driver, the node) the device was allocated from."""
+    cdi_devices: tuple[str, ...] = ()
+    """The fully qualified CDI device names the kubelet gave the container for a DRA device."""
 
     @property
     def is_mig(self) -> bool:
         return self.device_id.startswith("MIG-")
+
+
+DRA_GPU_DRIVERS = ("gpu.nvidia.com",)
+"""DRA drivers whose devices are GPUs or MIG devices (NVIDIA's k8s-dra-driver-gpu; dcgm-exporter's
+``DRAGPUDriverName``). Other drivers' claims (network, IMEX channels: ``compute-domain.nvidia.com``) are not GPUs."""
 
 
 def is_gpu_resource(resource_name: str) -> bool:
@@ -101,6 +114,7 @@ class PodResourcesClient:
                                 pod.namespace, pod.name, container.name, devices.resource_name, device_id, replica
                             )
                         )
+                assignments += _dra_assignments(pod, container)
         return assignments
 
     def _list(self) -> api_pb2.ListPodResourcesResponse:
@@ -140,3 +154,29 @@ class PodResourcesClient:
             _, sep, last = details.rpartition("error: ")
             return PodResourcesUnavailable(self.socket_path, last if sep and last else details)
         return PodResourcesRejected(self.socket_path, f"{code.name}: {details}")
+
+
+def _dra_assignments(pod: api_pb2.PodResources, container: api_pb2.ContainerResources) -> list[GpuAssignment]:
+    """The GPUs a container holds through DRA ResourceClaims (``dynamic_resources``, kubelet 1.27+): one per claimed
+    device of a GPU driver, held by this container's pod, with the claim. A claim shared by several pods names each
+    of them, as the kubelet lists it under each."""
+    out = []
+    for dynamic in container.dynamic_resources:
+        claim = f"{dynamic.claim_namespace or pod.namespace}/{dynamic.claim_name}"
+        for resource in dynamic.claim_resources:
+            if resource.driver_name not in DRA_GPU_DRIVERS or not resource.device_name:
+                continue
+            cdi = tuple(d.name for d in resource.cdi_devices)
+            out.append(
+                GpuAssignment(
+                    pod.namespace,
+                    pod.name,
+                    container.name,
+                    resource.driver_name,
+                    resource.device_name,
+                    claim=claim,
+                    pool=resource.pool_name or None,
+                    cdi_devices=cdi,
+                )
+            )
+    return out

@@ -102,6 +102,24 @@ class PrometheusClient:
         result: list[dict[str, Any]] = data["result"]
         return result
 
+    def label_values(
+        self, label: str, *, match: str | None = None, span: Span | None = None, limit: int = 10
+    ) -> tuple[list[str], bool]:
+        """Up to ``limit`` values of ``label`` (``/api/v1/label/<label>/values``), sorted, restricted to the series
+        ``match`` selects within ``span`` when given; and whether there were more. The request is bounded like a
+        range query (deadline, size, retries); ``limit`` is also sent, so servers that know it (2.51+) stop early."""
+        params = {"limit": str(limit + 1)}
+        if match is not None:
+            params["match[]"] = match
+        if span is not None:
+            params["start"], params["end"] = str(span[0]), str(span[1])
+        body = self._get(f"/api/v1/label/{label}/values", params)
+        data = body.get("data")
+        if not isinstance(data, list):
+            raise SourceRejected(WHAT, self.url, f"label {label} answered without a list of values", NOT_PROMETHEUS_FIX)
+        values = sorted(str(v) for v in data)
+        return values[:limit], len(values) > limit
+
     def _get(self, path: str, params: Mapping[str, str]) -> Any:
         """One query's answer. Each try ends within ``timeout_s``; no try or wait starts that would end past
         ``2 * timeout_s`` from the first, so a server that never answers ends the query there."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
@@ -25,6 +25,8 @@ from collector.workloads import workload_from_owner, workload_from_pod
 from warehouse.schema import GPU_ALLOCATIONS, NODES
 
 NODE_LABELS = "kube_node_labels"
+NODE_INFO = "kube_node_info"
+"""Its ``provider_id`` label is the node's ``spec.providerID`` (``aws:///us-east-1a/i-0abc``), what a bill names."""
 POD_OWNER = "kube_pod_owner"
 GPU_REQUESTS = 'kube_pod_container_resource_requests{resource=~"nvidia_com_gpu|nvidia_com_mig_.+"}'
 RUNNING = 'kube_pod_status_phase{phase="Running"}'
@@ -39,6 +41,7 @@ class KubeState:
     node_labels: list[Series]
     gpu_requests: list[Series]
     pod_owners: list[Series]
+    node_info: list[Series] = field(default_factory=list)
 
 
 def _label(labels: Mapping[str, str], name: str) -> str | None:
@@ -82,6 +85,7 @@ def node_row(
     labels: Mapping[str, str],
     gpu_model: str | None = None,
     gpu_count: int | None = None,
+    provider_id: str | None = None,
 ) -> dict[str, Any]:
     """One ``nodes`` row from a node's ``kube_node_labels`` labels (and what DCGM saw on it that day).
 
@@ -106,6 +110,7 @@ def node_row(
         "gpu_count": _int_or_none(labels.get("label_nvidia_com_gpu_count")) or gpu_count,
         "mig_strategy": strategy if strategy in ("none", "single", "mixed") else None,
         "labels": json.dumps(node_labels, sort_keys=True, separators=(",", ":")) if node_labels else None,
+        "provider_id": provider_id,
     }
 
 
@@ -113,9 +118,17 @@ def _date(seconds: float) -> dt.date:
     return dt.datetime.fromtimestamp(seconds, dt.UTC).date()
 
 
-def node_rows(node_labels: Iterable[Series], samples: pa.Table, *, cluster: str) -> list[dict[str, Any]]:
+def node_rows(
+    node_labels: Iterable[Series], samples: pa.Table, *, cluster: str, node_info: Iterable[Series] = ()
+) -> list[dict[str, Any]]:
     """One ``nodes`` row per node per UTC date it appears on, in ``kube_node_labels`` (its newest labels that day)
-    or in gpu_samples (a node kube-state-metrics does not report gets a row with what DCGM saw)."""
+    or in gpu_samples (a node kube-state-metrics does not report gets a row with what DCGM saw); ``provider_id``
+    from the node's ``kube_node_info``."""
+    provider_ids = {
+        node: pid
+        for series in node_info
+        if (node := _label(series.labels, "node")) is not None and (pid := series.labels.get("provider_id"))
+    }
     newest: dict[tuple[str, dt.date], tuple[float, Mapping[str, str]]] = {}
     for series in node_labels:
         node = _label(series.labels, "node")
@@ -130,7 +143,7 @@ def node_rows(node_labels: Iterable[Series], samples: pa.Table, *, cluster: str)
     for node, date in sorted(newest.keys() | seen.keys()):
         model, count = seen.get((node, date), (None, None))
         labels = newest[(node, date)][1] if (node, date) in newest else {}
-        rows.append(node_row(cluster, node, date, labels, model, count))
+        rows.append(node_row(cluster, node, date, labels, model, count, provider_ids.get(node)))
     return rows
 
 
@@ -294,7 +307,7 @@ def _fill(
 def kube_rows(rows: Rows, kube: KubeState, *, cluster: str, when: Callable[[float], dt.datetime] | None = None) -> Rows:
     """DCGM rows completed with kube-state-metrics: owners as workloads, proven allocations, and node rows."""
     when = when or timestamp
-    nodes = node_rows(kube.node_labels, rows.samples, cluster=cluster)
+    nodes = node_rows(kube.node_labels, rows.samples, cluster=cluster, node_info=kube.node_info)
     single = {row["node"] for row in nodes if row["mig_strategy"] == "single"}
     workloads = pod_workloads(kube.pod_owners)
     allocations = attribute(

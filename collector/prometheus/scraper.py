@@ -29,8 +29,17 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from collector.dcgm import DcgmPoint, rows_from_points
+from collector.errors import NoDcgmSeries
 from collector.prometheus.client import MAX_POINTS_PER_SERIES, PrometheusClient
-from collector.prometheus.kube_state import GPU_REQUESTS, NODE_LABELS, POD_OWNER, RUNNING, KubeState, kube_rows
+from collector.prometheus.kube_state import (
+    GPU_REQUESTS,
+    NODE_INFO,
+    NODE_LABELS,
+    POD_OWNER,
+    RUNNING,
+    KubeState,
+    kube_rows,
+)
 from collector.prometheus.series import EPOCH, SOURCE, Series, Timestamps, dcgm_points, parse_series, parsed
 from collector.prometheus.spans import Span, grid_ceil, grid_floor, merge_spans, plan_chunks, subtract_spans
 from collector.rows import Rows
@@ -50,6 +59,9 @@ DCGM_METRICS = (
     "DCGM_FI_DEV_SM_CLOCK",
     "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS",
 )
+
+DESCRIBE_LIMIT = 5
+"""How many jobs and metric names an error about a Prometheus without DCGM series names."""
 
 Progress = Callable[[int, int], None]
 
@@ -181,11 +193,17 @@ class PrometheusScraper:
         chunks = self.plan(start, end)
         queries_before = self.client.queries
         points = samples = allocations = nodes = 0
+        dcgm_known = False
         if progress:
             progress(0, len(chunks))
         for i, span in enumerate(chunks):
             rows, fetched = self.fetch(span)
             points += fetched
+            if rows.samples.num_rows:
+                dcgm_known = True
+            elif not dcgm_known:
+                self._require_dcgm((chunks[0][0], chunks[-1][1]))
+                dcgm_known = True
             written = self.store(rows, self.state_name, self._state_with(span))
             samples += written.samples
             allocations += written.allocations
@@ -197,6 +215,17 @@ class PrometheusScraper:
         watermark = EPOCH + dt.timedelta(seconds=done[-1][1]) if done else None
         queries = self.client.queries - queries_before
         return ScrapeResult(points, samples, allocations, nodes, len(chunks), queries, watermark)
+
+    def _require_dcgm(self, window: Span) -> None:
+        """Raise NoDcgmSeries, before anything of the window is stored, when the server holds no DCGM series in
+        ``window``; asked only when a chunk came back without a GPU sample and none did before it in this run."""
+        found, _ = self.client.label_values("__name__", match='{__name__=~"DCGM_FI_.+"}', span=window, limit=1)
+        if found:
+            return
+        jobs, more_jobs = self.client.label_values("job", limit=DESCRIBE_LIMIT)
+        names, more_names = self.client.label_values("__name__", limit=DESCRIBE_LIMIT)
+        shown = f"{_iso(window[0])} to {_iso(window[1])}"
+        raise NoDcgmSeries(self.client.url, shown, jobs, more_jobs, names, more_names)
 
     def fetch(self, span: Span) -> tuple[Rows, int]:
         """One chunk's rows (DCGM and kube-state-metrics) and the number of points fetched."""
@@ -213,8 +242,10 @@ class PrometheusScraper:
         owners = self.query_range(self._last(POD_OWNER), span)
         running = f"({self._last(GPU_REQUESTS)}) and on(namespace, pod) ({self._last(RUNNING)} == 1)"
         gpu_requests = self.query_range(running, span)
-        kube = KubeState(node_labels, gpu_requests, owners)
-        points = len(dcgm) + sum(len(s.values) for group in (node_labels, owners, gpu_requests) for s in group)
+        node_info = self.query_range(self._last(NODE_INFO), span)
+        kube = KubeState(node_labels, gpu_requests, owners, node_info)
+        groups = (node_labels, owners, gpu_requests, node_info)
+        points = len(dcgm) + sum(len(s.values) for group in groups for s in group)
         rows = rows_from_points(dcgm, cluster=self.cluster, source=SOURCE)
         return kube_rows(rows, kube, cluster=self.cluster, when=when), points
 

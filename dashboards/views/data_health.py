@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
-from analysis import timeline
+from analysis import shares, timeline
 from dashboards import data, fmt
 
 page = data.current()
@@ -50,8 +50,61 @@ if rejected is not None:
         f"{fmt.when(rejected.earliest_stamp)} to {fmt.when(rejected.latest_stamp)}, outside 2000-01-01 to a day "
         "after ingest, and not stored. Check the clock of the node or exporter that sent them."
     )
+malformed = page.malformed_lines()
+if malformed is not None:
+    st.warning(
+        f"{fmt.count(malformed.lines)} malformed line(s) skipped in {fmt.count(malformed.scrapes)} scrape(s) of "
+        f"{', '.join(sorted(malformed.by_source))} (last on {fmt.when(malformed.last_at)}, "
+        f"{fmt.count(malformed.last_lines)} then); every other sample of those pages was stored. The collector's "
+        "log names the first bad line of each page."
+    )
 if hist.rollup_fresh:
     st.success(f"The per-minute rollup is up to date (newest minute {fmt.when(hist.newest_minute)}).")
+
+silent = r.get("partly_reporting_nodes") or []
+if silent:
+    st.subheader("Nodes with GPUs that never report")
+    st.warning(
+        "; ".join(n["text"] for n in silent) + ". Their silent GPUs' time is no_data on that node: paid for and "
+        "unobserved, in the cost and in no_data. The GPU count is the instance type's, else GPU Feature Discovery's "
+        "label, else what was seen."
+    )
+    st.dataframe(
+        pl.DataFrame(silent).select(
+            "cluster", "node", "instance_type", "gpus", "gpu_count_basis", "reporting", "silent_gpu_hours", "cost_usd"
+        ),
+        hide_index=True,
+        column_config={
+            "gpu_count_basis": st.column_config.TextColumn("GPU count from"),
+            "silent_gpu_hours": st.column_config.NumberColumn("silent GPU-hours", format="%.1f"),
+            "cost_usd": st.column_config.NumberColumn("cost", format="dollar"),
+        },
+    )
+
+split = shares.split_summary(page.inputs.groups)
+st.subheader("Shared GPUs")
+if split.height:
+    st.info(
+        f"{fmt.count(round(float(split['gpu_minutes'].sum())))} GPU-minutes were held by several pods or processes "
+        "and split among them: "
+        + ", ".join(
+            f"{fmt.count(round(m))} by {method}"
+            for method, m in split.select("split_method", "gpu_minutes").iter_rows()
+        )
+        + ". Active minutes by SM share, idle-held ones by memory share (per-process readings), else equally."
+    )
+    st.dataframe(
+        split,
+        hide_index=True,
+        column_config={
+            "split_method": st.column_config.TextColumn("split by"),
+            "gpu_minutes": st.column_config.NumberColumn("GPU-minutes", format="%.0f"),
+            "gpu_hours": st.column_config.NumberColumn("GPU-hours", format="%.1f"),
+            "cost_usd": st.column_config.NumberColumn("cost", format="dollar"),
+        },
+    )
+else:
+    st.success("No GPU-minute in the window was shared by several pods or processes.")
 
 st.subheader("Sources and last sample per node")
 st.dataframe(

@@ -67,9 +67,9 @@ if node != everything:
     )
     held = (
         groups.filter(pl.col("node") == node)
-        .group_by("namespace", "workload", "state")
+        .group_by("namespace", "workload", "state", pl.col("split_method").fill_null("").alias("split_by"))
         .agg(pl.col("gpu_hours").sum().round(2), pl.col("cost_usd").sum().round(2))
-        .sort("gpu_hours", descending=True)
+        .sort("gpu_hours", "namespace", "workload", "state", "split_by", descending=[True, False, False, False, False])
     )
-    st.markdown("**Who held its GPUs** (GPU-hours and cost by state)")
+    st.markdown("**Who held its GPUs** (GPU-hours and cost by state; split by: how a shared GPU's minutes were split)")
     st.dataframe(held, hide_index=True)

@@ -48,6 +48,7 @@ st.dataframe(
         "cost_usd",
         "gpu_models",
         "price_source",
+        "split_by",
     ),
     hide_index=True,
     column_config={
@@ -58,12 +59,17 @@ st.dataframe(
         "cost_usd": st.column_config.NumberColumn("idle cost", format="dollar"),
         "gpu_models": st.column_config.TextColumn("GPU models"),
         "price_source": st.column_config.TextColumn("priced by"),
+        "split_by": st.column_config.TextColumn(
+            "split by", help="How GPU-minutes it shared with other pods were split (empty: it shared none)."
+        ),
     },
 )
 st.caption(
     f"{shown.height} of {board.height} workloads. Idle: below {r['assumptions']['active_threshold_pct']:g}% "
     f"utilization while a pod held the GPU; memory held: more than {r['assumptions']['held_memory_gib']:g} GiB in "
-    "use. Last active: the last minute in the window the workload was active (empty: never)."
+    "use. Last active: the last minute in the window the workload was active (empty: never). A GPU several pods "
+    "shared is charged to each its share: active minutes by SM share, idle-held ones by memory share, else equally "
+    "(split by)."
 )
 
 st.subheader("Idle cost by namespace")

@@ -52,11 +52,13 @@ if workloads.height:
     if only_fits:
         workloads = workloads.filter(pl.col("fits"))
     wanted = ["namespace", "workload", "gpu_model", "replicas", "peak_mem_gib", "util_pct_p95", "profile", "fits"]
-    rest = [c for c in ("reason", "confidence", "gpu_hours") if c in workloads.columns]
+    rest = [c for c in ("reason", "history_hours", "confidence", "gpu_hours") if c in workloads.columns]
     st.dataframe(workloads.select(*wanted, *rest), hide_index=True)
     st.caption(
         f"Compute demand: p{round(fit['assumptions'].get('percentile', 0.95) * 100)} of utilization with a safety "
-        f"margin; memory demand: peak memory x {fit['assumptions'].get('memory_margin', 1.1)}."
+        f"margin, at most what a replica holds; memory demand: peak memory x "
+        f"{fit['assumptions'].get('memory_margin', 1.1)}; no profile is claimed with less than "
+        f"{fit['assumptions'].get('min_history_hours', 24.0):g} h of history."
     )
 else:
     st.info("No workload held a GPU in this window.")

@@ -12,6 +12,8 @@ page = data.current()
 r = page.report
 st.title("Overview")
 st.caption(page.caption())
+for stale in r["fleet"].get("stale_prices") or []:
+    st.warning(f"Stale list prices: {stale['message']}")
 
 spend, waste, util, gpus, hours = st.columns(5)
 spend.metric("Spend", fmt.usd(r["fleet"]["cost_usd"]), help=page.help("GPU-hours x each node's GPU-hour price."))
@@ -73,3 +75,31 @@ with right:
         )
     else:
         st.info("No workload held a GPU idle in this window.")
+
+st.subheader("Underuse and reconciliation with OpenCost and Kubecost")
+underused = r.get("underused")
+reconciliation = r.get("reconciliation")
+if underused and reconciliation:
+    st.metric(
+        "Underused",
+        fmt.usd(underused["cost_usd"]),
+        delta=f"{fmt.hours(underused['gpu_hours'])} GPU-hours",
+        delta_color="off",
+        delta_arrow="off",
+        help=page.help(underused["definition"]),
+    )
+    steps = {"start": "", "plus": "+", "equals": "=", "of which": "of which", "moved": "moved"}
+    money = {
+        "gpu_hours": st.column_config.NumberColumn("GPU-hours", format="%.1f"),
+        "cost_usd": st.column_config.NumberColumn("cost", format="dollar"),
+    }
+    for part, title in (("cost", "OpenCost's GPU cost to the fleet cost"), ("idle", "Kubecost's workload idle")):
+        walk = reconciliation[part]
+        st.markdown(f"**{title}**" + ("" if walk["adds_up"] else " (does not add up)"))
+        st.caption(walk["definition"])
+        lines = pl.DataFrame(walk["lines"]).with_columns(pl.col("kind").replace_strict(steps).alias("step"))
+        st.dataframe(lines.select("step", "line", "gpu_hours", "cost_usd", "why"), hide_index=True, column_config=money)
+    if reconciliation["by_namespace"]:
+        st.markdown("**By namespace** (OpenCost by request, gpuledger by measured use)")
+        st.dataframe(pl.DataFrame(reconciliation["by_namespace"]), hide_index=True)
+    st.caption(f"Prices: {reconciliation['prices']}.")

@@ -48,6 +48,9 @@ st.dataframe(
         "held_cost_usd": st.column_config.NumberColumn("held", format="dollar"),
         "shared_idle_usd": st.column_config.NumberColumn("shared idle", format="dollar"),
         "total_cost_usd": st.column_config.NumberColumn("total", format="dollar"),
+        "split_by": st.column_config.TextColumn(
+            "split by", help="How GPU-minutes its pods shared with other teams' were split (empty: none shared)."
+        ),
     },
 )
 st.caption(f"Lines add up to {fmt.usd(total)}. Teams: {page.source.teams or 'none configured (one per namespace)'}.")

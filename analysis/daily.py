@@ -27,6 +27,9 @@ from analysis.window import Window
 
 VERSION = "3"
 """Bump when any summarized computation changes: stored summaries with another version are recomputed."""
+MIG_DEMAND_VERSION = "2"
+"""Bump when ``analysis.mig.demand_parts`` changes (2: shared minutes split among their holders by their shares):
+only the stored MIG demand parts are recomputed."""
 
 
 @cache
@@ -85,8 +88,8 @@ class MigDemand:
     def fingerprint(self) -> str:
         a = self.assumptions  # only what the stored sums depend on; percentiles and margins apply afterwards
         return (
-            f"{self.name}-v{VERSION}:{a.first_bucket}:{a.bucket_ratio}:{a.half_life.total_seconds()}:"
-            f"{_catalog_digest()}"
+            f"{self.name}-v{VERSION}.{MIG_DEMAND_VERSION}:{a.first_bucket}:{a.bucket_ratio}:"
+            f"{a.half_life.total_seconds()}:{_catalog_digest()}"
         )
 
     def summarize(self, minutes: pl.LazyFrame, start: dt.datetime, end: dt.datetime) -> pl.DataFrame:

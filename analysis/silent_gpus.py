@@ -8,13 +8,19 @@ states still sum to its GPU-time, silent GPUs included, and the fleet cost holds
 with no GPU-minutes at all on a day has no known span and adds no time (its GPUs are not listed as reporting).
 
 ``reporting_gpus`` is the daily pass over GPU-minutes (stored with the rollup's daily summaries,
-``analysis.daily.NODE_GPUS``); the rest works on its small frame and on the priced ``nodes`` rows.
+``analysis.daily.NODE_GPUS``); the rest works on its small frame and on the priced ``nodes`` rows. The same silent
+days go into the minute groups (``with_silent``: the report's GPU-hours) and into the dashboard's timeline buckets
+(``with_silent_buckets``: each day's span cut at the bucket edges), so the chart of GPU-hours by state over time adds
+up to the report's state totals.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+
 import polars as pl
 
+from analysis import timeline
 from analysis.usage import MINUTES_PER_HOUR, in_window
 from analysis.window import Window
 
@@ -110,6 +116,48 @@ def with_silent(groups: pl.DataFrame, reporting: pl.DataFrame, node_prices: pl.D
         return groups
     extra = no_data_groups(silent, groups).sort(["cluster", "node", "date"])
     return pl.concat([groups, extra], how="vertical")
+
+
+def no_data_buckets(silent: pl.DataFrame, buckets: pl.DataFrame, every: str) -> pl.DataFrame:
+    """``silent`` (from ``silent_days``) as rows of ``buckets`` (``analysis.timeline.gpu_buckets`` of ``every``): per
+    node and bucket, state ``no_data`` for the silent GPUs x the minutes of the node's span that fall in the bucket,
+    with no GPU (``gpu_uuid`` null: ``analysis.timeline.reported`` leaves them out of per-GPU views), no namespace
+    and no utilization. Each day's rows sum to its ``silent_gpu_hours``."""
+    step = dt.timedelta(hours=timeline.BUCKET_HOURS[every])
+    start, end = pl.col("first_minute"), pl.col("last_minute") + dt.timedelta(minutes=1)
+    bucket = pl.col("bucket")
+    inside = (pl.min_horizontal(end, bucket + step) - pl.max_horizontal(start, bucket)).dt.total_minutes()
+    rows = (
+        silent.select("cluster", "node", "gpu_model", "silent_gpus", "first_minute", "last_minute")
+        .with_columns(
+            pl.datetime_ranges(start.dt.truncate(every), pl.col("last_minute").dt.truncate(every), every).alias(
+                "bucket"
+            )
+        )
+        .explode("bucket")
+        .select(
+            "bucket",
+            "cluster",
+            "node",
+            "gpu_model",
+            pl.lit(None, pl.String).alias("namespace"),
+            pl.lit("no_data").alias("state"),
+            (pl.col("silent_gpus") * inside / MINUTES_PER_HOUR).alias("gpu_hours"),
+            pl.lit(0.0).alias("busy_weighted"),
+            pl.lit(0.0).alias("busy_share"),
+        )
+    )
+    missing = [c for c in buckets.columns if c not in rows.columns]
+    rows = rows.with_columns(pl.lit(None).alias(c) for c in missing)
+    return rows.select(buckets.columns).cast(dict(buckets.schema))  # type: ignore[arg-type]
+
+
+def with_silent_buckets(buckets: pl.DataFrame, silent: pl.DataFrame | None, every: str) -> pl.DataFrame:
+    """``buckets`` plus the silent GPUs' ``no_data`` time (``no_data_buckets``), in the same columns."""
+    if silent is None or silent.height == 0 or buckets.height == 0:
+        return buckets
+    extra = no_data_buckets(silent, buckets, every).sort(["cluster", "node", "bucket"])
+    return pl.concat([buckets, extra], how="vertical")
 
 
 def partly_reporting(reporting: pl.DataFrame, node_prices: pl.DataFrame) -> pl.DataFrame:

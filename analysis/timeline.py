@@ -3,7 +3,9 @@
 ``gpu_buckets`` reads the ``gpu_minutes`` of a window once and returns, per time bucket, GPU (or MIG instance),
 namespace and state, the GPU-hours and the utilization sums (MIG instances count ``slices / 7`` of a GPU, as in
 ``analysis.usage``). Everything here is derived from that small frame, so the bucket totals add up to the window's
-GPU-hours by state exactly as the report counts them.
+GPU-hours by state exactly as the report counts them once the silent GPUs' ``no_data`` rows are added
+(``analysis.silent_gpus.with_silent_buckets``: GPUs a node has that never reported). Those rows have no GPU
+(``gpu_uuid`` null): they count in ``state_timeline`` and nowhere per GPU (``reported``).
 """
 
 from __future__ import annotations
@@ -73,6 +75,11 @@ def state_timeline(buckets: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def reported(buckets: pl.DataFrame) -> pl.DataFrame:
+    """The rows of GPUs that reported: without the silent GPUs' ``no_data`` rows, which name no GPU."""
+    return buckets.filter(pl.col("gpu_uuid").is_not_null())
+
+
 def gpu_label() -> pl.Expr:
     """``node #index`` (and `` mig <id> <profile>`` for a MIG instance): one row of the heatmap."""
     mig = pl.when(pl.col("mig_instance_id").is_not_null()).then(
@@ -85,6 +92,7 @@ def gpu_label() -> pl.Expr:
 def gpu_heatmap(buckets: pl.DataFrame, every: str) -> pl.DataFrame:
     """Per GPU and bucket (``bucket`` to ``bucket_end``): mean utilization (null when unobserved), GPU-hours and
     the state that took most of the bucket; sorted by node and GPU."""
+    buckets = reported(buckets)
     per_state = buckets.group_by(*GPU_KEYS, "bucket", "state").agg(pl.col("gpu_hours").sum())
     main_state = (
         per_state.sort("gpu_hours", "state", descending=[True, False])
@@ -116,7 +124,8 @@ def gpus(buckets: pl.DataFrame) -> pl.DataFrame:
     """One row per GPU (or MIG instance) seen: GPU-hours per state, mean utilization."""
     hours = pl.col("gpu_hours")
     return (
-        buckets.group_by(GPU_KEYS)
+        reported(buckets)
+        .group_by(GPU_KEYS)
         .agg(
             hours.sum().round(4).alias("gpu_hours"),
             *(hours.filter(pl.col("state") == s).sum().round(4).alias(f"{s}_hours") for s in STATES),
@@ -129,14 +138,19 @@ def gpus(buckets: pl.DataFrame) -> pl.DataFrame:
 
 def gpu_count(buckets: pl.DataFrame) -> int:
     """Physical GPUs seen (MIG instances count once, with their GPU)."""
-    return int(buckets["gpu_uuid"].n_unique()) if buckets.height else 0
+    return int(buckets["gpu_uuid"].drop_nulls().n_unique()) if buckets.height else 0
 
 
 def gaps(buckets: pl.DataFrame, every: str) -> pl.DataFrame:
     """Stretches without data (``no_data`` GPU-time), per GPU: consecutive buckets holding no_data are merged into
     one gap with its start, end (exclusive, bucket-aligned) and the no_data GPU-hours in it; longest first."""
     step = dt.timedelta(hours=BUCKET_HOURS[every])
-    missing = buckets.filter(pl.col("state") == "no_data").group_by(*GPU_KEYS, "bucket").agg(pl.col("gpu_hours").sum())
+    missing = (
+        reported(buckets)
+        .filter(pl.col("state") == "no_data")
+        .group_by(*GPU_KEYS, "bucket")
+        .agg(pl.col("gpu_hours").sum())
+    )
     if missing.height == 0:
         return pl.DataFrame(
             schema={

@@ -87,6 +87,8 @@ class PricedUsage:
     catalog: pricing.PriceCatalog
     partly_reporting: pl.DataFrame | None = None
     """Nodes with GPUs that never reported in the window (``analysis.silent_gpus.partly_reporting``)."""
+    silent: pl.DataFrame | None = None
+    """Their silent GPUs per node and day (``analysis.silent_gpus.silent_days``): the no_data added to ``groups``."""
 
 
 def priced_usage(lake: Lake, settings: Settings, window: Window) -> PricedUsage:
@@ -100,7 +102,8 @@ def priced_usage(lake: Lake, settings: Settings, window: Window) -> PricedUsage:
     groups = silent_gpus.with_silent(groups, reporting, node_prices)
     model_prices = pricing.model_prices(groups["gpu_model"].unique().to_list(), catalog)
     partly = silent_gpus.partly_reporting(reporting, node_prices)
-    return PricedUsage(priced(groups, node_prices, model_prices), node_prices, catalog, partly)
+    silent = silent_gpus.silent_days(reporting, node_prices)
+    return PricedUsage(priced(groups, node_prices, model_prices), node_prices, catalog, partly, silent)
 
 
 def bill_rates(lake: Lake, window: Window) -> tuple[pl.DataFrame, pl.DataFrame] | None:

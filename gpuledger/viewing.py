@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from analysis import daily, timeline, usage
+from analysis import daily, silent_gpus, timeline, usage
 from analysis.errors import EmptyWarehouse
 from analysis.recommend import RecommendationSet
 from analysis.report import ReportInputs
@@ -58,7 +58,9 @@ def fleet_view(lake: Lake, settings: Settings, window: Window) -> FleetView:
 
     Both come from the rollup's daily summaries (whole days) and the edge days' minutes, as the report reads them:
     fleet totals, states, idle waste, utilization means and cost allocation built from these inputs by
-    ``analysis.report.build`` equal the report's; percentiles, MIG fit and spot need ``full_inputs``.
+    ``analysis.report.build`` equal the report's; percentiles, MIG fit and spot need ``full_inputs``. The buckets
+    hold the silent GPUs' no_data too (``analysis.silent_gpus.with_silent_buckets``), so GPU-hours by state over
+    time add up to the report's state totals.
     """
     with diagnosing(lake):
         priced = reporting.priced_usage(lake, settings, window)
@@ -72,6 +74,7 @@ def fleet_view(lake: Lake, settings: Settings, window: Window) -> FleetView:
             minutes = usage.in_window(lake.scan(GPU_MINUTES, start=window.start, end=window.end), window)
             parents = usage.mig_parent_gpus(minutes, window)
             buckets = timeline.gpu_buckets(minutes, window, parents, every).collect(engine="streaming")
+        buckets = silent_gpus.with_silent_buckets(buckets, priced.silent, every)
         inputs = ReportInputs(
             window=window,
             groups=priced.groups,

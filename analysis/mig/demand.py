@@ -11,6 +11,13 @@ the instance's compute fraction). Minutes go into a histogram with exponential b
 weighted ``2 ** ((t - t_last) / half_life)`` (half-life 24 h: yesterday counts half). The percentile (default p95) is
 the end of the bucket where the cumulative weight reaches p of the total, as VPA returns it.
 
+**Shared minutes** (several pods on one GPU or MIG instance, ``analysis.shares``) count once per holder, as that
+holder's, the way ``analysis.recommend.usage`` counts them: its u is the device's times the holder's share, it goes
+into the histogram with its own decay weight, and its GPU-time (``gpu_hours``) is its share. History counts device
+minutes, not holder-minutes: two holders of one workload on one device in one minute are two replicas for one minute.
+``compute_held`` stays the device a holder shared (time-slicing lets it use all of it) and peak memory the device's
+(conservative: memory is not split).
+
 **Confidence** = ``min(history span in days, observed minutes / 1440)``, VPA's ``getConfidence`` (the span includes
 the last minute, so one minute is 1/1440 day, never 0). VPA's upper bound multiplies the whole estimate by
 ``(1 + 1/confidence)``; here only the safety margin is scaled by it: ``compute demand = percentile x (1 + (margin - 1)
@@ -36,6 +43,7 @@ from typing import Any
 
 import polars as pl
 
+from analysis import shares
 from analysis.errors import AnalysisError
 from analysis.mig.assumptions import DEFAULT_ASSUMPTIONS, MigAssumptions
 from analysis.mig.catalog import MigCatalog, UnknownMigProfile, load_catalog
@@ -172,7 +180,12 @@ def demand_parts(
     """
     catalog = catalog or load_catalog()
     a = assumptions
-    held = minutes.filter((pl.col("state") != "no_data") & pl.col("workload").is_not_null())
+    held = minutes.filter(pl.col("state") != "no_data")
+    split = shares.any_split(held)
+    if split:  # each shared minute once per holder, as that holder's; its share weighs its utilization and GPU-time
+        held, weight = shares.holder_rows(held)
+        held = held.with_columns(weight.alias("share"))
+    held = held.filter(pl.col("workload").is_not_null())
     fractions = _instance_fractions(held, catalog)
     if fractions.height:
         rows = held.join(fractions.lazy(), on=["gpu_model", "mig_profile"], how="left")
@@ -183,8 +196,9 @@ def demand_parts(
         pl.col("sm_active_mean").cast(pl.Float64).fill_nan(None),
         pl.col("util_mean_pct").cast(pl.Float64).fill_nan(None) / 100.0,
     ).clip(0.0, 1.0)
+    share = pl.col("share") if split else pl.lit(1.0)
     rows = rows.with_columns(whole.alias("whole"), pl.col("ts").dt.epoch("s").alias("t")).with_columns(
-        (util * pl.col("whole")).alias("u")
+        (util * pl.col("whole") * share).alias("u")
     )
     measured = rows.filter(pl.col("u").is_not_null())
     if gpu_models is not None:  # no utilization histogram for models that cannot be cut into MIG instances
@@ -208,12 +222,17 @@ def demand_parts(
     # One pass per (key, GPU) gives both the per-key figures and the GPUs each key held (a second pass over
     # every minute for the per-key figures alone would cost as much again).
     measured_t = pl.when(pl.col("u").is_not_null()).then(pl.col("t"))
+    # Two holders of one workload on one device in one minute are one minute of that device (two replicas on it).
+    distinct = pl.struct("t", "mig_instance_id").n_unique() if split else pl.len()
+    whole_minutes = pl.col("whole").fill_null(1.0)
     devices = rows.group_by(*KEYS, "gpu_uuid").agg(
         pl.len().alias("rows"),
+        distinct.cast(pl.UInt32).alias("device_held_minutes"),
         pl.col("u").is_not_null().sum().cast(pl.Int64).alias("device_minutes"),
         measured_t.min().alias("t_first"),
         measured_t.max().alias("t_last"),
-        pl.col("whole").fill_null(1.0).sum().alias("whole_minutes"),
+        whole_minutes.sum().alias("whole_minutes"),
+        (whole_minutes * share).sum().alias("share_minutes"),
         pl.col("fb_used_max_bytes").max().alias("peak_bytes"),
     )
     return histogram, devices
@@ -228,10 +247,12 @@ def combine_demand_parts(
         histograms = histograms.filter(_candidate_filter(peaks, load_catalog(), assumptions))
     devices = devices.group_by(*KEYS, "gpu_uuid").agg(
         pl.col("rows").sum(),
+        pl.col("device_held_minutes").sum(),
         pl.col("device_minutes").sum(),
         pl.col("t_first").min(),
         pl.col("t_last").max(),
         pl.col("whole_minutes").sum(),
+        pl.col("share_minutes").sum(),
         pl.col("peak_bytes").max(),
     )
     return histograms, devices
@@ -249,12 +270,12 @@ def demand_from_parts(
             pl.col("device_minutes").sum(),
             pl.col("t_first").min(),
             pl.col("t_last").max(),
-            (pl.col("whole_minutes").sum() / 60.0).alias("gpu_hours"),
+            (pl.col("share_minutes").sum() / 60.0).alias("gpu_hours"),
             pl.col("peak_bytes").max(),
             pl.col("gpu_uuid").drop_nulls().unique().sort().alias("gpu_uuids"),
             (pl.col("whole_minutes") / pl.col("rows")).max().clip(upper_bound=1.0).alias("compute_held"),
-            # devices held at once: all device-minutes over the busiest device's minutes, rounded up
-            (pl.col("rows").sum() / pl.col("rows").max()).ceil().cast(pl.Int64).alias("replicas"),
+            # devices held at once: all holder-minutes over the busiest device's minutes, rounded up
+            (pl.col("rows").sum() / pl.col("device_held_minutes").max()).ceil().cast(pl.Int64).alias("replicas"),
         )
         .with_columns(
             # minutes with a utilization reading: device-minutes over the devices held at once

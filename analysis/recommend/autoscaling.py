@@ -2,7 +2,10 @@
 = ceil(the ``autoscaling_min_percentile`` of demand / GPUs per node), max nodes = ceil(the
 ``autoscaling_max_percentile`` x ``autoscaling_headroom`` / GPUs per node). With perfect packing the pool would run
 max(min nodes, ceil(demand / GPUs per node)) nodes in each bucket: savings = (node-hours observed - that) x GPUs per
-node x price x M. Exported as a Karpenter ``NodePool`` (AWS instance types) and cluster-autoscaler settings."""
+node x price x M. GPUs per node: the most of the group's node GPU counts by the one rule (``analysis.gpu_count``:
+instance type, else GFD label, else GPUs seen; ``gpu_count_basis`` in the evidence), so a node whose exporter shows
+only some of its GPUs still counts all of them. Exported as a Karpenter ``NodePool`` (AWS instance types) and
+cluster-autoscaler settings."""
 
 from __future__ import annotations
 
@@ -43,6 +46,7 @@ def recommendations(ctx: Context) -> list[Recommendation]:
         if g <= 0:
             continue
         itype, capacity, region = (_most_common(facts[c]) for c in ("instance_type", "capacity_type", "region"))
+        basis = _most_common(facts.filter(pl.col("gpu_count") == g)["gpu_count_basis"])
         held = rows["held_gpus"]
         p_min = float(held.quantile(o.autoscaling_min_percentile, "higher") or 0.0)
         p_max = float(held.quantile(o.autoscaling_max_percentile, "higher") or 0.0)
@@ -179,6 +183,7 @@ def recommendations(ctx: Context) -> list[Recommendation]:
                     "window": window_dict(ctx.window),
                     "instance_type": itype,
                     "gpus_per_node": g,
+                    "gpu_count_basis": basis,
                     "bucket_minutes": o.bucket_minutes,
                     "buckets": rows.height,
                     "held_gpus_min_percentile": round(p_min, 4),

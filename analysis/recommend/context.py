@@ -11,7 +11,7 @@ from typing import Any
 
 import polars as pl
 
-from analysis.pricing import PriceCatalog
+from analysis.pricing import GPU_COUNT_COLUMNS, PriceCatalog
 from analysis.recommend.model import RecommendInputs
 from analysis.recommend.names import clean_text, problem
 from analysis.spot import NODE_GROUP_LABELS, workload_kind
@@ -30,7 +30,7 @@ class Context:
         self.month = HOURS_PER_MONTH / inputs.window.hours
         self.warnings: list[str] = []
         self.claimed: set[tuple[str, str, str]] = set()
-        self.facts = node_facts(inputs.nodes)
+        self.facts = node_facts(inputs.nodes, inputs.catalog)
         prices = node_prices(inputs.groups)
         self.devices = (
             inputs.devices.join(self.facts, on=["cluster", "node"], how="left")
@@ -62,9 +62,12 @@ class Context:
         return max(0.0, min(1.0, history / self.options.confidence_days))
 
 
-def node_facts(nodes: pl.DataFrame) -> pl.DataFrame:
+def node_facts(nodes: pl.DataFrame, catalog: PriceCatalog) -> pl.DataFrame:
     """Per (cluster, node), its latest row: node group (the first of ``NODE_GROUP_LABELS``, else the instance type),
-    instance type, capacity type, region, GPU count and model."""
+    instance type, capacity type, region, and ``gpu_count`` with ``gpu_count_basis``: the node's GPU count by the one
+    rule (``analysis.gpu_count``: instance type, else GFD label, else GPUs seen), the ``node_gpus`` that
+    ``analysis.pricing.price_nodes`` put beside ``nodes`` (counted with ``catalog`` when ``nodes`` were not
+    priced), never the raw GPUs seen: an exporter showing 2 GPUs of a p5en.48xlarge is still an 8-GPU node."""
     if nodes.height == 0:
         return pl.DataFrame(
             schema={
@@ -75,8 +78,11 @@ def node_facts(nodes: pl.DataFrame) -> pl.DataFrame:
                 "capacity_type": pl.String,
                 "region": pl.String,
                 "gpu_count": pl.Int64,
+                "gpu_count_basis": pl.String,
             }
         )
+    if any(c not in nodes.columns for c in GPU_COUNT_COLUMNS):
+        nodes = with_gpu_counts(nodes, catalog)
     return (
         nodes.sort("cluster", "node", "date")
         .group_by("cluster", "node", maintain_order=True)
@@ -91,8 +97,22 @@ def node_facts(nodes: pl.DataFrame) -> pl.DataFrame:
             "instance_type",
             "capacity_type",
             "region",
-            pl.col("gpu_count").cast(pl.Int64),
+            pl.col("node_gpus").cast(pl.Int64).alias("gpu_count"),
+            "gpu_count_basis",
         )
+    )
+
+
+def with_gpu_counts(nodes: pl.DataFrame, catalog: PriceCatalog) -> pl.DataFrame:
+    """``nodes`` with ``node_gpus`` and ``gpu_count_basis`` as ``analysis.pricing.price_nodes`` adds them
+    (``PriceCatalog.node_gpu_count`` of each node's instance type, labels and GPUs seen)."""
+    counted = [
+        catalog.node_gpu_count(itype, labels, seen)
+        for itype, labels, seen in zip(nodes["instance_type"], nodes["labels"], nodes["gpu_count"], strict=True)
+    ]
+    return nodes.with_columns(
+        pl.Series("node_gpus", [c.count for c in counted], dtype=pl.Int32),
+        pl.Series("gpu_count_basis", [c.basis for c in counted], dtype=pl.String),
     )
 
 

@@ -167,6 +167,7 @@ def _history(w: Mapping[str, Any]) -> str:
 
 
 def _gpus_per_node(ctx: Context, node_group: str | None) -> int | None:
+    """The most GPUs a node of ``node_group`` has (``analysis.gpu_count``, not the GPUs its exporter showed)."""
     if node_group is None:
         return None
     counts = ctx.facts.filter(pl.col("node_group") == node_group)["gpu_count"].drop_nulls()

@@ -253,6 +253,8 @@ def _spot_table(spot: dict[str, Any]) -> Table:
     title = "Spot candidates"
     if spot.get("savings_usd_month") is not None:
         title += f": {_usd(spot['savings_usd_month'])} per month net of interruptions"
+        if spot.get("interruption_cost_usd_month") is not None:
+            title += f" ({_usd(spot['interruption_cost_usd_month'])} expected interruption cost)"
     candidates: Sequence[dict[str, Any]] = spot.get("candidates", [])
     rows = [
         [
@@ -260,13 +262,47 @@ def _spot_table(spot: dict[str, Any]) -> Table:
             c.get("workload") or "",
             c.get("instance_type") or "",
             "yes" if c.get("eligible") else "no",
+            _usd(c.get("gross_savings_usd_month")),
             _usd(c.get("net_savings_usd_month")),
             c.get("interruption_risk") or "",
+            _spot_loss(c),
             c.get("reason") or "",
         ]
         for c in candidates
     ]
-    return title, ["namespace", "workload", "instance type", "eligible", "net / month", "interruptions", "why"], rows, 3
+    header = [
+        "namespace",
+        "workload",
+        "instance type",
+        "eligible",
+        "gross / month",
+        "net / month",
+        "interruptions",
+        "expected loss / month",
+        "why",
+    ]
+    return title, header, rows, 3
+
+
+def _spot_loss(c: dict[str, Any]) -> str:
+    """The expected loss beside its inputs: interruptions/month x nodes restarted x hours lost x node price."""
+    inputs = ("interruptions_per_month", "nodes_restarted", "lost_hours_per_interruption", "spot_usd_per_node_hour")
+    if any(c.get(k) is None for k in inputs):
+        return _usd(c.get("interruption_cost_usd_month"))
+    lost = " + ".join(
+        f"{c.get(k) or 0:g} s {label}"
+        for k, label in (
+            ("progress_lost_s", "progress"),
+            ("restart_overhead_s", "restart"),
+            ("image_pull_s", "image pull"),
+            ("warm_up_s", "warm-up"),
+        )
+    )
+    return (
+        f"{_usd(c.get('interruption_cost_usd_month'))} = {c['interruptions_per_month']:.4g} interruptions "
+        f"({c.get('nodes')} nodes, {_num(c.get('node_hours'))} node-hours) x {c['nodes_restarted']} nodes "
+        f"restarted x {c['lost_hours_per_interruption']:.4g} h ({lost}) x ${c['spot_usd_per_node_hour']:,.2f}/node-hour"
+    )
 
 
 def _summary(report: dict[str, Any]) -> list[str]:

@@ -70,6 +70,11 @@ def report_message(
     ]
     rec_rows = [
         f"{_esc(r.get('change') or r.get('kind') or '')} ({_usd(r.get('savings_usd_month'))}/month"
+        + (
+            f", confidence {float(r['confidence']):.2f}, expected {_usd(r.get('expected_savings_usd_month'))}/month"
+            if r.get("confidence") is not None
+            else ""
+        )
         + (f"; {_esc(r['price_source'])}" if r.get("price_source") else "")
         + ")"
         for r in recommendations[:top_n]

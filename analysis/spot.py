@@ -1,31 +1,39 @@
 """Spot savings net of interruption risk, for workloads that run on on-demand capacity today.
 
 Definitions (README "Definitions", "Spot savings"; pinned by ``tests/test_spot.py``). For one candidate using ``H``
-GPU-hours of instance type ``T`` over a window of ``W`` hours:
+GPU-hours of instance type ``T`` (``g`` GPUs per node) on ``N`` nodes at once, ``NH`` node-hours, over a window of
+``W`` hours:
 
-- prices ``p_od`` and ``p_spot`` (USD per GPU-hour) come from the one price catalog (``analysis.pricing``); on AWS the
-  spot price is an *estimate*: on-demand x (1 - Spot Advisor savings %);
+- prices ``p_od`` and ``p_spot`` (USD per GPU-hour) and the spot node price ``P = p_spot x g`` (USD per node-hour)
+  come from the one price catalog (``analysis.pricing``); on AWS the spot price is an *estimate*: on-demand x (1 -
+  Spot Advisor savings %);
 - the Spot Advisor bucket ``b`` of ``T`` (0 ``<5%``, 1 ``5-10%``, 2 ``10-15%``, 3 ``15-20%``, 4 ``>20%`` of
-  instances interrupted in the trailing month) gives the monthly interruption probability of one instance, ``m_b``,
-  the bucket's midpoint: 2.5%, 7.5%, 12.5%, 17.5%, and 25% for the open-ended ``>20%``. Unknown risk (no Spot
-  Advisor data, e.g. GCP) is taken as bucket 4. An instance is then interrupted ``m_b / 730`` times per hour;
-- expected interruptions in the window = ``m_b / 730 x H / g`` (``g`` GPUs per instance: ``H / g`` instance-hours);
-- work lost per interruption ``L`` (hours) = checkpoint interval / 2 (the expected progress since the last
-  checkpoint) + restart overhead (defaults 300 s and 120 s). Replicated inference keeps no progress to lose, so its
-  ``L`` is the restart overhead alone. ``L`` is lost on all ``g`` GPUs of the interrupted instance;
-- expected interruption cost = interruptions x ``L`` x ``g`` x ``p_spot`` = ``m_b / 730 x H x L x p_spot`` (the
-  lost GPU time is re-run on spot);
+  instances interrupted in the trailing month) gives ``m_b``, interruptions per node-month, the bucket's midpoint:
+  2.5%, 7.5%, 12.5%, 17.5%, and 25% for the open-ended ``>20%``. Unknown risk (no Spot Advisor data, e.g. GCP) is
+  taken as bucket 4;
+- interruptions per month = ``m_b x NH / W`` (the node-months the workload runs per month; ``NH`` defaults to
+  ``H / g`` when not measured);
+- work lost per interruption ``L`` (hours) = progress since the last checkpoint (checkpoint interval / 2) + restart
+  (a replacement node) + image pull + warm-up (settings ``spot_checkpoint_interval_s`` 300 s when unknown,
+  ``spot_restart_overhead_s`` 120 s, ``spot_image_pull_s`` 300 s, ``spot_warm_up_s`` 300 s). Serving keeps no
+  progress to lose: its ``L`` is restart + image pull + warm-up;
+- nodes restarted per interruption ``R``: a job (training, batch) on ``N`` nodes is one multi-node job, so an
+  interruption of any of its nodes restarts all its ranks: ``R = N``; serving restarts only the interrupted node's
+  replicas: ``R = 1``;
+- expected interruption cost per month = interruptions per month x ``R`` x ``L`` x ``P`` (the node price for every
+  GPU of each restarted node, not the GPU-hours the workload used);
 - gross savings = ``(p_od - p_spot) x H``; net savings = gross savings - interruption cost;
 - monthly projection = window value x 730 / ``W`` (the window's usage is taken as typical).
 
 Eligibility: checkpointed training and batch jobs (a job whose checkpoint interval is unknown is assumed to
-checkpoint every 300 s, and the ``reason`` says so) and replicated inference (``replicas >= 2``) are eligible;
-single-replica services, notebooks and unknown kinds are not, nor is an instance type with no spot price. Each
-ineligible row says why in ``reason``. A candidate is ``recommended`` when eligible and its net savings are positive.
+checkpoint every 300 s, and the ``reason`` says so) and serving with replicas on more than one node are eligible;
+single-replica services, replicas all on one node, notebooks and unknown kinds are not, nor is an instance type
+with no spot price. Each ineligible row says why in ``reason``. A candidate is ``recommended`` when eligible and its
+net savings are positive.
 
 Entry points: ``spot_savings`` (a frame of candidates in, ``SpotSavings`` out); ``usage_candidates`` builds that frame
 from the report's minute groups and priced nodes (workload kinds from configured patterns or guessed from names,
-replicas estimated); ``report`` returns the report's ``spot`` section.
+replicas and nodes measured); ``report`` returns the report's ``spot`` section.
 """
 
 from __future__ import annotations
@@ -65,6 +73,9 @@ OPTIONAL: Mapping[str, type[pl.DataType]] = MappingProxyType(
         "replicas": pl.Int64,
         "checkpoint_interval_s": pl.Float64,
         "checkpointed": pl.Boolean,
+        "nodes": pl.Int64,
+        "node_hours": pl.Float64,
+        "nodes_basis": pl.String,
     }
 )
 
@@ -76,21 +87,41 @@ class SpotInputError(AnalysisError):
 
 @dataclass(frozen=True)
 class SpotAssumptions:
-    """The knobs of the interruption model (settings ``spot_checkpoint_interval_s``, ``spot_restart_overhead_s``)."""
+    """The knobs of the interruption model (settings ``spot_checkpoint_interval_s``, ``spot_restart_overhead_s``,
+    ``spot_image_pull_s``, ``spot_warm_up_s``)."""
 
     checkpoint_interval_s: float = 300.0
     """Used for a job whose checkpoint interval is unknown."""
     restart_overhead_s: float = 120.0
-    """Time to get a replacement instance running and the work resumed (scheduling, image pull, model load)."""
-    min_replicas: int = 2
+    """Time to get a replacement node scheduled, provisioned and booted (80-120 s for a GPU instance)."""
+    image_pull_s: float = 300.0
+    """Time to pull the workload's image onto the new node (a 10 GB CUDA + PyTorch image: 4-5 minutes)."""
+    warm_up_s: float = 300.0
+    """Time from container start to useful work again: framework start, weights loaded, ranks rejoined."""
+    min_serving_nodes: int = 2
 
     def __post_init__(self) -> None:
-        for name in ("checkpoint_interval_s", "restart_overhead_s"):
+        for name in ("checkpoint_interval_s", "restart_overhead_s", "image_pull_s", "warm_up_s"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
                 raise SpotInputError(f"{name} must be a number of seconds >= 0, not {value!r}")
-        if self.min_replicas < 2:
-            raise SpotInputError(f"min_replicas must be at least 2, not {self.min_replicas}")
+        if self.min_serving_nodes < 2:
+            raise SpotInputError(f"min_serving_nodes must be at least 2, not {self.min_serving_nodes}")
+
+    @property
+    def resume_s(self) -> float:
+        """Seconds an interruption costs beyond lost progress: restart + image pull + warm-up."""
+        return self.restart_overhead_s + self.image_pull_s + self.warm_up_s
+
+    def values(self) -> dict[str, float | int]:
+        """The settings' values, shown beside the figure (the report's ``spot.assumption_values``)."""
+        return {
+            "checkpoint_interval_s": self.checkpoint_interval_s,
+            "restart_overhead_s": self.restart_overhead_s,
+            "image_pull_s": self.image_pull_s,
+            "warm_up_s": self.warm_up_s,
+            "min_serving_nodes": self.min_serving_nodes,
+        }
 
     def describe(self) -> tuple[str, ...]:
         """The formula and its assumptions, in words (also ``SpotSavings.assumptions``)."""
@@ -98,22 +129,26 @@ class SpotAssumptions:
             f"{b} ({INTERRUPTION_BUCKETS[b]}): {m:.1%}" for b, m in BUCKET_MONTHLY_INTERRUPTION.items()
         )
         return (
-            "Monthly interruption probability of one instance m = the Spot Advisor bucket's midpoint: "
+            "Interruptions per node-month m = the Spot Advisor bucket's midpoint: "
             f"{midpoints} (25% taken for the open-ended >20%); unknown risk (no Spot Advisor data, e.g. GCP) is "
-            f"taken as bucket {UNKNOWN_RISK_BUCKET}. An instance is interrupted m / {HOURS_PER_MONTH:g} times "
-            "per instance-hour.",
-            "Work lost per interruption L = checkpoint interval / 2 + restart overhead "
-            f"(checkpoint {self.checkpoint_interval_s:g} s when unknown, restart {self.restart_overhead_s:g} s); "
-            "replicated inference loses only the restart overhead. L is lost on every GPU of the interrupted "
-            "instance and re-run at the spot price.",
-            f"Interruption cost = m / {HOURS_PER_MONTH:g} x GPU-hours x L x spot USD/GPU-hour; net savings = "
-            "(on-demand - spot USD/GPU-hour) x GPU-hours - interruption cost.",
+            f"taken as bucket {UNKNOWN_RISK_BUCKET}. Interruptions per month = m x node-hours / window hours "
+            "(node-hours measured, else GPU-hours / GPUs per node).",
+            "Work lost per interruption L = checkpoint interval / 2 + restart overhead + image pull + warm-up "
+            f"(checkpoint {self.checkpoint_interval_s:g} s when unknown, restart {self.restart_overhead_s:g} s, "
+            f"image pull {self.image_pull_s:g} s, warm-up {self.warm_up_s:g} s); serving keeps no progress and "
+            "loses restart + image pull + warm-up.",
+            "Nodes restarted per interruption R: a job on N nodes is taken as one multi-node job, so an interruption "
+            "of any of its nodes restarts all its ranks (R = N); serving restarts the interrupted node only (R = 1).",
+            "Interruption cost per month = interruptions per month x R x L x spot USD per node-hour (the node price, "
+            "for every GPU of each restarted node); net savings = (on-demand - spot USD/GPU-hour) x GPU-hours - "
+            "interruption cost.",
             f"Monthly = window value x {HOURS_PER_MONTH:g} / window hours: the window's usage is taken as typical.",
             "Spot prices come from the price catalog (AWS: an estimate, on-demand x (1 - Spot Advisor savings %)). "
-            "An interruption is assumed to lose work on the interrupted instance only (a multi-node job that "
-            "restarts every rank loses more).",
-            f"Eligible: training and batch jobs that checkpoint (assumed when the interval is unknown) and inference "
-            f"with at least {self.min_replicas} replicas; not notebooks, single-replica services or unknown kinds.",
+            "Nodes at once are measured from the minutes (time-weighted), else the mean GPUs held / GPUs per node, "
+            "rounded up.",
+            "Eligible: training and batch jobs that checkpoint (assumed when the interval is unknown) and serving "
+            f"with replicas on at least {self.min_serving_nodes} nodes; not notebooks, single-replica services, "
+            "replicas all on one node, or unknown kinds.",
         )
 
 
@@ -154,7 +189,9 @@ def spot_savings(
     ``workloads`` has one row per node group (instance type) and workload: ``instance_type``, ``capacity_type``,
     ``namespace``, ``workload``, ``workload_kind`` (training | batch | inference | service | notebook),
     ``gpu_hours`` (used in the window), and optionally ``cluster``, ``node_group``, ``region``, ``gpu_model``,
-    ``replicas``, ``checkpoint_interval_s`` and ``checkpointed`` (False: the job keeps no checkpoints). Other
+    ``replicas``, ``nodes`` (nodes it runs on at once; estimated from the GPU-hours when absent, except for serving),
+    ``node_hours`` (default GPU-hours / GPUs per node), ``nodes_basis``, ``checkpoint_interval_s`` and
+    ``checkpointed`` (False: the job keeps no checkpoints). Other
     columns (e.g. ``kind_source``) are passed through. Rows not on on-demand are not candidates. ``window_hours``
     is the length of the window the GPU-hours were measured over. Candidates come back recommended first, by net
     savings per month.
@@ -181,34 +218,46 @@ def spot_savings(
         _prices(on_demand, catalog), on=["instance_type", "region", "gpu_model"], how="left", nulls_equal=True
     )
     out = priced.with_columns(pl.col("checkpoint_interval_s").is_not_null().alias("_interval_known"))
-    out = out.with_columns(_effective_checkpoint(assumptions)).with_columns(
+    out = out.with_columns(_effective_checkpoint(assumptions), *_nodes(window_hours)).with_columns(
         pl.col("interruption_bucket").fill_null(UNKNOWN_RISK_BUCKET).alias("_bucket"),
-        ((pl.col("checkpoint_interval_s") / 2 + assumptions.restart_overhead_s) / 3600.0).alias(
-            "lost_hours_per_interruption"
-        ),
+        (pl.col("checkpoint_interval_s") / 2).alias("progress_lost_s"),
+        pl.lit(float(assumptions.restart_overhead_s)).alias("restart_overhead_s"),
+        pl.lit(float(assumptions.image_pull_s)).alias("image_pull_s"),
+        pl.lit(float(assumptions.warm_up_s)).alias("warm_up_s"),
+        pl.when(_kind().is_in(JOB_KINDS)).then(pl.col("nodes")).otherwise(pl.lit(1)).alias("nodes_restarted"),
     )
-    m = pl.col("_bucket").replace_strict(dict(BUCKET_MONTHLY_INTERRUPTION), return_dtype=pl.Float64)
-    month = HOURS_PER_MONTH / window_hours
     out = out.with_columns(
         pl.col("interruption_bucket")
         .replace_strict(dict(INTERRUPTION_BUCKETS), default=None, return_dtype=pl.String)
         .fill_null(f"unknown (assumed {INTERRUPTION_BUCKETS[UNKNOWN_RISK_BUCKET]})")
         .alias("interruption_risk"),
-        (m * pl.col("gpu_hours") / pl.col("gpus_per_node") / window_hours).alias("interruptions_per_month"),
+        pl.col("_bucket")
+        .replace_strict(dict(BUCKET_MONTHLY_INTERRUPTION), return_dtype=pl.Float64)
+        .alias("interruptions_per_node_month"),
+        (
+            (pl.col("progress_lost_s") + pl.col("restart_overhead_s") + pl.col("image_pull_s") + pl.col("warm_up_s"))
+            / 3600.0
+        ).alias("lost_hours_per_interruption"),
+    )
+    month = HOURS_PER_MONTH / window_hours
+    out = out.with_columns(
+        (pl.col("interruptions_per_node_month") * pl.col("node_hours") / window_hours).alias("interruptions_per_month"),
         ((pl.col("on_demand_usd_per_gpu_hour") - pl.col("spot_usd_per_gpu_hour")) * pl.col("gpu_hours")).alias(
             "gross_savings_usd"
         ),
+    ).with_columns(
         (
-            m
-            / HOURS_PER_MONTH
-            * pl.col("gpu_hours")
+            pl.col("interruptions_per_month")
+            * pl.col("nodes_restarted")
             * pl.col("lost_hours_per_interruption")
-            * pl.col("spot_usd_per_gpu_hour")
-        ).alias("interruption_cost_usd"),
-    ).with_columns((pl.col("gross_savings_usd") - pl.col("interruption_cost_usd")).alias("net_savings_usd"))
+            * pl.col("spot_usd_per_node_hour")
+        ).alias("interruption_cost_usd_month")
+    )
+    out = out.with_columns((pl.col("interruption_cost_usd_month") / month).alias("interruption_cost_usd")).with_columns(
+        (pl.col("gross_savings_usd") - pl.col("interruption_cost_usd")).alias("net_savings_usd")
+    )
     out = out.with_columns(
         (pl.col("gross_savings_usd") * month).alias("gross_savings_usd_month"),
-        (pl.col("interruption_cost_usd") * month).alias("interruption_cost_usd_month"),
         (pl.col("net_savings_usd") * month).alias("net_savings_usd_month"),
         *_eligibility(assumptions),
     ).with_columns(
@@ -228,15 +277,26 @@ def spot_savings(
         "region",
         "gpu_model",
         "replicas",
+        "gpus_per_node",
+        "nodes",
+        "nodes_basis",
+        "node_hours",
         "gpu_hours",
         "checkpoint_interval_s",
         "on_demand_usd_per_gpu_hour",
         "spot_usd_per_gpu_hour",
+        "spot_usd_per_node_hour",
         "on_demand_price_source",
         "spot_price_source",
         "interruption_bucket",
         "interruption_risk",
+        "interruptions_per_node_month",
         "interruptions_per_month",
+        "nodes_restarted",
+        "progress_lost_s",
+        "restart_overhead_s",
+        "image_pull_s",
+        "warm_up_s",
         "lost_hours_per_interruption",
         "gross_savings_usd",
         "interruption_cost_usd",
@@ -276,6 +336,7 @@ def _prices(frame: pl.DataFrame, catalog: PriceCatalog) -> pl.DataFrame:
             {
                 "on_demand_usd_per_gpu_hour": od.usd_per_gpu_hour,
                 "spot_usd_per_gpu_hour": sp.usd_per_gpu_hour if sp.spot_priced else None,
+                "spot_usd_per_node_hour": sp.usd_per_node_hour if sp.spot_priced else None,
                 "on_demand_price_source": od.source,
                 "spot_price_source": sp.source if sp.spot_priced else None,
                 "interruption_bucket": sp.interruption_bucket,
@@ -285,6 +346,7 @@ def _prices(frame: pl.DataFrame, catalog: PriceCatalog) -> pl.DataFrame:
     schema = {
         "on_demand_usd_per_gpu_hour": pl.Float64,
         "spot_usd_per_gpu_hour": pl.Float64,
+        "spot_usd_per_node_hour": pl.Float64,
         "on_demand_price_source": pl.String,
         "spot_price_source": pl.String,
         "interruption_bucket": pl.Int8,
@@ -295,6 +357,26 @@ def _prices(frame: pl.DataFrame, catalog: PriceCatalog) -> pl.DataFrame:
 
 def _kind() -> pl.Expr:
     return pl.col("workload_kind").str.to_lowercase()
+
+
+ESTIMATED_NODES = "estimated: mean GPUs held / GPUs per node, rounded up"
+
+
+def _nodes(window_hours: float) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    """``nodes``, ``nodes_basis`` and ``node_hours``: as given, else estimated from the GPU-hours. Serving keeps an
+    unknown node count unknown (it decides eligibility)."""
+    estimate = pl.col("nodes").is_null() & ~_kind().is_in(SERVING_KINDS)
+    whole = (pl.col("gpu_hours") / window_hours / pl.col("gpus_per_node")).ceil().cast(pl.Int64).clip(lower_bound=1)
+    return (
+        pl.when(estimate).then(whole).otherwise(pl.col("nodes")).alias("nodes"),
+        pl.when(estimate)
+        .then(pl.lit(ESTIMATED_NODES))
+        .when(pl.col("nodes").is_null())
+        .then(pl.lit(None, dtype=pl.String))
+        .otherwise(pl.col("nodes_basis").fill_null("given"))
+        .alias("nodes_basis"),
+        pl.col("node_hours").fill_null(pl.col("gpu_hours") / pl.col("gpus_per_node")).alias("node_hours"),
+    )
 
 
 def _effective_checkpoint(assumptions: SpotAssumptions) -> pl.Expr:
@@ -312,6 +394,7 @@ def _eligibility(assumptions: SpotAssumptions) -> tuple[pl.Expr, pl.Expr]:
     """``eligible`` and ``reason``: the first rule that applies, in the order written."""
     kind = _kind()
     replicas = pl.col("replicas")
+    nodes = pl.col("nodes")
     rules: list[tuple[pl.Expr, bool, pl.Expr]] = [
         (
             kind.is_in(NOTEBOOK_KINDS),
@@ -321,12 +404,28 @@ def _eligibility(assumptions: SpotAssumptions) -> tuple[pl.Expr, pl.Expr]:
         (
             kind.is_in(SERVING_KINDS) & replicas.is_null(),
             False,
-            pl.lit(f"replica count unknown: inference needs at least {assumptions.min_replicas} replicas"),
+            pl.lit(
+                f"replica count unknown: inference needs replicas on at least {assumptions.min_serving_nodes} nodes"
+            ),
         ),
         (
-            kind.is_in(SERVING_KINDS) & (replicas < assumptions.min_replicas),
+            kind.is_in(SERVING_KINDS) & (replicas < 2),
             False,
             pl.lit("single replica: an interruption (2-minute notice) is an outage until a replacement serves"),
+        ),
+        (
+            kind.is_in(SERVING_KINDS) & nodes.is_null(),
+            False,
+            pl.lit(f"node count unknown: inference needs replicas on at least {assumptions.min_serving_nodes} nodes"),
+        ),
+        (
+            kind.is_in(SERVING_KINDS) & (nodes < assumptions.min_serving_nodes),
+            False,
+            pl.format(
+                "{} replicas on {} node: one interruption takes them all down until a replacement serves",
+                replicas,
+                nodes,
+            ),
         ),
         (
             ~kind.is_in(WORKLOAD_KINDS) | kind.is_null(),
@@ -349,7 +448,11 @@ def _eligibility(assumptions: SpotAssumptions) -> tuple[pl.Expr, pl.Expr]:
         (
             kind.is_in(SERVING_KINDS),
             True,
-            pl.format("replicated inference ({} replicas): the others serve while one is replaced", replicas),
+            pl.format(
+                "replicated inference ({} replicas on {} nodes): the others serve while one node is replaced",
+                replicas,
+                nodes,
+            ),
         ),
     ]
     eligible: pl.Expr = pl.lit(True)
@@ -362,6 +465,11 @@ def _eligibility(assumptions: SpotAssumptions) -> tuple[pl.Expr, pl.Expr]:
             pl.format("checkpointed job: resumes from its last checkpoint ({} s assumed, interval unknown)", interval)
         )
         .otherwise(pl.format("job: eligible if it checkpoints ({} s assumed, interval unknown)", interval))
+    )
+    reason = (
+        pl.when(nodes > 1)
+        .then(pl.format("{}; on {} nodes: an interruption of any one restarts all {}", reason, nodes, nodes))
+        .otherwise(reason)
     )
     for condition, ok, text in reversed(rules):
         eligible = pl.when(condition).then(pl.lit(ok)).otherwise(eligible)
@@ -421,7 +529,8 @@ def usage_candidates(
     ``gpu_hours`` is the GPU time the workload held (every state but ``no_data``; unallocated time has no workload);
     the node group is the first of ``NODE_GROUP_LABELS`` on the node, else its instance type; ``replicas`` is an
     *estimate*: the mean number of GPUs it held at once (GPU-hours / hours between its first and last minute,
-    rounded, at least 1), i.e. replicas when each replica holds one GPU; ``workload_kind`` comes from
+    rounded, at least 1), i.e. replicas when each replica holds one GPU; ``nodes`` and ``node_hours`` are measured
+    (``_node_presence``: the nodes it ran on at once, and the node-hours it was on them); ``workload_kind`` comes from
     ``workload_kind`` (configured patterns first) and ``kind_source`` says how; ``checkpoint_interval_s`` from
     ``checkpoint_intervals_s`` (patterns over ``namespace/workload``, first match), else unknown.
     """
@@ -439,21 +548,20 @@ def usage_candidates(
     ).unique(["cluster", "node", "date"], keep="first", maintain_order=True)
     held = groups.filter(pl.col("workload").is_not_null() & (pl.col("state") != "no_data"))
     keys = ["cluster", "node_group", "instance_type", "capacity_type", "region", "gpu_model", "namespace", "workload"]
+    joined = held.join(facts, on=["cluster", "node", "date"], how="left")
     usage = (
-        held.join(facts, on=["cluster", "node", "date"], how="left")
-        .group_by(keys)
+        joined.group_by(keys)
         .agg(
             pl.col("gpu_hours").sum(),
             pl.col("first_seen").min(),
             pl.col("last_seen").max(),
         )
-        .with_columns(
-            ((pl.col("last_seen") - pl.col("first_seen")).dt.total_seconds() / 3600.0 + 1 / 60).alias("_span_h")
-        )
+        .with_columns(_span_hours().alias("_span_h"))
         .with_columns(
             (pl.col("gpu_hours") / pl.col("_span_h")).round(0).cast(pl.Int64).clip(lower_bound=1).alias("replicas")
         )
         .drop("first_seen", "last_seen", "_span_h")
+        .join(_node_presence(joined, keys), on=keys, how="left", nulls_equal=True)
         .sort(keys, nulls_last=True)
     )
     names = usage.select("namespace", "workload").unique(maintain_order=True)
@@ -465,6 +573,33 @@ def usage_candidates(
         pl.Series("checkpoint_interval_s", intervals, dtype=pl.Float64),
     )
     return usage.join(decided, on=["namespace", "workload"], how="left", nulls_equal=True, maintain_order="left")
+
+
+def _span_hours() -> pl.Expr:
+    return (pl.col("last_seen") - pl.col("first_seen")).dt.total_seconds() / 3600.0 + 1 / 60
+
+
+MEASURED_NODES = "measured: node-hours / hours running"
+
+
+def _node_presence(joined: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """Per workload: ``node_hours``, the hours it held GPUs on each node (first to last minute, per node and day),
+    summed; ``nodes``, the nodes it ran on at once, time-weighted: node-hours / the hours it ran (per day, first to
+    last minute on any node), rounded, at least 1."""
+    per_node = joined.group_by([*keys, "node", "date"]).agg(pl.col("first_seen").min(), pl.col("last_seen").max())
+    per_day = per_node.group_by([*keys, "date"]).agg(pl.col("first_seen").min(), pl.col("last_seen").max())
+    node_hours = (
+        per_node.with_columns(_span_hours().alias("h")).group_by(keys).agg(pl.col("h").sum().alias("node_hours"))
+    )
+    running = per_day.with_columns(_span_hours().alias("h")).group_by(keys).agg(pl.col("h").sum().alias("_running_h"))
+    return (
+        node_hours.join(running, on=keys, nulls_equal=True)
+        .with_columns(
+            (pl.col("node_hours") / pl.col("_running_h")).round(0).cast(pl.Int64).clip(lower_bound=1).alias("nodes"),
+            pl.lit(MEASURED_NODES).alias("nodes_basis"),
+        )
+        .drop("_running_h")
+    )
 
 
 def _checkpoint(namespace: str | None, workload: str, configured: Mapping[str, float]) -> float | None:
@@ -501,4 +636,5 @@ def report(
     section["gross_savings_usd_month"] = round(result.gross_savings_usd_month, 2)
     section["interruption_cost_usd_month"] = round(result.interruption_cost_usd_month, 2)
     section["recommended"] = result.recommended
+    section["assumption_values"] = assumptions.values()
     return section

@@ -326,7 +326,7 @@ def recommend(ctx: click.Context, warehouse: Path | None, out: Path, start: str 
         raise Fail(
             f"cannot write the recommendations to --out {out} ({exc.strerror or exc}): pass a folder you can write"
         ) from None
-    table = RichTable("#", "kind", "target", "savings/month", "confidence", "pods", "drain")
+    table = RichTable("#", "kind", "target", "savings/month", "confidence", "expected", "pods", "drain")
     for i, r in enumerate(result.items, 1):
         t = r.target
         where = "/".join(str(v) for v in (t.get("namespace"), t.get("workload")) if v) or str(
@@ -338,6 +338,7 @@ def recommend(ctx: click.Context, warehouse: Path | None, out: Path, start: str 
             where,
             f"${r.savings_usd_month:,.2f}",
             f"{r.confidence:.2f}",
+            f"${r.expected_savings_usd_month:,.2f}",
             str(r.disruption.get("pods_restarted", 0)),
             "yes" if r.disruption.get("node_drain") else "no",
         )

@@ -78,7 +78,14 @@ def top_recommendations(lake: Lake, settings: Settings, window: Window, now: dt.
         log.error("recommendations for %s failed (%s); the report goes without them", window.start.isoformat(), exc)
         return []
     return [
-        {"kind": r.kind, "change": r.change, "savings_usd_month": r.savings_usd_month, "price_source": r.price_source}
+        {
+            "kind": r.kind,
+            "change": r.change,
+            "savings_usd_month": r.savings_usd_month,
+            "confidence": r.confidence,
+            "expected_savings_usd_month": r.expected_savings_usd_month,
+            "price_source": r.price_source,
+        }
         for r in result.items
     ]
 

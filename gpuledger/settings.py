@@ -137,7 +137,15 @@ class Settings(BaseSettings):
     spot_restart_overhead_s: float = Field(
         default=120.0,
         ge=0,
-        description="Seconds an interruption costs beyond lost progress: new node, image pull, load.",
+        description="Seconds a spot interruption costs to get a replacement node scheduled and booted.",
+    )
+    spot_image_pull_s: float = Field(
+        default=300.0, ge=0, description="Seconds a spot interruption costs to pull the image onto the new node."
+    )
+    spot_warm_up_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="Seconds a spot interruption costs from container start to useful work (load, rejoin).",
     )
     spot_workload_kinds: dict[str, str] = Field(
         default_factory=dict,
@@ -248,7 +256,10 @@ class Settings(BaseSettings):
     @property
     def spot_assumptions(self) -> SpotAssumptions:
         return SpotAssumptions(
-            checkpoint_interval_s=self.spot_checkpoint_interval_s, restart_overhead_s=self.spot_restart_overhead_s
+            checkpoint_interval_s=self.spot_checkpoint_interval_s,
+            restart_overhead_s=self.spot_restart_overhead_s,
+            image_pull_s=self.spot_image_pull_s,
+            warm_up_s=self.spot_warm_up_s,
         )
 
     @property

@@ -125,41 +125,53 @@ def test_time_slicing_low_duty_inference() -> None:
     ]
 
 
-def test_gpu_model_notebook_moves_from_a100_to_l40s() -> None:
+def test_gpu_model_notebook_moves_from_h100_to_l40s() -> None:
     f = Fleet(10)
-    f.node("n1", "p4de.24xlarge", "on-demand", A100, 8, "a100")
+    f.node("n1", "p5.48xlarge", "on-demand", H100, 8, "h100")
     f.gpu(
-        "n1", "GPU-0", util=50.0, mem_gib=20, total_gib=80, pod=("research", "jupyter-ann-0", "notebook", "jupyter-ann")
+        "n1", "GPU-0", util=30.0, mem_gib=20, total_gib=80, pod=("research", "jupyter-ann-0", "notebook", "jupyter-ann")
     )
     inputs = f.inputs()
     assert kinds(recommend.build(inputs)) == {"gpu-model"}
     (r,) = recommendations_of("gpu-model", inputs)
-    assert r.evidence["target_instance_type"] == "g6e.xlarge"
-    # compute 0.5 x 1.15 x 312 = 179 TFLOPS <= L40S 362 (L4 121 and A10G 125 are too small); 22 GiB <= 48
-    assert r.evidence["compute_need_tflops"] == pytest.approx(179.4)
-    assert r.savings_usd_month == pytest.approx(10 * (27.44705 / 8 - 1.861) * 73, rel=1e-6)
+    # compute 0.3 x 1.15 x 989.5 = 341 bf16 TFLOPS <= L40S 362.05 (L4 121 and A10G 125 are too small); 23 GiB <= 48;
+    # p5.48xlarge's 192 vCPUs / 2048 GiB per 8 GPUs = 24 vCPUs, 256 GiB: g6e.xlarge (4, 32) is too small, g6e.8xlarge
+    # (32, 256) is the cheapest L40S that fits
+    assert r.evidence["target_instance_type"] == "g6e.8xlarge"
+    assert r.evidence["compute_need_tflops"] == pytest.approx(341.4)
+    assert (r.evidence["vcpus_per_gpu_need"], r.evidence["host_memory_gib_per_gpu_need"]) == (24, 256)
+    assert r.savings_usd_month == pytest.approx(10 * (55.04 / 8 - 4.52856) * 73, rel=1e-6)
 
 
 def test_spot_pool_for_replicated_inference() -> None:
     f = Fleet(10)
-    f.node("n1", "p5.48xlarge", "on-demand", H100, 8, "h100-llm")
-    for i in range(2):
-        f.gpu(
-            "n1",
-            f"GPU-{i}",
-            util=60.0,
-            mem_gib=60,
-            total_gib=80,
-            pod=("llm", f"chat-7d9f8b6c5d-{i}x2k4", "chat", "chat"),
-        )
+    for node in ("n1", "n2"):  # 8 replicas on each node: serving is eligible only on more than one node
+        f.node(node, "p5.48xlarge", "on-demand", H100, 8, "h100-llm")
+        for i in range(8):
+            f.gpu(
+                node,
+                f"GPU-{node}-{i}",
+                util=60.0,
+                mem_gib=60,
+                total_gib=80,
+                pod=("llm", f"chat-7d9f8b6c5d-{node}x{i}", "chat", "chat"),
+            )
     inputs = f.inputs()
     assert kinds(recommend.build(inputs)) == {"spot"}
     (r,) = recommendations_of("spot", inputs)
     od, sp = 55.04 / 8, 55.04 * (1 - 0.52) / 8
-    gross = (od - sp) * 20
-    interruptions = 0.25 / 730 * 20 * (120 / 3600) * sp  # bucket 4 (>20%): 25%/month; inference loses the restart
-    assert r.savings_usd_month == pytest.approx((gross - interruptions) * 73, rel=1e-6)
+    gross_month = (od - sp) * 160 * 73
+    # bucket 4 (>20%): 0.25 per node-month x 20 node-hours / 10 h = 0.5 interruptions/month, each restarting one
+    # node for 120 + 300 + 300 s = 0.2 h at the node price 26.4192 USD/node-hour
+    loss_month = 0.5 * 1 * 0.2 * 55.04 * (1 - 0.52)
+    assert r.savings_usd_month == pytest.approx(gross_month - loss_month, rel=1e-6)
+    (shown,) = r.evidence["candidates"]
+    assert (shown["nodes"], shown["node_hours"], shown["nodes_restarted"]) == (2, 20.0, 1)
+    assert shown["interruption_cost_usd_month"] == pytest.approx(loss_month, abs=1e-4)  # the report rounds to 4
+    assert (shown["image_pull_s"], shown["warm_up_s"], shown["restart_overhead_s"]) == (300.0, 300.0, 120.0)
+    assert r.evidence["assumption_values"]["image_pull_s"] == 300.0
     pool, patch = r.manifests
+    assert pool.obj["spec"]["limits"] == {"nvidia.com/gpu": "16"}  # room for the 2 nodes the replicas ran on
     assert pool.obj["metadata"]["name"] == "h100-llm-spot"
     assert patch.obj["spec"]["template"]["spec"]["nodeSelector"] == {"karpenter.sh/nodepool": "h100-llm-spot"}
 
@@ -246,12 +258,16 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
 def test_cli_recommend_on_the_demo_fleet(demo: Demo) -> None:
     assert demo.cli.exit_code == 0, demo.cli.output
     assert "recommendations, $" in demo.cli.stdout and "idle-reclaim" in demo.cli.stdout
+    assert "┃ confidence ┃ expected " in demo.cli.stdout
     assert "warning:" not in demo.cli.stderr
     assert (demo.out / "README.md").read_text().startswith("# gpuledger recommendations")
     names = {p.name for p in demo.out.iterdir()}
     assert names == {f"{k}.yaml" for k in recommend.KINDS} | {"README.md", "index.json"}
     index = json.loads((demo.out / "index.json").read_text())
     assert len(index["recommendations"]) == len(demo.recs.items)
+    assert [(r["kind"], r["confidence"], r["expected_savings_usd_month"]) for r in index["recommendations"]] == [
+        (r.kind, round(r.confidence, 3), round(r.expected_savings_usd_month, 2)) for r in demo.recs.items
+    ]
 
 
 def test_every_kind_appears_on_the_demo_fleet(demo: Demo) -> None:
@@ -266,6 +282,9 @@ def test_every_kind_appears_on_the_demo_fleet(demo: Demo) -> None:
     assert recs.warnings == ()
     scores = [round(r.score, 6) for r in recs.items]  # ranked on 6 places: ties must not hang on summation order
     assert scores == sorted(scores, reverse=True)
+    assert recommend.ranked(reversed(recs.items), recommend.KINDS) == recs.items
+    for r in recs.items:  # expected savings per unit of disruption, not savings
+        assert r.score == pytest.approx(r.savings_usd_month * r.confidence / r.disruption_units)
 
 
 def test_refresh_false_writes_nothing(demo: Demo) -> None:

@@ -45,11 +45,19 @@ def workloads(*rows: dict) -> pl.DataFrame:
         "workload_kind": "training",
         "gpu_hours": 100.0,
         "replicas": None,
+        "nodes": None,
+        "node_hours": None,
         "checkpoint_interval_s": None,
     }
     return pl.DataFrame(
         [base | r for r in rows],
-        schema_overrides={"replicas": pl.Int64, "checkpoint_interval_s": pl.Float64, "gpu_hours": pl.Float64},
+        schema_overrides={
+            "replicas": pl.Int64,
+            "nodes": pl.Int64,
+            "node_hours": pl.Float64,
+            "checkpoint_interval_s": pl.Float64,
+            "gpu_hours": pl.Float64,
+        },
     )
 
 
@@ -66,16 +74,28 @@ def test_checkpointed_job_on_p4d_bucket_2_by_hand() -> None:
     assert row["spot_usd_per_gpu_hour"] == pytest.approx(0.9057527325)
     # gross = (2.74470525 - 0.9057527325) x 800 GPU-h = 1.8389525175 x 800 = 1471.162014
     assert row["gross_savings_usd"] == pytest.approx(1471.162014)
-    # bucket 2 (10-15%) -> m = 12.5% per month; L = (300 / 2 + 120) s = 270 s = 0.075 h
+    # bucket 2 (10-15%) -> m = 12.5% per node-month; L = (300 / 2 + 120 + 300 + 300) s = 870 s = 0.241667 h
     assert (row["interruption_bucket"], row["interruption_risk"]) == (2, "10-15%")
-    assert row["lost_hours_per_interruption"] == pytest.approx(0.075)
-    # cost = 0.125 / 730 x 800 x 0.075 x 0.9057527325 = 7.5 / 730 x 0.9057527325 = 0.0093056788
-    assert row["interruption_cost_usd"] == pytest.approx(0.009305678758561644)
-    # net = 1471.162014 - 0.0093056788 = 1471.1527083212; per month x 730 / 168 = 6392.5087921
-    assert row["net_savings_usd"] == pytest.approx(1471.1527083212413)
-    assert row["net_savings_usd_month"] == pytest.approx(6392.508792110156)
-    # interruptions per month = 0.125 x (800 GPU-h / 8 GPUs per node) / 168 h = 0.125 x 0.5952 nodes = 0.0744
+    assert row["interruptions_per_node_month"] == 0.125
+    assert (row["progress_lost_s"], row["restart_overhead_s"], row["image_pull_s"], row["warm_up_s"]) == (
+        150.0,
+        120.0,
+        300.0,
+        300.0,
+    )
+    assert row["lost_hours_per_interruption"] == pytest.approx(870 / 3600)
+    # 800 GPU-h / 8 = 100 node-hours; 4.76 GPUs at once -> 1 node (estimated), restarted alone
+    assert (row["node_hours"], row["nodes"], row["nodes_restarted"]) == (100.0, 1, 1)
+    assert row["nodes_basis"] == "estimated: mean GPUs held / GPUs per node, rounded up"
+    # interruptions per month = 0.125 x 100 node-hours / 168 h = 0.0744048
     assert row["interruptions_per_month"] == pytest.approx(0.125 * 100 / 168)
+    # node price 21.957642 x 0.33 = 7.24602186 USD/node-hour; cost/month = 0.0744048 x 1 x 0.241667 x 7.24602186
+    assert row["spot_usd_per_node_hour"] == pytest.approx(7.24602186)
+    assert row["interruption_cost_usd_month"] == pytest.approx(0.13029181171874998)
+    # the window's cost = 0.1302918 x 168 / 730 = 0.0299850; net = 1471.162014 - 0.0299850 = 1471.1320290
+    assert row["interruption_cost_usd"] == pytest.approx(0.029984964888698624)
+    assert row["net_savings_usd"] == pytest.approx(1471.1320290351114)
+    assert row["net_savings_usd_month"] == pytest.approx(6392.418935688282)
     assert row["eligible"] and row["recommended"]
     assert row["reason"] == "checkpointed job: resumes from its last checkpoint (every 300 s)"
     assert row["spot_price_source"] == "AWS spot estimate: on-demand x (1 - 67% Spot Advisor savings), 2025-06-28"
@@ -87,27 +107,94 @@ def test_checkpointed_job_on_p5_bucket_4_by_hand() -> None:
     assert (row["on_demand_usd_per_gpu_hour"], row["spot_usd_per_gpu_hour"]) == pytest.approx((6.88, 3.3024))
     # gross = (6.88 - 3.3024) x 1344 = 3.5776 x 1344 = 4808.2944
     assert row["gross_savings_usd"] == pytest.approx(4808.2944)
-    # bucket 4 (>20%) -> m = 25%; L = (1800 / 2 + 120) s = 1020 s = 0.283333 h
+    # bucket 4 (>20%) -> m = 25%; L = (1800 / 2 + 120 + 300 + 300) s = 1620 s = 0.45 h
     assert (row["interruption_bucket"], row["interruption_risk"]) == (4, ">20%")
-    assert row["lost_hours_per_interruption"] == pytest.approx(1020 / 3600)
-    # cost = 0.25 / 730 x 1344 x 0.283333 x 3.3024 = 0.25 x 1257.55392 / 730 = 0.4306691507
-    assert row["interruption_cost_usd"] == pytest.approx(0.4306691506849315)
-    # net = 4808.2944 - 0.4306691507 = 4807.8637308493; per month x 730 / 168 = 20891.31264
-    assert row["net_savings_usd"] == pytest.approx(4807.863730849315)
-    assert row["net_savings_usd_month"] == pytest.approx(20891.31264)
+    assert row["lost_hours_per_interruption"] == pytest.approx(0.45)
+    # one node all week: 0.25 interruptions x 1 node x 0.45 h x 26.4192 USD/node-hour = 2.97216 per month
+    assert row["interruption_cost_usd_month"] == pytest.approx(2.97216)
+    assert row["interruption_cost_usd"] == pytest.approx(2.97216 * 168 / 730)
+    # net per month = 4808.2944 x 730 / 168 - 2.97216 = 20893.18416 - 2.97216 = 20890.212
+    assert row["net_savings_usd"] == pytest.approx(4808.2944 - 2.97216 * 168 / 730)
+    assert row["net_savings_usd_month"] == pytest.approx(20890.21184)
     # one p5 node busy all week: 0.25 x (1344 / 8) / 168 = 0.25 interruptions per month
     assert row["interruptions_per_month"] == pytest.approx(0.25)
     assert row["recommended"]
 
 
 def test_replicated_inference_loses_only_the_restart() -> None:
-    row = candidate(instance_type="p5.48xlarge", workload_kind="inference", replicas=3, gpu_hours=100.0)
-    assert row["checkpoint_interval_s"] == 0.0
-    assert row["lost_hours_per_interruption"] == pytest.approx(120 / 3600)
-    # cost = 0.25 / 730 x 100 x (120 / 3600) x 3.3024 = 0.0037699
-    assert row["interruption_cost_usd"] == pytest.approx(0.25 / 730 * 100 * (120 / 3600) * 3.3024)
+    row = candidate(
+        instance_type="p5.48xlarge", workload_kind="inference", replicas=3, nodes=3, gpu_hours=504.0, node_hours=504.0
+    )
+    assert row["checkpoint_interval_s"] == 0.0 and row["progress_lost_s"] == 0.0
+    # restart 120 + image pull 300 + warm-up 300 = 720 s = 0.2 h, on the interrupted node only
+    assert row["lost_hours_per_interruption"] == pytest.approx(0.2)
+    assert row["nodes_restarted"] == 1
+    # 3 nodes all week: 0.25 x 504 / 168 = 0.75 interruptions/month x 1 x 0.2 h x 26.4192 = 3.96288
+    assert row["interruptions_per_month"] == pytest.approx(0.75)
+    assert row["interruption_cost_usd_month"] == pytest.approx(3.96288)
     assert row["eligible"]
-    assert row["reason"] == "replicated inference (3 replicas): the others serve while one is replaced"
+    assert row["reason"] == "replicated inference (3 replicas on 3 nodes): the others serve while one node is replaced"
+
+
+def test_two_node_training_job_restarts_both_nodes_by_hand() -> None:
+    row = candidate(instance_type="p5.48xlarge", gpu_hours=2688.0, nodes=2, checkpoint_interval_s=1800.0)
+    # 16 GPUs x 168 h on 2 p5 nodes: 2688 / 8 = 336 node-hours -> 0.25 x 336 / 168 = 0.5 interruptions per month
+    assert (row["node_hours"], row["nodes_basis"]) == (336.0, "given")
+    assert row["interruptions_per_month"] == pytest.approx(0.5)
+    # any node's interruption restarts both: 0.5 x 2 nodes x 0.45 h x 26.4192 USD/node-hour = 11.88864 per month
+    assert row["nodes_restarted"] == 2
+    assert row["spot_usd_per_node_hour"] == pytest.approx(26.4192)
+    assert row["interruption_cost_usd_month"] == pytest.approx(11.88864)
+    # gross = 3.5776 x 2688 x 730 / 168 = 41786.368; net = 41786.368 - 11.88864 = 41774.47936
+    assert row["gross_savings_usd_month"] == pytest.approx(41786.368)
+    assert row["net_savings_usd_month"] == pytest.approx(41774.47936)
+    assert row["reason"] == (
+        "checkpointed job: resumes from its last checkpoint (every 1800 s); "
+        "on 2 nodes: an interruption of any one restarts all 2"
+    )
+    # the same GPU-hours as two single-node jobs lose half: each 0.25 x 1 x 0.45 x 26.4192 = 2.97216
+    alone = spot_savings(
+        workloads(
+            *(
+                {"workload": w, "instance_type": "p5.48xlarge", "gpu_hours": 1344.0, "checkpoint_interval_s": 1800.0}
+                for w in ("a", "b")
+            )
+        ),
+        CATALOG,
+        window_hours=WEEK,
+    )
+    assert alone.interruption_cost_usd_month == pytest.approx(2 * 2.97216)
+
+
+def test_serving_is_eligible_only_with_replicas_on_more_than_one_node() -> None:
+    frame = workloads(
+        *(
+            {
+                "workload": name,
+                "instance_type": "g6.12xlarge",
+                "gpu_model": "NVIDIA L4",
+                "workload_kind": "inference",
+                "replicas": 4,
+                "nodes": nodes,
+                "gpu_hours": 4 * 168.0,
+                "node_hours": nodes * 168.0 if nodes else None,
+            }
+            for name, nodes in (("one-node", 1), ("two-nodes", 2), ("unknown", None))
+        )
+    )
+    out = {r["workload"]: r for r in spot_savings(frame, CATALOG, window_hours=WEEK).candidates.to_dicts()}
+    one, two = out["one-node"], out["two-nodes"]
+    assert not one["eligible"] and not one["recommended"]
+    assert one["reason"] == "4 replicas on 1 node: one interruption takes them all down until a replacement serves"
+    assert two["eligible"] and two["recommended"]
+    assert two["reason"] == "replicated inference (4 replicas on 2 nodes): the others serve while one node is replaced"
+    assert not out["unknown"]["eligible"]
+    assert out["unknown"]["reason"] == "node count unknown: inference needs replicas on at least 2 nodes"
+    # g6.12xlarge: spot node price 4.6016 x (1 - 0.59) = 1.886656 USD/node-hour, bucket 4 (>20%): 0.25
+    assert (two["spot_usd_per_node_hour"], two["interruption_bucket"]) == (pytest.approx(1.886656), 4)
+    # two nodes all week: 0.25 x 336 / 168 = 0.5 interruptions per month x 1 node x 0.2 h x 1.886656 = 0.1886656
+    assert two["interruptions_per_month"] == pytest.approx(0.5)
+    assert two["interruption_cost_usd_month"] == pytest.approx(0.1886656)
 
 
 def test_notebook_is_not_eligible() -> None:
@@ -124,7 +211,7 @@ def test_single_replica_service_is_not_eligible() -> None:
     assert row["reason"] == "single replica: an interruption (2-minute notice) is an outage until a replacement serves"
     unknown = candidate(instance_type="g6.12xlarge", workload_kind="inference", replicas=None)
     assert not unknown["eligible"]
-    assert unknown["reason"] == "replica count unknown: inference needs at least 2 replicas"
+    assert unknown["reason"] == "replica count unknown: inference needs replicas on at least 2 nodes"
 
 
 @pytest.mark.parametrize(
@@ -167,8 +254,8 @@ def test_gcp_spot_has_unknown_risk_taken_as_bucket_4() -> None:
     row = candidate(instance_type="a3-highgpu-8g", region="us-central1", gpu_hours=1344.0, checkpoint_interval_s=600)
     assert row["interruption_bucket"] is None
     assert row["interruption_risk"] == "unknown (assumed >20%)"
-    # 0.25 / 730 x 1344 x (300 + 120) / 3600 x (50.6095408219178 / 8)
-    expected = 0.25 / 730 * 1344 * (420 / 3600) * (50.6095408219178 / 8)
+    # 0.25 / 730 x (1344 / 8 node-hours) x 1 node x (300 + 120 + 300 + 300) / 3600 h x 50.6095408219178 USD/node-h
+    expected = 0.25 / 730 * 168 * 1 * (1020 / 3600) * 50.6095408219178
     assert row["interruption_cost_usd"] == pytest.approx(expected)
 
 
@@ -182,8 +269,8 @@ def test_spot_rows_are_not_candidates_and_the_summary_sums_recommended_rows() ->
     result = spot_savings(frame.lazy(), CATALOG, window_hours=WEEK)
     assert result.candidates["workload"].to_list() == ["b", "a", "c"]  # recommended first, biggest first
     assert result.recommended == 2
-    # 20891.31264 (p5 job) + 6392.508792110156 (p4d job); the notebook is not counted
-    assert result.savings_usd_month == pytest.approx(20891.31264 + 6392.508792110156)
+    # 20890.21184 (p5 job) + 6392.418935688282 (p4d job); the notebook is not counted
+    assert result.savings_usd_month == pytest.approx(20890.21184 + 6392.418935688282)
     assert result.savings_usd_month == pytest.approx(
         result.gross_savings_usd_month - result.interruption_cost_usd_month
     )
@@ -195,7 +282,14 @@ def test_spot_rows_are_not_candidates_and_the_summary_sums_recommended_rows() ->
 def test_assumptions_state_the_formula() -> None:
     result = spot_savings(workloads({}), CATALOG, window_hours=WEEK)
     text = " ".join(result.assumptions)
-    for phrase in ("midpoint", "checkpoint interval / 2 + restart overhead", "x 730 / window hours", "estimate"):
+    for phrase in (
+        "midpoint",
+        "checkpoint interval / 2 + restart overhead + image pull + warm-up",
+        "restarts all its ranks",
+        "spot USD per node-hour",
+        "x 730 / window hours",
+        "estimate",
+    ):
         assert phrase in text
     assert BUCKET_MONTHLY_INTERRUPTION == {0: 0.025, 1: 0.075, 2: 0.125, 3: 0.175, 4: 0.25}
 
@@ -205,10 +299,11 @@ def test_configured_assumptions_change_the_lost_work() -> None:
         workloads({"checkpoint_interval_s": None}),
         CATALOG,
         window_hours=WEEK,
-        assumptions=SpotAssumptions(checkpoint_interval_s=1200, restart_overhead_s=300),
+        assumptions=SpotAssumptions(checkpoint_interval_s=1200, restart_overhead_s=300, image_pull_s=60, warm_up_s=0),
     )
     row = result.candidates.row(0, named=True)
-    assert row["lost_hours_per_interruption"] == pytest.approx((600 + 300) / 3600)
+    assert row["lost_hours_per_interruption"] == pytest.approx((600 + 300 + 60 + 0) / 3600)
+    assert (row["image_pull_s"], row["warm_up_s"]) == (60.0, 0.0)
 
 
 def test_overridden_prices_flow_into_spot_savings() -> None:
@@ -240,6 +335,10 @@ def test_overridden_prices_flow_into_spot_savings() -> None:
         (
             lambda: SpotAssumptions(restart_overhead_s=-5),
             "spot savings: restart_overhead_s must be a number of seconds >= 0, not -5",
+        ),
+        (
+            lambda: SpotAssumptions(image_pull_s=float("nan")),
+            "spot savings: image_pull_s must be a number of seconds >= 0, not nan",
         ),
     ],
 )
@@ -316,15 +415,20 @@ def test_usage_candidates_from_minute_groups_and_priced_nodes() -> None:
     node_prices = price_nodes(
         pl.DataFrame(
             {
-                "date": [T0.date()] * 3,
-                "cluster": ["c1"] * 3,
-                "node": ["p5-a", "p5-b", "l4-a"],
-                "instance_type": ["p5.48xlarge", "p5.48xlarge", "g6.12xlarge"],
-                "capacity_type": ["on-demand"] * 3,
-                "region": ["us-east-1"] * 3,
-                "gpu_model": [H100, H100, "NVIDIA L4"],
-                "gpu_count": [8, 8, 4],
-                "labels": ['{"karpenter.sh/nodepool": "h100-train"}', '{"karpenter.sh/nodepool": "h100-train"}', None],
+                "date": [T0.date()] * 4,
+                "cluster": ["c1"] * 4,
+                "node": ["p5-a", "p5-b", "l4-a", "l4-b"],
+                "instance_type": ["p5.48xlarge", "p5.48xlarge", "g6.12xlarge", "g6.12xlarge"],
+                "capacity_type": ["on-demand"] * 4,
+                "region": ["us-east-1"] * 4,
+                "gpu_model": [H100, H100, "NVIDIA L4", "NVIDIA L4"],
+                "gpu_count": [8, 8, 4, 4],
+                "labels": [
+                    '{"karpenter.sh/nodepool": "h100-train"}',
+                    '{"karpenter.sh/nodepool": "h100-train"}',
+                    None,
+                    None,
+                ],
             }
         ),
         CATALOG,
@@ -353,6 +457,9 @@ def test_usage_candidates_from_minute_groups_and_priced_nodes() -> None:
             group("p5-b", "ml-training", "llama-ft-x2k4q", "no_data", 10.0, 0, 10),
             # a service with 3 single-GPU replicas all day on the L4 node: 72 GPU-hours
             group("l4-a", "search", "query-encoder", "active", 72.0, 0, 24),
+            # a service with one replica on each L4 node all day
+            group("l4-a", "search", "rerank", "active", 24.0, 0, 24),
+            group("l4-b", "search", "rerank", "active", 24.0, 0, 24),
             # a notebook on one L4 GPU for 24 h
             group("l4-a", "research", "jupyter-alice-0", "idle_held", 24.0, 0, 24),
             # nobody's GPU time is no one's candidate
@@ -361,20 +468,40 @@ def test_usage_candidates_from_minute_groups_and_priced_nodes() -> None:
     )
     got = usage_candidates(groups, node_prices, DAY, checkpoint_intervals_s={"ml-training/*": 900})
     rows = {r["workload"]: r for r in got.to_dicts()}
-    assert set(rows) == {"llama-ft-x2k4q", "query-encoder", "jupyter-alice-0"}
+    assert set(rows) == {"llama-ft-x2k4q", "query-encoder", "rerank", "jupyter-alice-0"}
     train = rows["llama-ft-x2k4q"]
     assert (train["node_group"], train["gpu_hours"], train["workload_kind"]) == ("h100-train", 160.0, "training")
     assert train["replicas"] == 16  # 160 GPU-hours over 10 h = 16 GPUs at once
     assert train["checkpoint_interval_s"] == 900.0
+    # 10 h on each p5 node = 20 node-hours over 10 h running: 2 nodes at once
+    assert (train["nodes"], train["node_hours"], train["nodes_basis"]) == (
+        2,
+        20.0,
+        "measured: node-hours / hours running",
+    )
     service = rows["query-encoder"]
     assert (service["node_group"], service["workload_kind"], service["replicas"]) == ("g6.12xlarge", "inference", 3)
     assert service["kind_source"] == "guessed (no job or notebook pattern in the name)"
+    assert (service["nodes"], service["node_hours"]) == (1, 24.0)
+    assert (rows["rerank"]["replicas"], rows["rerank"]["nodes"], rows["rerank"]["node_hours"]) == (2, 2, 48.0)
     assert (rows["jupyter-alice-0"]["workload_kind"], rows["jupyter-alice-0"]["replicas"]) == ("notebook", 1)
 
     section = spot.report(groups, node_prices, CATALOG, DAY, workload_kinds={"search/*": "service"})
     by_name = {c["workload"]: c for c in section["candidates"]}
     assert by_name["query-encoder"]["kind_source"] == "configured (search/*)"
-    assert by_name["query-encoder"]["eligible"] and by_name["llama-ft-x2k4q"]["recommended"]
+    assert by_name["llama-ft-x2k4q"]["recommended"] and by_name["llama-ft-x2k4q"]["nodes_restarted"] == 2
+    assert not by_name["query-encoder"]["eligible"]
+    assert by_name["query-encoder"]["reason"] == (
+        "3 replicas on 1 node: one interruption takes them all down until a replacement serves"
+    )
+    assert by_name["rerank"]["eligible"] and by_name["rerank"]["nodes_restarted"] == 1
+    assert section["assumption_values"] == {
+        "checkpoint_interval_s": 300.0,
+        "restart_overhead_s": 120.0,
+        "image_pull_s": 300.0,
+        "warm_up_s": 300.0,
+        "min_serving_nodes": 2,
+    }
     assert not by_name["jupyter-alice-0"]["eligible"]
     recommended = [c["net_savings_usd_month"] for c in section["candidates"] if c["recommended"]]
     assert section["savings_usd_month"] == pytest.approx(sum(recommended), abs=0.01)

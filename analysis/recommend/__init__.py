@@ -16,9 +16,11 @@ MIG, time-slicing and a cheaper model are alternatives for one workload: each wo
 in that order (MIG keeps it on its nodes, time-slicing keeps its GPU model). Spot, autoscaling and idle reclaim are
 computed on today's capacity and may overlap with the others: their savings do not simply add up.
 
-**Ranking**: score = savings per month / (1 + pods restarted + 4 x nodes drained): a change that saves the same and
-disturbs less ranks first. **Confidence** = min(1, min(history span in days, observed GPU-minutes / 1440) /
-``confidence_days``), after VPA's confidence from history length and sample count.
+**Ranking** (``model.ranked``): expected savings = savings per month x confidence; score = expected savings / (1 +
+pods restarted + 4 x nodes drained): a change that saves the same, on as much evidence, and disturbs less ranks
+first; ties go to the larger expected savings, then savings, then build order, then target and change.
+**Confidence** = min(1, min(history span in days, observed GPU-minutes / 1440) / ``confidence_days``), after VPA's
+confidence from history length and sample count.
 
 **Names** come from telemetry and are untrusted: every name an exported object carries must satisfy Kubernetes'
 rules (``analysis.recommend.names``) or the recommendation is skipped with a warning.
@@ -30,11 +32,14 @@ from analysis.recommend.context import Context, node_facts, node_prices
 from analysis.recommend.kinds import KIND_MODULES, KINDS
 from analysis.recommend.manifests import nodepool
 from analysis.recommend.model import (
+    RANK_RULE,
+    SCORE_RULE,
     Manifest,
     Recommendation,
     RecommendationSet,
     RecommendInputs,
     RecommendOptions,
+    ranked,
 )
 
 __all__ = [
@@ -48,28 +53,23 @@ __all__ = [
     "node_facts",
     "node_prices",
     "nodepool",
+    "ranked",
 ]
 
 
 def build(inputs: RecommendInputs) -> RecommendationSet:
-    """Every recommendation of the window, ranked by score (savings per unit of disruption), then kind and target."""
+    """Every recommendation of the window, ranked by score (expected savings per unit of disruption; ``ranked``)."""
     ctx = Context(inputs)
     items = [r for kind in KIND_MODULES for r in kind.recommendations(ctx) if r.savings_usd_month > 0]
-    ranked = sorted(
-        items,
-        key=lambda r: (
-            -round(r.score, 6),
-            KINDS.index(r.kind),
-            tuple(str(r.target.get(k) or "") for k in ("cluster", "node_group", "namespace", "workload")),
-        ),
-    )
     return RecommendationSet(
         window=inputs.window,
-        items=ranked,
+        items=ranked(items, KINDS),
         warnings=tuple(sorted(set(ctx.warnings))),
         assumptions={
             **inputs.options.as_dict(),
-            "score": "savings per month / (1 + pods restarted + 4 x nodes drained)",
+            "expected_savings": "savings per month x confidence",
+            "score": SCORE_RULE,
+            "rank": RANK_RULE,
             "confidence": "min(1, min(history span in days, observed GPU-minutes / 1440) / confidence_days)",
             "overlap": (
                 "mig, time-slicing and gpu-model are alternatives (first that applies per workload); spot, "

@@ -5,7 +5,8 @@
   for a patch, the exact ``kubectl patch`` command. Identical objects (a node pool two recommendations share) are
   written once.
 - ``README.md``: every change in plain words with its savings, price source, evidence, risk and assumptions.
-- ``index.json``: the recommendations as data (``Recommendation.to_dict``), ranked.
+- ``index.json``: the recommendations as data (``Recommendation.to_dict``, with confidence, expected savings and
+  score), ranked, with the ranking rule.
 
 Keys are sorted, floats rounded, and nothing but the window is a time: the same data gives the same bytes. Every
 text taken from telemetry or settings passes through ``names.clean_text`` (one line, no control characters);
@@ -21,7 +22,7 @@ from typing import Any
 import yaml
 
 from analysis.recommend.kinds import KINDS, TITLES
-from analysis.recommend.model import Manifest, Recommendation, RecommendationSet
+from analysis.recommend.model import RANK_RULE, SCORE_RULE, Manifest, Recommendation, RecommendationSet
 from analysis.recommend.names import clean_text
 
 
@@ -101,20 +102,22 @@ def _readme(result: RecommendationSet, files: list[str]) -> str:
         "",
         f"Window: {window.start.isoformat()} to {window.end.isoformat()} (UTC, end exclusive).",
         "",
-        f"{len(result.items)} recommendations, {_money(result.savings_usd_month)} per month in all (kinds overlap: "
-        "see Assumptions). Ranked by savings per unit of disruption: savings / (1 + pods restarted + 4 x nodes "
-        "drained).",
+        f"{len(result.items)} recommendations, {_money(result.savings_usd_month)} per month in all, "
+        f"{_money(result.expected_savings_usd_month)} expected (kinds overlap: see Assumptions). Ranked by expected "
+        f"savings per unit of disruption: score = {SCORE_RULE}; expected savings = savings x confidence.",
         "",
-        "| # | kind | target | change | savings / month | confidence | pods restarted | node drain |",
-        "|---:|---|---|---|---:|---:|---:|---|",
+        "| # | kind | target | change | savings / month | confidence | expected / month | pods restarted "
+        "| node drain | score |",
+        "|---:|---|---|---|---:|---:|---:|---:|---|---:|",
     ]
     for i, r in enumerate(result.items, 1):
         lines.append(
             f"| {i} | {r.kind} | {_md(_target(r))} | {_md(r.change)} | {_money(r.savings_usd_month)} | "
-            f"{r.confidence:.2f} | {r.disruption.get('pods_restarted', 0)} | "
-            f"{'yes' if r.disruption.get('node_drain') else 'no'} |"
+            f"{r.confidence:.2f} | {_money(r.expected_savings_usd_month)} | {r.disruption.get('pods_restarted', 0)} | "
+            f"{'yes' if r.disruption.get('node_drain') else 'no'} | {r.score:,.2f} |"
         )
     lines += ["", "Files: " + ", ".join(f"`{f}`" for f in files) + ".", ""]
+    rank = {id(r): i for i, r in enumerate(result.items, 1)}
     for kind in KINDS:
         items = [r for r in result.items if r.kind == kind]
         lines += [f"## {TITLES[kind]} (`{kind}`)", ""]
@@ -136,7 +139,8 @@ def _readme(result: RecommendationSet, files: list[str]) -> str:
                     if r.disruption.get("node_drain")
                     else "no node drained"
                 ),
-                f"- Confidence: {r.confidence:.2f}",
+                f"- Confidence: {r.confidence:.2f}; expected savings {_money(r.expected_savings_usd_month)} per "
+                f"month; score {r.score:,.2f} (rank {rank[id(r)]})",
                 "- Evidence: " + _md(json.dumps(_short(r.evidence), sort_keys=True)),
             ]
             lines += [f"- Assumption: {_md(a)}" for a in r.assumptions]
@@ -165,6 +169,8 @@ def render(result: RecommendationSet) -> dict[str, str]:
     index = {
         "window": window,
         "savings_usd_month": round(result.savings_usd_month, 2),
+        "expected_savings_usd_month": round(result.expected_savings_usd_month, 2),
+        "ranking": {"score": SCORE_RULE, "order": RANK_RULE},
         "files": names,
         "recommendations": [{"rank": i, **r.to_dict()} for i, r in enumerate(result.items, 1)],
         "warnings": list(result.warnings),

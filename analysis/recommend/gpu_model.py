@@ -1,15 +1,27 @@
 """Cheaper GPU models (kind ``gpu-model``): a workload (not training: multi-GPU jobs need the interconnect) whose
-pods hold one GPU each, whose compute (p99 of ``busy_fraction`` x compute margin x the current model's dense BF16
-TFLOPS) and memory (peak x memory margin) fit a cheaper model's (``analysis.gpu_specs``), on a one-GPU instance type
-of the same cloud from the price catalog. Savings = held GPU-hours x (price now - target GPU-hour price) x M. Skips
-workloads MIG or time-slicing claimed."""
+pods hold one GPU each moves to a cheaper model on a one-GPU instance type of the same cloud from the price catalog
+only when that target (``analysis.gpu_specs``, ``analysis.instance_resources``):
+
+- supports the precision the workload needs. Its precision is not stored, so it is assumed to need BF16 when its
+  current GPU has BF16 (else FP16): a declared assumption in every recommendation;
+- has the compute (p99 of ``busy_fraction`` x compute margin x the current model's dense TFLOPS at that precision,
+  against the target's at the same precision) and memory (peak x memory margin);
+- offers at least the vCPUs and memory per GPU the pod needs. Pod requests are not stored, so the floor is the
+  current instance type's vCPUs and memory per GPU (a declared assumption); a target or current instance type with
+  unknown CPU and memory is rejected;
+- is cheaper per GPU-hour.
+
+Every other candidate is listed in the evidence with why it was rejected. Savings = held GPU-hours x (price now -
+target GPU-hour price) x M. Skips workloads MIG or time-slicing claimed."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from analysis.gpu_names import gpu_model_key
-from analysis.gpu_specs import gpu_spec
+from analysis.gpu_specs import GpuSpec, assumed_precision, gpu_spec
+from analysis.instance_resources import InstanceResources, resources_of
 from analysis.instances import instance_types
 from analysis.pricing import ON_DEMAND
 from analysis.recommend.context import (
@@ -44,8 +56,23 @@ class _Target:
     usd_per_gpu_hour: float
     source: str
     memory_gib: float
+    spec: GpuSpec
+    resources: InstanceResources | None
+
+
+@dataclass(frozen=True)
+class _Need:
+    precision: str
     tflops: float
-    tflops_source: str
+    memory_gib: float
+    floor: InstanceResources | None
+    """The current instance type, whose vCPUs and memory per GPU the target must offer (pod requests not stored)."""
+    floor_gpus: int
+    price_now: float
+
+    @property
+    def per_gpu(self) -> tuple[float, float] | None:
+        return self.floor.per_gpu(self.floor_gpus) if self.floor is not None else None
 
 
 def _targets(ctx: Context, itype: str | None, capacity: str | None, region: str | None) -> list[_Target]:
@@ -66,10 +93,68 @@ def _targets(ctx: Context, itype: str | None, capacity: str | None, region: str 
         price = catalog.gpu_hour_price(name, capacity or ON_DEMAND, e.gpu_model, entry_region)
         if price.fallback:
             continue
-        out.append(
-            _Target(name, e.gpu_model, price.usd_per_gpu_hour, price.source, mem, spec.dense_bf16_tflops, spec.source)
-        )
+        out.append(_Target(name, e.gpu_model, price.usd_per_gpu_hour, price.source, mem, spec, resources_of(name)))
     return out
+
+
+def _why_not(t: _Target, need: _Need) -> list[str]:
+    """Why ``t`` cannot take the workload; empty when it can."""
+    why = []
+    target_tflops = t.spec.dense_tflops(need.precision)
+    if target_tflops is None:
+        why.append(f"no {need.precision} support ({clean_text(t.spec.support_source)})")
+    elif target_tflops < need.tflops:
+        why.append(f"compute {target_tflops:g} < {need.tflops:.1f} {need.precision} TFLOPS needed")
+    if t.memory_gib < need.memory_gib:
+        why.append(f"memory {t.memory_gib:g} < {need.memory_gib:.1f} GiB needed")
+    floor = need.per_gpu
+    if floor is None:
+        why.append("the current instance type's vCPUs and memory are unknown, so the pod's cannot be checked")
+    elif t.resources is None:
+        why.append(f"{t.instance_type}'s vCPUs and memory are unknown")
+    else:
+        cpu, mem = t.resources.per_gpu(1)
+        if cpu < floor[0]:
+            why.append(f"{cpu:g} vCPUs per GPU < {floor[0]:g} needed")
+        if mem < floor[1]:
+            why.append(f"{mem:g} GiB of host memory per GPU < {floor[1]:g} needed")
+    if t.usd_per_gpu_hour >= need.price_now:
+        why.append(f"not cheaper: {t.usd_per_gpu_hour:.4f} >= {need.price_now:.4f} USD per GPU-hour")
+    return why
+
+
+def _rejected(candidates: list[_Target], best: _Target, need: _Need) -> list[dict[str, Any]]:
+    out = []
+    for t in candidates:
+        if t is best:
+            continue
+        why = _why_not(t, need) or [f"fits, but {best.instance_type} is cheaper"]
+        out.append({"instance_type": t.instance_type, "gpu_model": t.gpu_model, "why": "; ".join(why)})
+    return out
+
+
+def _need(ctx: Context, row: dict[str, Any], spec: GpuSpec) -> _Need:
+    o = ctx.options
+    precision = assumed_precision(spec)
+    entry = catalog_entry(ctx.inputs.catalog, row["instance_type"], row["region"])
+    return _Need(
+        precision=precision,
+        tflops=row["busy_p99"] * o.compute_margin * (spec.dense_tflops(precision) or 0.0),
+        memory_gib=row["peak_gib"] * o.memory_margin,
+        floor=resources_of(row["instance_type"]),
+        floor_gpus=int(entry.gpu_count) if entry is not None and entry.gpu_count else 1,
+        price_now=(row["cost_usd"] or 0.0) / row["gpu_hours"],
+    )
+
+
+def _floor_text(row: dict[str, Any], need: _Need) -> str:
+    floor = need.per_gpu
+    assert floor is not None and need.floor is not None
+    return (
+        f"CPU and memory: pod requests are not stored, so the pod is assumed to need the current instance type's "
+        f"vCPUs and memory per GPU: {row['instance_type']} {need.floor.vcpus:g} vCPUs, {need.floor.memory_gib:g} GiB "
+        f"/ {need.floor_gpus} GPUs = {floor[0]:g} vCPUs, {floor[1]:g} GiB ({need.floor.source})."
+    )
 
 
 def recommendations(ctx: Context) -> list[Recommendation]:
@@ -83,27 +168,23 @@ def recommendations(ctx: Context) -> list[Recommendation]:
         spec = gpu_spec(model)
         if spec is None or row["busy_p99"] is None or row["peak_gib"] is None or not row["gpu_hours"]:
             continue
-        price_now = (row["cost_usd"] or 0.0) / row["gpu_hours"]
-        compute_need = row["busy_p99"] * o.compute_margin * spec.dense_bf16_tflops
-        memory_need = row["peak_gib"] * o.memory_margin
-        fits = [
+        need = _need(ctx, row, spec)
+        candidates = [
             t
             for t in _targets(ctx, row["instance_type"], row["capacity_type"], row["region"])
             if gpu_model_key(t.gpu_model) != gpu_model_key(model)
-            and t.memory_gib >= memory_need
-            and t.tflops >= compute_need
-            and t.usd_per_gpu_hour < price_now
         ]
+        fits = [t for t in candidates if not _why_not(t, need)]
         if not fits:
             continue
         best = min(fits, key=lambda t: (t.usd_per_gpu_hour, t.instance_type))
-        chosen.append((row, best, price_now, compute_need, memory_need, spec))
+        chosen.append((row, best, need, spec, _rejected(candidates, best, need)))
     out = []
     pool_gpus: dict[tuple[str, str, str], int] = {}
     for row, best, *_ in chosen:
         key = (row["cluster"], best.instance_type, row["capacity_type"] or ON_DEMAND)
         pool_gpus[key] = pool_gpus.get(key, 0) + int(row["gpus"])
-    for row, best, price_now, compute_need, memory_need, spec in chosen:
+    for row, best, need, spec, rejected in chosen:
         ns, wl, model = row["namespace"], row["workload"], row["gpu_model"]
         capacity = row["capacity_type"] or ON_DEMAND
         pool = f"gpuledger-{best.instance_type.replace('.', '-')}-{capacity}"
@@ -115,8 +196,11 @@ def recommendations(ctx: Context) -> list[Recommendation]:
         kind = ctx.kind(ns, wl)
         manifests = []
         aws = is_aws(ctx.inputs.catalog, best.instance_type, row["region"])
-        target_spec = gpu_spec(best.gpu_model)
-        if aws and target_spec is not None:
+        p = need.precision
+        now_tflops = spec.dense_tflops(p) or 0.0
+        target_tflops = best.spec.dense_tflops(p) or 0.0
+        assert best.resources is not None and need.per_gpu is not None
+        if aws:
             limit = node_multiple(best.instance_type, pool_gpus[(row["cluster"], best.instance_type, capacity)])
             manifests.append(
                 Manifest(
@@ -124,7 +208,7 @@ def recommendations(ctx: Context) -> list[Recommendation]:
                         pool,
                         requirements=[
                             requirement("karpenter.k8s.aws/instance-family", best.instance_type.split(".")[0]),
-                            requirement("karpenter.k8s.aws/instance-gpu-name", target_spec.karpenter_gpu_name),
+                            requirement("karpenter.k8s.aws/instance-gpu-name", best.spec.karpenter_gpu_name),
                             requirement("node.kubernetes.io/instance-type", best.instance_type),
                             requirement("karpenter.sh/capacity-type", capacity),
                         ],
@@ -148,21 +232,23 @@ def recommendations(ctx: Context) -> list[Recommendation]:
                 ns,
                 wl,
                 selector,
-                f"{ns}/{wl}: {model} -> {best.gpu_model}: needs {compute_need:.0f} TFLOPS (p99 "
-                f"{row['busy_p99']:.2f} of {spec.dense_bf16_tflops:g} x {o.compute_margin:g}) of "
-                f"{best.tflops:g}, {memory_need:.1f} GiB of {best.memory_gib:g} GiB. Remove any other node "
-                "selector that pins its old node group.",
+                f"{ns}/{wl}: {model} -> {best.gpu_model}: needs {need.tflops:.0f} {p} TFLOPS (p99 "
+                f"{row['busy_p99']:.2f} of {now_tflops:g} x {o.compute_margin:g}) of {target_tflops:g}, "
+                f"{need.memory_gib:.1f} GiB of {best.memory_gib:g} GiB, {need.per_gpu[0]:g} vCPUs and "
+                f"{need.per_gpu[1]:g} GiB of host memory per GPU of {best.resources.vcpus:g} and "
+                f"{best.resources.memory_gib:g}. Remove any other node selector that pins its old node group.",
             )
         )
-        savings = row["gpu_hours"] * (price_now - best.usd_per_gpu_hour) * ctx.month
+        savings = row["gpu_hours"] * (need.price_now - best.usd_per_gpu_hour) * ctx.month
         out.append(
             Recommendation(
                 kind="gpu-model",
                 target={"cluster": row["cluster"], "node_group": row["node_group"], "namespace": ns, "workload": wl},
                 change=(
                     f"Move {ns}/{wl} from {model} ({row['instance_type']}) to {best.gpu_model} "
-                    f"({best.instance_type}): its compute{shared_note(row['split_by'])} and memory fit, at "
-                    f"{best.usd_per_gpu_hour:.2f} instead of {price_now:.2f} USD per GPU-hour."
+                    f"({best.instance_type}): its compute{shared_note(row['split_by'])}, {p} precision (assumed), "
+                    f"memory, vCPUs and host memory per GPU fit, at {best.usd_per_gpu_hour:.2f} instead of "
+                    f"{need.price_now:.2f} USD per GPU-hour."
                 ),
                 evidence={
                     "window": window_dict(ctx.window),
@@ -170,31 +256,48 @@ def recommendations(ctx: Context) -> list[Recommendation]:
                     "instance_type": row["instance_type"],
                     "target_gpu_model": best.gpu_model,
                     "target_instance_type": best.instance_type,
+                    "precision": p,
+                    "precision_basis": f"assumed: the workload's precision is unknown; {p} "
+                    + ("because its current GPU supports bf16" if p == "bf16" else "(its current GPU has no bf16)"),
                     "busy_p99": round(row["busy_p99"], 4),
-                    "compute_need_tflops": round(compute_need, 1),
-                    "target_tflops": best.tflops,
+                    "compute_need_tflops": round(need.tflops, 1),
+                    "target_tflops": target_tflops,
                     "peak_mem_gib": round(row["peak_gib"], 2),
-                    "memory_need_gib": round(memory_need, 2),
+                    "memory_need_gib": round(need.memory_gib, 2),
                     "target_memory_gib": best.memory_gib,
+                    "vcpus_per_gpu_need": round(need.per_gpu[0], 2),
+                    "host_memory_gib_per_gpu_need": round(need.per_gpu[1], 2),
+                    "cpu_memory_basis": f"assumed: pod requests are not stored; the current instance type "
+                    f"{row['instance_type']}'s per GPU",
+                    "target_vcpus": best.resources.vcpus,
+                    "target_host_memory_gib": best.resources.memory_gib,
                     "gpu_hours": round(row["gpu_hours"], 4),
-                    "usd_per_gpu_hour_now": round(price_now, 4),
+                    "usd_per_gpu_hour_now": round(need.price_now, 4),
                     "usd_per_gpu_hour_target": round(best.usd_per_gpu_hour, 4),
                     "gpus_held": int(row["gpus"]),
+                    "rejected_targets": rejected,
                     **({"split_by": row["split_by"]} if row["split_by"] else {}),
                 },
                 savings_usd_month=savings,
                 price_source=sources_text([*row["sources"], f"target: {best.source}"]),
                 disruption={"pods_restarted": int(row["gpus"]), "node_drain": False, "nodes_drained": 0},
                 risk=(
-                    "medium: peak TFLOPS is a proxy; memory bandwidth, interconnect and FP8 support differ "
-                    "between models, and the new instance type's CPU and memory must still fit the pod's requests"
+                    "medium: peak TFLOPS is a proxy; memory bandwidth and interconnect differ between models, the "
+                    "precision is assumed, and CPU and memory are checked against the current instance type's share "
+                    "per GPU, not the pod's requests"
                 ),
                 confidence=ctx.confidence(span_days(row["first_seen"], row["last_seen"]), row["gpu_minutes"]),
                 assumptions=(
-                    f"Compute: {model} {spec.dense_bf16_tflops:g} TFLOPS ({spec.source}); {best.gpu_model} "
-                    f"{best.tflops:g} TFLOPS ({best.tflops_source}).",
+                    f"Precision: the workload's is unknown; it is assumed to need {p}"
+                    + (f", which {model} supports" if p == "bf16" else f" ({model} has no bf16)")
+                    + f", so only GPUs with {p} Tensor Cores are targets ({clean_text(spec.support_source)}).",
+                    f"Compute: {model} {now_tflops:g} dense {p} TFLOPS ({clean_text(spec.tflops_source)}); "
+                    f"{best.gpu_model} {target_tflops:g} ({clean_text(best.spec.tflops_source)}).",
                     "Compute need = p99 of SM activity (else utilization) x compute margin x the current model's "
                     "TFLOPS; memory need = peak x memory margin.",
+                    _floor_text(row, need)
+                    + f" {best.instance_type}: {best.resources.vcpus:g} vCPUs, {best.resources.memory_gib:g} GiB "
+                    f"({best.resources.source}).",
                     f"Savings = held GPU-hours x (price now - target price) x {HOURS_PER_MONTH:g} / window hours.",
                 ),
                 manifests=tuple(manifests),

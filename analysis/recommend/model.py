@@ -4,7 +4,7 @@ and the inputs ``build`` takes."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,12 +88,21 @@ class Recommendation:
     manifests: tuple[Manifest, ...] = ()
 
     @property
-    def score(self) -> float:
-        """Savings per unit of disruption: savings / (1 + pods restarted + 4 x nodes drained)."""
-        units = (
+    def expected_savings_usd_month(self) -> float:
+        """Savings x confidence: a saving judged on a quarter of the history counts for a quarter of its dollars."""
+        return self.savings_usd_month * self.confidence
+
+    @property
+    def disruption_units(self) -> float:
+        """1 + pods restarted + 4 x nodes drained."""
+        return (
             1.0 + self.disruption.get("pods_restarted", 0) + NODE_DRAIN_WEIGHT * self.disruption.get("nodes_drained", 0)
         )
-        return self.savings_usd_month / units
+
+    @property
+    def score(self) -> float:
+        """Expected savings per unit of disruption: savings x confidence / (1 + pods restarted + 4 x nodes drained)."""
+        return self.expected_savings_usd_month / self.disruption_units
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -106,6 +115,8 @@ class Recommendation:
             "disruption": dict(self.disruption),
             "risk": self.risk,
             "confidence": round(self.confidence, 3),
+            "expected_savings_usd_month": round(self.expected_savings_usd_month, 2),
+            "disruption_units": round(self.disruption_units, 2),
             "score": round(self.score, 2),
             "assumptions": list(self.assumptions),
             "manifests": [{"patch": m.patch, "object": m.obj} for m in self.manifests],
@@ -116,7 +127,7 @@ class Recommendation:
 class RecommendationSet:
     window: Window
     items: list[Recommendation]
-    """Ranked: highest score first."""
+    """Ranked by ``ranked``: highest score first."""
     warnings: tuple[str, ...] = ()
     assumptions: dict[str, Any] = field(default_factory=dict)
 
@@ -129,6 +140,36 @@ class RecommendationSet:
     @property
     def savings_usd_month(self) -> float:
         return sum(r.savings_usd_month for r in self.items)
+
+    @property
+    def expected_savings_usd_month(self) -> float:
+        return sum(r.expected_savings_usd_month for r in self.items)
+
+
+SCORE_RULE = "savings per month x confidence / (1 + pods restarted + 4 x nodes drained)"
+RANK_RULE = (
+    "score (on 6 decimal places), then expected savings, then savings (both on cents), then kind in build order, "
+    "then target (cluster, node group, namespace, workload) and change"
+)
+
+
+def ranked(items: Iterable[Recommendation], kinds: Sequence[str]) -> list[Recommendation]:
+    """``items`` highest score first (``SCORE_RULE``); ties broken as ``RANK_RULE`` says, so the order never hangs
+    on the order the kinds were built in or on summation order. ``kinds`` is the build order
+    (``analysis.recommend.kinds.KINDS``), passed in because the kinds import this module."""
+
+    def key(r: Recommendation) -> tuple[Any, ...]:
+        return (
+            -round(r.score, 6),
+            -round(r.expected_savings_usd_month, 2),
+            -round(r.savings_usd_month, 2),
+            kinds.index(r.kind) if r.kind in kinds else len(kinds),
+            r.kind,
+            tuple(str(r.target.get(k) or "") for k in ("cluster", "node_group", "namespace", "workload")),
+            r.change,
+        )
+
+    return sorted(items, key=key)
 
 
 @dataclass(frozen=True)

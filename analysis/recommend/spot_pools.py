@@ -15,6 +15,24 @@ from analysis.recommend.manifests import (
 from analysis.recommend.model import Manifest, Recommendation
 from analysis.recommend.names import clean_text
 
+LOSS_INPUTS = (
+    "gpus_per_node",
+    "nodes",
+    "nodes_basis",
+    "node_hours",
+    "interruption_bucket",
+    "interruptions_per_node_month",
+    "interruptions_per_month",
+    "nodes_restarted",
+    "progress_lost_s",
+    "restart_overhead_s",
+    "image_pull_s",
+    "warm_up_s",
+    "lost_hours_per_interruption",
+    "spot_usd_per_node_hour",
+)
+"""The expected-loss inputs shown beside each candidate's figure (``analysis.spot``: their product)."""
+
 NAME = "spot"
 TITLE = "Spot node pools"
 
@@ -41,6 +59,8 @@ def recommendations(ctx: Context) -> list[Recommendation]:
             continue
         savings = sum(float(c["net_savings_usd_month"]) for c in members)
         replicas = sum(int(c.get("replicas") or 1) for c in members)
+        gpus_per_node = int(members[0].get("gpus_per_node") or 1)
+        limit = max(node_multiple(itype, replicas), sum(int(c.get("nodes") or 1) for c in members) * gpus_per_node)
         risk_bucket = members[0].get("interruption_risk")
         aws = is_aws(ctx.inputs.catalog, itype, region)
         manifests = []
@@ -53,7 +73,7 @@ def recommendations(ctx: Context) -> list[Recommendation]:
                             requirement("node.kubernetes.io/instance-type", itype),
                             requirement("karpenter.sh/capacity-type", SPOT),
                         ],
-                        gpu_limit=node_multiple(itype, replicas),
+                        gpu_limit=limit,
                         node_class=ctx.options.karpenter_node_class,
                         consolidation="WhenEmpty",
                         consolidate_after="10m",
@@ -61,8 +81,8 @@ def recommendations(ctx: Context) -> list[Recommendation]:
                     ),
                     (
                         f"Spot node pool {pool}: {itype} on spot, interruption risk {risk_bucket} of instances "
-                        f"per month (AWS Spot Advisor). limits {GPU_RESOURCE} {node_multiple(itype, replicas)} = the "
-                        f"{replicas} GPUs these workloads held at once (estimate), in whole nodes.",
+                        f"per month (AWS Spot Advisor). limits {GPU_RESOURCE} {limit} = the {replicas} GPUs "
+                        "these workloads held at once (estimate) on the nodes they ran on at once, in whole nodes.",
                         "Consolidation WhenEmpty: a node running a job is only ever taken by a spot interruption, "
                         "never by consolidation.",
                     ),
@@ -79,7 +99,8 @@ def recommendations(ctx: Context) -> list[Recommendation]:
                     selector,
                     f"{c['namespace']}/{c['workload']}: {clean_text(c['reason'])}; net "
                     f"{float(c['net_savings_usd_month']):.2f} USD/month after "
-                    f"{float(c['interruption_cost_usd_month']):.2f} of expected interruptions.",
+                    f"{float(c['interruption_cost_usd_month']):.2f} of expected interruptions "
+                    f"({_loss_formula(c)}).",
                 )
             )
         out.append(
@@ -94,6 +115,7 @@ def recommendations(ctx: Context) -> list[Recommendation]:
                     "window": window_dict(ctx.window),
                     "instance_type": itype,
                     "interruption_risk": risk_bucket,
+                    "assumption_values": (ctx.inputs.spot or {}).get("assumption_values", {}),
                     "candidates": [
                         {
                             k: c.get(k)
@@ -105,7 +127,7 @@ def recommendations(ctx: Context) -> list[Recommendation]:
                                 "gpu_hours",
                                 "on_demand_usd_per_gpu_hour",
                                 "spot_usd_per_gpu_hour",
-                                "interruptions_per_month",
+                                *LOSS_INPUTS,
                                 "gross_savings_usd_month",
                                 "interruption_cost_usd_month",
                                 "net_savings_usd_month",
@@ -129,3 +151,16 @@ def recommendations(ctx: Context) -> list[Recommendation]:
             )
         )
     return out
+
+
+def _loss_formula(c: dict[str, object]) -> str:
+    """The expected loss as its inputs: interruptions/month x nodes restarted x hours lost x node price."""
+
+    def num(key: str) -> float:
+        value = c.get(key)
+        return float(value) if isinstance(value, int | float) else float("nan")
+
+    return (
+        f"{num('interruptions_per_month'):.4g} interruptions/month x {int(num('nodes_restarted'))} nodes restarted x "
+        f"{num('lost_hours_per_interruption'):.4g} h lost x {num('spot_usd_per_node_hour'):.4g} USD/node-hour"
+    )

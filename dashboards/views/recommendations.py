@@ -30,10 +30,20 @@ except (AnalysisError, WarehouseError) as exc:  # an expected failure: one line,
     st.stop()
 items = page.filters.rows([{**item, **(item.get("target") or {})} for item in found["items"]])
 total = sum(float(item.get("savings_usd_month") or 0.0) for item in items)
+expected = sum(float(item.get("expected_savings_usd_month") or 0.0) for item in items)
 
-count, savings = st.columns(2)
-count.metric("Recommendations", fmt.count(len(items)), help=page.help("Ranked by savings, risk and confidence."))
+count, savings, likely = st.columns(3)
+count.metric(
+    "Recommendations",
+    fmt.count(len(items)),
+    help=page.help("Ranked by score: savings x confidence / (1 + pods restarted + 4 x nodes drained)."),
+)
 savings.metric("Savings per month", fmt.usd(total), help=page.help("Sum of the recommendations' monthly savings."))
+likely.metric(
+    "Expected savings per month",
+    fmt.usd(expected),
+    help=page.help("Sum of savings x confidence: what the evidence supports."),
+)
 if page.filters.active:
     st.caption("Filtered to the recommendations whose target matches the sidebar filters.")
 
@@ -47,8 +57,10 @@ else:
                 "kind": item.get("kind"),
                 "change": item.get("change"),
                 "savings_usd_month": item.get("savings_usd_month"),
+                "confidence": item.get("confidence"),
+                "expected_usd_month": item.get("expected_savings_usd_month"),
+                "score": item.get("score"),
                 "risk": str(item.get("risk")),
-                "confidence": str(item.get("confidence")),
                 "disruption": ", ".join(f"{k}={v}" for k, v in (item.get("disruption") or {}).items()),
                 "target": ", ".join(f"{k}={v}" for k, v in (item.get("target") or {}).items() if v is not None),
                 "price_source": item.get("price_source"),
@@ -60,11 +72,20 @@ else:
     st.dataframe(
         table,
         hide_index=True,
-        column_config={"savings_usd_month": st.column_config.NumberColumn("savings / month", format="dollar")},
+        column_config={
+            "savings_usd_month": st.column_config.NumberColumn("savings / month", format="dollar"),
+            "confidence": st.column_config.NumberColumn("confidence", format="%.2f"),
+            "expected_usd_month": st.column_config.NumberColumn("expected / month", format="dollar"),
+            "score": st.column_config.NumberColumn("score", format="%.2f"),
+        },
     )
     st.subheader("Evidence")
     for i, item in enumerate(items[:50]):
-        label = f"{i + 1}. {item.get('kind')}: {item.get('change')} ({fmt.usd(item.get('savings_usd_month'))}/month)"
+        label = (
+            f"{i + 1}. {item.get('kind')}: {item.get('change')} ({fmt.usd(item.get('savings_usd_month'))}/month, "
+            f"confidence {float(item.get('confidence') or 0.0):.2f}, "
+            f"expected {fmt.usd(item.get('expected_savings_usd_month'))}/month)"
+        )
         with st.expander(label):
             st.json(item.get("evidence") or {}, expanded=True)
 

@@ -19,6 +19,7 @@ import streamlit as st
 from analysis import report, timeline
 from analysis.filters import Filters, narrow
 from analysis.recommend.files import render
+from analysis.recommend.plan import build_plan
 from analysis.report import ReportInputs
 from analysis.window import Window
 from dashboards.source import FleetView, History, Source
@@ -61,7 +62,7 @@ def recommendations(
     """``{"items": [Recommendation.to_dict()...], "files": {name: text}}``."""
     window = Window(dt.datetime.fromisoformat(start), dt.datetime.fromisoformat(end))
     found = _source.recommendations(_lake(root), window)
-    return {"items": [item.to_dict() for item in found.items], "files": render(found)}
+    return {"items": [item.to_dict() for item in found.items], "files": render(build_plan(found))}
 
 
 @dataclass(frozen=True)

@@ -314,40 +314,47 @@ def schedule(ctx: click.Context, config: Path | None, warehouse: Path | None) ->
 @click.pass_context
 @one_line_errors
 def recommend(ctx: click.Context, warehouse: Path | None, out: Path, start: str | None, end: str | None) -> None:
-    """Export recommendations as ready-to-apply config: one YAML per kind, README.md and index.json in --out."""
+    """Export one plan per cluster as ready-to-apply config: --out/<cluster>/ holds a YAML per kind, README.md and
+    index.json; --out/README.md and index.json list the clusters."""
     lake = Lake(warehouse_path(ctx, warehouse))
     if out.exists() and not out.is_dir():
         raise Fail(f"--out {out} is a file: pass a folder")
     result = recommending.recommendations(lake, settings_from(ctx), start=start, end=end, now=now())
+    plan = recommending.plan(result)
     try:
         with jobs.removed_on_failure(out):
-            paths = recommending.export(result, out)
+            recommending.export(plan, out)
     except OSError as exc:
         raise Fail(
             f"cannot write the recommendations to --out {out} ({exc.strerror or exc}): pass a folder you can write"
         ) from None
-    table = RichTable("#", "kind", "target", "savings/month", "confidence", "expected", "pods", "drain")
-    for i, r in enumerate(result.items, 1):
-        t = r.target
-        where = "/".join(str(v) for v in (t.get("namespace"), t.get("workload")) if v) or str(
-            t.get("node_group") or "-"
-        )
-        table.add_row(
-            str(i),
-            r.kind,
-            where,
-            f"${r.savings_usd_month:,.2f}",
-            f"{r.confidence:.2f}",
-            f"${r.expected_savings_usd_month:,.2f}",
-            str(r.disruption.get("pods_restarted", 0)),
-            "yes" if r.disruption.get("node_drain") else "no",
-        )
-    Console(width=120).print(table)
+    table = RichTable("rank", "cluster", "kind", "target", "savings/month", "confidence", "expected", "pods", "drain")
+    for cp in plan.clusters:
+        for a in cp.applied:
+            r, t = a.rec, a.rec.target
+            where = "/".join(str(v) for v in (t.get("namespace"), t.get("workload")) if v) or str(
+                t.get("node_group") or "-"
+            )
+            table.add_row(
+                str(a.rank),
+                cp.cluster,
+                r.kind,
+                where,
+                f"${r.savings_usd_month:,.2f}",
+                f"{r.confidence:.2f}",
+                f"${r.expected_savings_usd_month:,.2f}",
+                str(r.disruption.get("pods_restarted", 0)),
+                "yes" if r.disruption.get("node_drain") else "no",
+            )
+    Console(width=130).print(table)
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
+    changes = sum(len(cp.applied) for cp in plan.clusters)
+    alternatives = sum(len(cp.alternatives) for cp in plan.clusters)
     click.echo(
-        f"{len(result.items)} recommendations, ${result.savings_usd_month:,.2f} per month in all (kinds overlap, "
-        f"see README.md); wrote {', '.join(p.name for p in paths)} to {out}"
+        f"plan: ${plan.savings_usd_month:,.2f} per month from {changes} changes applied together in "
+        f"{len(plan.clusters)} cluster(s) ({alternatives} alternatives and per-kind figures if applied alone in "
+        f"README.md); wrote {', '.join(cp.folder + '/' for cp in plan.clusters)}, README.md, index.json to {out}"
     )
 
 

@@ -16,6 +16,7 @@ from analysis import recommend
 from analysis.recommend import KINDS, RecommendationSet
 from analysis.recommend import usage as recommend_usage
 from analysis.recommend.files import render
+from analysis.recommend.plan import Plan
 from gpuledger import reporting
 from gpuledger.settings import Settings
 from warehouse.files import write_atomic
@@ -73,18 +74,31 @@ def recommendations(
     return result
 
 
-def export(result: RecommendationSet, out: Path) -> list[Path]:
-    """Write ``files.render(result)`` into ``out`` (created when missing), each atomically (a temporary file in ``out``,
-    then a rename), and remove the YAML of kinds that no longer have recommendations. Returns the paths written."""
+def plan(result: RecommendationSet) -> Plan:
+    """One consistent plan per cluster (``analysis.recommend.plan``)."""
+    return recommend.build_plan(result)
+
+
+def export(plan: Plan, out: Path) -> list[Path]:
+    """Write ``files.render(plan)`` into ``out`` (created when missing): one folder per cluster and the top-level
+    README.md and index.json, each file atomically (a temporary file beside it, then a rename). Files an earlier run
+    wrote that this plan has not (a kind's YAML, the layout without cluster folders, a cluster folder no longer in
+    the plan) are removed; nothing else in ``out`` is touched. Returns the paths written."""
     out.mkdir(parents=True, exist_ok=True)
-    files = render(result)
+    files = render(plan)
     written = []
     for name, text in files.items():
         target = out / name
+        target.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(target, text)
         written.append(target)
-    for kind in KINDS:
-        stale = out / f"{kind}.yaml"
-        if f"{kind}.yaml" not in files and stale.exists():
-            stale.unlink()
+    ours = {f"{kind}.yaml" for kind in KINDS} | {"README.md", "index.json"}
+    candidates = [out, *(p for p in out.iterdir() if p.is_dir() and (p / "index.json").is_file())]
+    for folder in candidates:
+        for name in ours:
+            stale = folder / name
+            if stale.relative_to(out).as_posix() not in files and stale.is_file():
+                stale.unlink()
+        if folder != out and not any(folder.iterdir()):
+            folder.rmdir()
     return written

@@ -3,14 +3,18 @@
 The history (:func:`make_history`) is a small cluster as Prometheus would hold it after scraping dcgm-exporter and
 kube-state-metrics, with the label sets of the real captures in ``tests/fixtures/dcgm-exporter/``:
 
-- ``gpu-node-1``: two H100s, released-image labels (``Hostname``), scraped with ``honorLabels``: GPU 0 is held by
+- ``gpu-node-1``: three H100s, released-image labels (``Hostname``), scraped with ``honorLabels``: GPU 0 is held by
   ``team-a/trainer-7d9f8b6c5d-x2k4q`` (a Deployment's pod); GPU 1 carries only the exporter's own pod labels, and the
-  StatefulSet pod ``research/notebook-0`` requests one GPU there from the middle of the history on.
+  StatefulSet pod ``research/notebook-0`` requests one GPU there from the middle of the history on; GPU 2 is held by
+  ``research/llama-ft-worker-0``, a pod of the PyTorchJob ``llama-ft`` (a custom resource).
 - ``ip-10-0-1-23.ec2.internal``: an A100 in MIG mode (two ``1g.5gb`` instances, ``GPU_I_PROFILE``/``GPU_I_ID``) and
   a whole A100, main-branch labels (``hostname``), scraped through a ServiceMonitor without ``honorLabels`` (the
   holder is ``exported_pod``; ``pod`` is the exporter). Instance 13 is held by ``ml/infer-5f7c9d8b4-kx2qz``; instance
   14 has no pod label, but the CronJob pod ``ml/batch-eval-28931460-q7x2z`` is the only other running pod requesting
   a ``1g.5gb`` there. A finished Job pod still requests a whole GPU there (it must not count).
+
+Owners climb as kube-state-metrics reports them: ``kube_replicaset_owner`` gives each ReplicaSet its Deployment and
+``kube_job_owner`` the CronJob ``batch-eval`` its Job (the finished ``old-job`` has none, ``<none>``).
 - ``gke-cpu-pool-1``: a GKE spot node with no GPU.
 
 Every node has its ``kube_node_info`` with the ``provider_id`` its cloud sets (:data:`PROVIDER_IDS`: EC2
@@ -55,6 +59,7 @@ H100 = "NVIDIA H100 80GB HBM3"
 A100 = "NVIDIA A100-SXM4-40GB"
 UUID_A0 = "GPU-c4529c8d-69c4-b61d-e0bc-7b2460096005"
 UUID_A1 = "GPU-bc5610b9-79c8-fedd-8899-07539c7f868a"
+UUID_A2 = "GPU-7f2e9a41-3c8d-4b6e-a1f0-5d9c2e8b7a13"
 UUID_B0 = "GPU-34319582-d595-d1c7-d1d2-179bcfa61660"
 UUID_B1 = "GPU-5c1f0e6a-2b8d-4c3e-9f7a-8e2d1b0c4a6f"
 PROVIDER_IDS = {
@@ -101,6 +106,9 @@ class Holding:
     container: str
     workload: str
     since: int
+    owner_kind: str | None = None
+    owner_name: str | None = None
+    owner_chain: str | None = None
 
 
 @dataclass(frozen=True)
@@ -165,10 +173,71 @@ def make_history(end: int, *, hours: int = HOURS, step_s: int = STEP_S) -> Histo
     series += _dcgm_node_b(times)
     series += _kube_state(times, middle)
     holdings = [
-        Holding(NODE_A, UUID_A0, None, "team-a", "trainer-7d9f8b6c5d-x2k4q", "main", "trainer", start),
-        Holding(NODE_A, UUID_A1, None, "research", "notebook-0", "jupyter", "notebook", middle),
-        Holding(NODE_B, UUID_B0, 13, "ml", "infer-5f7c9d8b4-kx2qz", "server", "infer", start),
-        Holding(NODE_B, UUID_B0, 14, "ml", "batch-eval-28931460-q7x2z", "eval", "batch-eval", start),
+        Holding(
+            NODE_A,
+            UUID_A0,
+            None,
+            "team-a",
+            "trainer-7d9f8b6c5d-x2k4q",
+            "main",
+            "trainer",
+            start,
+            "Deployment",
+            "trainer",
+            "Pod<-ReplicaSet/trainer-7d9f8b6c5d<-Deployment/trainer",
+        ),
+        Holding(
+            NODE_A,
+            UUID_A1,
+            None,
+            "research",
+            "notebook-0",
+            "jupyter",
+            "notebook",
+            middle,
+            "StatefulSet",
+            "notebook",
+            "Pod<-StatefulSet/notebook",
+        ),
+        Holding(
+            NODE_A,
+            UUID_A2,
+            None,
+            "research",
+            "llama-ft-worker-0",
+            "pytorch",
+            "llama-ft",
+            start,
+            "PyTorchJob",
+            "llama-ft",
+            "Pod<-PyTorchJob/llama-ft",
+        ),
+        Holding(
+            NODE_B,
+            UUID_B0,
+            13,
+            "ml",
+            "infer-5f7c9d8b4-kx2qz",
+            "server",
+            "infer",
+            start,
+            "Deployment",
+            "infer",
+            "Pod<-ReplicaSet/infer-5f7c9d8b4<-Deployment/infer",
+        ),
+        Holding(
+            NODE_B,
+            UUID_B0,
+            14,
+            "ml",
+            "batch-eval-28931460-q7x2z",
+            "eval",
+            "batch-eval",
+            start,
+            "CronJob",
+            "batch-eval",
+            "Pod<-Job/batch-eval-28931460<-CronJob/batch-eval",
+        ),
     ]
     return History(start, end, step_s, series, holdings)
 
@@ -249,10 +318,12 @@ def _dcgm_node_a(times: list[int]) -> list[FixtureSeries]:
         }
 
     held = {"container": "main", "namespace": "team-a", "pod": "trainer-7d9f8b6c5d-x2k4q", "pod_uid": ""}
+    crd = {"container": "pytorch", "namespace": "research", "pod": "llama-ft-worker-0", "pod_uid": ""}
     exporter = {"container": "nvidia-dcgm-exporter", "namespace": "gpu-operator", "pod": "nvidia-dcgm-exporter-wqqqn"}
     return [
         *_gauges(ALL_DCGM, gpu(0, UUID_A0, "00000000:53:00.0", held), times, 0),
         *_gauges(ALL_DCGM, gpu(1, UUID_A1, "00000000:64:00.0", exporter), times, 1),
+        *_gauges(ALL_DCGM, gpu(2, UUID_A2, "00000000:75:00.0", crd), times, 4),
     ]
 
 
@@ -327,11 +398,23 @@ def _kube_state(times: list[int], middle: int) -> list[FixtureSeries]:
         ("ml", "infer-5f7c9d8b4-kx2qz", "server", NODE_B, "nvidia_com_mig_1g_5gb", "ReplicaSet", "infer-5f7c9d8b4"),
         ("ml", "batch-eval-28931460-q7x2z", "eval", NODE_B, "nvidia_com_mig_1g_5gb", "Job", "batch-eval-28931460"),
         ("ml", "old-job-tx6vq", "main", NODE_B, "nvidia_com_gpu", "Job", "old-job"),
+        ("research", "llama-ft-worker-0", "pytorch", NODE_A, "nvidia_com_gpu", "PyTorchJob", "llama-ft"),
+    ]
+    parents = [
+        # metric, object label, namespace, object, owner kind, owner name
+        ("kube_replicaset_owner", "replicaset", "team-a", "trainer-7d9f8b6c5d", "Deployment", "trainer"),
+        ("kube_replicaset_owner", "replicaset", "ml", "infer-5f7c9d8b4", "Deployment", "infer"),
+        ("kube_job_owner", "job_name", "ml", "batch-eval-28931460", "CronJob", "batch-eval"),
+        ("kube_job_owner", "job_name", "ml", "old-job", "<none>", "<none>"),
     ]
     out = [_constant("kube_node_labels", labels, times) for labels in nodes]
     out += [
         _constant("kube_node_info", _node_info(node, provider_id), times) for node, provider_id in PROVIDER_IDS.items()
     ]
+    for metric, label, namespace, name, kind, owner in parents:
+        controller = "false" if kind == "<none>" else "true"
+        labels = {"namespace": namespace, label: name, "owner_kind": kind, "owner_name": owner}
+        out.append(_constant(metric, {**labels, "owner_is_controller": controller}, times))
     for namespace, pod, container, node, resource, kind, owner in pods:
         when = later if pod == "notebook-0" else times
         phase = "Succeeded" if pod.startswith("old-job") else "Running"

@@ -58,9 +58,9 @@ SECRET = "s3cr3t-Tok3n-do-not-print"
 T0 = dt.datetime(2024, 11, 2, 23, 58, tzinfo=dt.UTC)
 
 
-QUERIES_PER_CHUNK = len(DCGM_METRICS) + 4
-"""One range query per DCGM field, then kube_node_labels, kube_pod_owner, the running pods' GPU requests and
-kube_node_info."""
+QUERIES_PER_CHUNK = len(DCGM_METRICS) + 6
+"""One range query per DCGM field, then kube_node_labels, kube_pod_owner, the running pods' GPU requests,
+kube_node_info, kube_replicaset_owner and kube_job_owner."""
 
 
 def no_sleep(_seconds: float) -> None:
@@ -114,6 +114,9 @@ def expected_allocations(history: History) -> pl.DataFrame:
             "container": h.container,
             "workload": h.workload,
             "source": "prometheus",
+            "owner_kind": h.owner_kind,
+            "owner_name": h.owner_name,
+            "owner_chain": h.owner_chain,
         }
         for h in history.holdings
         for t in history.times

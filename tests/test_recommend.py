@@ -33,6 +33,7 @@ from gpuledger import recommending
 from gpuledger.cli import main
 from gpuledger.settings import load_settings
 from tests.recommend_inputs import A100, CATALOG, H100, L4, Fleet, price, recommendations_of
+from tests.test_recommend_plan import assert_consistent
 from warehouse.lake import Lake
 from warehouse.schema import GPU_MINUTES
 
@@ -257,17 +258,35 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
 
 def test_cli_recommend_on_the_demo_fleet(demo: Demo) -> None:
     assert demo.cli.exit_code == 0, demo.cli.output
-    assert "recommendations, $" in demo.cli.stdout and "idle-reclaim" in demo.cli.stdout
+    plan = recommend.build_plan(demo.recs)
+    assert f"plan: ${plan.savings_usd_month:,.2f} per month from " in demo.cli.stdout
+    assert "idle-reclaim" in demo.cli.stdout
     assert "┃ confidence ┃ expected " in demo.cli.stdout
     assert "warning:" not in demo.cli.stderr
     assert (demo.out / "README.md").read_text().startswith("# gpuledger recommendations")
-    names = {p.name for p in demo.out.iterdir()}
-    assert names == {f"{k}.yaml" for k in recommend.KINDS} | {"README.md", "index.json"}
-    index = json.loads((demo.out / "index.json").read_text())
-    assert len(index["recommendations"]) == len(demo.recs.items)
-    assert [(r["kind"], r["confidence"], r["expected_savings_usd_month"]) for r in index["recommendations"]] == [
-        (r.kind, round(r.confidence, 3), round(r.expected_savings_usd_month, 2)) for r in demo.recs.items
-    ]
+    assert {p.name for p in demo.out.iterdir()} == {"README.md", "index.json", "serve-use1", "train-use1"}
+    applied_kinds = set()
+    for cp in plan.clusters:
+        kinds_here = {a.rec.kind for a in cp.applied}
+        applied_kinds |= kinds_here
+        names = {p.name for p in (demo.out / cp.folder).iterdir()}
+        assert names == {f"{k}.yaml" for k in kinds_here} | {"README.md", "index.json"}
+        index = json.loads((demo.out / cp.folder / "index.json").read_text())
+        assert [(r["kind"], r["confidence"], r["expected_savings_usd_month"]) for r in index["recommendations"]] == [
+            (a.rec.kind, round(a.rec.confidence, 3), round(a.rec.expected_savings_usd_month, 2)) for a in cp.applied
+        ]
+    assert applied_kinds == set(recommend.KINDS)
+    top = json.loads((demo.out / "index.json").read_text())
+    assert top["savings_usd_month"] == round(plan.savings_usd_month, 2)
+
+
+def test_demo_plan_gives_each_workload_one_change(demo: Demo) -> None:
+    plan = recommend.build_plan(demo.recs)
+    assert_consistent(plan)
+    # on the demo, gpu-count ranks above the spot pool of the same Jobs: the pool goes without them
+    (train,) = [cp for cp in plan.clusters if cp.cluster == "train-use1"]
+    assert any(alt.rec.kind == "spot" for alt in train.alternatives)
+    assert plan.savings_usd_month < demo.recs.savings_usd_month
 
 
 def test_every_kind_appears_on_the_demo_fleet(demo: Demo) -> None:
@@ -343,7 +362,7 @@ def nodepool_schema(fixtures: Path) -> dict[str, Any]:
 def test_every_emitted_file_validates(demo: Demo, nodepool_schema: dict[str, Any]) -> None:
     catalog = mig.load_catalog()
     counts = {"NodePool": 0, "patch": 0, "ConfigMap": 0}
-    for path in sorted(demo.out.glob("*.yaml")):
+    for path in sorted(demo.out.glob("*/*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
             if doc["kind"] == "NodePool":
                 jsonschema.validate(doc, nodepool_schema)
@@ -367,13 +386,17 @@ def test_every_emitted_file_validates(demo: Demo, nodepool_schema: dict[str, Any
 
 
 def test_rerunning_gives_identical_files(demo: Demo, tmp_path: Path) -> None:
-    first = {p.name: p.read_bytes() for p in demo.out.iterdir()}
-    assert {name: text.encode() for name, text in render(demo.recs).items()} == first
+    first = {p.relative_to(demo.out).as_posix(): p.read_bytes() for p in demo.out.rglob("*") if p.is_file()}
+    plan = recommend.build_plan(demo.recs)
+    assert {name: text.encode() for name, text in render(plan).items()} == first
     again = tmp_path / "again"
     shutil.copytree(demo.out, again)
-    second = {p.name: p.read_bytes() for p in recommending.export(demo.recs, again)}
+    (again / "spot.yaml").write_text("from the layout before cluster folders\n")
+    (again / "old-cluster").mkdir()
+    (again / "old-cluster" / "index.json").write_text("{}\n")
+    second = {p.relative_to(again).as_posix(): p.read_bytes() for p in recommending.export(plan, again)}
     assert second == first
-    assert {p.name for p in again.iterdir()} == set(first)
+    assert {p.relative_to(again).as_posix() for p in again.rglob("*") if p.is_file()} == set(first)
 
 
 def test_cli_recommend_needs_out_and_data(cli: Callable[..., Result], tmp_path: Path) -> None:
@@ -495,14 +518,17 @@ def test_untrusted_names_never_inject(namespace: str, workload: str, container: 
             for what, value in _names(m.obj):
                 if value is not None:
                     assert k8s_names.is_dns_subdomain(value) or k8s_names.is_label_value(value), (what, value)
-    files = render(result)
+    plan = recommend.build_plan(result)
+    files = render(plan)
+    applied = {cp.folder: [a.rec for a in cp.applied] for cp in plan.clusters}
     for name, text in files.items():
         if name.endswith(".yaml"):
+            folder, _, file = name.rpartition("/")
             docs = [d for d in yaml.safe_load_all(text) if d is not None]
             expected = []
-            for r in result.items:
+            for r in applied[folder]:
                 for m in r.manifests:
-                    if r.kind == name.removesuffix(".yaml") and m.obj not in expected:
+                    if r.kind == file.removesuffix(".yaml") and m.obj not in expected:
                         expected.append(m.obj)
             assert docs == expected  # nothing parsed that was not emitted
             for line in text.splitlines():
@@ -511,7 +537,7 @@ def test_untrusted_names_never_inject(namespace: str, workload: str, container: 
     bad = [v for v in (namespace, workload) if not k8s_names.is_dns_label(v) and not k8s_names.is_dns_subdomain(v)]
     if bad or not k8s_names.is_dns_label(container):
         assert result.warnings, "an invalid name must be skipped with a warning"
-    assert render(result) == files
+    assert render(recommend.build_plan(result)) == files
 
 
 @pytest.mark.parametrize("batches", [2, 5])

@@ -89,20 +89,21 @@ def set_of(*items: recommend.Recommendation) -> recommend.RecommendationSet:
 
 def test_readme_and_index_show_confidence_and_expected_savings() -> None:
     result = set_of(rec("gpu-count", "sweep", 40_000.0, 0.25, pods=1), rec("spot", "serve", 35_000.0, 1.0, pods=1))
-    files = render(result)
-    index = json.loads(files["index.json"])
+    files = render(recommend.build_plan(result))
+    index = json.loads(files["prod/index.json"])
     assert [
         (r["rank"], r["kind"], r["confidence"], r["expected_savings_usd_month"]) for r in index["recommendations"]
     ] == [
         (1, "spot", 1.0, 35_000.0),
         (2, "gpu-count", 0.25, 10_000.0),
     ]
+    # different workloads, so both apply: the plan's total is their sum
     assert index["expected_savings_usd_month"] == 45_000.0 and index["savings_usd_month"] == 75_000.0
     assert index["ranking"]["score"] == "savings per month x confidence / (1 + pods restarted + 4 x nodes drained)"
     assert [r["score"] for r in index["recommendations"]] == [17_500.0, 5_000.0]
 
-    readme = files["README.md"]
-    assert "| # | kind | target | change | savings / month | confidence | expected / month |" in readme
+    readme = files["prod/README.md"]
+    assert "| rank | kind | target | change | savings / month | confidence | expected / month |" in readme
     assert (
         "| 1 | spot | prod / pool-a / team/serve | spot for team/serve | $35,000.00 | 1.00 | $35,000.00 | 1 |" in readme
     )

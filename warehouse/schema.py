@@ -115,6 +115,9 @@ GPU_ALLOCATIONS = Table(
         ("source", pa.string()),
         ("process_name", pa.string()),
         ("claim", pa.string()),
+        ("owner_kind", pa.string()),
+        ("owner_name", pa.string()),
+        ("owner_chain", pa.string()),
     ),
     key=("gpu_uuid", "mig_instance_id", "ts", "namespace", "pod", "container", "pid"),
     required=("ts", "cluster", "node", "gpu_uuid", "source"),
@@ -124,6 +127,9 @@ GPU_ALLOCATIONS = Table(
     allowed={"source": SOURCES},
     any_of=("pod", "pid"),
 )
+"""Who held which GPU when. ``owner_kind`` and ``owner_name`` are the pod's top-level controller (``Deployment``,
+``CronJob``, ``PyTorchJob``...) and ``owner_chain`` every owner up to it (``Pod<-ReplicaSet/x<-Deployment/y``), where a
+source knows them; parts written before these columns existed read them as null."""
 
 NODES = Table(
     name="nodes",

@@ -22,6 +22,9 @@ first; ties go to the larger expected savings, then savings, then build order, t
 **Confidence** = min(1, min(history span in days, observed GPU-minutes / 1440) / ``confidence_days``), after VPA's
 confidence from history length and sample count.
 
+**One plan per cluster** (``plan.build_plan``): each workload gets at most one change, the highest ranked;
+competing ones are alternatives, spot + time-slicing combine into one pool; the plan's total is the headline.
+
 **Names** come from telemetry and are untrusted: every name an exported object carries must satisfy Kubernetes'
 rules (``analysis.recommend.names``) or the recommendation is skipped with a warning.
 """
@@ -41,15 +44,18 @@ from analysis.recommend.model import (
     RecommendOptions,
     ranked,
 )
+from analysis.recommend.plan import Plan, build_plan
 
 __all__ = [
     "KINDS",
     "Manifest",
+    "Plan",
     "RecommendInputs",
     "RecommendOptions",
     "Recommendation",
     "RecommendationSet",
     "build",
+    "build_plan",
     "node_facts",
     "node_prices",
     "nodepool",

@@ -1,12 +1,15 @@
-"""Rendering a ``RecommendationSet`` as files a cluster admin reads, diffs and applies (pure, deterministic).
+"""Rendering a ``Plan`` (``analysis.recommend.plan``) as files a cluster admin reads, diffs and applies (pure,
+deterministic). One folder per cluster, every file naming its cluster in its header (the YAML's first comment, the
+README's title, index.json's ``cluster``), and a top-level README.md and index.json listing the clusters:
 
-- ``<kind>.yaml`` for each kind with recommendations: the Kubernetes objects to ``kubectl apply -f`` and the
+- ``<cluster>/<kind>.yaml`` for each kind in the cluster's plan: the Kubernetes objects to ``kubectl apply -f`` and the
   strategic-merge patches against each workload's owner, each document with its reasons as comments above it and,
   for a patch, the exact ``kubectl patch`` command. Identical objects (a node pool two recommendations share) are
   written once.
-- ``README.md``: every change in plain words with its savings, price source, evidence, risk and assumptions.
-- ``index.json``: the recommendations as data (``Recommendation.to_dict``, with confidence, expected savings and
-  score), ranked, with the ranking rule.
+- ``<cluster>/README.md``: the plan's total (what is applied together) first, every change in plain words with its
+  savings, price source, evidence, risk and assumptions, the alternatives left out, and per kind "if applied alone".
+- ``<cluster>/index.json``: the same as data (``Recommendation.to_dict``, with confidence, expected savings and
+  score, and the fleet rank), with the ranking and plan rules.
 
 Keys are sorted, floats rounded, and nothing but the window is a time: the same data gives the same bytes. Every
 text taken from telemetry or settings passes through ``names.clean_text`` (one line, no control characters);
@@ -22,8 +25,9 @@ from typing import Any
 import yaml
 
 from analysis.recommend.kinds import KINDS, TITLES
-from analysis.recommend.model import RANK_RULE, SCORE_RULE, Manifest, Recommendation, RecommendationSet
+from analysis.recommend.model import RANK_RULE, SCORE_RULE, Manifest, Recommendation
 from analysis.recommend.names import clean_text
+from analysis.recommend.plan import COMBINE_RULE, PLAN_RULE, Applied, ClusterPlan, Plan
 
 
 class _Dumper(yaml.SafeDumper):
@@ -55,16 +59,19 @@ def _doc(manifest: Manifest) -> str:
     return "\n".join(lines) + ("\n" if lines else "") + _dump(manifest.obj)
 
 
-def _yaml_file(kind: str, items: list[Recommendation], window: dict[str, str]) -> str:
+def _yaml_file(cluster: str, kind: str, items: list[Recommendation], window: dict[str, str]) -> str:
     from_kind = [r for r in items if r.kind == kind]
     header = [
-        _comment(f"gpuledger recommendations: {TITLES[kind]} ({kind}); window {window['start']} to {window['end']}"),
+        _comment(
+            f"gpuledger plan for cluster {cluster}: {TITLES[kind]} ({kind}); window {window['start']} to "
+            f"{window['end']}"
+        ),
         _comment(
             "Objects without a patch note: kubectl apply -f this file applies them. Patches are strategic-merge "
             "patches against the named owner: apply each with the kubectl patch command above it."
         ),
         _comment(
-            f"{len(from_kind)} recommendation(s); README.md explains each "
+            f"{len(from_kind)} change(s) of the plan; README.md explains each "
             f"(kind {KINDS.index(kind) + 1} of {len(KINDS)})."
         ),
     ]
@@ -95,37 +102,70 @@ def _md(text: object) -> str:
     return clean_text(text).replace("|", "\\|")
 
 
-def _readme(result: RecommendationSet, files: list[str]) -> str:
-    window = result.window
+def _readme(plan: Plan, cp: ClusterPlan, files: list[str]) -> str:
+    window = plan.result.window
+    name = _md(cp.cluster)
     lines = [
-        "# gpuledger recommendations",
+        f"# gpuledger plan for cluster {name}",
         "",
-        f"Window: {window.start.isoformat()} to {window.end.isoformat()} (UTC, end exclusive).",
+        f"Cluster: {name}. Window: {window.start.isoformat()} to {window.end.isoformat()} (UTC, end exclusive).",
         "",
-        f"{len(result.items)} recommendations, {_money(result.savings_usd_month)} per month in all, "
-        f"{_money(result.expected_savings_usd_month)} expected (kinds overlap: see Assumptions). Ranked by expected "
-        f"savings per unit of disruption: score = {SCORE_RULE}; expected savings = savings x confidence.",
+        f"**{len(cp.applied)} changes applied together: {_money(cp.savings_usd_month)} per month** "
+        f"({_money(cp.expected_savings_usd_month)} expected = savings x confidence). Plan rule: {PLAN_RULE}. "
+        f"Ranked by expected savings per unit of disruption: score = {SCORE_RULE}.",
         "",
-        "| # | kind | target | change | savings / month | confidence | expected / month | pods restarted "
+        "| rank | kind | target | change | savings / month | confidence | expected / month | pods restarted "
         "| node drain | score |",
         "|---:|---|---|---|---:|---:|---:|---:|---|---:|",
     ]
-    for i, r in enumerate(result.items, 1):
+    for a in cp.applied:
+        r = a.rec
         lines.append(
-            f"| {i} | {r.kind} | {_md(_target(r))} | {_md(r.change)} | {_money(r.savings_usd_month)} | "
+            f"| {a.rank} | {r.kind} | {_md(_target(r))} | {_md(r.change)} | {_money(r.savings_usd_month)} | "
             f"{r.confidence:.2f} | {_money(r.expected_savings_usd_month)} | {r.disruption.get('pods_restarted', 0)} | "
             f"{'yes' if r.disruption.get('node_drain') else 'no'} | {r.score:,.2f} |"
         )
-    lines += ["", "Files: " + ", ".join(f"`{f}`" for f in files) + ".", ""]
-    rank = {id(r): i for i, r in enumerate(result.items, 1)}
+    lines += [
+        f"| | **plan** | | applied together | **{_money(cp.savings_usd_month)}** | | "
+        f"{_money(cp.expected_savings_usd_month)} | | | |",
+        "",
+        "Files: " + ", ".join(f"`{f}`" for f in files) + ".",
+        "",
+        "## Alternatives (not applied)",
+        "",
+    ]
+    if cp.alternatives:
+        lines += [
+            "| rank | kind | for | change | savings / month if applied alone | confidence | instead |",
+            "|---:|---|---|---|---:|---:|---|",
+        ]
+        for alt in cp.alternatives:
+            lines.append(
+                f"| {alt.rank} | {alt.rec.kind} | {_md(', '.join(f'{ns}/{wl}' for ns, wl in alt.workloads))} | "
+                f"{_md(alt.rec.change)} | {_money(alt.savings_usd_month)} | {alt.rec.confidence:.2f} | "
+                + _md(", ".join(f"{k} (rank {i})" for k, i in alt.instead))
+                + " |"
+            )
+        lines.append("")
+    else:
+        lines += ["None: no two changes compete for a workload.", ""]
+    lines += [
+        "## Per kind, if applied alone",
+        "",
+        "What each kind's recommendations save on their own; they overlap, so they do not add up to the plan.",
+        "",
+        "| kind | savings / month if applied alone |",
+        "|---|---:|",
+    ]
+    lines += [f"| {kind} | {_money(cp.alone[kind])} |" for kind in KINDS if kind in cp.alone]
+    lines.append("")
     for kind in KINDS:
-        items = [r for r in result.items if r.kind == kind]
-        lines += [f"## {TITLES[kind]} (`{kind}`)", ""]
+        items = [a for a in cp.applied if a.rec.kind == kind]
         if not items:
-            lines += ["No recommendation of this kind in the window.", ""]
             continue
-        lines += [f"Apply from `{kind}.yaml`.", ""]
-        for r in items:
+        lines += [f"## {TITLES[kind]} (`{kind}`)", "", f"Apply from `{kind}.yaml`.", ""]
+        for a in items:
+            r = a.rec
             lines += [
                 f"### {_md(_target(r))}",
                 "",
@@ -140,14 +180,39 @@ def _readme(result: RecommendationSet, files: list[str]) -> str:
                     else "no node drained"
                 ),
                 f"- Confidence: {r.confidence:.2f}; expected savings {_money(r.expected_savings_usd_month)} per "
-                f"month; score {r.score:,.2f} (rank {rank[id(r)]})",
+                f"month; score {r.score:,.2f} (rank {a.rank})",
                 "- Evidence: " + _md(json.dumps(_short(r.evidence), sort_keys=True)),
             ]
-            lines += [f"- Assumption: {_md(a)}" for a in r.assumptions]
+            if a.note:
+                lines.append(f"- In the plan: {_md(a.note)}")
+            lines += [f"- Assumption: {_md(x)}" for x in r.assumptions]
             lines.append("")
-    if result.warnings:
-        lines += ["## Skipped", ""] + [f"- {_md(w)}" for w in result.warnings] + [""]
-    lines += ["## Assumptions", ""] + [f"- {k}: {_md(v)}" for k, v in sorted(result.assumptions.items())] + [""]
+    lines += ["## Assumptions", ""] + [f"- {k}: {_md(v)}" for k, v in sorted(plan.result.assumptions.items())] + [""]
+    return "\n".join(lines)
+
+
+def _top_readme(plan: Plan) -> str:
+    window = plan.result.window
+    lines = [
+        "# gpuledger recommendations",
+        "",
+        f"Window: {window.start.isoformat()} to {window.end.isoformat()} (UTC, end exclusive).",
+        "",
+        f"**{_money(plan.savings_usd_month)} per month** from {sum(len(c.applied) for c in plan.clusters)} changes "
+        f"applied together in {len(plan.clusters)} cluster plan(s) ({_money(plan.expected_savings_usd_month)} "
+        "expected). One folder per cluster: apply a cluster's files to that cluster only.",
+        "",
+        "| cluster | folder | changes | alternatives | savings / month | expected / month |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for cp in plan.clusters:
+        lines.append(
+            f"| {_md(cp.cluster)} | `{cp.folder}/` | {len(cp.applied)} | {len(cp.alternatives)} | "
+            f"{_money(cp.savings_usd_month)} | {_money(cp.expected_savings_usd_month)} |"
+        )
+    lines.append("")
+    if plan.result.warnings:
+        lines += ["## Skipped", ""] + [f"- {_md(w)}" for w in plan.result.warnings] + [""]
     return "\n".join(lines)
 
 
@@ -158,24 +223,61 @@ def _short(evidence: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def render(result: RecommendationSet) -> dict[str, str]:
-    """File name -> exact text: one YAML per kind that has recommendations, ``README.md`` and ``index.json``."""
+def _applied_dict(a: Applied) -> dict[str, Any]:
+    return {"rank": a.rank, **a.rec.to_dict(), **({"plan_note": a.note} if a.note else {})}
+
+
+def _json(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, indent=2, default=str, ensure_ascii=True) + "\n"
+
+
+def render(plan: Plan) -> dict[str, str]:
+    """Relative path -> exact text: per cluster ``<folder>/<kind>.yaml`` for each kind in its plan, its ``README.md``
+    and ``index.json``; at the top ``README.md`` and ``index.json`` listing the clusters."""
+    result = plan.result
     window = {"start": result.window.start.isoformat(), "end": result.window.end.isoformat()}
     files: dict[str, str] = {}
-    for kind in KINDS:
-        if any(r.kind == kind for r in result.items):
-            files[f"{kind}.yaml"] = _yaml_file(kind, result.items, window)
-    names = [*files, "README.md", "index.json"]
-    index = {
-        "window": window,
-        "savings_usd_month": round(result.savings_usd_month, 2),
-        "expected_savings_usd_month": round(result.expected_savings_usd_month, 2),
-        "ranking": {"score": SCORE_RULE, "order": RANK_RULE},
-        "files": names,
-        "recommendations": [{"rank": i, **r.to_dict()} for i, r in enumerate(result.items, 1)],
-        "warnings": list(result.warnings),
-        "assumptions": result.assumptions,
-    }
-    files["README.md"] = _readme(result, names)
-    files["index.json"] = json.dumps(index, sort_keys=True, indent=2, default=str, ensure_ascii=True) + "\n"
+    for cp in plan.clusters:
+        items = [a.rec for a in cp.applied]
+        mine: dict[str, str] = {}
+        for kind in KINDS:
+            if any(r.kind == kind for r in items):
+                mine[f"{kind}.yaml"] = _yaml_file(clean_text(cp.cluster), kind, items, window)
+        names = [*mine, "README.md", "index.json"]
+        index = {
+            "cluster": cp.cluster,
+            "window": window,
+            "savings_usd_month": round(cp.savings_usd_month, 2),
+            "expected_savings_usd_month": round(cp.expected_savings_usd_month, 2),
+            "plan": {"rule": PLAN_RULE, "combine": COMBINE_RULE},
+            "if_applied_alone_usd_month": {k: round(v, 2) for k, v in cp.alone.items()},
+            "ranking": {"score": SCORE_RULE, "order": RANK_RULE},
+            "files": names,
+            "recommendations": [_applied_dict(a) for a in cp.applied],
+            "alternatives": [alt.to_dict() for alt in cp.alternatives],
+            "assumptions": result.assumptions,
+        }
+        mine["README.md"] = _readme(plan, cp, names)
+        mine["index.json"] = _json(index)
+        files.update({f"{cp.folder}/{name}": text for name, text in mine.items()})
+    files["README.md"] = _top_readme(plan)
+    files["index.json"] = _json(
+        {
+            "window": window,
+            "savings_usd_month": round(plan.savings_usd_month, 2),
+            "expected_savings_usd_month": round(plan.expected_savings_usd_month, 2),
+            "clusters": [
+                {
+                    "cluster": cp.cluster,
+                    "folder": cp.folder,
+                    "changes": len(cp.applied),
+                    "alternatives": len(cp.alternatives),
+                    "savings_usd_month": round(cp.savings_usd_month, 2),
+                    "expected_savings_usd_month": round(cp.expected_savings_usd_month, 2),
+                }
+                for cp in plan.clusters
+            ],
+            "warnings": list(result.warnings),
+        }
+    )
     return files

@@ -1,8 +1,9 @@
 """kube-state-metrics series into warehouse rows: node rows, pod owners as workloads, GPU requests as allocations.
 
 - ``kube_node_labels`` into ``nodes`` rows (one per node per UTC date it was seen), see :func:`node_rows`;
-- ``kube_pod_owner`` into each pod's workload (its owner; a ReplicaSet gives its Deployment), see
-  :func:`pod_workloads`;
+- ``kube_pod_owner``, climbed through ``kube_replicaset_owner`` and ``kube_job_owner``, into each pod's owner chain
+  up to its top-level controller (ReplicaSet -> Deployment, Job -> CronJob, a custom controller by its kind), the
+  workload being that controller, see :func:`pod_owners`;
 - ``kube_pod_container_resource_requests`` for ``nvidia_com_gpu`` and ``nvidia_com_mig_*`` (running pods only), to
   attribute a GPU that dcgm-exporter reports without a pod when exactly one running container on that node
   requests exactly the GPUs of that kind nobody else holds, see :func:`attribute`.
@@ -21,13 +22,20 @@ import pyarrow as pa
 
 from collector.prometheus.series import SOURCE, Series, timestamp
 from collector.rows import Rows
-from collector.workloads import workload_from_owner, workload_from_pod
+from collector.workloads import ObjectRef, Owner, owner_chain, workload_from_owner, workload_from_pod
 from warehouse.schema import GPU_ALLOCATIONS, NODES
 
 NODE_LABELS = "kube_node_labels"
 NODE_INFO = "kube_node_info"
 """Its ``provider_id`` label is the node's ``spec.providerID`` (``aws:///us-east-1a/i-0abc``), what a bill names."""
 POD_OWNER = "kube_pod_owner"
+REPLICASET_OWNER = "kube_replicaset_owner"
+"""Labels ``namespace``, ``replicaset``, ``owner_kind``, ``owner_name``, ``owner_is_controller``
+(kube-state-metrics ``docs/replicaset-metrics.md``)."""
+JOB_OWNER = "kube_job_owner"
+"""Labels ``namespace``, ``job_name`` (``exported_job`` where an older kube-state-metrics' ``job`` label met
+Prometheus' own), ``owner_kind``, ``owner_name``, ``owner_is_controller`` (``docs/job-metrics.md``)."""
+OWNER_COLUMNS = ("owner_kind", "owner_name", "owner_chain")
 GPU_REQUESTS = 'kube_pod_container_resource_requests{resource=~"nvidia_com_gpu|nvidia_com_mig_.+"}'
 RUNNING = 'kube_pod_status_phase{phase="Running"}'
 WHOLE_GPU = "nvidia_com_gpu"
@@ -42,6 +50,8 @@ class KubeState:
     gpu_requests: list[Series]
     pod_owners: list[Series]
     node_info: list[Series] = field(default_factory=list)
+    replicaset_owners: list[Series] = field(default_factory=list)
+    job_owners: list[Series] = field(default_factory=list)
 
 
 def _label(labels: Mapping[str, str], name: str) -> str | None:
@@ -168,19 +178,51 @@ def owner_workload(owner_kind: str | None, owner_name: str | None, pod: str) -> 
     return workload_from_owner(owner_kind, owner_name, pod)
 
 
-def pod_workloads(pod_owners: Iterable[Series]) -> dict[tuple[str, str], str]:
-    """(namespace, pod) -> workload from ``kube_pod_owner`` series; the controller owner wins over other owners."""
-    chosen: dict[tuple[str, str], tuple[bool, str]] = {}
-    for series in pod_owners:
-        namespace, pod = _label(series.labels, "namespace"), _label(series.labels, "pod")
-        if namespace is None or pod is None or not series.values:
+def pod_workloads(owners: Iterable[Series]) -> dict[tuple[str, str], str]:
+    """(namespace, pod) -> workload from ``kube_pod_owner`` series alone (see :func:`pod_owners`)."""
+    return {key: owner.workload for key, owner in pod_owners(owners).items()}
+
+
+def _owner_ref(labels: Mapping[str, str]) -> ObjectRef | None:
+    kind, name = labels.get("owner_kind"), labels.get("owner_name")
+    if not kind or not name or "<none>" in (kind, name):
+        return None
+    return kind, name
+
+
+def _controllers(
+    series_list: Iterable[Series], object_label: Callable[[Mapping[str, str]], str | None]
+) -> dict[tuple[str, str], ObjectRef | None]:
+    """(namespace, object) -> its owner from one ``kube_*_owner`` metric; the controller owner wins over other
+    owners, and ``<none>`` (no owner) is kept as None."""
+    chosen: dict[tuple[str, str], tuple[bool, ObjectRef | None]] = {}
+    for series in series_list:
+        namespace, name = _label(series.labels, "namespace"), object_label(series.labels)
+        if namespace is None or name is None or not series.values:
             continue
         controller = series.labels.get("owner_is_controller") == "true"
-        previous = chosen.get((namespace, pod))
+        previous = chosen.get((namespace, name))
         if previous is None or (controller and not previous[0]):
-            workload = owner_workload(series.labels.get("owner_kind"), series.labels.get("owner_name"), pod)
-            chosen[(namespace, pod)] = (controller, workload)
-    return {key: workload for key, (_controller, workload) in chosen.items()}
+            chosen[(namespace, name)] = (controller, _owner_ref(series.labels))
+    return {key: ref for key, (_controller, ref) in chosen.items()}
+
+
+def pod_owners(
+    pods: Iterable[Series], replicaset_owners: Iterable[Series] = (), job_owners: Iterable[Series] = ()
+) -> dict[tuple[str, str], Owner]:
+    """(namespace, pod) -> its owner chain up to the top-level controller, from ``kube_pod_owner`` climbed through
+    ``kube_replicaset_owner`` (ReplicaSet -> Deployment) and ``kube_job_owner`` (Job -> CronJob, or a custom
+    controller such as a JobSet); a pod owned directly by a custom resource (PyTorchJob, RayCluster, Workflow...)
+    has that resource, named by its kind, as its top-level controller. See :func:`collector.workloads.owner_chain`."""
+    parents: dict[tuple[str, str, str], ObjectRef | None] = {}
+    for (namespace, name), ref in _controllers(replicaset_owners, lambda lb: _label(lb, "replicaset")).items():
+        parents[(namespace, "ReplicaSet", name)] = ref
+    for (namespace, name), ref in _controllers(
+        job_owners, lambda lb: _label(lb, "job_name") or lb.get("exported_job") or None
+    ).items():
+        parents[(namespace, "Job", name)] = ref
+    owners = _controllers(pods, lambda lb: _label(lb, "pod"))
+    return {(ns, pod): owner_chain(ns, pod, ref, parents) for (ns, pod), ref in owners.items()}
 
 
 _REQUEST_SCHEMA: dict[str, pl.DataType] = {
@@ -227,14 +269,15 @@ def _device_kind(single_strategy_nodes: Iterable[str]) -> pl.Expr:
 def attribute(
     rows: Rows,
     gpu_requests: Iterable[Series],
-    workloads: Mapping[tuple[str, str], str],
+    workloads: Mapping[tuple[str, str], Owner | str],
     *,
     cluster: str,
     source: str = SOURCE,
     when: Callable[[float], dt.datetime] | None = None,
     single_strategy_nodes: Iterable[str] = (),
 ) -> pa.Table:
-    """``rows.allocations`` with each pod's owner as its workload, plus the allocations that GPU requests prove.
+    """``rows.allocations`` with each pod's owner chain and workload (``workloads``: an :class:`Owner`, or a bare
+    workload name), plus the allocations that GPU requests prove.
 
     dcgm-exporter names the pod holding a GPU only when it can read the kubelet's pod-resources socket. For a GPU
     or MIG instance it reports without a pod, at one step, on one node: when exactly one running container on that
@@ -250,18 +293,23 @@ def attribute(
         filled = filled.with_columns(pl.lit(cluster).alias("cluster"), pl.lit(source).alias("source"))
         allocations = pl.concat([allocations, filled], how="diagonal_relaxed").select(GPU_ALLOCATIONS.columns)
     if workloads and allocations.height:
+        known = {key: Owner(value) if isinstance(value, str) else value for key, value in workloads.items()}
         owners = pl.DataFrame(
             {
-                "namespace": [k[0] for k in workloads],
-                "pod": [k[1] for k in workloads],
-                "owner_workload": list(workloads.values()),
+                "namespace": [k[0] for k in known],
+                "pod": [k[1] for k in known],
+                "known_workload": [o.workload for o in known.values()],
+                "known_owner_kind": [o.kind for o in known.values()],
+                "known_owner_name": [o.name for o in known.values()],
+                "known_owner_chain": [o.chain for o in known.values()],
             },
-            schema={"namespace": pl.String, "pod": pl.String, "owner_workload": pl.String},
+            schema={"namespace": pl.String, "pod": pl.String}
+            | {f"known_{c}": pl.String for c in ("workload", *OWNER_COLUMNS)},
         )
         allocations = (
             allocations.join(owners, on=["namespace", "pod"], how="left", maintain_order="left")
-            .with_columns(pl.coalesce("owner_workload", "workload").alias("workload"))
-            .drop("owner_workload")
+            .with_columns([pl.coalesce(f"known_{c}", c).alias(c) for c in ("workload", *OWNER_COLUMNS)])
+            .drop([f"known_{c}" for c in ("workload", *OWNER_COLUMNS)])
         )
     return allocations.to_arrow().cast(GPU_ALLOCATIONS.schema)
 
@@ -305,11 +353,11 @@ def _fill(
 
 
 def kube_rows(rows: Rows, kube: KubeState, *, cluster: str, when: Callable[[float], dt.datetime] | None = None) -> Rows:
-    """DCGM rows completed with kube-state-metrics: owners as workloads, proven allocations, and node rows."""
+    """DCGM rows completed with kube-state-metrics: owner chains and workloads, proven allocations, node rows."""
     when = when or timestamp
     nodes = node_rows(kube.node_labels, rows.samples, cluster=cluster, node_info=kube.node_info)
     single = {row["node"] for row in nodes if row["mig_strategy"] == "single"}
-    workloads = pod_workloads(kube.pod_owners)
+    workloads = pod_owners(kube.pod_owners, kube.replicaset_owners, kube.job_owners)
     allocations = attribute(
         rows, kube.gpu_requests, workloads, cluster=cluster, when=when, single_strategy_nodes=single
     )

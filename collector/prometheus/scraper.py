@@ -33,9 +33,11 @@ from collector.errors import NoDcgmSeries
 from collector.prometheus.client import MAX_POINTS_PER_SERIES, PrometheusClient
 from collector.prometheus.kube_state import (
     GPU_REQUESTS,
+    JOB_OWNER,
     NODE_INFO,
     NODE_LABELS,
     POD_OWNER,
+    REPLICASET_OWNER,
     RUNNING,
     KubeState,
     kube_rows,
@@ -243,8 +245,10 @@ class PrometheusScraper:
         running = f"({self._last(GPU_REQUESTS)}) and on(namespace, pod) ({self._last(RUNNING)} == 1)"
         gpu_requests = self.query_range(running, span)
         node_info = self.query_range(self._last(NODE_INFO), span)
-        kube = KubeState(node_labels, gpu_requests, owners, node_info)
-        groups = (node_labels, owners, gpu_requests, node_info)
+        replicaset_owners = self.query_range(self._last(REPLICASET_OWNER), span)
+        job_owners = self.query_range(self._last(JOB_OWNER), span)
+        kube = KubeState(node_labels, gpu_requests, owners, node_info, replicaset_owners, job_owners)
+        groups = (node_labels, owners, gpu_requests, node_info, replicaset_owners, job_owners)
         points = len(dcgm) + sum(len(s.values) for group in groups for s in group)
         rows = rows_from_points(dcgm, cluster=self.cluster, source=SOURCE)
         return kube_rows(rows, kube, cluster=self.cluster, when=when), points

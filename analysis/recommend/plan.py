@@ -1,0 +1,322 @@
+"""One consistent plan per cluster, built from the ranked recommendations (pure).
+
+A recommendation that patches workloads (``gpu-count``, ``mig``, ``time-slicing``, ``gpu-model``, ``spot``,
+``idle-reclaim``: every kind whose manifests hold a patch of a workload's owner) is a change to those workloads. Each
+workload gets at most one change in the applied plan: walking the ranking (``model.ranked``) highest first, a
+recommendation is applied when none of its workloads has a change yet; otherwise:
+
+- ``spot`` + ``time-slicing`` on the same workloads combine into one node pool: the time-sliced pool on spot
+  capacity, when both are Karpenter NodePools of the same instance type and every workload of the time-sliced pool
+  is a spot candidate. The combined saving = the time-slicing saving + each moved workload's net spot saving / k
+  (time-slicing leaves 1/k of its GPU-hours to put on spot).
+- a ``spot`` pool is separable (each candidate has its own net saving): the workloads that already have a change
+  leave it, and it is applied for the rest with the sum of their savings;
+- anything else is an **alternative**: listed in the cluster's README.md and index.json with what it would have
+  saved applied alone and which applied change it lost to, never written as a patch.
+
+MIG and a spot pool are never combined: mig-parted partitions the nodes of the MIG node group, so the lower-ranked of
+the two is an alternative. ``autoscaling`` (per node group, no workload patch) is always applied.
+
+The plan's total (``ClusterPlan.savings_usd_month``, summed over clusters in ``Plan``) is the sum of the applied
+changes; per-kind figures are the kind's recommendations as built, each "if applied alone".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from analysis.pricing import SPOT
+from analysis.recommend.model import Manifest, Recommendation, RecommendationSet
+from analysis.recommend.names import clean_text
+
+NO_CLUSTER = "no-cluster"
+"""The folder of changes whose target names no cluster (a MIG change over nodes of several clusters)."""
+COMBINE_RULE = (
+    "spot + time-slicing on the same workloads: one time-sliced node pool on spot capacity; saving = time-slicing "
+    "saving + each moved workload's net spot saving / k"
+)
+PLAN_RULE = (
+    "each workload gets at most one change (the highest ranked); a spot pool loses only the workloads that already "
+    "have one; spot + time-slicing combine into one pool; every other competing change is an alternative"
+)
+
+Workload = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Alternative:
+    """A change left out of the plan for ``workloads``, which have ``instead`` (kind, fleet rank) applied."""
+
+    rec: Recommendation
+    rank: int
+    workloads: tuple[Workload, ...]
+    instead: tuple[tuple[str, int], ...]
+    savings_usd_month: float
+    """What it saves applied alone for these workloads (the whole change when it cannot be split)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rank": self.rank,
+            "kind": self.rec.kind,
+            "change": self.rec.change,
+            "workloads": [f"{ns}/{wl}" for ns, wl in self.workloads],
+            "instead": [{"kind": k, "rank": r} for k, r in self.instead],
+            "savings_usd_month_if_applied_alone": round(self.savings_usd_month, 2),
+            "confidence": round(self.rec.confidence, 3),
+        }
+
+
+@dataclass(frozen=True)
+class Applied:
+    """A change in the plan: ``rec`` as applied (a spot pool without the workloads that left it, a time-sliced pool
+    on spot capacity), at ``rank`` in the fleet's ranking, ``note`` saying how it differs from the ranked one."""
+
+    rec: Recommendation
+    rank: int
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ClusterPlan:
+    cluster: str
+    """The cluster's name as telemetry gives it (``NO_CLUSTER`` when none)."""
+    folder: str
+    applied: tuple[Applied, ...]
+    alternatives: tuple[Alternative, ...]
+    alone: dict[str, float]
+    """Per kind, the savings of all its recommendations for this cluster as built: each "if applied alone"."""
+
+    @property
+    def savings_usd_month(self) -> float:
+        return sum(a.rec.savings_usd_month for a in self.applied)
+
+    @property
+    def expected_savings_usd_month(self) -> float:
+        return sum(a.rec.expected_savings_usd_month for a in self.applied)
+
+
+@dataclass(frozen=True)
+class Plan:
+    result: RecommendationSet
+    clusters: tuple[ClusterPlan, ...]
+
+    @property
+    def savings_usd_month(self) -> float:
+        return sum(c.savings_usd_month for c in self.clusters)
+
+    @property
+    def expected_savings_usd_month(self) -> float:
+        return sum(c.expected_savings_usd_month for c in self.clusters)
+
+
+def workloads_of(r: Recommendation) -> tuple[Workload, ...]:
+    """The workloads a recommendation patches (namespace, owner name), in manifest order."""
+    seen: dict[Workload, None] = {}
+    for m in r.manifests:
+        if m.patch:
+            meta = m.obj["metadata"]
+            seen[(str(meta.get("namespace")), str(meta["name"]))] = None
+    return tuple(seen)
+
+
+def folder_of(cluster: str | None) -> str:
+    """A cluster's folder: its name when it is a safe path segment (lower-case letters, digits, '-', '.'), else
+    ``cluster-<n>`` from its cleaned characters' code points (stable, never a path)."""
+    if cluster is None:
+        return NO_CLUSTER
+    ok = 0 < len(cluster) <= 63 and all(c.isascii() and (c.islower() or c.isdigit() or c in "-.") for c in cluster)
+    if ok and cluster[0].isalnum() and cluster[-1].isalnum():
+        return cluster
+    return "cluster-" + format(sum((i + 1) * ord(c) for i, c in enumerate(cluster)) % 16**8, "08x")
+
+
+def build_plan(result: RecommendationSet) -> Plan:
+    """The plan of every cluster in ``result`` (see the module docstring)."""
+    days = float(result.assumptions.get("confidence_days") or 7.0)
+    window_days = result.window.hours / 24.0
+    ranks = {id(r): i for i, r in enumerate(result.items, 1)}
+    by_cluster: dict[str, list[Recommendation]] = {}
+    for r in result.items:
+        by_cluster.setdefault(r.target.get("cluster") or NO_CLUSTER, []).append(r)
+    folders: dict[str, str] = {}
+    plans = []
+    for cluster in sorted(by_cluster):
+        folder = folder_of(None if cluster == NO_CLUSTER else cluster)
+        while folder in folders.values():
+            folder += "-x"
+        folders[cluster] = folder
+        items = by_cluster[cluster]
+        applied, alternatives = _plan(items, ranks, days, window_days)
+        alone: dict[str, float] = {}
+        for r in items:
+            alone[r.kind] = alone.get(r.kind, 0.0) + r.savings_usd_month
+        plans.append(ClusterPlan(cluster, folder, tuple(applied), tuple(alternatives), alone))
+    return Plan(result, tuple(plans))
+
+
+def _plan(
+    items: Sequence[Recommendation], ranks: dict[int, int], days: float, window_days: float
+) -> tuple[list[Applied], list[Alternative]]:
+    applied: list[Applied] = []
+    alternatives: list[Alternative] = []
+    owner: dict[Workload, int] = {}
+    """workload -> index in ``applied`` of its change."""
+
+    def take(entry: Applied, index: int | None = None) -> None:
+        if index is None:
+            applied.append(entry)
+            index = len(applied) - 1
+        else:
+            applied[index] = entry
+        for w in workloads_of(entry.rec):
+            owner[w] = index
+
+    for r in items:
+        rank = ranks[id(r)]
+        mine = workloads_of(r)
+        taken = [w for w in mine if w in owner]
+        if not taken:
+            take(Applied(r, rank))
+            continue
+        holders = sorted({owner[w] for w in taken})
+        if r.kind == "spot":
+            for i in holders:
+                held = applied[i]
+                shared = [w for w in taken if owner[w] == i]
+                if held.rec.kind == "time-slicing" and "spot" not in held.rec.evidence and _combinable(held.rec, r):
+                    take(replace(held, rec=_on_spot(held.rec, r), note=_combined_note(rank)), i)
+                else:
+                    alternatives.append(_alternative(r, rank, shared, [held], _candidate_savings(r, shared)))
+            rest = [w for w in mine if w not in taken]
+            if rest:
+                take(Applied(_without(r, taken, days, window_days), rank, _reduced_note(r, taken)))
+            continue
+        if r.kind == "time-slicing" and len(holders) == 1 and set(taken) == set(mine):
+            i = holders[0]
+            held = applied[i]
+            if held.rec.kind == "spot" and _combinable(r, held.rec):
+                remaining = [w for w in workloads_of(held.rec) if w not in set(mine)]
+                if remaining:
+                    take(replace(held, rec=_without(held.rec, mine, days, window_days)), i)
+                    for w in mine:
+                        del owner[w]
+                    take(Applied(_on_spot(r, held.rec), rank, _combined_note(held.rank)))
+                else:
+                    take(Applied(_on_spot(r, held.rec), rank, _combined_note(held.rank)), i)
+                continue
+        alternatives.append(_alternative(r, rank, taken, [applied[i] for i in holders], r.savings_usd_month))
+    return applied, alternatives
+
+
+def _alternative(
+    r: Recommendation, rank: int, workloads: Iterable[Workload], holders: Sequence[Applied], savings: float
+) -> Alternative:
+    return Alternative(r, rank, tuple(workloads), tuple((h.rec.kind, h.rank) for h in holders), savings)
+
+
+def _nodepool(r: Recommendation) -> Manifest | None:
+    return next((m for m in r.manifests if not m.patch and m.obj.get("kind") == "NodePool"), None)
+
+
+def _combinable(sliced: Recommendation, spot: Recommendation) -> bool:
+    """Both are Karpenter NodePools of one instance type, and every workload of the time-sliced pool is a spot
+    candidate of ``spot``."""
+    if _nodepool(sliced) is None or _nodepool(spot) is None:
+        return False
+    if sliced.evidence.get("instance_type") != spot.evidence.get("instance_type"):
+        return False
+    return set(workloads_of(sliced)) <= set(workloads_of(spot))
+
+
+def _candidates(spot: Recommendation, workloads: Iterable[Workload]) -> list[dict[str, Any]]:
+    wanted = set(workloads)
+    return [c for c in spot.evidence.get("candidates", []) if (c["namespace"], c["workload"]) in wanted]
+
+
+def _candidate_savings(spot: Recommendation, workloads: Iterable[Workload]) -> float:
+    return sum(float(c["net_savings_usd_month"]) for c in _candidates(spot, workloads))
+
+
+def _on_spot(sliced: Recommendation, spot: Recommendation) -> Recommendation:
+    """The time-sliced pool on spot capacity (``COMBINE_RULE``)."""
+    k = int(sliced.evidence["replicas_per_gpu"])
+    moved = _candidates(spot, workloads_of(sliced))
+    extra = sum(float(c["net_savings_usd_month"]) for c in moved) / k
+    manifests = []
+    for m in sliced.manifests:
+        if m is _nodepool(sliced):
+            obj = _with_capacity(m.obj, SPOT)
+            why = (
+                f"On spot capacity (combined with the spot change for the same workloads): interruption risk "
+                f"{spot.evidence.get('interruption_risk')} of instances per month (AWS Spot Advisor)."
+            )
+            m = Manifest(obj, (*m.comments, why), m.patch)
+        manifests.append(m)
+    return replace(
+        sliced,
+        change=f"{sliced.change} On spot capacity (interruption risk {spot.evidence.get('interruption_risk')}).",
+        evidence={
+            **sliced.evidence,
+            "spot": {
+                "combine_rule": COMBINE_RULE,
+                "interruption_risk": spot.evidence.get("interruption_risk"),
+                "candidates": moved,
+                "net_spot_savings_usd_month": round(extra * k, 2),
+                "replicas_per_gpu": k,
+                "added_savings_usd_month": round(extra, 2),
+            },
+        },
+        savings_usd_month=sliced.savings_usd_month + extra,
+        price_source="; ".join(sorted({*sliced.price_source.split("; "), *spot.price_source.split("; ")} - {""})),
+        risk=f"{sliced.risk}; and {spot.risk}",
+        assumptions=(*sliced.assumptions, *spot.assumptions, COMBINE_RULE),
+        manifests=tuple(manifests),
+    )
+
+
+def _with_capacity(pool: dict[str, Any], capacity: str) -> dict[str, Any]:
+    spec = pool["spec"]["template"]["spec"]
+    requirements = [
+        {**q, "values": [capacity]} if q.get("key") == "karpenter.sh/capacity-type" else q for q in spec["requirements"]
+    ]
+    template = {**pool["spec"]["template"], "spec": {**spec, "requirements": requirements}}
+    return {**pool, "spec": {**pool["spec"], "template": template}}
+
+
+def _without(spot: Recommendation, gone: Iterable[Workload], days: float, window_days: float) -> Recommendation:
+    """A spot pool without the candidates in ``gone``: their patches and savings leave it; confidence is recomputed
+    on the candidates that stay (the kind's rule); the pool's GPU limit, a cap, stays."""
+    gone_set = set(gone)
+    kept = [c for c in spot.evidence.get("candidates", []) if (c["namespace"], c["workload"]) not in gone_set]
+    manifests = tuple(
+        m
+        for m in spot.manifests
+        if not (m.patch and (m.obj["metadata"].get("namespace"), m.obj["metadata"]["name"]) in gone_set)
+    )
+    gpu_minutes = sum(float(c.get("gpu_hours") or 0.0) for c in kept) * 60
+    pool = _nodepool(spot)
+    name = pool.obj["metadata"]["name"] if pool is not None else "a spot node pool"
+    names = ", ".join(f"{c['namespace']}/{c['workload']}" for c in kept)
+    return replace(
+        spot,
+        change=f"Run {names} on a spot node pool {name} ({spot.evidence.get('instance_type')}): interruption risk "
+        f"{spot.evidence.get('interruption_risk')} per month.",
+        evidence={**spot.evidence, "candidates": kept},
+        savings_usd_month=sum(float(c["net_savings_usd_month"]) for c in kept),
+        disruption={**spot.disruption, "pods_restarted": sum(int(c.get("replicas") or 1) for c in kept)},
+        confidence=max(0.0, min(1.0, min(window_days, gpu_minutes / 1440.0) / days)),
+        manifests=manifests,
+    )
+
+
+def _reduced_note(r: Recommendation, gone: Sequence[Workload]) -> str:
+    return clean_text(
+        f"without {', '.join(f'{ns}/{wl}' for ns, wl in gone)} (a higher-ranked change applies to them); "
+        "the pool's GPU limit, a cap, stays as sized for every candidate"
+    )
+
+
+def _combined_note(rank: int) -> str:
+    return f"combined with the spot change ranked {rank}: one time-sliced node pool on spot capacity"

@@ -490,13 +490,54 @@ _KIND_PATTERNS = (
 anything else is taken as inference (a long-lived Deployment or StatefulSet serving requests)."""
 
 
-def workload_kind(namespace: str | None, workload: str, configured: Mapping[str, str] | None = None) -> tuple[str, str]:
-    """(kind, how it was decided) of one workload.
+OWNER_KINDS: Mapping[str, str] = {
+    "Deployment": "inference",
+    "ReplicaSet": "inference",
+    "StatefulSet": "service",
+    "Job": "batch",
+    "CronJob": "batch",
+    "PyTorchJob": "training",
+    "MPIJob": "training",
+    "TFJob": "training",
+    "JobSet": "training",
+    "RayJob": "training",
+    "RayCluster": "training",
+    "InferenceService": "inference",
+    "LeaderWorkerSet": "inference",
+    "Notebook": "notebook",
+}
+"""The workload kind a top-level owner kind implies. Two are refined by the name: a StatefulSet whose name says
+notebook (``_KIND_PATTERNS``) is a notebook, and a Job or CronJob whose name says training is training."""
+
+
+def owner_workload_kind(owner_kind: str, namespace: str | None, workload: str) -> str | None:
+    """The kind ``OWNER_KINDS`` gives a top-level owner kind (refined by the name for StatefulSets and Jobs), or
+    None for an owner kind it does not know (DaemonSet, Workflow...)."""
+    kind = OWNER_KINDS.get(owner_kind)
+    name = f"{namespace or ''}/{workload}".lower()
+    if kind == "service" and _KIND_PATTERNS[0][1].search(name):
+        return "notebook"
+    if kind == "batch" and _KIND_PATTERNS[1][1].search(name):
+        return "training"
+    return kind
+
+
+NAME_HEURISTIC = "name heuristic (no owner known)"
+
+
+def workload_kind(
+    namespace: str | None,
+    workload: str,
+    configured: Mapping[str, str] | None = None,
+    owner_kind: str | None = None,
+) -> tuple[str, str]:
+    """(kind, its basis) of one workload.
 
     ``configured`` maps shell-style patterns over ``namespace/workload`` (``research/jupyter-*``, ``*/llama-ft-*``)
-    to a kind (training | batch | inference | service | notebook); the first matching pattern wins. Otherwise the
-    kind is guessed from the name (``_KIND_PATTERNS``): notebooks (jupyter, notebook...), training (train, finetune,
-    pretrain, sweep, ``-ft-``), batch (batch, cron, nightly...), else inference.
+    to a kind (training | batch | inference | service | notebook); the first matching pattern wins ("configured
+    (<pattern>)"). Otherwise the top-level owner kind decides (``owner_workload_kind``: "owner kind CronJob"). Only
+    when no owner is known (or its kind is not in ``OWNER_KINDS``) is the kind guessed from the name
+    (``_KIND_PATTERNS``: notebooks, training, batch, else inference), with the basis ``NAME_HEURISTIC``.
     """
     name = f"{namespace or ''}/{workload}"
     for pattern, kind in (configured or {}).items():
@@ -506,11 +547,13 @@ def workload_kind(namespace: str | None, workload: str, configured: Mapping[str,
                     f"workload kind {kind!r} for pattern {pattern!r} is not one of {', '.join(WORKLOAD_KINDS)}"
                 )
             return kind.lower(), f"configured ({pattern})"
+    if owner_kind and (by_owner := owner_workload_kind(owner_kind, namespace, workload)) is not None:
+        return by_owner, f"owner kind {owner_kind}"
     lowered = name.lower()
     for kind, regex in _KIND_PATTERNS:
         if regex.search(lowered):
-            return kind, "guessed from the name"
-    return "inference", "guessed (no job or notebook pattern in the name)"
+            return kind, NAME_HEURISTIC
+    return "inference", NAME_HEURISTIC
 
 
 def usage_candidates(

@@ -481,7 +481,7 @@ def test_usage_candidates_from_minute_groups_and_priced_nodes() -> None:
     )
     service = rows["query-encoder"]
     assert (service["node_group"], service["workload_kind"], service["replicas"]) == ("g6.12xlarge", "inference", 3)
-    assert service["kind_source"] == "guessed (no job or notebook pattern in the name)"
+    assert service["kind_source"] == "name heuristic (no owner known)"
     assert (service["nodes"], service["node_hours"]) == (1, 24.0)
     assert (rows["rerank"]["replicas"], rows["rerank"]["nodes"], rows["rerank"]["node_hours"]) == (2, 2, 48.0)
     assert (rows["jupyter-alice-0"]["workload_kind"], rows["jupyter-alice-0"]["replicas"]) == ("notebook", 1)
@@ -508,7 +508,7 @@ def test_usage_candidates_from_minute_groups_and_priced_nodes() -> None:
 
 
 def test_workload_kind_patterns() -> None:
-    assert workload_kind("ml-training", "moe-pretrain-abcde") == ("training", "guessed from the name")
+    assert workload_kind("ml-training", "moe-pretrain-abcde") == ("training", "name heuristic (no owner known)")
     assert workload_kind("data-platform", "nightly-embeddings")[0] == "batch"
     assert workload_kind("research", "finetune-q8z2x")[0] == "training"
     assert workload_kind("llm-serving", "chat-70b")[0] == "inference"

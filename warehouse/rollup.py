@@ -87,7 +87,7 @@ class RollupConfig:
 
     @property
     def fingerprint(self) -> str:
-        return f"rollup-v3:{self.max_gap_factor}:{self.expected_interval_s}:{self.fallback_interval_s}"
+        return f"rollup-v4:{self.max_gap_factor}:{self.expected_interval_s}:{self.fallback_interval_s}"
 
 
 @dataclass(frozen=True)
@@ -419,7 +419,7 @@ def _attach_holders(
         rows.sort(*GPU_KEY, "minute", "namespace", "pod", "container", nulls_last=True)
         .group_by(*GPU_KEY, "minute", maintain_order=True)
         .agg(
-            pl.col("namespace", "pod", "container", "workload").first(),
+            pl.col("namespace", "pod", "container", "workload", "owner_kind").first(),
             holder_id.n_unique().cast(pl.Int32).alias("holders"),
             pl.col("ts").max().alias("alloc_last_ts"),
             pl.when(pl.col("process_fb_used_bytes").is_not_null().any())
@@ -441,7 +441,10 @@ def _attach_holders(
     )
     joined = joined.with_columns((held & pl.col("observed")).fill_null(False).alias("held"))
     return joined.with_columns(
-        *(pl.when(pl.col("held")).then(pl.col(c)).alias(c) for c in ("namespace", "pod", "container", "workload")),
+        *(
+            pl.when(pl.col("held")).then(pl.col(c)).alias(c)
+            for c in ("namespace", "pod", "container", "workload", "owner_kind")
+        ),
         pl.when(pl.col("held")).then(pl.col("holders")).otherwise(0).alias("holders"),
         pl.when(pl.col("held") & (pl.col("holders") > 1)).then(pl.col("holder_list")).alias("holder_list"),
         pl.coalesce(

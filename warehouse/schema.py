@@ -262,6 +262,7 @@ GPU_MINUTES = Table(
         ("pod", pa.string()),
         ("container", pa.string()),
         ("workload", pa.string()),
+        ("owner_kind", pa.string()),
         ("holders", pa.int32()),
         ("state", pa.string()),
         ("source", pa.string()),

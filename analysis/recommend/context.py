@@ -39,12 +39,26 @@ class Context:
         )
         self.prices = prices
         self._kinds: dict[tuple[str, str], tuple[str, str]] = {}
+        self.owner_kinds = owner_kinds(inputs.devices)
 
-    def kind(self, namespace: str, workload: str) -> str:
+    def owner_kind(self, namespace: str, workload: str) -> str | None:
+        """The kind of the workload's top-level owner (``CronJob``, ``PyTorchJob``...), None when none is known."""
+        return self.owner_kinds.get((namespace, workload))
+
+    def _decided(self, namespace: str, workload: str) -> tuple[str, str]:
         key = (namespace, workload)
         if key not in self._kinds:
-            self._kinds[key] = workload_kind(namespace, workload, self.options.workload_kinds)
-        return self._kinds[key][0]
+            owner = self.owner_kind(namespace, workload)
+            self._kinds[key] = workload_kind(namespace, workload, self.options.workload_kinds, owner)
+        return self._kinds[key]
+
+    def kind(self, namespace: str, workload: str) -> str:
+        """The workload kind (``analysis.spot.workload_kind``: configured, else the owner kind, else the name)."""
+        return self._decided(namespace, workload)[0]
+
+    def kind_basis(self, namespace: str, workload: str) -> str:
+        """How ``kind`` was decided: "configured (...)", "owner kind CronJob" or "name heuristic (no owner known)"."""
+        return self._decided(namespace, workload)[1]
 
     @cached_property
     def single(self) -> pl.DataFrame:
@@ -60,6 +74,20 @@ class Context:
     def confidence(self, span_days: float, gpu_minutes: float) -> float:
         history = min(span_days, gpu_minutes / 1440.0)
         return max(0.0, min(1.0, history / self.options.confidence_days))
+
+
+def owner_kinds(devices: pl.DataFrame) -> dict[tuple[str, str], str]:
+    """(namespace, workload) -> its top-level owner's kind, from device usage's ``owner_kind`` (the first one seen
+    when rows disagree); empty when the minutes carry no owners (warehouses from before owners were stored)."""
+    if "owner_kind" not in devices.columns:
+        return {}
+    found = (
+        devices.filter(pl.col("owner_kind").is_not_null())
+        .sort("namespace", "workload", "owner_kind")
+        .group_by("namespace", "workload", maintain_order=True)
+        .agg(pl.col("owner_kind").first())
+    )
+    return {(ns, wl): kind for ns, wl, kind in found.iter_rows()}
 
 
 def node_facts(nodes: pl.DataFrame, catalog: PriceCatalog) -> pl.DataFrame:

@@ -66,13 +66,14 @@ def recommendations(ctx: Context) -> list[Recommendation]:
         savings = row["spare_cost_usd"] * ctx.month
         gpus, used = int(row["gpus"]), int(row["used"])
         resources = {"limits": {GPU_RESOURCE: used}, "requests": {GPU_RESOURCE: used}}
-        obj = pod_patch(kind, ns, wl, {"containers": [{"name": container, "resources": resources}]})
+        owner = ctx.owner_kind(ns, wl)
+        obj = pod_patch(kind, ns, wl, {"containers": [{"name": container, "resources": resources}]}, owner)
         spare_hours = row["spare_minutes"] / 60.0
         comments = (
             f"{ns}/{wl}: {GPU_RESOURCE} {gpus} -> {used}: {gpus - used} of its {gpus} GPUs were active in less than "
             f"{SPARE_ACTIVE_SHARE:.0%} of the minutes held ({spare_hours:.1f} spare GPU-hours in the window"
             f"{shared_note(row['split_by'])}).",
-            *job_note(kind),
+            *job_note(kind, owner),
         )
         out.append(
             Recommendation(
@@ -80,7 +81,7 @@ def recommendations(ctx: Context) -> list[Recommendation]:
                 target={"cluster": row["cluster"], "node_group": row["node_group"], "namespace": ns, "workload": wl},
                 change=(
                     f"Request {used} GPU{'s' if used != 1 else ''} instead of {gpus} for container {container} of "
-                    f"{owner_of(kind)[1]} {ns}/{wl}: {gpus - used} of its {gpus} GPUs did no work."
+                    f"{owner_of(kind, owner)[1]} {ns}/{wl}: {gpus - used} of its {gpus} GPUs did no work."
                 ),
                 evidence={
                     "window": window_dict(ctx.window),
@@ -91,6 +92,7 @@ def recommendations(ctx: Context) -> list[Recommendation]:
                     "spare_cost_usd": round(row["spare_cost_usd"], 2),
                     "gpu_minutes_observed": int(row["gpu_minutes"]),
                     "workload_kind": kind,
+                    "kind_basis": ctx.kind_basis(ns, wl),
                     **({"split_by": row["split_by"]} if row["split_by"] else {}),
                 },
                 savings_usd_month=savings,

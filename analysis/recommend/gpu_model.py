@@ -237,6 +237,7 @@ def recommendations(ctx: Context) -> list[Recommendation]:
                 f"{need.memory_gib:.1f} GiB of {best.memory_gib:g} GiB, {need.per_gpu[0]:g} vCPUs and "
                 f"{need.per_gpu[1]:g} GiB of host memory per GPU of {best.resources.vcpus:g} and "
                 f"{best.resources.memory_gib:g}. Remove any other node selector that pins its old node group.",
+                ctx.owner_kind(ns, wl),
             )
         )
         savings = row["gpu_hours"] * (need.price_now - best.usd_per_gpu_hour) * ctx.month
@@ -257,6 +258,8 @@ def recommendations(ctx: Context) -> list[Recommendation]:
                     "target_gpu_model": best.gpu_model,
                     "target_instance_type": best.instance_type,
                     "precision": p,
+                    "workload_kind": kind,
+                    "kind_basis": ctx.kind_basis(ns, wl),
                     "precision_basis": f"assumed: the workload's precision is unknown; {p} "
                     + ("because its current GPU supports bf16" if p == "bf16" else "(its current GPU has no bf16)"),
                     "busy_p99": round(row["busy_p99"], 4),

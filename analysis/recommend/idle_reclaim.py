@@ -68,6 +68,7 @@ def recommendations(ctx: Context) -> list[Recommendation]:
         if row["usd"] is None or not ctx.names_ok("idle-reclaim", workload_checks(ns, wl)):
             continue
         kind = ctx.kind(ns, wl)
+        owner = ctx.owner_kind(ns, wl)
         savings = row["reclaim_hours"] * row["usd"] * ctx.month
         cost_so_far = row["idle_hours"] * row["usd"]
         spec = {"suspend": True} if kind in JOB_KINDS else {"replicas": 0}
@@ -84,7 +85,8 @@ def recommendations(ctx: Context) -> list[Recommendation]:
                     "workload": wl,
                 },
                 change=(
-                    f"Scale {owner_of(kind)[1]} {ns}/{wl} to zero after {o.idle_reclaim_hours:g} idle hours: it held "
+                    f"Scale {owner_of(kind, owner)[1]} {ns}/{wl} to zero after {o.idle_reclaim_hours:g} idle hours: "
+                    "it held "
                     f"{row['gpus']:.0f} GPU(s) with nothing running for up to {row['longest_hours']:.1f} hours "
                     f"in a row ({row['runs']} time(s) in the window), {cost_so_far:.2f} USD so far"
                     f"{shared_note(row['split_by'])}."
@@ -99,6 +101,7 @@ def recommendations(ctx: Context) -> list[Recommendation]:
                     "usd_per_gpu_hour": round(row["usd"], 4),
                     "idle_now": bool(idle_now),
                     "workload_kind": kind,
+                    "kind_basis": ctx.kind_basis(ns, wl),
                     **({"split_by": row["split_by"]} if row["split_by"] else {}),
                 },
                 savings_usd_month=savings,
@@ -117,7 +120,7 @@ def recommendations(ctx: Context) -> list[Recommendation]:
                 ),
                 manifests=(
                     Manifest(
-                        owner_patch(kind, ns, wl, spec),
+                        owner_patch(kind, ns, wl, spec, owner),
                         (
                             f"{ns}/{wl}: idle {row['longest_hours']:.1f} h in a row at most, "
                             f"{cost_so_far:.2f} USD of idle GPUs in the window. This scales it to zero now; to do "

@@ -25,33 +25,68 @@ OWNERS = MappingProxyType(
 )
 """The owner a workload's pods are assumed to have, by workload kind (``analysis.spot.workload_kind``)."""
 JOB_KINDS = ("training", "batch")
+TEMPLATES = MappingProxyType(
+    {
+        "Deployment": ("apps/v1", ("template",)),
+        "StatefulSet": ("apps/v1", ("template",)),
+        "DaemonSet": ("apps/v1", ("template",)),
+        "Job": ("batch/v1", ("template",)),
+        "CronJob": ("batch/v1", ("jobTemplate", "spec", "template")),
+    }
+)
+"""Owner kinds a patch can target as stored, with their apiVersion and the path of their pod template under
+``spec``; the workload is the top-level owner, so a CronJob's patch sets its ``jobTemplate`` (the next run), never a
+finished Job. A ReplicaSet top owner (its Deployment's series missing) and custom controllers (PyTorchJob,
+RayCluster...; ``kubectl patch`` applies no strategic merge to them) keep the owner the workload kind implies."""
 
 
-def owner_of(kind: str) -> tuple[str, str]:
-    """(apiVersion, kind) of the owner a workload of this kind is assumed to have; a Deployment when unknown."""
+def owner_of(kind: str, owner_kind: str | None = None) -> tuple[str, str]:
+    """(apiVersion, kind) of the owner a patch targets: the stored top-level owner when ``TEMPLATES`` knows its
+    kind, else the one a workload of this kind is assumed to have (``OWNERS``; a Deployment when unknown)."""
+    if owner_kind is not None and owner_kind in TEMPLATES:
+        return TEMPLATES[owner_kind][0], owner_kind
     return OWNERS.get(kind, OWNERS["inference"])
 
 
-def owner_patch(kind: str, namespace: str, workload: str, spec: dict[str, Any]) -> dict[str, Any]:
+def owner_patch(
+    kind: str, namespace: str, workload: str, spec: dict[str, Any], owner_kind: str | None = None
+) -> dict[str, Any]:
     """A strategic-merge patch of the workload's owner setting ``spec``."""
-    api, owner = owner_of(kind)
+    api, owner = owner_of(kind, owner_kind)
     return {"apiVersion": api, "kind": owner, "metadata": {"name": workload, "namespace": namespace}, "spec": spec}
 
 
-def pod_patch(kind: str, namespace: str, workload: str, pod_spec: dict[str, Any]) -> dict[str, Any]:
-    """A strategic-merge patch of the owner's pod template spec."""
-    return owner_patch(kind, namespace, workload, {"template": {"spec": pod_spec}})
+def pod_patch(
+    kind: str, namespace: str, workload: str, pod_spec: dict[str, Any], owner_kind: str | None = None
+) -> dict[str, Any]:
+    """A strategic-merge patch of the owner's pod template spec (a CronJob's under its ``jobTemplate``)."""
+    _, owner = owner_of(kind, owner_kind)
+    path = TEMPLATES[owner][1] if owner in TEMPLATES else ("template",)
+    spec: dict[str, Any] = {"spec": pod_spec}
+    for key in reversed(path):
+        spec = {key: spec}
+    return owner_patch(kind, namespace, workload, spec, owner_kind)
 
 
-def node_selector_patch(kind: str, namespace: str, workload: str, selector: dict[str, str], why: str) -> Manifest:
+def node_selector_patch(
+    kind: str,
+    namespace: str,
+    workload: str,
+    selector: dict[str, str],
+    why: str,
+    owner_kind: str | None = None,
+) -> Manifest:
     """The patch that moves a workload onto other nodes (a new pool, spot, another GPU model), with why and, for a
     Job, the note that it applies to the next run."""
-    patch = pod_patch(kind, namespace, workload, {"nodeSelector": selector})
-    return Manifest(patch, (why, *job_note(kind)), patch=True)
+    patch = pod_patch(kind, namespace, workload, {"nodeSelector": selector}, owner_kind)
+    return Manifest(patch, (why, *job_note(kind, owner_kind)), patch=True)
 
 
-def job_note(kind: str) -> tuple[str, ...]:
-    """The comment a patch of a Job carries (its pod template is immutable); none for other kinds."""
+def job_note(kind: str, owner_kind: str | None = None) -> tuple[str, ...]:
+    """The comment a patch of a Job carries (its pod template is immutable); none for other kinds, nor for a patch
+    of a CronJob (its job template is what creates the next run)."""
+    if owner_kind == "CronJob":
+        return ()
     if kind in JOB_KINDS:
         return (
             "A Job's pod template cannot change once it exists: apply this to the manifest (or the job template "

@@ -55,7 +55,10 @@ def recommendations(ctx: Context) -> list[Recommendation]:
             resource = f"nvidia.com/mig-{profile}"
             kind = ctx.kind(ns, wl)
             resources = {"limits": {GPU_RESOURCE: None, resource: 1}, "requests": {GPU_RESOURCE: None, resource: 1}}
-            obj = pod_patch(kind, ns, wl, {"containers": [{"name": c, "resources": resources} for c in containers]})
+            owner = ctx.owner_kind(ns, wl)
+            obj = pod_patch(
+                kind, ns, wl, {"containers": [{"name": c, "resources": resources} for c in containers]}, owner
+            )
             patches.append(
                 Manifest(
                     obj,
@@ -64,7 +67,7 @@ def recommendations(ctx: Context) -> list[Recommendation]:
                         f"{w['util_pct_p95']:.1f}% of a GPU x margin = {w['compute_demand']:.3f} of a GPU and peak "
                         f"memory {w['peak_mem_gib']:.1f} GiB x margin = {w['memory_demand_gib']:.1f} GiB fit "
                         f"{profile}{_history(w)}.",
-                        *job_note(kind),
+                        *job_note(kind, owner),
                     ),
                     patch=True,
                 )

@@ -101,6 +101,7 @@ def recommendations(ctx: Context) -> list[Recommendation]:
                     f"{float(c['net_savings_usd_month']):.2f} USD/month after "
                     f"{float(c['interruption_cost_usd_month']):.2f} of expected interruptions "
                     f"({_loss_formula(c)}).",
+                    ctx.owner_kind(c["namespace"], c["workload"]),
                 )
             )
         out.append(
@@ -133,6 +134,10 @@ def recommendations(ctx: Context) -> list[Recommendation]:
                                 "net_savings_usd_month",
                                 "reason",
                             )
+                        }
+                        | {
+                            "workload_kind": ctx.kind(c["namespace"], c["workload"]),
+                            "kind_basis": ctx.kind_basis(c["namespace"], c["workload"]),
                         }
                         for c in members
                     ],

@@ -144,6 +144,7 @@ def recommendations(ctx: Context) -> list[Recommendation]:
                     f"{shared_note(r['split_by'])}, peak memory {r['peak_gib']:.1f} GiB of "
                     f"{r['fb_total_gib']:.1f}: up to {r['k']} pods per GPU; moves to {pool}. Remove any other node "
                     "selector that pins its old node group.",
+                    ctx.owner_kind(r["namespace"], r["workload"]),
                 )
             )
         names = ", ".join(f"{r['namespace']}/{r['workload']}" for r in members)
@@ -167,6 +168,8 @@ def recommendations(ctx: Context) -> list[Recommendation]:
                         {
                             "namespace": r["namespace"],
                             "workload": r["workload"],
+                            "workload_kind": ctx.kind(r["namespace"], r["workload"]),
+                            "kind_basis": ctx.kind_basis(r["namespace"], r["workload"]),
                             "duty_p95": round(r["duty_p95"], 4),
                             "peak_mem_gib": round(r["peak_gib"], 2),
                             "gpu_memory_gib": round(r["fb_total_gib"], 2),

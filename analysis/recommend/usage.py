@@ -58,6 +58,7 @@ HOLDER_COLUMNS = [
     "split_method",
     "share",
     "same_workload",
+    "owner_kind",
 ]
 
 
@@ -65,6 +66,8 @@ def _held(minutes: pl.LazyFrame, window: Window) -> pl.LazyFrame:
     """Held whole-GPU minutes, one row per holder (``HOLDER_COLUMNS``): ``share`` is the holder's part of the minute
     (1 unshared) and ``same_workload`` how many of the minute's holders belong to its workload (1 unshared)."""
     frame = in_window(minutes, window).filter(pl.col("state").is_in(HELD) & pl.col("mig_instance_id").is_null())
+    if "owner_kind" not in frame.collect_schema().names():
+        frame = frame.with_columns(pl.lit(None, pl.String).alias("owner_kind"))
     if not shares.any_split(frame):
         names = frame.collect_schema().names()
         return frame.filter(pl.col("workload").is_not_null()).with_columns(
@@ -79,6 +82,7 @@ def _held(minutes: pl.LazyFrame, window: Window) -> pl.LazyFrame:
     shared = exploded.with_columns(
         weight.alias("share"),
         pl.len().over("gpu_uuid", "ts", "namespace", "workload").cast(pl.UInt32).alias("same_workload"),
+        pl.lit(None, pl.String).alias("owner_kind"),
         *(pl.col(c) * weight for c in ("sm_active_mean", "util_mean_pct")),
     )
     return pl.concat([whole.select(HOLDER_COLUMNS), shared.select(HOLDER_COLUMNS)], how="vertical_relaxed").filter(
@@ -90,7 +94,8 @@ def device_usage(minutes: pl.LazyFrame, window: Window, batches: int = 1) -> pl.
     """One row per (cluster, node, gpu_model, gpu_uuid, namespace, workload, pod, container): ``minutes`` held and
     ``active_minutes`` (GPU-minutes, shares of shared minutes), ``observed_minutes`` (each GPU-minute once per
     workload), ``busy_p95`` / ``busy_p99`` (``busy_fraction``), ``duty_p95`` (``duty_fraction``), ``peak_gib`` (the
-    GPU's), ``fb_total_gib``, ``first_seen``, ``last_seen`` and ``split_by``.
+    GPU's), ``fb_total_gib``, ``first_seen``, ``last_seen``, ``split_by`` and ``owner_kind`` (the top-level owner's
+    kind from the minutes it held alone; null when none names one: a shared minute's holder list has no owner).
 
     Exact percentiles hold every minute of a group in memory (5 GiB for 1,024 GPUs x 7 days in one go), so with
     ``batches`` > 1 the GPUs are split by a hash of their UUID into that many queries run one after another: the
@@ -115,6 +120,7 @@ def _device_usage(held: pl.LazyFrame) -> pl.LazyFrame:
         pl.col("ts").min().alias("first_seen"),
         pl.col("ts").max().alias("last_seen"),
         _split_by(),
+        pl.col("owner_kind").drop_nulls().first().alias("owner_kind"),
     )
 
 

@@ -71,7 +71,8 @@ def serving(warehouse: Path, cwd: Path) -> Iterator[str]:
                 contextlib.suppress(OSError),
                 urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response,
             ):
-                if response.status == 200:
+                # ours, not another suite's server that took the port first: ours says so once it answers
+                if response.status == 200 and proc.poll() is None and b"serving the dashboard" in _read(cwd):
                     break
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"dashboard did not start:\n{(cwd / 'dashboard.log').read_text()}")
@@ -85,6 +86,10 @@ def serving(warehouse: Path, cwd: Path) -> Iterator[str]:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+def _read(cwd: Path) -> bytes:
+    return (cwd / "dashboard.log").read_bytes()
 
 
 def wait_rendered(page: Any, title: str) -> None:

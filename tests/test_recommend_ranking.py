@@ -127,9 +127,11 @@ def test_report_lists_top_recommendations_with_confidence_in_rank_order(
     assert window == result.window
     top = report_sending.top_recommendations(lake, settings, window, now)
     assert len(top) >= 2, "the simulated fleet has recommendations"
-    assert [(t["kind"], t["confidence"], t["expected_savings_usd_month"]) for t in top] == [
-        (r.kind, r.confidence, r.expected_savings_usd_month) for r in result.items
-    ]
+    assert [(t["kind"], t["confidence"]) for t in top] == [(r.kind, r.confidence) for r in result.items]
+    # the same figures, computed by two reads whose float sums may add in another order (last-bit differences)
+    assert [t["expected_savings_usd_month"] for t in top] == pytest.approx(
+        [r.expected_savings_usd_month for r in result.items], rel=1e-9
+    )
     scores = [round(r.score, 6) for r in result.items]
     assert scores == sorted(scores, reverse=True)
 

@@ -63,6 +63,24 @@ SERVING_KINDS = ("inference", "service")
 NOTEBOOK_KINDS = ("notebook",)
 WORKLOAD_KINDS = JOB_KINDS + SERVING_KINDS + NOTEBOOK_KINDS
 
+LOSS_INPUTS = (
+    "gpus_per_node",
+    "nodes",
+    "nodes_basis",
+    "node_hours",
+    "interruption_bucket",
+    "interruptions_per_node_month",
+    "interruptions_per_month",
+    "nodes_restarted",
+    "progress_lost_s",
+    "restart_overhead_s",
+    "image_pull_s",
+    "warm_up_s",
+    "lost_hours_per_interruption",
+    "spot_usd_per_node_hour",
+)
+"""The inputs of a candidate's expected interruption loss (their product), shown beside the figure."""
+
 REQUIRED = ("instance_type", "capacity_type", "namespace", "workload", "workload_kind", "gpu_hours")
 OPTIONAL: Mapping[str, type[pl.DataType]] = MappingProxyType(
     {

@@ -14,24 +14,7 @@ from analysis.recommend.manifests import (
 )
 from analysis.recommend.model import Manifest, Recommendation
 from analysis.recommend.names import clean_text
-
-LOSS_INPUTS = (
-    "gpus_per_node",
-    "nodes",
-    "nodes_basis",
-    "node_hours",
-    "interruption_bucket",
-    "interruptions_per_node_month",
-    "interruptions_per_month",
-    "nodes_restarted",
-    "progress_lost_s",
-    "restart_overhead_s",
-    "image_pull_s",
-    "warm_up_s",
-    "lost_hours_per_interruption",
-    "spot_usd_per_node_hour",
-)
-"""The expected-loss inputs shown beside each candidate's figure (``analysis.spot``: their product)."""
+from analysis.spot import LOSS_INPUTS
 
 NAME = "spot"
 TITLE = "Spot node pools"

@@ -71,6 +71,8 @@ GPU_TIMELINE = UsagePass(f"gpu_timeline_{TIMELINE_EVERY}", _hourly_timeline)
 """GPU-hours per GPU, namespace, state and hour."""
 NODE_GPUS = UsagePass("node_gpus", silent_gpus.reporting_gpus)
 """GPUs reporting per node and day, with the node's first and last minute (``analysis.silent_gpus``)."""
+WORKLOAD_OWNERS = UsagePass("workload_owners", usage.workload_owners)
+"""The owner kinds each workload's minutes name (``analysis.usage.workload_owners``): spot candidates' kinds."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,7 @@ class DailySummaries:
     mig_devices: MigDemand
     timeline: UsagePass
     node_gpus: UsagePass = NODE_GPUS
+    owners: UsagePass = WORKLOAD_OWNERS
 
     @classmethod
     def for_assumptions(cls, assumptions: mig.MigAssumptions) -> DailySummaries:
@@ -120,7 +123,15 @@ class DailySummaries:
         )
 
     def all(self) -> tuple[UsagePass | MigDemand, ...]:
-        return (self.groups, self.histogram, self.mig_histogram, self.mig_devices, self.timeline, self.node_gpus)
+        return (
+            self.groups,
+            self.histogram,
+            self.mig_histogram,
+            self.mig_devices,
+            self.timeline,
+            self.node_gpus,
+            self.owners,
+        )
 
 
 def add_up_histogram(days: pl.DataFrame) -> pl.DataFrame:

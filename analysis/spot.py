@@ -32,8 +32,8 @@ with no spot price. Each ineligible row says why in ``reason``. A candidate is `
 net savings are positive.
 
 Entry points: ``spot_savings`` (a frame of candidates in, ``SpotSavings`` out); ``usage_candidates`` builds that frame
-from the report's minute groups and priced nodes (workload kinds from configured patterns or guessed from names,
-replicas and nodes measured); ``report`` returns the report's ``spot`` section.
+from the report's minute groups and priced nodes (workload kinds from configured patterns, else the stored owner
+kinds, else guessed from names; replicas and nodes measured); ``report`` returns the report's ``spot`` section.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ import polars as pl
 from analysis.errors import AnalysisError
 from analysis.pricing import INTERRUPTION_BUCKETS, ON_DEMAND, SPOT, PriceCatalog
 from analysis.units import HOURS_PER_MONTH
+from analysis.usage import owner_kinds
 from analysis.window import Window
 
 BUCKET_MONTHLY_INTERRUPTION: Mapping[int, float] = MappingProxyType({0: 0.025, 1: 0.075, 2: 0.125, 3: 0.175, 4: 0.25})
@@ -210,7 +211,7 @@ def spot_savings(
     ``replicas``, ``nodes`` (nodes it runs on at once; estimated from the GPU-hours when absent, except for serving),
     ``node_hours`` (default GPU-hours / GPUs per node), ``nodes_basis``, ``checkpoint_interval_s`` and
     ``checkpointed`` (False: the job keeps no checkpoints). Other
-    columns (e.g. ``kind_source``) are passed through. Rows not on on-demand are not candidates. ``window_hours``
+    columns (e.g. ``kind_basis``) are passed through. Rows not on on-demand are not candidates. ``window_hours``
     is the length of the window the GPU-hours were measured over. Candidates come back recommended first, by net
     savings per month.
     """
@@ -581,6 +582,7 @@ def usage_candidates(
     *,
     workload_kinds: Mapping[str, str] | None = None,
     checkpoint_intervals_s: Mapping[str, float] | None = None,
+    owners: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """The ``spot_savings`` input built from the report's minute groups (``analysis.usage.minute_groups``: cluster,
     node, date, gpu_model, namespace, workload, state, gpu_hours, first_seen, last_seen) and the priced nodes
@@ -592,8 +594,10 @@ def usage_candidates(
     *estimate*: the mean number of GPUs it held at once (GPU-hours / hours between its first and last minute,
     rounded, at least 1), i.e. replicas when each replica holds one GPU; ``nodes`` and ``node_hours`` are measured
     (``_node_presence``: the nodes it ran on at once, and the node-hours it was on them); ``workload_kind`` comes from
-    ``workload_kind`` (configured patterns first) and ``kind_source`` says how; ``checkpoint_interval_s`` from
-    ``checkpoint_intervals_s`` (patterns over ``namespace/workload``, first match), else unknown.
+    ``workload_kind`` (configured patterns first, then the owner kind ``owners`` names for the workload:
+    ``analysis.usage.workload_owners`` rows, joined once per workload; then the name) and ``kind_basis`` says how;
+    ``checkpoint_interval_s`` from ``checkpoint_intervals_s`` (patterns over ``namespace/workload``, first match),
+    else unknown.
     """
     facts = node_prices.select(
         "cluster",
@@ -626,11 +630,15 @@ def usage_candidates(
         .sort(keys, nulls_last=True)
     )
     names = usage.select("namespace", "workload").unique(maintain_order=True)
-    kinds = [workload_kind(ns, wl, workload_kinds) for ns, wl in names.iter_rows()]
-    intervals = [_checkpoint(ns, wl, checkpoint_intervals_s or {}) for ns, wl in names.iter_rows()]
-    decided = names.with_columns(
+    if owners is not None and owners.height:
+        names = names.join(owner_kinds(owners), on=["namespace", "workload"], how="left", maintain_order="left")
+    else:
+        names = names.with_columns(pl.lit(None, pl.String).alias("owner_kind"))
+    kinds = [workload_kind(ns, wl, workload_kinds, owner) for ns, wl, owner in names.iter_rows()]
+    intervals = [_checkpoint(ns, wl, checkpoint_intervals_s or {}) for ns, wl, _ in names.iter_rows()]
+    decided = names.drop("owner_kind").with_columns(
         pl.Series("workload_kind", [k for k, _ in kinds], dtype=pl.String),
-        pl.Series("kind_source", [s for _, s in kinds], dtype=pl.String),
+        pl.Series("kind_basis", [s for _, s in kinds], dtype=pl.String),
         pl.Series("checkpoint_interval_s", intervals, dtype=pl.Float64),
     )
     return usage.join(decided, on=["namespace", "workload"], how="left", nulls_equal=True, maintain_order="left")
@@ -685,10 +693,17 @@ def report(
     workload_kinds: Mapping[str, str] | None = None,
     checkpoint_intervals_s: Mapping[str, float] | None = None,
     top_n: int | None = None,
+    owners: pl.DataFrame | None = None,
 ) -> dict[str, Any]:
-    """The report's ``spot`` section: ``spot_savings`` over ``usage_candidates`` for the window (``top_n`` rows)."""
+    """The report's ``spot`` section: ``spot_savings`` over ``usage_candidates`` for the window (``top_n`` rows);
+    ``owners``: the window's ``analysis.usage.workload_owners`` rows (the kinds' owner kinds), None when unknown."""
     candidates = usage_candidates(
-        groups, node_prices, window, workload_kinds=workload_kinds, checkpoint_intervals_s=checkpoint_intervals_s
+        groups,
+        node_prices,
+        window,
+        workload_kinds=workload_kinds,
+        checkpoint_intervals_s=checkpoint_intervals_s,
+        owners=owners,
     )
     result = spot_savings(candidates, catalog, window_hours=window.hours, assumptions=assumptions)
     section = result.to_report()

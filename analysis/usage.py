@@ -116,6 +116,36 @@ def minute_groups(minutes: pl.LazyFrame, window: Window, mig_parents: list[str])
     )
 
 
+OWNER_SCHEMA = pl.Schema({"cluster": pl.String, "namespace": pl.String, "workload": pl.String, "owner_kind": pl.String})
+
+
+def workload_owners(minutes: pl.LazyFrame, window: Window, mig_parents: list[str]) -> pl.LazyFrame:
+    """The owner kinds each workload's held minutes name: one row per (cluster, namespace, workload, owner_kind),
+    a few rows per workload, so the report can give each workload its kind (``owner_kinds``) without carrying the
+    kind through the minute groups. Shared minutes name no owner (their holder list has none); empty on warehouses
+    from before owners were stored. ``mig_parents`` is unused: owners do not depend on GPU shares."""
+    frame = in_window(minutes, window)
+    if "owner_kind" not in frame.collect_schema().names():
+        return pl.LazyFrame(schema=OWNER_SCHEMA)
+    return (
+        frame.filter(pl.col("owner_kind").is_not_null() & pl.col("workload").is_not_null())
+        .select(*OWNER_SCHEMA)
+        .unique()
+        .cast(OWNER_SCHEMA)
+    )
+
+
+def owner_kinds(owners: pl.DataFrame) -> pl.DataFrame:
+    """``workload_owners`` rows (of any days and clusters, stacked) -> one row per (namespace, workload) with its
+    ``owner_kind``: the first by name when rows disagree, as the recommendations' ``owner_kinds`` picks it."""
+    return (
+        owners.filter(pl.col("owner_kind").is_not_null())
+        .group_by("namespace", "workload")
+        .agg(pl.col("owner_kind").min())
+        .sort("namespace", "workload", nulls_last=True)
+    )
+
+
 def busy_histogram(minutes: pl.LazyFrame, window: Window, mig_parents: list[str]) -> pl.LazyFrame:
     """GPU-hours per whole percent of utilization, by namespace, GPU model, hour of the week (UTC) and whether a
     pod or process held the GPU: utilization percentiles and the hour-of-week heatmap both come from this one pass."""

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from analysis.units import GIB
-from bench import dashboard, fleet, ingest, machine, nvml, promql, report, rollup, scrape
+from bench import dashboard, fleet, ingest, machine, nvml, promql, recommend, report, rollup, scrape
 from bench.common import Progress, Result, free_bytes
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -47,12 +47,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="repeats for best-of timings (default 3)")
     parser.add_argument(
         "--only",
-        choices=("ingest", "fleet", "nvml", "scrape", "promql", "dashboard", "rollup"),
+        choices=("ingest", "fleet", "nvml", "scrape", "promql", "dashboard", "rollup", "recommend"),
         default=None,
         help="ingest: benchmark 1; fleet: simulate, bytes, report; nvml: the NVML sampler's CPU per sample; "
         "scrape: points/s from a real Prometheus; promql: idle waste, gpuledger report vs PromQL on a real Prometheus; "
         "dashboard: first render of the Overview page in Chromium (fleet cached under bench/cache/); "
-        "rollup: one rollup partition with shared-GPU splits against the rollup before them (same cached fleet)",
+        "rollup: one rollup partition with shared-GPU splits against the rollup before them (same cached fleet); "
+        "recommend: gpuledger recommend over the last 7 days against the same window's report (same cached fleet)",
     )
     parser.add_argument(
         "--tmpdir", type=Path, default=None, help="where the temporary warehouses go (default: $TMPDIR)"
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="gpuledger-bench-", dir=base))
     results: list[Result] = []
     try:
-        fleet_too = args.only not in ("ingest", "dashboard", "rollup")
+        fleet_too = args.only not in ("ingest", "dashboard", "rollup", "recommend")
         check_disk(workdir, args.gpus, args.days, progress, fleet_too=fleet_too)
         if args.only in (None, "ingest"):
             results += ingest.run(
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                 progress=progress,
                 repeats=args.repeats,
             )
-        if args.only in (None, "dashboard", "rollup"):
+        if args.only in (None, "dashboard", "rollup", "recommend"):
             # the fleet just simulated when there is one, else the copy kept under bench/cache/
             served = (
                 simulated.warehouse
@@ -195,6 +196,15 @@ def main(argv: list[str] | None = None) -> int:
                 results += rollup.run(warehouse=served, workdir=workdir, progress=progress, repeats=args.repeats)
             if args.only in (None, "dashboard"):
                 results += dashboard.run(warehouse=served, workdir=workdir, progress=progress, repeats=args.repeats)
+            if args.only in (None, "recommend"):
+                results += recommend.run(
+                    warehouse=served,
+                    end=DEFAULT_END,
+                    days=args.days,
+                    workdir=workdir,
+                    progress=progress,
+                    repeats=args.repeats,
+                )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     machine_block["load_average_at_end"] = machine.load_average()

@@ -4,6 +4,24 @@ Everything here is decided once per seed, before any sample exists; ``collector.
 samples day by day. Instance types, GPU models, GPU counts and memory come from the shipped instance catalog
 (``analysis.instances``). Power limits are the published board TDPs of each model (SXM parts), the H200's read from
 the real capture; they are simulator assumptions, not measurements of your fleet.
+
+Every pod has the owner chain its controller gives it (``Holder.owner``, built by ``collector.workloads.owner_chain``
+so its workload is what a scrape of kube-state-metrics would give): serving replicas (``h100-llm``, ``a10g-serve``,
+``l4-serve``, ``l4-small``, the time-sliced ``autocomplete`` and ``reranker``) are ``Pod<-ReplicaSet/<deploy>-<template
+hash><-Deployment/<deploy>``; research notebooks ``Pod<-StatefulSet/jupyter-<user>-<rank>``; the research pool's
+fine-tuning runs and ``nightly-embeddings`` are runs of one CronJob each (``Pod<-Job/finetune-<scheduled
+minutes><-CronJob/finetune``, so all the runs are one workload ``finetune``); whole-node training is one PyTorchJob
+per run (``Pod<-PyTorchJob/<team>-<5>``, pod ``<job>-worker-0``), except on the ``a100-train-spot`` pool, whose runs
+are KubeRay RayClusters (``Pod<-RayCluster/<team>-<5>``, pod ``<cluster>-gpu-group-worker-<5>`` as KubeRay's
+``buildWorkerPod`` generates it: ``<raycluster>-<group>-worker-`` and 5 random characters).
+
+Every pod requests CPU and memory (``Holder.cpu_request``, ``Holder.memory_request_bytes``) by one rule, also a
+simulator assumption: a node's allocatable vCPUs and memory are its instance type's (``analysis.instance_resources``)
+less ``SYSTEM_RESERVE`` (kubelet, OS and DaemonSets), split evenly per GPU; a pod requests ``REQUEST_SHARE`` of that
+per-GPU share for each GPU it holds (whole-node trainers the whole node's allocatable), vCPUs rounded down to half a
+vCPU and memory to a GiB, so the pods on a node always fit on it. Owners and requests take no random draw of their
+own (a Job's name is its run's start minute, a RayCluster worker's suffix a hash of its name): every GPU timeline is
+what the seed gave before pods had owners (``tests/test_simulate.py`` pins a digest).
 """
 
 from __future__ import annotations
@@ -13,11 +31,14 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from enum import IntEnum
+from itertools import pairwise
 
 import numpy as np
 
+from analysis.instance_resources import resources_of
 from analysis.instances import instance_types
 from collector.calibration import load as load_calibration
+from collector.workloads import ObjectRef, Owner, owner_chain
 
 REGION = "us-east-1"
 ZONES = ("us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d")
@@ -128,7 +149,14 @@ class Holder:
     namespace: str
     pod: str
     container: str
-    workload: str
+    owner: Owner
+    cpu_request: float
+    """vCPUs the pod requests (summed over its containers)."""
+    memory_request_bytes: int
+
+    @property
+    def workload(self) -> str:
+        return self.owner.workload
 
 
 @dataclass(frozen=True)
@@ -279,9 +307,73 @@ def _suffix(rng: np.random.Generator, n: int) -> str:
     return "".join(rng.choice(_RS_ALPHABET, size=n))
 
 
-def _holder(holders: list[Holder], namespace: str, pod: str, workload: str, container: str = "main") -> int:
-    holders.append(Holder(namespace, pod, container, workload))
+SYSTEM_RESERVE = 0.06
+"""The share of a node's vCPUs and memory kept from pods (kubelet and system reserve, DaemonSets)."""
+REQUEST_SHARE = {"trainer": 1.0, "batch": 1.0, "llm": 1.0, "small": 0.5, "notebook": 0.5, "sidecar": 0.25}
+"""What a pod requests of its GPUs' share of the node's allocatable CPU and memory, by role: trainers, fine-tuning
+and batch runs and LLM replicas all of it; small-model replicas and notebooks half; a second pod time-sliced onto
+another's GPU (``reranker``) a quarter."""
+
+
+def _requests(node: Node, gpus: int, role: str) -> tuple[float, int]:
+    """(vCPUs, memory bytes) a pod of ``role`` holding ``gpus`` of ``node``'s GPUs requests."""
+    resources = resources_of(node.pool.instance_type)
+    if resources is None:
+        raise ValueError(
+            f"no vCPUs and memory known for instance type {node.pool.instance_type}: "
+            "add it to analysis/data/gpu_instance_cpu_memory.csv"
+        )
+    share = (1.0 - SYSTEM_RESERVE) * gpus / node.gpu_count * REQUEST_SHARE[role]
+    cpu = max(0.5, np.floor(resources.vcpus * share * 2.0) / 2.0)
+    memory_gib = max(1, int(np.floor(resources.memory_gib * share)))
+    return float(cpu), memory_gib << 30
+
+
+def _holder(
+    holders: list[Holder],
+    node: Node,
+    namespace: str,
+    pod: str,
+    container: str,
+    owners: tuple[ObjectRef, ...],
+    role: str,
+    gpus: int = 1,
+) -> int:
+    """A new pod owned by ``owners`` (its controller first, the top-level controller last)."""
+    parents: dict[tuple[str, str, str], ObjectRef | None] = {
+        (namespace, kind, name): parent for (kind, name), parent in pairwise(owners)
+    }
+    parents[(namespace, *owners[-1])] = None
+    cpu, memory = _requests(node, gpus, role)
+    holders.append(Holder(namespace, pod, container, owner_chain(namespace, pod, owners[0], parents), cpu, memory))
     return len(holders) - 1
+
+
+def _deployment_pod(
+    holders: list[Holder], node: Node, namespace: str, deploy: str, template: str, suffix: str, role: str
+) -> int:
+    """A Deployment's replica: ``Pod<-ReplicaSet/<deploy>-<template><-Deployment/<deploy>``."""
+    owners = (("ReplicaSet", f"{deploy}-{template}"), ("Deployment", deploy))
+    return _holder(holders, node, namespace, f"{deploy}-{template}-{suffix}", deploy, owners, role)
+
+
+def _cron_pod(
+    holders: list[Holder], node: Node, namespace: str, cron: str, at: dt.datetime, suffix: str, container: str
+) -> int:
+    """A CronJob's run scheduled ``at``: ``Pod<-Job/<cron>-<minutes since the epoch><-CronJob/<cron>``."""
+    job = f"{cron}-{int(at.timestamp() // 60)}"
+    return _holder(holders, node, namespace, f"{job}-{suffix}", container, (("Job", job), ("CronJob", cron)), "batch")
+
+
+def _generated(name: str, n: int) -> str:
+    """``n`` characters of Kubernetes' generated-name alphabet derived from ``name`` (no random draw)."""
+    digest = hashlib.sha256(name.encode()).digest()
+    return "".join(str(_RS_ALPHABET[b % len(_RS_ALPHABET)]) for b in digest[:n])
+
+
+RAY_POOL = "a100-train-spot"
+"""The training pool whose runs are KubeRay RayClusters (one worker group, one whole-node worker per run)."""
+RAY_GROUP = "gpu-group"
 
 
 TRAIN_TEAMS = (
@@ -301,13 +393,20 @@ def _plan_training(
     segs: Segments,
     start: dt.datetime,
 ) -> None:
-    """Whole-node PyTorchJob workers: saturated; some hang holding memory, some use fewer GPUs than they hold."""
+    """Whole-node PyTorchJob workers (RayCluster workers on ``RAY_POOL``): saturated; some hang holding memory,
+    some use fewer GPUs than they hold."""
     t = float(rng.uniform(0, 6 * 3600))
     while t < horizon:
         duration = float(rng.lognormal(np.log(20 * 3600), 0.6))
         namespace, base = TRAIN_TEAMS[int(rng.integers(len(TRAIN_TEAMS)))]
         job = f"{base}-{_suffix(rng, 5)}"
-        holder = _holder(holders, namespace, f"{job}-worker-0", job, "pytorch")
+        if node.pool.name == RAY_POOL:
+            pod = f"{job}-{RAY_GROUP}-worker-{_generated(f'{node.name}/{job}', 5)}"
+            owners: tuple[ObjectRef, ...] = (("RayCluster", job),)
+            holder = _holder(holders, node, namespace, pod, "ray-worker", owners, "trainer", len(ids))
+        else:
+            owners = (("PyTorchJob", job),)
+            holder = _holder(holders, node, namespace, f"{job}-worker-0", "pytorch", owners, "trainer", len(ids))
         end = min(horizon, t + duration)
         stall = float(rng.uniform(2, 10) * 3600) if rng.random() < 0.3 else 0.0
         used = len(ids) if rng.random() < 0.8 else int(rng.choice([2, 4]))
@@ -331,12 +430,14 @@ def _plan_research(
     segs: Segments,
     start: dt.datetime,
 ) -> None:
-    """Per-GPU notebooks (StatefulSets) that hold memory all day, with fine-tuning jobs on the rest."""
+    """Per-GPU notebooks (StatefulSets) that hold memory all day, with fine-tuning runs (one CronJob) on the rest
+    and the ``nightly-embeddings`` CronJob on the last GPU."""
     users = ("alice", "bob", "chen", "dana", "eli", "fatima", "goran", "hana")
     for rank, gpu in enumerate(ids):
         if rank < len(ids) // 2:
             user = users[int(rng.integers(len(users)))]
-            holder = _holder(holders, "research", f"jupyter-{user}-{rank}-0", f"jupyter-{user}-{rank}", "notebook")
+            owners = (("StatefulSet", f"jupyter-{user}-{rank}"),)
+            holder = _holder(holders, node, "research", f"jupyter-{user}-{rank}-0", "notebook", owners, "notebook")
             segs.add(
                 gpu,
                 0.0,
@@ -350,8 +451,8 @@ def _plan_research(
             t = 0.0
             while t < horizon:
                 end = min(horizon, t + float(rng.lognormal(np.log(8 * 3600), 0.5)))
-                job = f"finetune-{_suffix(rng, 5)}"
-                holder = _holder(holders, "research", f"{job}-worker-0", job, "pytorch")
+                at = start + dt.timedelta(seconds=t)
+                holder = _cron_pod(holders, node, "research", "finetune", at, _suffix(rng, 5), "pytorch")
                 segs.add(
                     gpu,
                     t,
@@ -368,8 +469,8 @@ def _plan_research(
                 t0 = day * 86400.0 + 3600.0
                 if t0 >= horizon:
                     break
-                stamp = int((start + dt.timedelta(seconds=t0)).timestamp() // 60)
-                holder = _holder(holders, "data-platform", f"{cron}-{stamp}-{_suffix(rng, 5)}", cron, "embed")
+                at = start + dt.timedelta(seconds=t0)
+                holder = _cron_pod(holders, node, "data-platform", cron, at, _suffix(rng, 5), "embed")
                 segs.add(gpu, t0, min(horizon, t0 + 4 * 3600.0), Kind.BATCH, holder, 0.85, 0.4)
 
 
@@ -394,6 +495,7 @@ def _plan_serving(
             ("vision", "ocr"),
         )
     )
+    role = "llm" if llm else "small"
     for gpu in ids:
         roll = rng.random()
         if roll < 0.15:
@@ -408,8 +510,8 @@ def _plan_serving(
         template = _suffix(rng, 10)
         while t < horizon:
             end = min(horizon, t + float(rng.exponential(3 * 86400)))
-            pod = f"{deploy}-{template}-{_suffix(rng, 5)}"
-            segs.add(gpu, t, end, kind, _holder(holders, namespace, pod, deploy, deploy), level, mem)
+            holder = _deployment_pod(holders, node, namespace, deploy, template, _suffix(rng, 5), role)
+            segs.add(gpu, t, end, kind, holder, level, mem)
             t = end + 45.0
             if rng.random() < 0.5:
                 template = _suffix(rng, 10)
@@ -447,8 +549,7 @@ def _plant_low_duty_inference(
     rng = np.random.default_rng([seed, 11])
     template = _suffix(rng, 10)
     for gpu in sorted(ids):
-        pod = f"autocomplete-{template}-{_suffix(rng, 5)}"
-        holder = _holder(holders, "search", pod, "autocomplete", "autocomplete")
+        holder = _deployment_pod(holders, nodes[last], "search", "autocomplete", template, _suffix(rng, 5), "small")
         kept.add(gpu, 0.0, horizon, Kind.SMALL_INFERENCE, holder, 0.1, float(rng.uniform(0.11, 0.13)))
     return kept
 
@@ -466,8 +567,10 @@ def _plant_shared_gpu(nodes: list[Node], horizon: float, seed: int, holders: lis
         return None
     gpu = sum(n.gpu_count for n in nodes[: pool[-1]])
     rng = np.random.default_rng([seed, 13])
-    pod = f"{SHARED_WORKLOAD}-{_suffix(rng, 10)}-{_suffix(rng, 5)}"
-    holder = _holder(holders, SHARED_NAMESPACE, pod, SHARED_WORKLOAD, SHARED_WORKLOAD)
+    template = _suffix(rng, 10)
+    holder = _deployment_pod(
+        holders, nodes[pool[-1]], SHARED_NAMESPACE, SHARED_WORKLOAD, template, _suffix(rng, 5), "sidecar"
+    )
     start = min(6 * 3600.0, horizon / 4)
     return SharedGpu(gpu, holder, start, horizon, 0.5, float(rng.uniform(0.14, 0.16)))
 

@@ -12,7 +12,7 @@ This module only builds Arrow tables; the caller hands them to ``warehouse``.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -210,6 +210,11 @@ class FleetTelemetry:
                 "pod": _strings([h.pod for h in holders], holder),
                 "container": _strings([h.container for h in holders], holder),
                 "workload": _strings([h.workload for h in holders], holder),
+                "owner_kind": _strings([h.owner.kind for h in holders], holder),
+                "owner_name": _strings([h.owner.name for h in holders], holder),
+                "owner_chain": _strings([h.owner.chain for h in holders], holder),
+                "cpu_request": np.array([h.cpu_request for h in holders], dtype=np.float64)[holder],
+                "memory_request_bytes": np.array([h.memory_request_bytes for h in holders], dtype=np.int64)[holder],
                 "process_fb_used_bytes": pa.array(
                     np.nan_to_num(process_fb).astype(np.int64), pa.int64(), mask=np.isnan(process_fb)
                 ),
@@ -285,6 +290,6 @@ class _SharedReadings:
         return cls(g, shared.holder, util[g].copy(), first_fb, on, second, second_fb)
 
 
-def _strings(values: list[str], indices: np.ndarray) -> pa.Array:
+def _strings(values: Sequence[str | None], indices: np.ndarray) -> pa.Array:
     """Strings by index, built as a dictionary array so each distinct value is encoded once."""
     return pa.DictionaryArray.from_arrays(pa.array(indices.astype(np.int32)), pa.array(values)).cast(pa.string())

@@ -328,7 +328,9 @@ def recommend(ctx: click.Context, warehouse: Path | None, out: Path, start: str 
         raise Fail(
             f"cannot write the recommendations to --out {out} ({exc.strerror or exc}): pass a folder you can write"
         ) from None
-    table = RichTable("rank", "cluster", "kind", "target", "savings/month", "confidence", "expected", "pods", "drain")
+    table = RichTable(
+        "rank", "cluster", "kind", "target", "banked/month", "alone/month", "confidence", "expected", "pods", "drain"
+    )
     for cp in plan.clusters:
         for a in cp.applied:
             r, t = a.rec, a.rec.target
@@ -340,19 +342,21 @@ def recommend(ctx: click.Context, warehouse: Path | None, out: Path, start: str 
                 cp.cluster,
                 r.kind,
                 where,
+                f"${a.savings_usd_month:,.2f}",
                 f"${r.savings_usd_month:,.2f}",
                 f"{r.confidence:.2f}",
-                f"${r.expected_savings_usd_month:,.2f}",
+                f"${a.expected_savings_usd_month:,.2f}",
                 str(r.disruption.get("pods_restarted", 0)),
                 "yes" if r.disruption.get("node_drain") else "no",
             )
-    Console(width=130).print(table)
+    Console(width=150).print(table)
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     changes = sum(len(cp.applied) for cp in plan.clusters)
     alternatives = sum(len(cp.alternatives) for cp in plan.clusters)
     click.echo(
-        f"plan: ${plan.savings_usd_month:,.2f} per month from {changes} changes applied together in "
+        f"plan: ${plan.savings_usd_month:,.2f} per month (the node-hours it removes x their price) from {changes} "
+        "changes applied together in "
         f"{len(plan.clusters)} cluster(s) ({alternatives} alternatives and per-kind figures if applied alone in "
         f"README.md); wrote {', '.join(cp.folder + '/' for cp in plan.clusters)}, README.md, index.json to {out}"
     )

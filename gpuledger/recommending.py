@@ -55,6 +55,8 @@ def recommendations(
         devices = recommend_usage.device_usage(minutes, window, batches).collect(engine="streaming")
         demand = recommend_usage.held_demand(minutes, window, options.bucket_minutes).collect(engine="streaming")
         streaks = recommend_usage.idle_streaks(minutes, window, int(options.idle_reclaim_hours * 60)).collect()
+        held, present = recommend_usage.pod_hours(minutes, window)
+        pod_hours = (held.collect(engine="streaming"), present.collect(engine="streaming"))
     result = recommend.build(
         recommend.RecommendInputs(
             window=window,
@@ -67,6 +69,7 @@ def recommendations(
             spot=inputs.spot or {},
             catalog=priced.catalog,
             options=options,
+            pod_hours=pod_hours,
         )
     )
     for warning in result.warnings:

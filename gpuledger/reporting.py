@@ -167,6 +167,7 @@ def report_inputs(
         workload_kinds=settings.spot_workload_kinds,
         checkpoint_intervals_s=settings.spot_checkpoint_intervals_s,
         top_n=settings.report_top_n,
+        owners=rollup.summarized(lake, daily_summaries.owners, window.start, window.end),
     )
     return report.ReportInputs(
         window=window,

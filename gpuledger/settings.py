@@ -105,6 +105,25 @@ class Settings(BaseSettings):
         default=Path("/var/lib/kubelet/pod-resources/kubelet.sock"),
         description="The kubelet pod-resources socket used to name the pod holding each GPU (skipped if absent).",
     )
+    kubelet_url: str | None = Field(
+        default=None,
+        description="The kubelet whose /pods gives GPU pods' owners and CPU/memory requests; unset: "
+        "https://<node>:10250.",
+    )
+    kubelet_token_file: Path = Field(
+        default=Path("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+        description="The bearer token sent to the kubelet (the agent's service account token, read at each call).",
+    )
+    kubelet_ca_file: Path | None = Field(
+        default=Path("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"),
+        description="The CA the kubelet's serving certificate is checked against; unset: the system's CAs.",
+    )
+    kubelet_tls_verify: bool = Field(
+        default=True, description="Check the kubelet's certificate; false only for kubelets with self-signed ones."
+    )
+    kubelet_timeout_s: float = Field(
+        default=5.0, gt=0, description="A kubelet /pods request, connecting and the whole body, ends within this."
+    )
     teams: dict[str, list[str]] = Field(
         default_factory=dict,
         description="Team -> namespace glob patterns for cost allocation (unmatched namespaces are their own team).",

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 
 from collector.dra import device_names
 from collector.errors import CollectorError
+from collector.kubelet_pods import KUBELET_PORT, KubeletPods
 from collector.nvml import Holder, NvmlSampler
 from collector.podresources.client import GpuAssignment, PodResourcesClient
 from collector.rows import Records, Rows
@@ -30,11 +31,13 @@ def open_reader(settings: Settings, *, node: str, dcgm_url: str | None) -> Calla
         )
         return reader.read
     sampler = NvmlSampler(cluster=settings.cluster, node=node, energy_every_s=settings.energy_every_s)
+    pods: KubeletPods | None = None
     if settings.pod_resources_socket.exists():
         client = PodResourcesClient(settings.pod_resources_socket)
         sampler.holders = lambda: kubelet_holders(
             client.list_gpu_assignments, {**sampler.device_ids(), **dra_device_names(sampler)}
         )
+        pods = kubelet_pods(settings, node)
     else:
         log.info(
             "no kubelet pod-resources socket at %s: GPUs are attributed to processes only",
@@ -42,7 +45,20 @@ def open_reader(settings: Settings, *, node: str, dcgm_url: str | None) -> Calla
         )
     sampler.open()
     atexit.register(sampler.close)
-    return sampler.read
+    if pods is None:
+        return sampler.read
+    return lambda: pods.complete(sampler.read())
+
+
+def kubelet_pods(settings: Settings, node: str) -> KubeletPods:
+    """The kubelet pod list that gives the GPU pods' owners and CPU/memory requests (see collector.kubelet_pods)."""
+    return KubeletPods(
+        settings.kubelet_url or f"https://{node}:{KUBELET_PORT}",
+        token_file=settings.kubelet_token_file,
+        ca_file=settings.kubelet_ca_file,
+        verify=settings.kubelet_tls_verify,
+        timeout_s=settings.kubelet_timeout_s,
+    )
 
 
 def dra_device_names(sampler: NvmlSampler) -> dict[str, tuple[str, int | None]]:

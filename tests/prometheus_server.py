@@ -109,6 +109,8 @@ class Holding:
     owner_kind: str | None = None
     owner_name: str | None = None
     owner_chain: str | None = None
+    cpu_request: float | None = None
+    memory_request_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,8 @@ def make_history(end: int, *, hours: int = HOURS, step_s: int = STEP_S) -> Histo
             "Deployment",
             "trainer",
             "Pod<-ReplicaSet/trainer-7d9f8b6c5d<-Deployment/trainer",
+            4.25,
+            16 * 2**30 + 256 * 2**20,
         ),
         Holding(
             NODE_A,
@@ -198,6 +202,8 @@ def make_history(end: int, *, hours: int = HOURS, step_s: int = STEP_S) -> Histo
             "StatefulSet",
             "notebook",
             "Pod<-StatefulSet/notebook",
+            4.0,
+            None,
         ),
         Holding(
             NODE_A,
@@ -224,6 +230,8 @@ def make_history(end: int, *, hours: int = HOURS, step_s: int = STEP_S) -> Histo
             "Deployment",
             "infer",
             "Pod<-ReplicaSet/infer-5f7c9d8b4<-Deployment/infer",
+            2.5,
+            8_000_000_000,
         ),
         Holding(
             NODE_B,
@@ -237,6 +245,8 @@ def make_history(end: int, *, hours: int = HOURS, step_s: int = STEP_S) -> Histo
             "CronJob",
             "batch-eval",
             "Pod<-Job/batch-eval-28931460<-CronJob/batch-eval",
+            1.0,
+            2 * 2**30,
         ),
     ]
     return History(start, end, step_s, series, holdings)
@@ -361,6 +371,16 @@ def _constant(name: str, labels: dict[str, str], times: list[int], value: float 
     )
 
 
+CPU_MEMORY: dict[str, dict[str, tuple[float | None, float | None]]] = {
+    # pod -> container -> (cpu cores, memory bytes) requested; llama-ft-worker-0 has no request series at all
+    "trainer-7d9f8b6c5d-x2k4q": {"main": (4, 16 * 2**30), "log-shipper": (0.25, 256 * 2**20)},
+    "notebook-0": {"jupyter": (4, None)},
+    "infer-5f7c9d8b4-kx2qz": {"server": (2.5, 8e9)},
+    "batch-eval-28931460-q7x2z": {"eval": (1, 2 * 2**30)},
+    "old-job-tx6vq": {"main": (4, 2**30)},
+}
+
+
 def _kube_state(times: list[int], middle: int) -> list[FixtureSeries]:
     later = [t for t in times if t >= middle]
     nodes = [
@@ -430,9 +450,14 @@ def _kube_state(times: list[int], middle: int) -> list[FixtureSeries]:
                 "kube_pod_container_resource_requests", {**request, "resource": resource, "unit": "integer"}, when
             )
         )
-        out.append(
-            _constant("kube_pod_container_resource_requests", {**request, "resource": "cpu", "unit": "core"}, when, 4)
-        )
+        for name, (cpu, memory) in CPU_MEMORY.get(pod, {}).items():
+            for resource_name, unit, amount in (("cpu", "core", cpu), ("memory", "byte", memory)):
+                if amount is not None:
+                    labels = {**request, "container": name, "resource": resource_name, "unit": unit}
+                    out.append(_constant("kube_pod_container_resource_requests", labels, when, amount))
+        if pod == "trainer-7d9f8b6c5d-x2k4q":  # an init container's requests are a metric of their own, not counted
+            init = {**request, "container": "fetch-weights", "resource": "cpu", "unit": "core"}
+            out.append(_constant("kube_pod_init_container_resource_requests", init, when, 16))
         for each in ("Pending", "Running", "Succeeded", "Failed", "Unknown"):
             out.append(_constant("kube_pod_status_phase", {**who, "phase": each}, when, float(each == phase)))
     return out

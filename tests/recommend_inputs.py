@@ -10,7 +10,8 @@ memory, held by one pod or by none, so every frame follows from it by hand:
 - its state is the state rules' (``analysis.states``, default thresholds): active at or above 5% utilization, else
   idle_held (a pod holding more than 1 GiB), idle_allocated (a pod, less memory) or unallocated (no pod);
 - ``devices`` (``usage.device_usage``): one row per held GPU, every percentile = the utilization / 100; no GPU is
-  shared, so ``observed_minutes`` = ``minutes`` and ``split_by`` is "" (here and in ``streaks``);
+  shared, so ``observed_minutes`` = ``minutes`` and ``split_by`` is "" (here and in ``streaks``); its pod's
+  ``owner_kind``, ``cpu_request`` and ``memory_request_bytes`` as given (null by default);
 - ``groups``: its GPU-hours per day and state, priced by the real ``analysis.costs.priced`` over the nodes priced
   by ``analysis.pricing.price_nodes`` (the shipped catalog), so a price and its source are the warehouse's;
 - ``demand`` (``usage.held_demand``): per node and ``bucket_minutes`` bucket, the GPUs held and observed;
@@ -18,7 +19,8 @@ memory, held by one pod or by none, so every frame follows from it by hand:
   as its shortest GPU was held, kept when at least ``idle_reclaim_hours`` long;
 - ``mig_fit``: the report's section from ``analysis.mig.fit_and_pack`` over one demand row per workload (p95 = the
   utilization, confidence = min(history days, minutes / 1440), whole GPUs held);
-- ``spot``: the report's section from ``analysis.spot.report`` over ``groups``, every candidate.
+- ``spot``: the report's section from ``analysis.spot.report`` over ``groups``, every candidate, with the pods'
+  owner kinds as ``owners``.
 """
 
 from __future__ import annotations
@@ -73,6 +75,9 @@ class _Gpu:
     mem_gib: float
     total_gib: float
     pod: tuple[str, str, str, str] | None
+    owner_kind: str | None = None
+    cpu_request: float | None = None
+    memory_request_bytes: int | None = None
 
     @property
     def state(self) -> str:
@@ -116,9 +121,13 @@ class Fleet:
         total_gib: float,
         pod: tuple[str, str, str, str] | None = None,
         minutes: int | None = None,
+        owner_kind: str | None = None,
+        cpu_request: float | None = None,
+        memory_request_bytes: int | None = None,
     ) -> None:
         """A GPU of ``node``, sampled for ``minutes`` (default: the whole window) at ``util`` percent and ``mem_gib``
-        used; ``pod`` = (namespace, pod, container, workload) holding it."""
+        used; ``pod`` = (namespace, pod, container, workload) holding it, with its top-level owner's kind and its
+        CPU (vCPUs) and memory (bytes) requests where known."""
         whole = round(self.window.hours * 60)
         self._gpus.append(
             _Gpu(
@@ -130,6 +139,9 @@ class Fleet:
                 mem_gib,
                 total_gib,
                 pod,
+                owner_kind,
+                cpu_request,
+                memory_request_bytes,
             )
         )
 
@@ -137,15 +149,17 @@ class Fleet:
         nodes = self._node_rows()
         node_prices = price_nodes(nodes, CATALOG)
         groups = self._groups(node_prices)
+        devices = self._devices()
+        owners = devices.select("cluster", "namespace", "workload", "owner_kind").unique() if devices.height else None
         return RecommendInputs(
             window=self.window,
             groups=groups,
             nodes=node_prices,
-            devices=self._devices(),
+            devices=devices,
             demand=self._demand(),
             streaks=self._streaks(),
             mig_fit=self._mig_fit(groups),
-            spot=spot.report(groups, node_prices, CATALOG, self.window),
+            spot=spot.report(groups, node_prices, CATALOG, self.window, owners=owners),
             catalog=CATALOG,
             options=self.options,
         )
@@ -230,11 +244,17 @@ class Fleet:
                 "fb_total_gib": g.total_gib,
                 "first_seen": self.window.start,
                 "last_seen": self._last(g),
+                "owner_kind": g.owner_kind,
+                "cpu_request": g.cpu_request,
+                "memory_request_bytes": g.memory_request_bytes,
             }
             for g in self._gpus
             if g.pod is not None
         ]
-        return pl.DataFrame(rows)
+        return pl.DataFrame(
+            rows,
+            schema_overrides={"owner_kind": pl.String, "cpu_request": pl.Float64, "memory_request_bytes": pl.Int64},
+        )
 
     def _demand(self) -> pl.DataFrame:
         """Per node and bucket: GPU-minutes held and observed in the bucket / the bucket's minutes."""

@@ -172,8 +172,9 @@ def test_node_name_comes_from_the_downward_api(agent: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------------------------- RBAC, Service
 
 
-def test_rbac_is_get_on_nodes_and_nothing_else() -> None:
-    assert one("ClusterRole")["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}]
+def test_rbac_is_get_on_nodes_and_their_pod_list_and_nothing_else() -> None:
+    rules = [{"apiGroups": [""], "resources": ["nodes", "nodes/pods"], "verbs": ["get"]}]
+    assert one("ClusterRole")["rules"] == rules  # never nodes/proxy: it reaches exec on pods
     binding = one("ClusterRoleBinding")
     account = one("ServiceAccount")
     assert binding["roleRef"] == {

@@ -1,4 +1,5 @@
-"""kube-state-metrics series into rows: capacity types, node rows, pod owners as workloads, attribution by requests.
+"""kube-state-metrics series into rows: capacity types, node rows, pod owners as workloads, attribution by requests,
+pods' CPU and memory requests.
 
 Pure functions over hand-made series; the real Prometheus runs in tests/test_prometheus.py.
 """
@@ -11,7 +12,14 @@ import json
 import pytest
 
 from collector.dcgm import DcgmPoint, rows_from_points
-from collector.prometheus.kube_state import attribute, capacity_type, node_rows, owner_workload, pod_workloads
+from collector.prometheus.kube_state import (
+    attribute,
+    capacity_type,
+    node_rows,
+    owner_workload,
+    pod_requests,
+    pod_workloads,
+)
 from collector.prometheus.series import Series
 from tests.prometheus_server import A100
 
@@ -144,3 +152,21 @@ def test_attribute_fills_only_what_requests_prove() -> None:
     assert _holders(_mig_rows(), [_request("b-0", mig, 2)]) == {("GPU-m", 13, "b-0", "b"), ("GPU-m", 14, "b-0", "b")}
     # the single strategy exposes MIG instances as nvidia_com_gpu: 2 instances + 1 whole GPU
     assert len(_holders(_mig_rows(), [_request("b-0", "nvidia_com_gpu", 3)], single=("n",))) == 3
+
+
+def test_pod_requests_are_per_pod_per_step_and_null_where_not_requested() -> None:
+    t0, t1 = T0.timestamp(), T0.timestamp() + 60
+    series = [
+        # the query sums over containers already; a pod renamed exported_* by a ServiceMonitor is still that pod
+        Series({"namespace": "ns", "pod": "a-0", "resource": "cpu"}, [(t0, 4.25), (t1, 4.25)]),
+        Series({"namespace": "ns", "pod": "a-0", "resource": "memory"}, [(t0, 17448304640.0)]),
+        Series({"namespace": "kube-system", "exported_namespace": "ml", "exported_pod": "b-0", "resource": "memory"},
+               [(t0, 8e9)]),
+        Series({"namespace": "ns", "pod": "c-0", "resource": "nvidia_com_gpu"}, [(t0, 1.0)]),
+    ]  # fmt: skip
+    frame = pod_requests(series, lambda s: dt.datetime.fromtimestamp(s, dt.UTC)).sort("namespace", "pod", "ts")
+    assert frame.rows() == [
+        ("ml", "b-0", T0, None, 8_000_000_000),
+        ("ns", "a-0", T0, 4.25, 17_448_304_640),
+        ("ns", "a-0", T0 + dt.timedelta(seconds=60), 4.25, None),
+    ]

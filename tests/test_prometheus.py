@@ -58,9 +58,9 @@ SECRET = "s3cr3t-Tok3n-do-not-print"
 T0 = dt.datetime(2024, 11, 2, 23, 58, tzinfo=dt.UTC)
 
 
-QUERIES_PER_CHUNK = len(DCGM_METRICS) + 6
+QUERIES_PER_CHUNK = len(DCGM_METRICS) + 7
 """One range query per DCGM field, then kube_node_labels, kube_pod_owner, the running pods' GPU requests,
-kube_node_info, kube_replicaset_owner and kube_job_owner."""
+kube_node_info, kube_replicaset_owner, kube_job_owner and the GPU pods' CPU and memory requests."""
 
 
 def no_sleep(_seconds: float) -> None:
@@ -117,6 +117,8 @@ def expected_allocations(history: History) -> pl.DataFrame:
             "owner_kind": h.owner_kind,
             "owner_name": h.owner_name,
             "owner_chain": h.owner_chain,
+            "cpu_request": h.cpu_request,
+            "memory_request_bytes": h.memory_request_bytes,
         }
         for h in history.holdings
         for t in history.times
@@ -227,6 +229,15 @@ def test_scrape_stores_exactly_the_history(lake: Lake, prometheus: PrometheusSer
         UUID_B0,
         4864 * 2**20,
     )
+    # CPU and memory requests summed over the pod's containers (init containers not counted); none: null
+    requests = allocations.group_by("pod").agg(pl.col("cpu_request", "memory_request_bytes").unique())
+    assert sorted(requests.rows()) == [
+        ("batch-eval-28931460-q7x2z", [1.0], [2 * 2**30]),
+        ("infer-5f7c9d8b4-kx2qz", [2.5], [8_000_000_000]),
+        ("llama-ft-worker-0", [None], [None]),
+        ("notebook-0", [4.0], [None]),
+        ("trainer-7d9f8b6c5d-x2k4q", [4.25], [16 * 2**30 + 256 * 2**20]),
+    ]
     by_node = {r["node"]: r for r in nodes.iter_rows(named=True)}
     assert {n: r["capacity_type"] for n, r in by_node.items()} == {
         NODE_A: "spot",

@@ -1,6 +1,7 @@
 """gpu-model moves respect the target (issue 14, point 5): the GPU catalog states what each model supports, a
 workload is moved only to a GPU with the precision it is assumed to need (bf16 where its GPU has bf16), and only to
-an instance type with at least the current one's vCPUs and memory per GPU; every rejected target says why. Hand-made
+an instance type with at least the vCPUs and memory per GPU the pod requests (the current instance type's share where
+a request is not stored); every rejected target says why. Hand-made
 fleets (tests/recommend_inputs.py) over the shipped catalogs."""
 
 from __future__ import annotations
@@ -94,3 +95,59 @@ def test_pod_needing_more_cpu_per_gpu_than_g4dn_xlarge_is_not_sent_there() -> No
     assert rejected["g4dn.2xlarge"] == "32 GiB of host memory per GPU < 61 needed"
     assert r.evidence["cpu_memory_basis"].startswith("assumed: pod requests are not stored")
     assert any("pod requests are not stored" in a for a in r.assumptions)
+
+
+def _requesting(cpu: float | None, memory_gib: float | None) -> list[Recommendation]:
+    """An A10G pod on g5.12xlarge (the instance share: 12 vCPUs, 48 GiB per GPU) with its stored requests."""
+    f = Fleet(24)
+    f.node("n1", "g5.12xlarge", "on-demand", A10G, 4, "serve")
+    f.gpu(
+        "n1",
+        "GPU-0",
+        util=10.0,
+        mem_gib=4,
+        total_gib=24,
+        pod=("serve", "api-0", "api", "api"),
+        cpu_request=cpu,
+        memory_request_bytes=None if memory_gib is None else int(memory_gib * 2**30),
+    )
+    return recommendations_of("gpu-model", f.inputs())
+
+
+def test_pod_whose_requests_fit_is_moved_where_the_instance_share_would_not_fit() -> None:
+    # 2 vCPUs and 8 GiB requested: g6.xlarge (4 vCPUs, 16 GiB) fits, though the 12 vCPUs / 48 GiB share would not
+    (r,) = _requesting(2.0, 8.0)
+    assert (r.evidence["target_gpu_model"], r.evidence["target_instance_type"]) == (L4, "g6.xlarge")
+    assert (r.evidence["vcpus_per_gpu_need"], r.evidence["host_memory_gib_per_gpu_need"]) == (2.0, 8.0)
+    assert r.evidence["cpu_memory_basis"] == "pod requests: the most of any of the workload's pods, per GPU it holds"
+    assert "pod's stored requests" in r.risk
+    assert any("the pod's stored requests per GPU it holds" in a and "2 vCPUs, 8 GiB" in a for a in r.assumptions)
+    # the same pod without stored requests is held to the share, which g6.xlarge does not offer
+    (share,) = _requesting(None, None)
+    assert share.evidence["target_instance_type"] == "g6.4xlarge"
+    rejected = {t["instance_type"]: t["why"] for t in share.evidence["rejected_targets"]}
+    assert rejected["g6.xlarge"] == "4 vCPUs per GPU < 12 needed; 16 GiB of host memory per GPU < 48 needed"
+
+
+def test_pod_whose_requests_exceed_the_target_share_is_not_sent_there_and_the_request_is_named() -> None:
+    (r,) = _requesting(6.0, 20.0)
+    assert r.evidence["target_instance_type"] == "g6.2xlarge"  # 8 vCPUs, 32 GiB
+    rejected = {t["instance_type"]: t["why"] for t in r.evidence["rejected_targets"]}
+    assert rejected["g6.xlarge"] == (
+        "4 vCPUs per GPU < 6 needed (requested by the pod); "
+        "16 GiB of host memory per GPU < 20 needed (requested by the pod)"
+    )
+
+
+def test_a_request_not_stored_falls_back_to_the_instance_share_and_says_so() -> None:
+    # CPU requested (2 vCPUs), memory not: memory is held to g5.12xlarge's 48 GiB per GPU
+    (r,) = _requesting(2.0, None)
+    assert r.evidence["target_instance_type"] == "g6.4xlarge"  # 16 vCPUs, 64 GiB
+    assert (r.evidence["vcpus_per_gpu_need"], r.evidence["host_memory_gib_per_gpu_need"]) == (2.0, 48.0)
+    assert r.evidence["cpu_memory_basis"] == (
+        "vCPUs: pod requests; host memory assumed: its request is not stored; the current instance type "
+        "g5.12xlarge's per GPU"
+    )
+    rejected = {t["instance_type"]: t["why"] for t in r.evidence["rejected_targets"]}
+    assert rejected["g6.xlarge"] == "16 GiB of host memory per GPU < 48 needed"
+    assert "where the pod's request is not stored" in r.risk

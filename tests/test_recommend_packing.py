@@ -19,28 +19,28 @@ from analysis.recommend.packing import (
 )
 
 T0 = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)
-P5 = ("train", "p5.48xlarge", "on_demand")
-G6 = ("serve", "g6.12xlarge", "on_demand")
+P5 = ("train", "h100-train", "p5.48xlarge", "on_demand")
+G6 = ("serve", "l4-serve", "g6.12xlarge", "on_demand")
 
 
-def pools(*rows: tuple[tuple[str, str, str], int, float, float | None, float | None]) -> pl.DataFrame:
+def pools(*rows: tuple[tuple[str, str, str, str], int, float, float | None, float | None]) -> pl.DataFrame:
     return pl.DataFrame(
         [
-            {"cluster": key[0], "instance_type": key[1], "capacity_type": key[2], "gpus_per_node": gpus,
-             "usd_per_node_hour": usd, "vcpus_per_node": vcpus, "memory_gib_per_node": memory}
+            {"cluster": key[0], "node_group": key[1], "instance_type": key[2], "capacity_type": key[3],
+             "gpus_per_node": gpus, "usd_per_node_hour": usd, "vcpus_per_node": vcpus, "memory_gib_per_node": memory}
             for key, gpus, usd, vcpus, memory in rows
         ],
         schema_overrides={"vcpus_per_node": pl.Float64, "memory_gib_per_node": pl.Float64},
     )  # fmt: skip
 
 
-def pods(pool: tuple[str, str, str], specs: list[tuple[str, float, float | None]], hours: int = 1) -> pl.DataFrame:
+def pods(pool: tuple[str, str, str, str], specs: list[tuple[str, float, float | None]], hours: int = 1) -> pl.DataFrame:
     """One row per (pod, hour): ``specs`` = (pod, GPU share, vCPUs)."""
     rows: list[dict[str, Any]] = []
     for hour in range(hours):
         for name, gpu, cpu in specs:
             rows.append(
-                {"cluster": pool[0], "instance_type": pool[1], "capacity_type": pool[2],
+                {"cluster": pool[0], "node_group": pool[1], "instance_type": pool[2], "capacity_type": pool[3],
                  "bucket": T0 + dt.timedelta(hours=hour), "namespace": "ml", "pod": name, "gpu": gpu, "cpu": cpu}
             )  # fmt: skip
     return pl.DataFrame(rows, schema_overrides={"cpu": pl.Float64})
@@ -66,8 +66,8 @@ def test_mig_that_frees_3_of_8_gpus_on_a_node_saves_nothing_and_says_what_would_
     assert result.node_hours_removed == 0.0
     assert result.savings_usd == 0.0
     assert result.notes == (
-        "train/p5.48xlarge/on_demand: frees 3 of 8 GPUs on 1 node; 5 more GPUs of other pods would have to move to "
-        "free a node",
+        "train/h100-train/p5.48xlarge/on_demand: frees 3 of 8 GPUs on 1 node; 5 more GPUs of other pods would have to "
+        "move to free a node",
     )
 
 
@@ -101,8 +101,8 @@ def test_a_pod_whose_cpu_request_does_not_fit_keeps_a_node() -> None:
     assert result.nodes.row(0, named=True)["nodes_after"] == 2
     assert result.savings_usd == 0.0
     assert result.notes == (
-        "serve/g6.12xlarge/on_demand: frees 2 of 8 GPUs on 2 nodes; 1 more GPUs (48 vCPUs) of other pods would have "
-        "to move to free a node",
+        "serve/l4-serve/g6.12xlarge/on_demand: frees 2 of 8 GPUs on 2 nodes; 1 more GPUs (48 vCPUs) of other pods "
+        "would have to move to free a node",
     )
     without_cpu = what_if(pools((G6, 4, 5.0, None, None)), today, changed)
     assert without_cpu.savings_usd == 5.0
@@ -137,11 +137,11 @@ def test_baseline_is_todays_pods_packed_not_todays_loose_fleet() -> None:
          "pod ml/odd requests 1.5 GPUs: a GPU request is a share below 1 (a MIG profile, a time-sliced replica) or "
          "whole GPUs; fix the request"),
         (pods(P5, [("huge", 16.0, None)]), PodDoesNotFit,
-         "pod ml/huge fits on no node of pool train/p5.48xlarge/on_demand: 16 GPUs requested, 8 per node; fix the "
-         "request or move it to a larger instance type"),
+         "pod ml/huge fits on no node of pool train/h100-train/p5.48xlarge/on_demand: 16 GPUs requested, 8 per node; "
+         "fix the request or move it to a larger instance type"),
         (pods(G6, [("lost", 1.0, None)]), UnknownNodePool,
-         "pod ml/lost runs in node pool serve/g6.12xlarge/on_demand, which the pools frame does not list: add the "
-         "pool with its GPUs per node and price"),
+         "pod ml/lost runs in node pool serve/l4-serve/g6.12xlarge/on_demand, which the pools frame does not list: add "
+         "the pool with its GPUs per node and price"),
         (pods(P5, [("x", 1.0, None)]).drop("gpu"), MissingPackingColumns,
          "the pods frame lacks column(s) gpu: add them to pack its pods onto nodes"),
     ],

@@ -30,10 +30,14 @@ def assert_consistent(plan: Plan) -> None:
                 selectors
             )
         assert {w: k for w, k in changes.items() if len(k) > 1} == {}
-        assert cp.savings_usd_month == pytest.approx(sum(a.rec.savings_usd_month for a in cp.applied))
-    assert plan.savings_usd_month == pytest.approx(
-        sum(a.rec.savings_usd_month for c in plan.clusters for a in c.applied)
-    )
+        assert cp.savings_usd_month == pytest.approx(sum(a.savings_usd_month for a in cp.applied))
+        if cp.nodes is not None:  # the headline is what the removed node-hours cost, pool by pool
+            pools = cp.nodes.to_dict()["nodes"]
+            loss = sum(a.banked.spot_loss_usd_month for a in cp.applied if a.banked is not None)
+            assert cp.savings_usd_month == pytest.approx(
+                sum(row["savings_usd_month"] for row in pools) - loss, abs=0.005 * len(pools) + 1e-6
+            )
+    assert plan.savings_usd_month == pytest.approx(sum(a.savings_usd_month for c in plan.clusters for a in c.applied))
     files = render(plan)
     top = json.loads(files["index.json"])
     assert top["savings_usd_month"] == round(plan.savings_usd_month, 2)

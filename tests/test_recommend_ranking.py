@@ -103,13 +103,17 @@ def test_readme_and_index_show_confidence_and_expected_savings() -> None:
     assert [r["score"] for r in index["recommendations"]] == [17_500.0, 5_000.0]
 
     readme = files["prod/README.md"]
-    assert "| rank | kind | target | change | savings / month | confidence | expected / month |" in readme
     assert (
-        "| 1 | spot | prod / pool-a / team/serve | spot for team/serve | $35,000.00 | 1.00 | $35,000.00 | 1 |" in readme
+        "| rank | kind | target | change | savings / month (nodes removed) | if applied alone / month | confidence "
+        "| expected / month |" in readme
     )
     assert (
-        "| 2 | gpu-count | prod / pool-a / team/sweep | gpu-count for team/sweep | $40,000.00 | 0.25 | $10,000.00 |"
-        in (readme)
+        "| 1 | spot | prod / pool-a / team/serve | spot for team/serve | $35,000.00 | $35,000.00 | 1.00 | $35,000.00 "
+        "| 1 |" in readme
+    )
+    assert (
+        "| 2 | gpu-count | prod / pool-a / team/sweep | gpu-count for team/sweep | $40,000.00 | $40,000.00 | 0.25 "
+        "| $10,000.00 |" in (readme)
     )
     assert "- Confidence: 0.25; expected savings $10,000.00 per month; score 5,000.00 (rank 2)" in readme
 

@@ -17,6 +17,7 @@ from analysis.errors import AnalysisError
 from analysis.pricing import PriceCatalog, PriceOverrides, price_nodes
 from analysis.spot import (
     BUCKET_MONTHLY_INTERRUPTION,
+    NAME_HEURISTIC,
     SpotAssumptions,
     SpotInputError,
     spot_savings,
@@ -481,14 +482,14 @@ def test_usage_candidates_from_minute_groups_and_priced_nodes() -> None:
     )
     service = rows["query-encoder"]
     assert (service["node_group"], service["workload_kind"], service["replicas"]) == ("g6.12xlarge", "inference", 3)
-    assert service["kind_source"] == "name heuristic (no owner known)"
+    assert service["kind_basis"] == "name heuristic (no owner known)"
     assert (service["nodes"], service["node_hours"]) == (1, 24.0)
     assert (rows["rerank"]["replicas"], rows["rerank"]["nodes"], rows["rerank"]["node_hours"]) == (2, 2, 48.0)
     assert (rows["jupyter-alice-0"]["workload_kind"], rows["jupyter-alice-0"]["replicas"]) == ("notebook", 1)
 
     section = spot.report(groups, node_prices, CATALOG, DAY, workload_kinds={"search/*": "service"})
     by_name = {c["workload"]: c for c in section["candidates"]}
-    assert by_name["query-encoder"]["kind_source"] == "configured (search/*)"
+    assert by_name["query-encoder"]["kind_basis"] == "configured (search/*)"
     assert by_name["llama-ft-x2k4q"]["recommended"] and by_name["llama-ft-x2k4q"]["nodes_restarted"] == 2
     assert not by_name["query-encoder"]["eligible"]
     assert by_name["query-encoder"]["reason"] == (
@@ -507,6 +508,64 @@ def test_usage_candidates_from_minute_groups_and_priced_nodes() -> None:
     assert section["savings_usd_month"] == pytest.approx(sum(recommended), abs=0.01)
 
 
+def test_usage_candidates_take_the_kind_from_the_stored_owner_kind() -> None:
+    node_prices = price_nodes(
+        pl.DataFrame(
+            {
+                "date": [T0.date()] * 2,
+                "cluster": ["c1"] * 2,
+                "node": ["l4-a", "l4-b"],
+                "instance_type": ["g6.12xlarge"] * 2,
+                "capacity_type": ["on-demand"] * 2,
+                "region": ["us-east-1"] * 2,
+                "gpu_model": ["NVIDIA L4"] * 2,
+                "gpu_count": [4, 4],
+                "labels": [None, None],
+            }
+        ),
+        CATALOG,
+    )
+    groups = pl.DataFrame(
+        [
+            {
+                "cluster": "c1",
+                "node": node,
+                "date": T0.date(),
+                "gpu_model": "NVIDIA L4",
+                "namespace": ns,
+                "workload": wl,
+                "state": "active",
+                "gpu_hours": 24.0,
+                "first_seen": T0,
+                "last_seen": T0 + dt.timedelta(hours=24, minutes=-1),
+            }
+            for node in ("l4-a", "l4-b")
+            for ns, wl in (("data", "embed-api"), ("research", "lab-bob"), ("search", "rerank"))
+        ]
+    )
+    owners = pl.DataFrame(
+        {
+            "cluster": ["c1", "c1", "c1", "c1"],
+            "namespace": ["data", "data", "research", "other"],
+            "workload": ["embed-api", "embed-api", "lab-bob", "rerank"],
+            # two kinds for one workload: the first by name, as the recommendations' owner_kinds picks it
+            "owner_kind": ["Job", "CronJob", "Notebook", "Deployment"],
+        }
+    )
+    got = {r["workload"]: r for r in usage_candidates(groups, node_prices, DAY, owners=owners).to_dicts()}
+    assert (got["embed-api"]["workload_kind"], got["embed-api"]["kind_basis"]) == ("batch", "owner kind CronJob")
+    assert (got["lab-bob"]["workload_kind"], got["lab-bob"]["kind_basis"]) == ("notebook", "owner kind Notebook")
+    # another namespace's owner is not this workload's
+    assert (got["rerank"]["workload_kind"], got["rerank"]["kind_basis"]) == ("inference", NAME_HEURISTIC)
+    section = spot.report(groups, node_prices, CATALOG, DAY, owners=owners, workload_kinds={"data/*": "service"})
+    by_name = {c["workload"]: c for c in section["candidates"]}
+    assert by_name["embed-api"]["kind_basis"] == "configured (data/*)"  # a configured pattern still wins
+    assert by_name["lab-bob"]["reason"].startswith("notebook:")  # by name alone it would be replicated inference
+    guessed = {r["workload"]: r for r in usage_candidates(groups, node_prices, DAY).to_dicts()}
+    assert {r["kind_basis"] for r in guessed.values()} == {NAME_HEURISTIC}
+    assert guessed["lab-bob"]["workload_kind"] == "inference"
+
+
 def test_workload_kind_patterns() -> None:
     assert workload_kind("ml-training", "moe-pretrain-abcde") == ("training", "name heuristic (no owner known)")
     assert workload_kind("data-platform", "nightly-embeddings")[0] == "batch"
@@ -523,9 +582,13 @@ def test_spot_report_on_a_simulated_fleet(sim_warehouse: Path) -> None:
     minutes = lake.scan(GPU_MINUTES)
     groups = usage.minute_groups(minutes, window, usage.mig_parent_gpus(minutes, window)).collect()
     node_prices = price_nodes(lake.scan(NODES), CATALOG)
-    section = spot.report(groups, node_prices, CATALOG, window)
+    owners = usage.workload_owners(minutes, window, []).collect()
+    section = spot.report(groups, node_prices, CATALOG, window, owners=owners)
     candidates = pl.DataFrame(section["candidates"])
     assert candidates.height > 0
+    # the simulator stores every pod's owner: no candidate's kind is guessed from its name
+    assert candidates["kind_basis"].str.starts_with("owner kind ").all()
+    assert "owner kind PyTorchJob" in candidates.filter(pl.col("workload_kind") == "training")["kind_basis"]
     spot_pools = {p.instance_type for p in POOLS if p.capacity_type == "spot"} - {
         p.instance_type for p in POOLS if p.capacity_type == "on-demand"
     }

@@ -389,6 +389,8 @@ def _grid(lifetimes: pl.DataFrame, partition: Partition, day_start: dt.datetime,
     )
 
 
+HOLDER_COLUMNS = ("namespace", "pod", "container", "workload", "owner_kind", "cpu_request", "memory_request_bytes")
+"""What a minute keeps of its first holder (by namespace, pod, container)."""
 OUTSIDE_PODS = "(outside pods)"
 """The namespace of a GPU process that belongs to no pod: a holder of its own, named after the process."""
 
@@ -419,7 +421,7 @@ def _attach_holders(
         rows.sort(*GPU_KEY, "minute", "namespace", "pod", "container", nulls_last=True)
         .group_by(*GPU_KEY, "minute", maintain_order=True)
         .agg(
-            pl.col("namespace", "pod", "container", "workload", "owner_kind").first(),
+            pl.col(*HOLDER_COLUMNS).first(),
             holder_id.n_unique().cast(pl.Int32).alias("holders"),
             pl.col("ts").max().alias("alloc_last_ts"),
             pl.when(pl.col("process_fb_used_bytes").is_not_null().any())
@@ -441,10 +443,7 @@ def _attach_holders(
     )
     joined = joined.with_columns((held & pl.col("observed")).fill_null(False).alias("held"))
     return joined.with_columns(
-        *(
-            pl.when(pl.col("held")).then(pl.col(c)).alias(c)
-            for c in ("namespace", "pod", "container", "workload", "owner_kind")
-        ),
+        *(pl.when(pl.col("held")).then(pl.col(c)).alias(c) for c in HOLDER_COLUMNS),
         pl.when(pl.col("held")).then(pl.col("holders")).otherwise(0).alias("holders"),
         pl.when(pl.col("held") & (pl.col("holders") > 1)).then(pl.col("holder_list")).alias("holder_list"),
         pl.coalesce(

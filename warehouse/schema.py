@@ -118,18 +118,28 @@ GPU_ALLOCATIONS = Table(
         ("owner_kind", pa.string()),
         ("owner_name", pa.string()),
         ("owner_chain", pa.string()),
+        ("cpu_request", pa.float64()),
+        ("memory_request_bytes", pa.int64()),
     ),
     key=("gpu_uuid", "mig_instance_id", "ts", "namespace", "pod", "container", "pid"),
     required=("ts", "cluster", "node", "gpu_uuid", "source"),
     time_column="ts",
     partition_by_cluster=True,
-    ranges={"process_fb_used_bytes": (0, None), "process_util_pct": (0.0, 100.0), "pid": (0, None)},
+    ranges={
+        "process_fb_used_bytes": (0, None),
+        "process_util_pct": (0.0, 100.0),
+        "pid": (0, None),
+        "cpu_request": (0.0, None),
+        "memory_request_bytes": (0, None),
+    },
     allowed={"source": SOURCES},
     any_of=("pod", "pid"),
 )
 """Who held which GPU when. ``owner_kind`` and ``owner_name`` are the pod's top-level controller (``Deployment``,
 ``CronJob``, ``PyTorchJob``...) and ``owner_chain`` every owner up to it (``Pod<-ReplicaSet/x<-Deployment/y``), where a
-source knows them; parts written before these columns existed read them as null."""
+source knows them; ``cpu_request`` (vCPUs) and ``memory_request_bytes`` are the pod's CPU and memory requests summed
+over its containers (the same on each of the pod's rows), which the what-if node packing of recommendations counts
+against a node's; parts written before these columns existed read them as null."""
 
 NODES = Table(
     name="nodes",
@@ -263,6 +273,8 @@ GPU_MINUTES = Table(
         ("container", pa.string()),
         ("workload", pa.string()),
         ("owner_kind", pa.string()),
+        ("cpu_request", pa.float64()),
+        ("memory_request_bytes", pa.int64()),
         ("holders", pa.int32()),
         ("state", pa.string()),
         ("source", pa.string()),

@@ -44,6 +44,7 @@ from analysis.recommend.model import (
     RecommendOptions,
     ranked,
 )
+from analysis.recommend.node_hours import node_fleet
 from analysis.recommend.plan import Plan, build_plan
 
 __all__ = [
@@ -67,7 +68,15 @@ def build(inputs: RecommendInputs) -> RecommendationSet:
     """Every recommendation of the window, ranked by score (expected savings per unit of disruption; ``ranked``)."""
     ctx = Context(inputs)
     items = [r for kind in KIND_MODULES for r in kind.recommendations(ctx) if r.savings_usd_month > 0]
+    fleet = None
+    if inputs.pod_hours is not None:
+        held, present = inputs.pod_hours
+        fleet = node_fleet(
+            inputs.window, held, present, ctx.facts, ctx.prices, inputs.streaks, inputs.catalog,
+            inputs.options.idle_reclaim_hours, inputs.options.autoscaling_min_percentile,
+        )  # fmt: skip
     return RecommendationSet(
+        fleet=fleet,
         window=inputs.window,
         items=ranked(items, KINDS),
         warnings=tuple(sorted(set(ctx.warnings))),

@@ -3,9 +3,9 @@ deterministic). One folder per cluster, every file naming its cluster in its hea
 README's title, index.json's ``cluster``), and a top-level README.md and index.json listing the clusters:
 
 - ``<cluster>/<kind>.yaml`` for each kind in the cluster's plan: the Kubernetes objects to ``kubectl apply -f`` and the
-  strategic-merge patches against each workload's owner, each document with its reasons as comments above it and,
-  for a patch, the exact ``kubectl patch`` command. Identical objects (a node pool two recommendations share) are
-  written once.
+  patches against each workload's owner (strategic-merge; JSON merge or JSON patches of custom resources), each
+  document with its reasons as comments above it and, for a patch, the exact ``kubectl patch`` command. Identical
+  objects (a node pool two recommendations share) are written once.
 - ``<cluster>/README.md``: the plan's total (what is applied together) first, every change in plain words with its
   savings, price source, evidence, risk and assumptions, the alternatives left out, and per kind "if applied alone".
 - ``<cluster>/index.json``: the same as data (``Recommendation.to_dict``, with confidence, expected savings and
@@ -25,8 +25,9 @@ from typing import Any
 import yaml
 
 from analysis.recommend.kinds import KINDS, TITLES
-from analysis.recommend.model import RANK_RULE, SCORE_RULE, Manifest, Recommendation
+from analysis.recommend.model import PATCH_NAMES, RANK_RULE, SCORE_RULE, Manifest, Recommendation
 from analysis.recommend.names import clean_text
+from analysis.recommend.node_hours import RULE as NODE_RULE
 from analysis.recommend.plan import COMBINE_RULE, PLAN_RULE, Applied, ClusterPlan, Plan
 
 
@@ -55,7 +56,7 @@ def _comment(text: str) -> str:
 def _doc(manifest: Manifest) -> str:
     lines = [_comment(c) for c in manifest.comments]
     if manifest.patch:
-        lines.append(_comment("strategic-merge patch; apply with: " + manifest.apply_command()))
+        lines.append(_comment(f"{PATCH_NAMES[manifest.patch_type]}; apply with: " + manifest.apply_command()))
     return "\n".join(lines) + ("\n" if lines else "") + _dump(manifest.obj)
 
 
@@ -68,7 +69,8 @@ def _yaml_file(cluster: str, kind: str, items: list[Recommendation], window: dic
         ),
         _comment(
             "Objects without a patch note: kubectl apply -f this file applies them. Patches are strategic-merge "
-            "patches against the named owner: apply each with the kubectl patch command above it."
+            "patches against the named owner (JSON merge or JSON patches for a custom resource): apply each with "
+            "the kubectl patch command above it."
         ),
         _comment(
             f"{len(from_kind)} change(s) of the plan; README.md explains each "
@@ -111,24 +113,27 @@ def _readme(plan: Plan, cp: ClusterPlan, files: list[str]) -> str:
         f"Cluster: {name}. Window: {window.start.isoformat()} to {window.end.isoformat()} (UTC, end exclusive).",
         "",
         f"**{len(cp.applied)} changes applied together: {_money(cp.savings_usd_month)} per month** "
-        f"({_money(cp.expected_savings_usd_month)} expected = savings x confidence). Plan rule: {PLAN_RULE}. "
+        f"({_money(cp.expected_savings_usd_month)} expected = savings x confidence). {_basis(cp)} "
+        f"Plan rule: {PLAN_RULE}. "
         f"Ranked by expected savings per unit of disruption: score = {SCORE_RULE}.",
         "",
-        "| rank | kind | target | change | savings / month | confidence | expected / month | pods restarted "
-        "| node drain | score |",
-        "|---:|---|---|---|---:|---:|---:|---:|---|---:|",
+        "| rank | kind | target | change | savings / month (nodes removed) | if applied alone / month | confidence "
+        "| expected / month | pods restarted | node drain | score |",
+        "|---:|---|---|---|---:|---:|---:|---:|---:|---|---:|",
     ]
     for a in cp.applied:
         r = a.rec
         lines.append(
-            f"| {a.rank} | {r.kind} | {_md(_target(r))} | {_md(r.change)} | {_money(r.savings_usd_month)} | "
-            f"{r.confidence:.2f} | {_money(r.expected_savings_usd_month)} | {r.disruption.get('pods_restarted', 0)} | "
-            f"{'yes' if r.disruption.get('node_drain') else 'no'} | {r.score:,.2f} |"
+            f"| {a.rank} | {r.kind} | {_md(_target(r))} | {_md(r.change)} | {_money(a.savings_usd_month)} | "
+            f"{_money(r.savings_usd_month)} | {r.confidence:.2f} | {_money(a.expected_savings_usd_month)} | "
+            f"{r.disruption.get('pods_restarted', 0)} | {'yes' if r.disruption.get('node_drain') else 'no'} | "
+            f"{r.score:,.2f} |"
         )
     lines += [
-        f"| | **plan** | | applied together | **{_money(cp.savings_usd_month)}** | | "
+        f"| | **plan** | | applied together | **{_money(cp.savings_usd_month)}** | | | "
         f"{_money(cp.expected_savings_usd_month)} | | | |",
         "",
+        *_nodes_table(cp),
         "Files: " + ", ".join(f"`{f}`" for f in files) + ".",
         "",
         "## Alternatives (not applied)",
@@ -143,7 +148,7 @@ def _readme(plan: Plan, cp: ClusterPlan, files: list[str]) -> str:
             lines.append(
                 f"| {alt.rank} | {alt.rec.kind} | {_md(', '.join(f'{ns}/{wl}' for ns, wl in alt.workloads))} | "
                 f"{_md(alt.rec.change)} | {_money(alt.savings_usd_month)} | {alt.rec.confidence:.2f} | "
-                + _md(", ".join(f"{k} (rank {i})" for k, i in alt.instead))
+                + _md(", ".join(f"{k} (rank {i})" for k, i in alt.instead) or alt.reason)
                 + " |"
             )
         lines.append("")
@@ -171,7 +176,19 @@ def _readme(plan: Plan, cp: ClusterPlan, files: list[str]) -> str:
                 "",
                 _md(r.change),
                 "",
-                f"- Savings: **{_money(r.savings_usd_month)} per month** (prices: {_md(r.price_source)})",
+                f"- Savings: **{_money(a.savings_usd_month)} per month** on the bill"
+                + (
+                    f" ({a.banked.node_hours_removed_month:,.1f} node-hours a month removed"
+                    + (
+                        f", less {_money(a.banked.spot_loss_usd_month)} of expected spot interruptions"
+                        if a.banked.spot_loss_usd_month
+                        else ""
+                    )
+                    + f"); {_money(r.savings_usd_month)} if applied alone, by GPU-hours"
+                    if a.banked is not None
+                    else ""
+                )
+                + f" (prices: {_md(r.price_source)})",
                 f"- Risk: {_md(r.risk)}",
                 f"- Disruption: {r.disruption.get('pods_restarted', 0)} pod(s) restarted, "
                 + (
@@ -185,6 +202,8 @@ def _readme(plan: Plan, cp: ClusterPlan, files: list[str]) -> str:
             ]
             if a.note:
                 lines.append(f"- In the plan: {_md(a.note)}")
+            if a.banked is not None and a.banked.note:
+                lines.append(f"- On the bill: {_md(a.banked.note)}")
             lines += [f"- Assumption: {_md(x)}" for x in r.assumptions]
             lines.append("")
     lines += ["## Assumptions", ""] + [f"- {k}: {_md(v)}" for k, v in sorted(plan.result.assumptions.items())] + [""]
@@ -224,7 +243,54 @@ def _short(evidence: dict[str, Any]) -> dict[str, Any]:
 
 
 def _applied_dict(a: Applied) -> dict[str, Any]:
-    return {"rank": a.rank, **a.rec.to_dict(), **({"plan_note": a.note} if a.note else {})}
+    banked = (
+        {
+            "savings_usd_month": round(a.savings_usd_month, 2),
+            "expected_savings_usd_month": round(a.expected_savings_usd_month, 2),
+            "savings_usd_month_if_applied_alone": round(a.rec.savings_usd_month, 2),
+            "banked": a.banked.to_dict(),
+        }
+        if a.banked is not None
+        else {}
+    )
+    return {"rank": a.rank, **a.rec.to_dict(), **banked, **({"plan_note": a.note} if a.note else {})}
+
+
+def _basis(cp: ClusterPlan) -> str:
+    if cp.nodes is None:
+        return "Savings are each change's own figure (no pod-hours to pack onto nodes)."
+    return f"Savings are node-hours that go away x their price: {NODE_RULE}."
+
+
+def _nodes_table(cp: ClusterPlan) -> list[str]:
+    """Per node pool: nodes seen, today's pods packed, and after the plan (means over the window), and the money."""
+    if cp.nodes is None:
+        return []
+    n = cp.nodes
+    lines = [
+        "## Nodes before and after the plan",
+        "",
+        "Mean nodes over the window: seen (billed today), today's pods packed onto the fewest nodes (the baseline of "
+        "every placement change), and after the plan; node-hours removed are what the plan's changes remove (an "
+        "autoscaling change also banks the gap between seen and packed). The plan's total = the USD column, less "
+        f"expected spot interruptions ({_money(sum(a.banked.spot_loss_usd_month for a in cp.applied if a.banked))} "
+        "a month).",
+        "",
+        "| node pool | nodes seen | packed today | after plan | USD / node-hour | node-hours / month removed "
+        "| USD / month |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in n.to_dict()["nodes"]:
+        lines.append(
+            f"| {_md(row['pool'])} | {row['nodes_seen_mean']:,.2f} | {row['nodes_packed_today_mean']:,.2f} | "
+            f"{row['nodes_after_plan_mean']:,.2f} | {row['usd_per_node_hour']:,.4f} | "
+            f"{row['node_hours_removed_month']:,.1f} | {_money(row['savings_usd_month'])} |"
+        )
+    lines.append("")
+    lines += [f"- {_md(note)}" for note in n.notes]
+    if n.notes:
+        lines.append("")
+    return lines
 
 
 def _json(data: Any) -> str:
@@ -256,6 +322,7 @@ def render(plan: Plan) -> dict[str, str]:
             "recommendations": [_applied_dict(a) for a in cp.applied],
             "alternatives": [alt.to_dict() for alt in cp.alternatives],
             "assumptions": result.assumptions,
+            **({"nodes": cp.nodes.to_dict()} if cp.nodes is not None else {}),
         }
         mine["README.md"] = _readme(plan, cp, names)
         mine["index.json"] = _json(index)

@@ -8,8 +8,8 @@ import polars as pl
 
 from analysis.recommend.context import Context, shared_note, sources_text, span_days, window_dict, workload_checks
 from analysis.recommend.context import split_by as split_by_of
-from analysis.recommend.manifests import GPU_RESOURCE, job_note, owner_of, pod_patch
-from analysis.recommend.model import Manifest, Recommendation
+from analysis.recommend.manifests import GPU_RESOURCE, owner_of, workload_patch
+from analysis.recommend.model import Recommendation
 from analysis.units import HOURS_PER_MONTH
 
 NAME = "gpu-count"
@@ -67,13 +67,14 @@ def recommendations(ctx: Context) -> list[Recommendation]:
         gpus, used = int(row["gpus"]), int(row["used"])
         resources = {"limits": {GPU_RESOURCE: used}, "requests": {GPU_RESOURCE: used}}
         owner = ctx.owner_kind(ns, wl)
-        obj = pod_patch(kind, ns, wl, {"containers": [{"name": container, "resources": resources}]}, owner)
         spare_hours = row["spare_minutes"] / 60.0
         comments = (
             f"{ns}/{wl}: {GPU_RESOURCE} {gpus} -> {used}: {gpus - used} of its {gpus} GPUs were active in less than "
             f"{SPARE_ACTIVE_SHARE:.0%} of the minutes held ({spare_hours:.1f} spare GPU-hours in the window"
             f"{shared_note(row['split_by'])}).",
-            *job_note(kind, owner),
+        )
+        patch = workload_patch(
+            kind, ns, wl, {"containers": [{"name": container, "resources": resources}]}, comments, owner
         )
         out.append(
             Recommendation(
@@ -109,7 +110,7 @@ def recommendations(ctx: Context) -> list[Recommendation]:
                     f"Monthly = spare GPU-hours in the window x their GPU-hour price x {HOURS_PER_MONTH:g} / window "
                     "hours: the window's runs are taken as typical.",
                 ),
-                manifests=(Manifest(obj, comments, patch=True),),
+                manifests=(patch,),
             )
         )
     return out

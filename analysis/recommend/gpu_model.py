@@ -6,9 +6,11 @@ only when that target (``analysis.gpu_specs``, ``analysis.instance_resources``):
   current GPU has BF16 (else FP16): a declared assumption in every recommendation;
 - has the compute (p99 of ``busy_fraction`` x compute margin x the current model's dense TFLOPS at that precision,
   against the target's at the same precision) and memory (peak x memory margin);
-- offers at least the vCPUs and memory per GPU the pod needs. Pod requests are not stored, so the floor is the
-  current instance type's vCPUs and memory per GPU (a declared assumption); a target or current instance type with
-  unknown CPU and memory is rejected;
+- offers at least the vCPUs and memory per GPU the pod needs: its stored CPU and memory requests per GPU it holds
+  (``cpu_request``, ``memory_request_bytes``; the most of any of the workload's pods), and, for a request not
+  stored, the current instance type's vCPUs or memory per GPU (a declared fallback; ``cpu_memory_basis`` says which
+  figure was used). A target with unknown CPU and memory is rejected, and so is every target when a request is not
+  stored and the current instance type's CPU and memory are unknown;
 - is cheaper per GPU-hour.
 
 Every other candidate is listed in the evidence with why it was rejected. Savings = held GPU-hours x (price now -
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+import polars as pl
 
 from analysis.gpu_names import gpu_model_key
 from analysis.gpu_specs import GpuSpec, assumed_precision, gpu_spec
@@ -43,7 +47,7 @@ from analysis.recommend.manifests import (
 )
 from analysis.recommend.model import Manifest, Recommendation
 from analysis.recommend.names import clean_text
-from analysis.units import HOURS_PER_MONTH
+from analysis.units import GIB, HOURS_PER_MONTH
 
 NAME = "gpu-model"
 TITLE = "Move to a cheaper GPU model"
@@ -60,19 +64,42 @@ class _Target:
     resources: InstanceResources | None
 
 
+REQUESTED = "requested by the pod"
+SHARE = "the current instance type's share"
+
+
 @dataclass(frozen=True)
 class _Need:
     precision: str
     tflops: float
     memory_gib: float
     floor: InstanceResources | None
-    """The current instance type, whose vCPUs and memory per GPU the target must offer (pod requests not stored)."""
+    """The current instance type, whose vCPUs or memory per GPU stand in for a request that is not stored."""
     floor_gpus: int
     price_now: float
+    requested: tuple[float | None, float | None] = (None, None)
+    """The pod's stored (vCPUs, memory GiB) requests per GPU it holds; None where not stored."""
+
+    @property
+    def share(self) -> tuple[float, float] | None:
+        return self.floor.per_gpu(self.floor_gpus) if self.floor is not None else None
 
     @property
     def per_gpu(self) -> tuple[float, float] | None:
-        return self.floor.per_gpu(self.floor_gpus) if self.floor is not None else None
+        """(vCPUs, host memory GiB) per GPU the target must offer: each request where stored, else the share."""
+        cpu, mem = self.requested
+        if cpu is not None and mem is not None:
+            return cpu, mem
+        share = self.share
+        if share is None:
+            return None
+        return (share[0] if cpu is None else cpu), (share[1] if mem is None else mem)
+
+    @property
+    def bases(self) -> tuple[str, str]:
+        """Where the vCPUs and the memory figure come from: ``REQUESTED`` or ``SHARE``."""
+        cpu, mem = self.requested
+        return (SHARE if cpu is None else REQUESTED), (SHARE if mem is None else REQUESTED)
 
 
 def _targets(ctx: Context, itype: str | None, capacity: str | None, region: str | None) -> list[_Target]:
@@ -109,18 +136,28 @@ def _why_not(t: _Target, need: _Need) -> list[str]:
         why.append(f"memory {t.memory_gib:g} < {need.memory_gib:.1f} GiB needed")
     floor = need.per_gpu
     if floor is None:
-        why.append("the current instance type's vCPUs and memory are unknown, so the pod's cannot be checked")
+        why.append(
+            "the pod's CPU or memory request is not stored and the current instance type's vCPUs and memory are "
+            "unknown, so the pod's cannot be checked"
+        )
     elif t.resources is None:
         why.append(f"{t.instance_type}'s vCPUs and memory are unknown")
     else:
         cpu, mem = t.resources.per_gpu(1)
+        cpu_basis, mem_basis = need.bases
         if cpu < floor[0]:
-            why.append(f"{cpu:g} vCPUs per GPU < {floor[0]:g} needed")
+            why.append(f"{cpu:g} vCPUs per GPU < {floor[0]:g} needed" + _by(cpu_basis))
         if mem < floor[1]:
-            why.append(f"{mem:g} GiB of host memory per GPU < {floor[1]:g} needed")
+            why.append(f"{mem:g} GiB of host memory per GPU < {floor[1]:g} needed" + _by(mem_basis))
     if t.usd_per_gpu_hour >= need.price_now:
         why.append(f"not cheaper: {t.usd_per_gpu_hour:.4f} >= {need.price_now:.4f} USD per GPU-hour")
     return why
+
+
+def _by(basis: str) -> str:
+    """What a need is named by in a rejection: nothing for the instance share (the assumption stated once), the
+    request otherwise."""
+    return f" ({REQUESTED})" if basis == REQUESTED else ""
 
 
 def _rejected(candidates: list[_Target], best: _Target, need: _Need) -> list[dict[str, Any]]:
@@ -133,7 +170,20 @@ def _rejected(candidates: list[_Target], best: _Target, need: _Need) -> list[dic
     return out
 
 
-def _need(ctx: Context, row: dict[str, Any], spec: GpuSpec) -> _Need:
+def pod_requests(devices: pl.DataFrame) -> dict[tuple[str, str, str], tuple[float | None, float | None]]:
+    """(cluster, namespace, workload) -> its pods' stored (vCPUs, memory GiB) requests per GPU each holds, the most
+    of any pod, each None where no pod's is stored (device usage's ``cpu_request``, ``memory_request_bytes``)."""
+    if "cpu_request" not in devices.columns or "memory_request_bytes" not in devices.columns:
+        return {}
+    per_pod = devices.group_by("cluster", "namespace", "workload", "pod").agg(
+        (pl.col("cpu_request").cast(pl.Float64).max() / pl.col("gpu_uuid").n_unique()).alias("cpu"),
+        (pl.col("memory_request_bytes").cast(pl.Float64).max() / GIB / pl.col("gpu_uuid").n_unique()).alias("mem"),
+    )
+    found = per_pod.group_by("cluster", "namespace", "workload").agg(pl.col("cpu").max(), pl.col("mem").max())
+    return {(c, ns, wl): (cpu, mem) for c, ns, wl, cpu, mem in found.iter_rows() if cpu is not None or mem is not None}
+
+
+def _need(ctx: Context, row: dict[str, Any], spec: GpuSpec, requested: tuple[float | None, float | None]) -> _Need:
     o = ctx.options
     precision = assumed_precision(spec)
     entry = catalog_entry(ctx.inputs.catalog, row["instance_type"], row["region"])
@@ -144,23 +194,57 @@ def _need(ctx: Context, row: dict[str, Any], spec: GpuSpec) -> _Need:
         floor=resources_of(row["instance_type"]),
         floor_gpus=int(entry.gpu_count) if entry is not None and entry.gpu_count else 1,
         price_now=(row["cost_usd"] or 0.0) / row["gpu_hours"],
+        requested=requested,
     )
 
 
 def _floor_text(row: dict[str, Any], need: _Need) -> str:
     floor = need.per_gpu
-    assert floor is not None and need.floor is not None
-    return (
-        f"CPU and memory: pod requests are not stored, so the pod is assumed to need the current instance type's "
-        f"vCPUs and memory per GPU: {row['instance_type']} {need.floor.vcpus:g} vCPUs, {need.floor.memory_gib:g} GiB "
-        f"/ {need.floor_gpus} GPUs = {floor[0]:g} vCPUs, {floor[1]:g} GiB ({need.floor.source})."
+    assert floor is not None
+    cpu_basis, mem_basis = need.bases
+    if cpu_basis == mem_basis == REQUESTED:
+        return (
+            f"CPU and memory: the pod's stored requests per GPU it holds (the most of any of the workload's pods): "
+            f"{floor[0]:g} vCPUs, {floor[1]:g} GiB."
+        )
+    assert need.floor is not None
+    share = need.share
+    assert share is not None
+    instance = (
+        f"{row['instance_type']} {need.floor.vcpus:g} vCPUs, {need.floor.memory_gib:g} GiB / {need.floor_gpus} GPUs"
     )
+    if cpu_basis == mem_basis == SHARE:
+        return (
+            f"CPU and memory: pod requests are not stored, so the pod is assumed to need the current instance "
+            f"type's vCPUs and memory per GPU: {instance} = {floor[0]:g} vCPUs, {floor[1]:g} GiB "
+            f"({need.floor.source})."
+        )
+    stored, missing = ("vCPUs", "memory") if cpu_basis == REQUESTED else ("memory", "vCPUs")
+    return (
+        f"CPU and memory: the pod's stored {stored} request per GPU it holds is used; its {missing} request is not "
+        f"stored, so it is assumed to need the current instance type's per GPU ({instance} = {share[0]:g} vCPUs, "
+        f"{share[1]:g} GiB, {need.floor.source}): {floor[0]:g} vCPUs, {floor[1]:g} GiB per GPU."
+    )
+
+
+def _basis(row: dict[str, Any], need: _Need) -> str:
+    """The evidence's ``cpu_memory_basis``: the pod's requests, the instance share (assumed), or which is which."""
+    cpu_basis, mem_basis = need.bases
+    share = f"the current instance type {row['instance_type']}'s per GPU"
+    if cpu_basis == mem_basis == REQUESTED:
+        return "pod requests: the most of any of the workload's pods, per GPU it holds"
+    if cpu_basis == mem_basis == SHARE:
+        return f"assumed: pod requests are not stored; {share}"
+    if cpu_basis == REQUESTED:
+        return f"vCPUs: pod requests; host memory assumed: its request is not stored; {share}"
+    return f"host memory: pod requests; vCPUs assumed: its request is not stored; {share}"
 
 
 def recommendations(ctx: Context) -> list[Recommendation]:
     """The window's ``gpu-model`` recommendations (see the module docstring)."""
     o = ctx.options
     chosen = []
+    requests = pod_requests(ctx.devices)
     for row in ctx.single.iter_rows(named=True):
         ns, wl, model = row["namespace"], row["workload"], row["gpu_model"]
         if (model, ns, wl) in ctx.claimed or ctx.kind(ns, wl) in ("training",):
@@ -168,7 +252,7 @@ def recommendations(ctx: Context) -> list[Recommendation]:
         spec = gpu_spec(model)
         if spec is None or row["busy_p99"] is None or row["peak_gib"] is None or not row["gpu_hours"]:
             continue
-        need = _need(ctx, row, spec)
+        need = _need(ctx, row, spec, requests.get((row["cluster"], ns, wl), (None, None)))
         candidates = [
             t
             for t in _targets(ctx, row["instance_type"], row["capacity_type"], row["region"])
@@ -270,8 +354,7 @@ def recommendations(ctx: Context) -> list[Recommendation]:
                     "target_memory_gib": best.memory_gib,
                     "vcpus_per_gpu_need": round(need.per_gpu[0], 2),
                     "host_memory_gib_per_gpu_need": round(need.per_gpu[1], 2),
-                    "cpu_memory_basis": f"assumed: pod requests are not stored; the current instance type "
-                    f"{row['instance_type']}'s per GPU",
+                    "cpu_memory_basis": _basis(row, need),
                     "target_vcpus": best.resources.vcpus,
                     "target_host_memory_gib": best.resources.memory_gib,
                     "gpu_hours": round(row["gpu_hours"], 4),
@@ -286,8 +369,13 @@ def recommendations(ctx: Context) -> list[Recommendation]:
                 disruption={"pods_restarted": int(row["gpus"]), "node_drain": False, "nodes_drained": 0},
                 risk=(
                     "medium: peak TFLOPS is a proxy; memory bandwidth and interconnect differ between models, the "
-                    "precision is assumed, and CPU and memory are checked against the current instance type's share "
-                    "per GPU, not the pod's requests"
+                    "precision is assumed, and "
+                    + (
+                        "CPU and memory are checked against the pod's stored requests"
+                        if need.bases == (REQUESTED, REQUESTED)
+                        else "CPU or memory is checked against the current instance type's share per GPU where the "
+                        "pod's request is not stored"
+                    )
                 ),
                 confidence=ctx.confidence(span_days(row["first_seen"], row["last_seen"]), row["gpu_minutes"]),
                 assumptions=(

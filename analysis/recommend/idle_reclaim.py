@@ -11,8 +11,8 @@ import polars as pl
 
 from analysis.recommend.context import Context, ceil, shared_note, sources_text, window_dict, workload_checks
 from analysis.recommend.context import split_by as split_by_of
-from analysis.recommend.manifests import JOB_KINDS, owner_of, owner_patch
-from analysis.recommend.model import Manifest, Recommendation
+from analysis.recommend.manifests import owner_of, scale_to_zero_patch
+from analysis.recommend.model import Recommendation
 from analysis.units import HOURS_PER_MONTH
 
 NAME = "idle-reclaim"
@@ -71,7 +71,6 @@ def recommendations(ctx: Context) -> list[Recommendation]:
         owner = ctx.owner_kind(ns, wl)
         savings = row["reclaim_hours"] * row["usd"] * ctx.month
         cost_so_far = row["idle_hours"] * row["usd"]
-        spec = {"suspend": True} if kind in JOB_KINDS else {"replicas": 0}
         idle_now = row["last_end"] is not None and row["last_end"] >= ctx.window.end - _minutes(o.bucket_minutes)
         pods = max(1, ceil(row["gpus"]))
         groups = row["node_groups"] or []
@@ -119,15 +118,17 @@ def recommendations(ctx: Context) -> list[Recommendation]:
                     f"its GPU-hour price x {HOURS_PER_MONTH:g} / window hours.",
                 ),
                 manifests=(
-                    Manifest(
-                        owner_patch(kind, ns, wl, spec, owner),
+                    scale_to_zero_patch(
+                        kind,
+                        ns,
+                        wl,
+                        owner,
                         (
                             f"{ns}/{wl}: idle {row['longest_hours']:.1f} h in a row at most, "
                             f"{cost_so_far:.2f} USD of idle GPUs in the window. This scales it to zero now; to do "
                             f"it automatically after {o.idle_reclaim_hours:g} idle hours use an idle culler "
                             "(JupyterHub's for notebooks) or KEDA with a GPU-utilization trigger.",
                         ),
-                        patch=True,
                     ),
                 ),
             )

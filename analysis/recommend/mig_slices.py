@@ -12,7 +12,7 @@ import polars as pl
 
 from analysis import mig
 from analysis.recommend.context import Context, ceil, group_target, window_dict, workload_checks
-from analysis.recommend.manifests import GPU_OPERATOR_NAMESPACE, GPU_RESOURCE, job_note, pod_patch, yaml_text
+from analysis.recommend.manifests import GPU_OPERATOR_NAMESPACE, GPU_RESOURCE, workload_patch, yaml_text
 from analysis.recommend.model import Manifest, Recommendation
 from analysis.recommend.names import clean_text
 
@@ -56,20 +56,19 @@ def recommendations(ctx: Context) -> list[Recommendation]:
             kind = ctx.kind(ns, wl)
             resources = {"limits": {GPU_RESOURCE: None, resource: 1}, "requests": {GPU_RESOURCE: None, resource: 1}}
             owner = ctx.owner_kind(ns, wl)
-            obj = pod_patch(
-                kind, ns, wl, {"containers": [{"name": c, "resources": resources} for c in containers]}, owner
-            )
             patches.append(
-                Manifest(
-                    obj,
+                workload_patch(
+                    kind,
+                    ns,
+                    wl,
+                    {"containers": [{"name": c, "resources": resources} for c in containers]},
                     (
                         f"{ns}/{wl}: {GPU_RESOURCE}: 1 -> {resource}: 1 (mixed strategy). Its p95 compute "
                         f"{w['util_pct_p95']:.1f}% of a GPU x margin = {w['compute_demand']:.3f} of a GPU and peak "
                         f"memory {w['peak_mem_gib']:.1f} GiB x margin = {w['memory_demand_gib']:.1f} GiB fit "
                         f"{profile}{_history(w)}.",
-                        *job_note(kind, owner),
                     ),
-                    patch=True,
+                    owner,
                 )
             )
         if not ok:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 
@@ -14,6 +14,9 @@ from analysis.mig.assumptions import COMPUTE_MARGIN, MEMORY_MARGIN
 from analysis.pricing import PriceCatalog
 from analysis.units import HOURS_PER_MONTH
 from analysis.window import Window
+
+if TYPE_CHECKING:
+    from analysis.recommend.node_hours import NodeFleet
 
 NODE_DRAIN_WEIGHT = 4.0
 
@@ -52,23 +55,42 @@ class RecommendOptions:
         }
 
 
+PatchType = Literal["strategic", "merge", "json"]
+PATCH_NAMES = {
+    "strategic": "strategic-merge patch",
+    "merge": "JSON merge patch (RFC 7386)",
+    "json": "JSON patch (RFC 6902)",
+}
+
+
 @dataclass(frozen=True)
 class Manifest:
-    """One exported object: a Kubernetes object to ``kubectl apply``, or a strategic-merge patch (``patch=True``)
-    against an existing owner, with the comment lines (reasons) written above it."""
+    """One exported object: a Kubernetes object to ``kubectl apply``, or a patch (``patch=True``) against an
+    existing owner, with the comment lines (reasons) written above it. A patch's ``obj`` names its target
+    (apiVersion, kind, metadata name and namespace) and carries its body: the other keys (and metadata keys other
+    than the name and namespace) of a strategic-merge or JSON merge patch, the ``jsonPatch`` operations of a JSON
+    patch. Custom resources take only ``merge`` and ``json`` (``kubectl patch`` has no strategic merge for them)."""
 
     obj: dict[str, Any]
     comments: tuple[str, ...] = ()
     patch: bool = False
+    patch_type: PatchType = "strategic"
+
+    def body(self) -> Any:
+        """What ``kubectl patch -p`` is given."""
+        if self.patch_type == "json":
+            return self.obj["jsonPatch"]
+        body = {k: v for k, v in self.obj.items() if k not in ("apiVersion", "kind", "metadata")}
+        meta = {k: v for k, v in self.obj["metadata"].items() if k not in ("name", "namespace")}
+        return {**body, **({"metadata": meta} if meta else {})}
 
     def apply_command(self) -> str:
         meta = self.obj["metadata"]
         if not self.patch:
             return "kubectl apply -f <this file>"
-        body = {k: v for k, v in self.obj.items() if k not in ("apiVersion", "kind", "metadata")}
-        text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        text = json.dumps(self.body(), sort_keys=True, separators=(",", ":"))
         kind, name, namespace = self.obj["kind"].lower(), meta["name"], meta["namespace"]
-        return f"kubectl -n {namespace} patch {kind} {name} --type strategic -p '{text}'"
+        return f"kubectl -n {namespace} patch {kind} {name} --type {self.patch_type} -p '{text}'"
 
 
 @dataclass(frozen=True)
@@ -130,6 +152,8 @@ class RecommendationSet:
     """Ranked by ``ranked``: highest score first."""
     warnings: tuple[str, ...] = ()
     assumptions: dict[str, Any] = field(default_factory=dict)
+    fleet: NodeFleet | None = None
+    """Today's pods and pools, which the plan packs to price its changes by node-hours (None without pod-hours)."""
 
     def to_dicts(self) -> list[dict[str, Any]]:
         return [r.to_dict() for r in self.items]
@@ -144,6 +168,19 @@ class RecommendationSet:
     @property
     def expected_savings_usd_month(self) -> float:
         return sum(r.expected_savings_usd_month for r in self.items)
+
+
+Workload = tuple[str, str]
+
+
+def workloads_of(r: Recommendation) -> tuple[Workload, ...]:
+    """The workloads a recommendation patches (namespace, owner name), in manifest order."""
+    seen: dict[Workload, None] = {}
+    for m in r.manifests:
+        if m.patch:
+            meta = m.obj["metadata"]
+            seen[(str(meta.get("namespace")), str(meta["name"]))] = None
+    return tuple(seen)
 
 
 SCORE_RULE = "savings per month x confidence / (1 + pods restarted + 4 x nodes drained)"
@@ -191,3 +228,5 @@ class RecommendInputs:
     """The report's ``spot`` section with every candidate."""
     catalog: PriceCatalog
     options: RecommendOptions = field(default_factory=RecommendOptions)
+    pod_hours: tuple[pl.DataFrame, pl.DataFrame] | None = None
+    """``analysis.recommend.usage.pod_hours`` (held, present), collected: what the plan packs onto nodes."""

@@ -2,7 +2,7 @@
 
 Definition (README, Definitions, "Node-hour savings (what-if packing)"; pinned by ``tests/test_recommend_packing.py``):
 
-**Pools.** A node pool is (cluster, instance type, capacity type) with its GPUs per node (by
+**Pools.** A node pool is (cluster, node group, instance type, capacity type) with its GPUs per node (by
 ``analysis.gpu_count.node_gpu_count``'s rule; the caller applies it), its price per node-hour, and optionally its
 vCPUs and memory per node (null: that resource is not checked).
 
@@ -28,9 +28,10 @@ possibly loose fleet). A change that frees GPUs but no node saves $0 and says wh
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import lru_cache
 from typing import Any, Final
 
 import polars as pl
@@ -38,7 +39,7 @@ from polars.datatypes import DataTypeClass
 
 from analysis.errors import AnalysisError
 
-POOL_KEY: Final = ("cluster", "instance_type", "capacity_type")
+POOL_KEY: Final = ("cluster", "node_group", "instance_type", "capacity_type")
 POOL_COLUMNS: Final = (*POOL_KEY, "gpus_per_node", "usd_per_node_hour")
 """Required columns of the pools frame; ``vcpus_per_node`` and ``memory_gib_per_node`` are optional."""
 POD_COLUMNS: Final = (*POOL_KEY, "bucket", "namespace", "pod", "gpu")
@@ -100,7 +101,9 @@ def gpu_share(
 
 
 @dataclass(frozen=True)
-class _Pool:
+class PoolSpec:
+    """One node pool as the packing sees it (``POOL_KEY``, GPUs, price and, when known, vCPUs and GiB per node)."""
+
     key: tuple[Any, ...]
     gpus: int
     usd_per_hour: float
@@ -123,7 +126,7 @@ class _Node:
     memory_used: float = 0.0
     pods: list[str] = field(default_factory=list)
 
-    def place(self, pod: _Pod, pool: _Pool) -> bool:
+    def place(self, pod: _Pod, pool: PoolSpec) -> bool:
         if pool.vcpus is not None and self.cpu_used + pod.cpu > pool.vcpus + 1e-9:
             return False
         if pool.memory_gib is not None and self.memory_used + pod.memory_gib > pool.memory_gib + 1e-9:
@@ -179,28 +182,19 @@ def _require(frame: pl.DataFrame, columns: Sequence[str], name: str) -> None:
         raise MissingPackingColumns(name, missing)
 
 
-def _pools(frame: pl.DataFrame) -> dict[tuple[Any, ...], _Pool]:
+def _pools(frame: pl.DataFrame) -> dict[tuple[Any, ...], PoolSpec]:
     _require(frame, POOL_COLUMNS, "pools")
     pools = {}
     for row in frame.iter_rows(named=True):
         key = tuple(row[column] for column in POOL_KEY)
-        pools[key] = _Pool(
+        pools[key] = PoolSpec(
             key, int(row["gpus_per_node"]), float(row["usd_per_node_hour"]),
             row.get("vcpus_per_node"), row.get("memory_gib_per_node"),
         )  # fmt: skip
     return pools
 
 
-def _pod(row: dict[str, Any]) -> _Pod:
-    name = f"{row['namespace']}/{row['pod']}"
-    gpu = float(row["gpu"])
-    share = Fraction(gpu).limit_denominator(_DENOMINATOR)
-    if gpu <= 0 or (share > 1 and share.denominator != 1) or not math.isfinite(gpu):
-        raise InvalidGpuRequest(name, gpu)
-    return _Pod(name, share, float(row.get("cpu") or 0.0), float(row.get("memory_gib") or 0.0))
-
-
-def _too_large(pod: _Pod, pool: _Pool) -> str | None:
+def _too_large(pod: _Pod, pool: PoolSpec) -> str | None:
     if pod.gpu > pool.gpus:
         return f"{float(pod.gpu):g} GPUs requested, {pool.gpus} per node"
     if pool.vcpus is not None and pod.cpu > pool.vcpus:
@@ -208,6 +202,59 @@ def _too_large(pod: _Pod, pool: _Pool) -> str | None:
     if pool.memory_gib is not None and pod.memory_gib > pool.memory_gib:
         return f"{pod.memory_gib:g} GiB requested, {pool.memory_gib:g} GiB per node"
     return None
+
+
+Request = tuple[Fraction, float, float]
+"""A pod's (GPU share, vCPUs, GiB of memory) as the packing compares them."""
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """One bucket of one pool packed: nodes needed, GPUs in use, the least GPUs and vCPUs in use on one node, and
+    each pod's node (in the order of ``requests_of``'s sort)."""
+
+    nodes: int
+    gpus_in_use: int
+    least_gpus_on_a_node: int
+    least_vcpus_on_a_node: float
+    node_of: tuple[int, ...]
+
+
+def request(gpu: float, cpu: float | None = None, memory_gib: float | None = None, name: str = "a pod") -> Request:
+    """A pod's request as the packing reads it (``InvalidGpuRequest`` for a share above 1 that is not whole)."""
+    share = Fraction(gpu).limit_denominator(_DENOMINATOR)
+    if gpu <= 0 or (share > 1 and share.denominator != 1) or not math.isfinite(gpu):
+        raise InvalidGpuRequest(name, gpu)
+    return share, float(cpu or 0.0), float(memory_gib or 0.0)
+
+
+def requests_of(requests: Iterable[Request]) -> tuple[Request, ...]:
+    """Requests in first-fit-decreasing order: GPU, then CPU, then memory, largest first."""
+    return tuple(sorted(requests, reverse=True))
+
+
+@lru_cache(maxsize=65536)
+def pack_bucket(pool: PoolSpec, requests: tuple[Request, ...]) -> Bucket:
+    """``requests`` (sorted by ``requests_of``) packed first-fit onto nodes of ``pool``. Cached: a pool's buckets
+    mostly hold the same pods hour after hour, and the plan packs each pool once per change."""
+    nodes: list[_Node] = []
+    node_of = []
+    for i, (gpu, cpu, memory) in enumerate(requests):
+        pod = _Pod(f"#{i}", gpu, cpu, memory)
+        reason = _too_large(pod, pool)
+        if reason is not None:
+            raise PodDoesNotFit(f"request #{i} ({float(gpu):g} GPUs)", pool.key, reason)
+        index = next((j for j, node in enumerate(nodes) if node.place(pod, pool)), None)
+        if index is None:
+            nodes.append(_Node([Fraction(1)] * pool.gpus))
+            index = len(nodes) - 1
+            if not nodes[index].place(pod, pool):
+                raise PodDoesNotFit(pod.name, pool.key, "its GPU, CPU and memory requests together exceed a node's")
+        node_of.append(index)
+    if not nodes:
+        return Bucket(0, 0, 0, 0.0, ())
+    least = min(nodes, key=lambda node: (node.gpus_used, node.cpu_used))
+    return Bucket(len(nodes), sum(node.gpus_used for node in nodes), least.gpus_used, least.cpu_used, tuple(node_of))
 
 
 def pack(pools: pl.DataFrame | pl.LazyFrame, pods: pl.DataFrame | pl.LazyFrame) -> Packing:
@@ -221,7 +268,7 @@ def pack(pools: pl.DataFrame | pl.LazyFrame, pods: pl.DataFrame | pl.LazyFrame) 
             pod_frame = pod_frame.with_columns(pl.lit(None, dtype=pl.Float64).alias(column))
     ordered = pod_frame.sort(
         [*POOL_KEY, "bucket", "gpu", "cpu", "memory_gib", "namespace", "pod"],
-        descending=[False, False, False, False, True, True, True, False, False],
+        descending=[*(False for _ in POOL_KEY), False, True, True, True, False, False],
         nulls_last=True,
     )
     node_rows: list[dict[str, Any]] = []
@@ -230,26 +277,30 @@ def pack(pools: pl.DataFrame | pl.LazyFrame, pods: pl.DataFrame | pl.LazyFrame) 
         key = tuple(key_bucket[: len(POOL_KEY)])
         bucket = key_bucket[len(POOL_KEY)]
         pool = catalog.get(key)
-        nodes: list[_Node] = []
+        named = []
         for row in group.iter_rows(named=True):
-            pod = _pod(row)
+            name = f"{row['namespace']}/{row['pod']}"
+            wanted = request(float(row["gpu"]), row.get("cpu"), row.get("memory_gib"), name)
             if pool is None:
-                raise UnknownNodePool(pod.name, key)
-            reason = _too_large(pod, pool)
+                raise UnknownNodePool(name, key)
+            reason = _too_large(_Pod(name, *wanted), pool)
             if reason is not None:
-                raise PodDoesNotFit(pod.name, key, reason)
-            index = next((i for i, node in enumerate(nodes) if node.place(pod, pool)), None)
-            if index is None:
-                nodes.append(_Node([Fraction(1)] * pool.gpus))
-                index = len(nodes) - 1
-                if not nodes[index].place(pod, pool):
-                    raise PodDoesNotFit(pod.name, key, "its GPU, CPU and memory requests together exceed a node's")
-            placement_rows.append(dict(zip(POOL_KEY, key, strict=True), bucket=bucket, pod=pod.name, node=index))
-        least = min(nodes, key=lambda node: (node.gpus_used, node.cpu_used))
+                raise PodDoesNotFit(name, key, reason)
+            named.append((wanted, name))
+        named.sort(key=lambda item: (tuple(-x for x in item[0]), item[1]))
+        assert pool is not None
+        try:
+            packed = pack_bucket(pool, tuple(wanted for wanted, _ in named))
+        except PodDoesNotFit as error:
+            raise PodDoesNotFit(
+                named[0][1], key, "its GPU, CPU and memory requests together exceed a node's"
+            ) from error
+        for (_, name), index in zip(named, packed.node_of, strict=True):
+            placement_rows.append(dict(zip(POOL_KEY, key, strict=True), bucket=bucket, pod=name, node=index))
         node_rows.append(
-            dict(zip(POOL_KEY, key, strict=True), bucket=bucket, nodes=len(nodes),
-                 gpus_in_use=sum(node.gpus_used for node in nodes),
-                 least_gpus_on_a_node=least.gpus_used, least_vcpus_on_a_node=least.cpu_used)
+            dict(zip(POOL_KEY, key, strict=True), bucket=bucket, nodes=packed.nodes, gpus_in_use=packed.gpus_in_use,
+                 least_gpus_on_a_node=packed.least_gpus_on_a_node,
+                 least_vcpus_on_a_node=packed.least_vcpus_on_a_node)
         )  # fmt: skip
     bucket_dtype = pod_frame.schema["bucket"]
     node_schema: _Dtypes = {

@@ -28,8 +28,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from analysis.pricing import SPOT
-from analysis.recommend.model import Manifest, Recommendation, RecommendationSet
+from analysis.recommend.model import Manifest, Recommendation, RecommendationSet, Workload, workloads_of
 from analysis.recommend.names import clean_text
+from analysis.recommend.node_hours import Banked, ClusterNodes, NodeFleet, bank
 
 NO_CLUSTER = "no-cluster"
 """The folder of changes whose target names no cluster (a MIG change over nodes of several clusters)."""
@@ -42,8 +43,6 @@ PLAN_RULE = (
     "have one; spot + time-slicing combine into one pool; every other competing change is an alternative"
 )
 
-Workload = tuple[str, str]
-
 
 @dataclass(frozen=True)
 class Alternative:
@@ -54,10 +53,14 @@ class Alternative:
     workloads: tuple[Workload, ...]
     instead: tuple[tuple[str, int], ...]
     savings_usd_month: float
-    """What it saves applied alone for these workloads (the whole change when it cannot be split)."""
+    """What it saves applied alone for these workloads (the whole change when it cannot be split); for a change
+    left out because it adds cost, what it would bank (negative)."""
+    reason: str = ""
+    """Why it is left out when no applied change took its workloads (it would add node-hours' cost)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            **({"reason": self.reason} if self.reason else {}),
             "rank": self.rank,
             "kind": self.rec.kind,
             "change": self.rec.change,
@@ -76,6 +79,17 @@ class Applied:
     rec: Recommendation
     rank: int
     note: str = ""
+    banked: Banked | None = None
+    """What it saves on the bill: the node-hours it removes (``node_hours.bank``); None without pod-hours."""
+
+    @property
+    def savings_usd_month(self) -> float:
+        """The node-hours it removes x their price (``banked``), else its own figure."""
+        return self.banked.savings_usd_month if self.banked is not None else self.rec.savings_usd_month
+
+    @property
+    def expected_savings_usd_month(self) -> float:
+        return self.savings_usd_month * self.rec.confidence
 
 
 @dataclass(frozen=True)
@@ -87,14 +101,16 @@ class ClusterPlan:
     alternatives: tuple[Alternative, ...]
     alone: dict[str, float]
     """Per kind, the savings of all its recommendations for this cluster as built: each "if applied alone"."""
+    nodes: ClusterNodes | None = None
+    """The cluster's nodes seen, packed today and after the plan (None without pod-hours)."""
 
     @property
     def savings_usd_month(self) -> float:
-        return sum(a.rec.savings_usd_month for a in self.applied)
+        return sum(a.savings_usd_month for a in self.applied)
 
     @property
     def expected_savings_usd_month(self) -> float:
-        return sum(a.rec.expected_savings_usd_month for a in self.applied)
+        return sum(a.expected_savings_usd_month for a in self.applied)
 
 
 @dataclass(frozen=True)
@@ -109,16 +125,6 @@ class Plan:
     @property
     def expected_savings_usd_month(self) -> float:
         return sum(c.expected_savings_usd_month for c in self.clusters)
-
-
-def workloads_of(r: Recommendation) -> tuple[Workload, ...]:
-    """The workloads a recommendation patches (namespace, owner name), in manifest order."""
-    seen: dict[Workload, None] = {}
-    for m in r.manifests:
-        if m.patch:
-            meta = m.obj["metadata"]
-            seen[(str(meta.get("namespace")), str(meta["name"]))] = None
-    return tuple(seen)
 
 
 def folder_of(cluster: str | None) -> str:
@@ -148,12 +154,41 @@ def build_plan(result: RecommendationSet) -> Plan:
             folder += "-x"
         folders[cluster] = folder
         items = by_cluster[cluster]
-        applied, alternatives = _plan(items, ranks, days, window_days)
+        nodes = None
+        if result.fleet is None:
+            applied, alternatives = _plan(items, ranks, days, window_days)
+        else:
+            applied, alternatives, nodes = _banked(result.fleet, cluster, items, ranks, days, window_days)
         alone: dict[str, float] = {}
         for r in items:
             alone[r.kind] = alone.get(r.kind, 0.0) + r.savings_usd_month
-        plans.append(ClusterPlan(cluster, folder, tuple(applied), tuple(alternatives), alone))
+        plans.append(ClusterPlan(cluster, folder, tuple(applied), tuple(alternatives), alone, nodes))
     return Plan(result, tuple(plans))
+
+
+def _banked(
+    fleet: NodeFleet,
+    cluster: str,
+    items: Sequence[Recommendation],
+    ranks: dict[int, int],
+    days: float,
+    window_days: float,
+) -> tuple[list[Applied], list[Alternative], ClusterNodes]:
+    """The plan with each change banked by node-hours (``node_hours.bank``); a change that would add cost leaves
+    the plan (an alternative with the reason) and the plan is made again without it."""
+    left = list(items)
+    costly: list[Alternative] = []
+    while True:
+        applied, alternatives = _plan(left, ranks, days, window_days)
+        banked, nodes = bank(fleet, None if cluster == NO_CLUSTER else cluster, [a.rec for a in applied])
+        worse = [(a, b) for a, b in zip(applied, banked, strict=True) if b.adds_cost]
+        if not worse:
+            done = [replace(a, banked=b) for a, b in zip(applied, banked, strict=True)]
+            return done, [*alternatives, *costly], nodes
+        for a, b in worse:
+            original = next(r for r in left if ranks[id(r)] == a.rank)
+            costly.append(Alternative(original, a.rank, workloads_of(original), (), b.savings_usd_month, b.note))
+            left.remove(original)
 
 
 def _plan(

@@ -59,6 +59,8 @@ HOLDER_COLUMNS = [
     "share",
     "same_workload",
     "owner_kind",
+    "cpu_request",
+    "memory_request_bytes",
 ]
 
 
@@ -66,8 +68,10 @@ def _held(minutes: pl.LazyFrame, window: Window) -> pl.LazyFrame:
     """Held whole-GPU minutes, one row per holder (``HOLDER_COLUMNS``): ``share`` is the holder's part of the minute
     (1 unshared) and ``same_workload`` how many of the minute's holders belong to its workload (1 unshared)."""
     frame = in_window(minutes, window).filter(pl.col("state").is_in(HELD) & pl.col("mig_instance_id").is_null())
-    if "owner_kind" not in frame.collect_schema().names():
-        frame = frame.with_columns(pl.lit(None, pl.String).alias("owner_kind"))
+    stored = frame.collect_schema().names()
+    for column, dtype in (("owner_kind", pl.String), ("cpu_request", pl.Float64), ("memory_request_bytes", pl.Int64)):
+        if column not in stored:  # warehouses from before owners and requests were stored
+            frame = frame.with_columns(pl.lit(None, dtype).alias(column))
     if not shares.any_split(frame):
         names = frame.collect_schema().names()
         return frame.filter(pl.col("workload").is_not_null()).with_columns(
@@ -83,6 +87,8 @@ def _held(minutes: pl.LazyFrame, window: Window) -> pl.LazyFrame:
         weight.alias("share"),
         pl.len().over("gpu_uuid", "ts", "namespace", "workload").cast(pl.UInt32).alias("same_workload"),
         pl.lit(None, pl.String).alias("owner_kind"),
+        pl.lit(None, pl.Float64).alias("cpu_request"),  # the minute keeps only its first holder's requests
+        pl.lit(None, pl.Int64).alias("memory_request_bytes"),
         *(pl.col(c) * weight for c in ("sm_active_mean", "util_mean_pct")),
     )
     return pl.concat([whole.select(HOLDER_COLUMNS), shared.select(HOLDER_COLUMNS)], how="vertical_relaxed").filter(
@@ -95,7 +101,9 @@ def device_usage(minutes: pl.LazyFrame, window: Window, batches: int = 1) -> pl.
     ``active_minutes`` (GPU-minutes, shares of shared minutes), ``observed_minutes`` (each GPU-minute once per
     workload), ``busy_p95`` / ``busy_p99`` (``busy_fraction``), ``duty_p95`` (``duty_fraction``), ``peak_gib`` (the
     GPU's), ``fb_total_gib``, ``first_seen``, ``last_seen``, ``split_by`` and ``owner_kind`` (the top-level owner's
-    kind from the minutes it held alone; null when none names one: a shared minute's holder list has no owner).
+    kind from the minutes it held alone; null when none names one: a shared minute's holder list has no owner),
+    ``cpu_request`` and ``memory_request_bytes`` (the pod's requests, the most any minute it held alone stored; null
+    when none did).
 
     Exact percentiles hold every minute of a group in memory (5 GiB for 1,024 GPUs x 7 days in one go), so with
     ``batches`` > 1 the GPUs are split by a hash of their UUID into that many queries run one after another: the
@@ -121,6 +129,8 @@ def _device_usage(held: pl.LazyFrame) -> pl.LazyFrame:
         pl.col("ts").max().alias("last_seen"),
         _split_by(),
         pl.col("owner_kind").drop_nulls().first().alias("owner_kind"),
+        pl.col("cpu_request").max(),
+        pl.col("memory_request_bytes").max(),
     )
 
 
@@ -179,3 +189,80 @@ def idle_streaks(minutes: pl.LazyFrame, window: Window, min_minutes: int) -> pl.
         .filter(pl.col("minutes") >= min_minutes)
         .drop("run")
     )
+
+
+MIN_MINUTES_IN_HOUR = 30
+POD_HOUR_KEYS = [
+    "cluster",
+    "node",
+    "gpu_model",
+    "bucket",
+    "namespace",
+    "workload",
+    "pod",
+    "gpu_uuid",
+    "mig_instance_id",
+    "mig_profile",
+]
+
+
+def pod_hours(minutes: pl.LazyFrame, window: Window) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """What the what-if node packing (``analysis.recommend.node_hours``) packs: (held, present).
+
+    An hour counts for a pod (a node) when it held that GPU (was seen) for at least ``MIN_MINUTES_IN_HOUR`` of its
+    minutes: hours are rounded to the nearest, so a replica replaced by the next one 45 s later is not counted twice
+    in the hour of the handover, and a node's billed time is its hours to the nearest.
+
+    ``held``: one row per (``POD_HOUR_KEYS``) = per pod, hour and GPU (or MIG instance) it held in that hour:
+    ``share`` = 1 for a GPU it held alone (or a MIG instance), 1 / the most holders of a minute for a GPU it shared
+    (a time-sliced replica), and the pod's ``cpu_request`` and ``memory_request_bytes`` (null where no source gave
+    them, and for the holders of a shared minute other than the first). ``present``: one row per (cluster, node,
+    bucket) with any minute in the window (observed or not): the node was there, and billed, that hour."""
+    base = in_window(minutes, window).with_columns(pl.col("ts").dt.truncate("1h").alias("bucket"))
+    names = base.collect_schema().names()
+    missing = [
+        pl.lit(None, dtype).alias(c)
+        for c, dtype in (("cpu_request", pl.Float64), ("memory_request_bytes", pl.Int64), ("holder_shares", None))
+        if c not in names
+    ]
+    if missing:
+        base = base.with_columns(missing)
+    present = (
+        base.group_by("cluster", "node", "bucket")
+        .agg(pl.col("ts").n_unique().alias("minutes"))
+        .filter(pl.col("minutes") >= MIN_MINUTES_IN_HOUR)
+        .drop("minutes")
+    )
+    held = base.filter(pl.col("state").is_in(HELD) & pl.col("workload").is_not_null())
+    alone = held.filter(pl.col("holder_shares").is_null() | (pl.col("holders") <= 1)).with_columns(
+        pl.lit(1.0).alias("share")
+    )
+    shared = (
+        held.filter(pl.col("holder_shares").is_not_null() & (pl.col("holders") > 1))
+        .with_columns((1.0 / pl.col("holders").cast(pl.Float64)).alias("share"), pl.col("holder_shares").alias("_h"))
+        .explode("_h")
+        .with_columns(
+            pl.col("_h").struct.field("namespace").alias("namespace"),
+            pl.col("_h").struct.field("pod").alias("pod"),
+            pl.col("_h").struct.field("workload").alias("workload"),
+            pl.when(pl.col("_h").struct.field("pod") == pl.col("pod")).then(pl.col("cpu_request")).alias("cpu_request"),
+            pl.when(pl.col("_h").struct.field("pod") == pl.col("pod"))
+            .then(pl.col("memory_request_bytes"))
+            .alias("memory_request_bytes"),
+        )
+    )
+    columns = [*POD_HOUR_KEYS, "ts", "share", "cpu_request", "memory_request_bytes"]
+    rows = pl.concat([alone.select(columns), shared.select(columns)], how="vertical_relaxed")
+    per = (
+        rows.filter(pl.col("pod").is_not_null())
+        .group_by(POD_HOUR_KEYS)
+        .agg(
+            pl.col("share").min(),
+            pl.col("cpu_request").max(),
+            pl.col("memory_request_bytes").max(),
+            pl.col("ts").n_unique().alias("minutes"),
+        )
+        .filter(pl.col("minutes") >= MIN_MINUTES_IN_HOUR)
+        .drop("minutes")
+    )
+    return per, present

@@ -6,7 +6,10 @@
   workload being that controller, see :func:`pod_owners`;
 - ``kube_pod_container_resource_requests`` for ``nvidia_com_gpu`` and ``nvidia_com_mig_*`` (running pods only), to
   attribute a GPU that dcgm-exporter reports without a pod when exactly one running container on that node
-  requests exactly the GPUs of that kind nobody else holds, see :func:`attribute`.
+  requests exactly the GPUs of that kind nobody else holds, see :func:`attribute`;
+- ``kube_pod_container_resource_requests`` for ``cpu`` (unit ``core``) and ``memory`` (unit ``byte``), summed over the
+  pod's containers (init containers are ``kube_pod_init_container_resource_requests``, not read), onto the pod's
+  allocation rows at each step, see :func:`with_requests`.
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ Prometheus' own), ``owner_kind``, ``owner_name``, ``owner_is_controller`` (``doc
 OWNER_COLUMNS = ("owner_kind", "owner_name", "owner_chain")
 GPU_REQUESTS = 'kube_pod_container_resource_requests{resource=~"nvidia_com_gpu|nvidia_com_mig_.+"}'
 RUNNING = 'kube_pod_status_phase{phase="Running"}'
+CPU_MEMORY_REQUESTS = 'kube_pod_container_resource_requests{resource=~"cpu|memory"}'
+"""Labels ``namespace``, ``pod``, ``container``, ``node``, ``resource`` (``cpu``, ``memory``), ``unit`` (``core``,
+``byte``) (kube-state-metrics ``docs/metrics/workload/pod-metrics.md``)."""
+REQUEST_LABELS = ("namespace", "pod", "exported_namespace", "exported_pod", "resource")
+"""What a pod's CPU and memory requests are summed by (its containers' series summed away)."""
 WHOLE_GPU = "nvidia_com_gpu"
 MIG_PREFIX = "nvidia_com_mig_"
 
@@ -52,6 +60,8 @@ class KubeState:
     node_info: list[Series] = field(default_factory=list)
     replicaset_owners: list[Series] = field(default_factory=list)
     job_owners: list[Series] = field(default_factory=list)
+    resource_requests: list[Series] = field(default_factory=list)
+    """``kube_pod_container_resource_requests`` for cpu and memory, per pod (see :data:`REQUEST_LABELS`)."""
 
 
 def _label(labels: Mapping[str, str], name: str) -> str | None:
@@ -352,8 +362,71 @@ def _fill(
     ).sort("gpu_uuid", "mig_instance_id", "ts", nulls_last=True)
 
 
+_POD_REQUEST_SCHEMA: dict[str, pl.DataType] = {
+    "namespace": pl.String(),
+    "pod": pl.String(),
+    "ts": pl.Datetime("us", "UTC"),
+    "resource": pl.String(),
+    "amount": pl.Float64(),
+}
+
+
+def pod_requests(requests: Iterable[Series], when: Callable[[float], dt.datetime]) -> pl.DataFrame:
+    """(namespace, pod, ts) -> ``cpu_request`` (vCPUs) and ``memory_request_bytes``: each pod's requests summed
+    over its containers at each step; a resource the pod's containers do not request is null."""
+    rows: dict[str, list[Any]] = {name: [] for name in _POD_REQUEST_SCHEMA}
+    for series in requests:
+        namespace, pod = _label(series.labels, "namespace"), _label(series.labels, "pod")
+        resource = series.labels.get("resource")
+        if not namespace or not pod or resource not in ("cpu", "memory"):
+            continue
+        for seconds, value in series.values:
+            for name, item in (
+                ("namespace", namespace),
+                ("pod", pod),
+                ("ts", when(seconds)),
+                ("resource", resource),
+                ("amount", value),
+            ):
+                rows[name].append(item)
+    summed = (
+        pl.DataFrame(rows, schema=_POD_REQUEST_SCHEMA)
+        .group_by("namespace", "pod", "ts")
+        .agg(
+            pl.col("amount").filter(pl.col("resource") == "cpu").sum().alias("cpu_request"),
+            pl.col("amount").filter(pl.col("resource") == "memory").sum().alias("memory"),
+            (pl.col("resource") == "cpu").any().alias("has_cpu"),
+            (pl.col("resource") == "memory").any().alias("has_memory"),
+        )
+    )
+    return summed.select(
+        "namespace",
+        "pod",
+        "ts",
+        pl.when(pl.col("has_cpu")).then(pl.col("cpu_request")).alias("cpu_request"),
+        pl.when(pl.col("has_memory")).then(pl.col("memory").round().cast(pl.Int64)).alias("memory_request_bytes"),
+    )
+
+
+def with_requests(
+    allocations: pa.Table, requests: Iterable[Series], when: Callable[[float], dt.datetime] | None = None
+) -> pa.Table:
+    """``allocations`` with each pod's CPU and memory requests at the row's step (:func:`pod_requests`); a pod
+    without request series at that step keeps them null."""
+    frame = pl.from_arrow(allocations)
+    assert isinstance(frame, pl.DataFrame)
+    known = pod_requests(requests, when or timestamp)
+    if frame.height == 0 or known.height == 0:
+        return allocations
+    joined = frame.drop("cpu_request", "memory_request_bytes").join(
+        known, on=["namespace", "pod", "ts"], how="left", maintain_order="left"
+    )
+    return joined.select(GPU_ALLOCATIONS.columns).to_arrow().cast(GPU_ALLOCATIONS.schema)
+
+
 def kube_rows(rows: Rows, kube: KubeState, *, cluster: str, when: Callable[[float], dt.datetime] | None = None) -> Rows:
-    """DCGM rows completed with kube-state-metrics: owner chains and workloads, proven allocations, node rows."""
+    """DCGM rows completed with kube-state-metrics: owner chains and workloads, proven allocations, the pods' CPU and
+    memory requests, node rows."""
     when = when or timestamp
     nodes = node_rows(kube.node_labels, rows.samples, cluster=cluster, node_info=kube.node_info)
     single = {row["node"] for row in nodes if row["mig_strategy"] == "single"}
@@ -361,4 +434,5 @@ def kube_rows(rows: Rows, kube: KubeState, *, cluster: str, when: Callable[[floa
     allocations = attribute(
         rows, kube.gpu_requests, workloads, cluster=cluster, when=when, single_strategy_nodes=single
     )
+    allocations = with_requests(allocations, kube.resource_requests, when)
     return Rows(rows.samples, allocations, pa.Table.from_pylist(nodes, schema=NODES.schema))

@@ -32,12 +32,14 @@ from collector.dcgm import DcgmPoint, rows_from_points
 from collector.errors import NoDcgmSeries
 from collector.prometheus.client import MAX_POINTS_PER_SERIES, PrometheusClient
 from collector.prometheus.kube_state import (
+    CPU_MEMORY_REQUESTS,
     GPU_REQUESTS,
     JOB_OWNER,
     NODE_INFO,
     NODE_LABELS,
     POD_OWNER,
     REPLICASET_OWNER,
+    REQUEST_LABELS,
     RUNNING,
     KubeState,
     kube_rows,
@@ -247,8 +249,12 @@ class PrometheusScraper:
         node_info = self.query_range(self._last(NODE_INFO), span)
         replicaset_owners = self.query_range(self._last(REPLICASET_OWNER), span)
         job_owners = self.query_range(self._last(JOB_OWNER), span)
-        kube = KubeState(node_labels, gpu_requests, owners, node_info, replicaset_owners, job_owners)
-        groups = (node_labels, owners, gpu_requests, node_info, replicaset_owners, job_owners)
+        by = ", ".join(REQUEST_LABELS)
+        summed = f"sum by ({by}) ({self._last(CPU_MEMORY_REQUESTS)})"
+        gpu_pods = f"{summed} and on(namespace, pod) {self._last(GPU_REQUESTS)}"
+        cpu_memory = self.query_range(gpu_pods, span)
+        kube = KubeState(node_labels, gpu_requests, owners, node_info, replicaset_owners, job_owners, cpu_memory)
+        groups = (node_labels, owners, gpu_requests, node_info, replicaset_owners, job_owners, cpu_memory)
         points = len(dcgm) + sum(len(s.values) for group in groups for s in group)
         rows = rows_from_points(dcgm, cluster=self.cluster, source=SOURCE)
         return kube_rows(rows, kube, cluster=self.cluster, when=when), points

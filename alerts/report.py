@@ -71,6 +71,11 @@ def report_message(
     rec_rows = [
         f"{_esc(r.get('change') or r.get('kind') or '')} ({_usd(r.get('savings_usd_month'))}/month"
         + (
+            f" on the bill, {_usd(r['savings_usd_month_if_applied_alone'])} if applied alone"
+            if r.get("savings_usd_month_if_applied_alone") is not None
+            else ""
+        )
+        + (
             f", confidence {float(r['confidence']):.2f}, expected {_usd(r.get('expected_savings_usd_month'))}/month"
             if r.get("confidence") is not None
             else ""

@@ -59,10 +59,26 @@ def sample_sources(root: str, version: str, start: str, end: str, _source: Sourc
 def recommendations(
     root: str, version: str, start: str, end: str, settings_key: str, _source: Source
 ) -> dict[str, Any]:
-    """``{"items": [Recommendation.to_dict()...], "files": {name: text}}``."""
+    """``{"items": [Recommendation.to_dict()...], "files": {name: text}}``: every ranked recommendation with its
+    ``rank``, whether its cluster's plan applies it (``in_plan``) and, if so, what it banks there
+    (``plan_savings_usd_month``: the node-hours it removes x their price; ``plan_expected_usd_month``)."""
     window = Window(dt.datetime.fromisoformat(start), dt.datetime.fromisoformat(end))
     found = _source.recommendations(_lake(root), window)
-    return {"items": [item.to_dict() for item in found.items], "files": render(build_plan(found))}
+    plan = build_plan(found)
+    applied = {a.rank: a for cp in plan.clusters for a in cp.applied}
+    items = []
+    for rank, item in enumerate(found.items, 1):
+        a = applied.get(rank)
+        items.append(
+            {
+                **item.to_dict(),
+                "rank": rank,
+                "in_plan": a is not None,
+                "plan_savings_usd_month": a.savings_usd_month if a is not None else None,
+                "plan_expected_usd_month": a.expected_savings_usd_month if a is not None else None,
+            }
+        )
+    return {"items": items, "files": render(plan)}
 
 
 @dataclass(frozen=True)

@@ -68,8 +68,9 @@ def queue_report(
 
 
 def top_recommendations(lake: Lake, settings: Settings, window: Window, now: dt.datetime) -> list[dict[str, Any]]:
-    """The ranked recommendations for the report's window (``gpuledger recommend``'s). A report is not held back
-    when they cannot be built: the failure is logged as an error and the report goes out without them."""
+    """The changes of the window's plan (``gpuledger recommend``'s), in rank order, each with what it banks (the
+    node-hours it removes x their price) and its own figure if applied alone. A report is not held back when they
+    cannot be built: the failure is logged as an error and the report goes out without them."""
     try:
         result = recommending.recommendations(
             lake, settings, start=window.start.isoformat(), end=window.end.isoformat(), now=now, refresh=False
@@ -77,16 +78,18 @@ def top_recommendations(lake: Lake, settings: Settings, window: Window, now: dt.
     except (AnalysisError, WarehouseError) as exc:
         log.error("recommendations for %s failed (%s); the report goes without them", window.start.isoformat(), exc)
         return []
+    applied = sorted((a for cp in recommending.plan(result).clusters for a in cp.applied), key=lambda a: a.rank)
     return [
         {
-            "kind": r.kind,
-            "change": r.change,
-            "savings_usd_month": r.savings_usd_month,
-            "confidence": r.confidence,
-            "expected_savings_usd_month": r.expected_savings_usd_month,
-            "price_source": r.price_source,
+            "kind": a.rec.kind,
+            "change": a.rec.change,
+            "savings_usd_month": a.savings_usd_month,
+            "savings_usd_month_if_applied_alone": a.rec.savings_usd_month,
+            "confidence": a.rec.confidence,
+            "expected_savings_usd_month": a.expected_savings_usd_month,
+            "price_source": a.rec.price_source,
         }
-        for r in result.items
+        for a in applied
     ]
 
 

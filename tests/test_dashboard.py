@@ -122,7 +122,10 @@ def test_recommendations_page_counts_what_recommending_ranks(
     at = open_page(app(sim_warehouse), "recommendations")
     shown = metrics(at)
     assert shown["Recommendations"] == fmt.count(len(found.items))
-    assert shown["Savings per month"] == fmt.usd(sum(r.to_dict()["savings_usd_month"] for r in found.items))
+    plan = recommending.plan(found)
+    assert shown["Plan savings per month"] == fmt.usd(
+        sum(a.savings_usd_month for c in plan.clusters for a in c.applied)
+    )
 
 
 def test_idle_waste_leaderboard_holds_the_report_rows_with_evidence(

@@ -130,19 +130,26 @@ def test_report_lists_top_recommendations_with_confidence_in_rank_order(
     )
     assert window == result.window
     top = report_sending.top_recommendations(lake, settings, window, now)
-    assert len(top) >= 2, "the simulated fleet has recommendations"
-    assert [(t["kind"], t["confidence"]) for t in top] == [(r.kind, r.confidence) for r in result.items]
+    applied = sorted((a for cp in recommending.plan(result).clusters for a in cp.applied), key=lambda a: a.rank)
+    assert top, "the simulated fleet has a plan"
+    assert [(t["kind"], t["confidence"]) for t in top] == [(a.rec.kind, a.rec.confidence) for a in applied]
     # the same figures, computed by two reads whose float sums may add in another order (last-bit differences)
     assert [t["expected_savings_usd_month"] for t in top] == pytest.approx(
-        [r.expected_savings_usd_month for r in result.items], rel=1e-9
+        [a.expected_savings_usd_month for a in applied], rel=1e-9, abs=1e-6
     )
-    scores = [round(r.score, 6) for r in result.items]
-    assert scores == sorted(scores, reverse=True)
+    assert [t["savings_usd_month_if_applied_alone"] for t in top] == pytest.approx(
+        [a.rec.savings_usd_month for a in applied], rel=1e-9
+    )
+    ranks = [a.rank for a in applied]
+    assert ranks == sorted(ranks)
 
     text = report_message(report, top, title="gpuledger weekly report", top_n=3).email["text"]
-    lines = text.split("Top recommendations:", 1)[1].strip().splitlines()[:3]
-    for line, r in zip(lines, result.items[:3], strict=True):
-        assert f"confidence {r.confidence:.2f}, expected ${r.expected_savings_usd_month:,.2f}/month" in line, line
+    lines = text.split("Top recommendations:", 1)[1].strip().splitlines()[: min(3, len(applied))]
+    for line, a in zip(lines, applied[:3], strict=True):
+        assert (
+            f"${a.savings_usd_month:,.2f}/month on the bill, ${a.rec.savings_usd_month:,.2f} if applied alone" in line
+        )
+        assert f"confidence {a.rec.confidence:.2f}, expected ${a.expected_savings_usd_month:,.2f}/month" in line, line
 
 
 @pytest.fixture
@@ -164,8 +171,9 @@ def test_dashboard_table_shows_confidence_expected_savings_and_score(
         Lake(sim_warehouse), settings, start=None, end=None, now=dt.datetime.now(dt.UTC), refresh=False
     )
     shown = {m.label: m.value for m in page.metric}
-    assert shown["Expected savings per month"] == fmt.usd(
-        sum(r.to_dict()["expected_savings_usd_month"] for r in found.items)
+    plan = recommending.plan(found)
+    assert shown["Expected plan savings per month"] == fmt.usd(
+        sum(a.expected_savings_usd_month for c in plan.clusters for a in c.applied)
     )
     table: Any = page.dataframe[0].value
     columns = list(table.columns)

@@ -61,9 +61,9 @@ def expected_line(url: str, history: History) -> str:
     return (
         f"Prometheus at {url} holds no DCGM series (DCGM_FI_*) from {window}; its jobs: kube-state-metrics, "
         "node-exporter; its metrics include: kube_job_owner, kube_node_info, kube_node_labels, "
-        "kube_pod_container_resource_requests, kube_pod_init_container_resource_requests, ...: point --prometheus at the "
-        "Prometheus that scrapes dcgm-exporter, or add dcgm-exporter to its scrape targets (nothing was stored and the "
-        "window is not marked done)"
+        "kube_pod_container_resource_requests, kube_pod_init_container_resource_requests, ...: point --prometheus at "
+        "the Prometheus that scrapes dcgm-exporter, or add dcgm-exporter to its scrape targets (nothing was stored and "
+        "the window is not marked done)"
     )
 
 

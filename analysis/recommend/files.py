@@ -203,7 +203,7 @@ def _readme(plan: Plan, cp: ClusterPlan, files: list[str]) -> str:
             if a.note:
                 lines.append(f"- In the plan: {_md(a.note)}")
             if a.banked is not None and a.banked.note:
-                lines.append(f"- On the bill: {_md(a.banked.note)}")
+                lines.append(f"- Nodes: {_md(a.banked.note)}")
             lines += [f"- Assumption: {_md(x)}" for x in r.assumptions]
             lines.append("")
     lines += ["## Assumptions", ""] + [f"- {k}: {_md(v)}" for k, v in sorted(plan.result.assumptions.items())] + [""]

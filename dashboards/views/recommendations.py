@@ -29,8 +29,10 @@ except (AnalysisError, WarehouseError) as exc:  # an expected failure: one line,
     st.error(str(exc))
     st.stop()
 items = page.filters.rows([{**item, **(item.get("target") or {})} for item in found["items"]])
-total = sum(float(item.get("savings_usd_month") or 0.0) for item in items)
-expected = sum(float(item.get("expected_savings_usd_month") or 0.0) for item in items)
+planned = [item for item in items if item.get("in_plan")]
+total = sum(float(item.get("plan_savings_usd_month") or 0.0) for item in planned)
+expected = sum(float(item.get("plan_expected_usd_month") or 0.0) for item in planned)
+alone = sum(float(item.get("savings_usd_month") or 0.0) for item in items)
 
 count, savings, likely = st.columns(3)
 count.metric(
@@ -38,11 +40,22 @@ count.metric(
     fmt.count(len(items)),
     help=page.help("Ranked by score: savings x confidence / (1 + pods restarted + 4 x nodes drained)."),
 )
-savings.metric("Savings per month", fmt.usd(total), help=page.help("Sum of the recommendations' monthly savings."))
+savings.metric(
+    "Plan savings per month",
+    fmt.usd(total),
+    help=page.help(
+        "What the changes applied together remove from the bill: node-hours that go away x their price (each "
+        "cluster's plan; README, Definitions, Plan savings (node-hours))."
+    ),
+)
 likely.metric(
-    "Expected savings per month",
+    "Expected plan savings per month",
     fmt.usd(expected),
-    help=page.help("Sum of savings x confidence: what the evidence supports."),
+    help=page.help("Plan savings x confidence: what the evidence supports."),
+)
+st.caption(
+    f"{len(planned)} of {len(items)} recommendations are in the plan. Each one applied alone would save "
+    f"{fmt.usd(alone)} a month by its own GPU-hours; they overlap, so that does not add up."
 )
 if page.filters.active:
     st.caption("Filtered to the recommendations whose target matches the sidebar filters.")
@@ -53,9 +66,11 @@ else:
     table = pl.DataFrame(
         [
             {
-                "rank": i + 1,
+                "rank": item.get("rank"),
                 "kind": item.get("kind"),
                 "change": item.get("change"),
+                "in_plan": bool(item.get("in_plan")),
+                "plan_savings_usd_month": item.get("plan_savings_usd_month"),
                 "savings_usd_month": item.get("savings_usd_month"),
                 "confidence": item.get("confidence"),
                 "expected_usd_month": item.get("expected_savings_usd_month"),
@@ -65,7 +80,7 @@ else:
                 "target": ", ".join(f"{k}={v}" for k, v in (item.get("target") or {}).items() if v is not None),
                 "price_source": item.get("price_source"),
             }
-            for i, item in enumerate(items)
+            for item in items
         ],
         infer_schema_length=None,
     )
@@ -73,7 +88,9 @@ else:
         table,
         hide_index=True,
         column_config={
-            "savings_usd_month": st.column_config.NumberColumn("savings / month", format="dollar"),
+            "in_plan": st.column_config.CheckboxColumn("in plan"),
+            "plan_savings_usd_month": st.column_config.NumberColumn("banked / month (plan)", format="dollar"),
+            "savings_usd_month": st.column_config.NumberColumn("if applied alone / month", format="dollar"),
             "confidence": st.column_config.NumberColumn("confidence", format="%.2f"),
             "expected_usd_month": st.column_config.NumberColumn("expected / month", format="dollar"),
             "score": st.column_config.NumberColumn("score", format="%.2f"),

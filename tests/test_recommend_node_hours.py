@@ -12,7 +12,7 @@ from analysis.pricing import ON_DEMAND, SPOT, PriceCatalog
 from analysis.recommend.manifests import node_selector_patch, nodepool, requirement
 from analysis.recommend.model import Manifest, Recommendation, RecommendationSet
 from analysis.recommend.node_hours import BUCKET_HOURS, NodeFleet, PodRun, Pool, bank
-from analysis.recommend.packing import PoolSpec
+from analysis.recommend.packing import PoolSpec, units
 from analysis.recommend.plan import build_plan
 from analysis.units import HOURS_PER_MONTH
 from analysis.window import Window
@@ -34,7 +34,7 @@ def pool(key: tuple[str, str, str, str], gpus: int, usd: float, vcpus: float | N
 def pod(
     key: tuple[str, str, str, str], workload: str, name: str, gpu: Fraction, hours: range, cpu: float = 0.0
 ) -> PodRun:
-    return PodRun(key, "ml", workload, name, (gpu, cpu, 0.0), tuple(hours))
+    return PodRun(key, "ml", workload, name, (units(gpu), cpu, 0.0), tuple(hours))
 
 
 def fleet(pools: list[Pool], pods: list[PodRun], seen: dict[tuple[str, str, str, str], int]) -> NodeFleet:

@@ -13,6 +13,7 @@ import yaml
 
 from analysis import recommend
 from analysis.recommend.files import render
+from analysis.recommend.model import RecommendOptions
 from analysis.recommend.plan import Plan, folder_of, workloads_of
 from tests.recommend_inputs import H100, L4, Fleet
 
@@ -63,13 +64,16 @@ def assert_consistent(plan: Plan) -> None:
                 )
 
 
-def time_sliced_serving_on_two_on_demand_nodes() -> Fleet:
-    f = Fleet(24)
+def time_sliced_serving_on_two_on_demand_nodes(max_replicas: int = 2, cpu_request: float | None = 5.0) -> Fleet:
+    """Eight one-GPU pods on two g6.12xlarge. By default at k = 2, each requesting 5 vCPUs: the time-sliced pool
+    stays on g6.12xlarge (one node takes 8 pods for 4.6016 USD/hour; four g6.4xlarge of 2 cost 5.2928), the spot
+    pool's instance type."""
+    f = Fleet(24, RecommendOptions(time_slicing_max_replicas=max_replicas))
     for node in ("n1", "n2"):
         f.node(node, "g6.12xlarge", "on-demand", L4, 4, "l4")
         for i in range(4):
             pod = ("search", f"autocomplete-5d9f8b6c5d-{node}x{i}", "app", "autocomplete")
-            f.gpu(node, f"GPU-{node}-{i}", util=10.0, mem_gib=2.4, total_gib=24, pod=pod)
+            f.gpu(node, f"GPU-{node}-{i}", util=10.0, mem_gib=2.4, total_gib=24, pod=pod, cpu_request=cpu_request)
     return f
 
 
@@ -120,7 +124,22 @@ def test_spot_and_time_slicing_become_one_time_sliced_spot_pool() -> None:
     capacity = [q for q in pool["spec"]["template"]["spec"]["requirements"] if q["key"] == "karpenter.sh/capacity-type"]
     assert capacity == [{"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot"]}]
     assert pool["metadata"]["name"] == "l4-timesliced"
+    assert sliced.evidence["target_instance_type"] == spot.evidence["instance_type"] == "g6.12xlarge"
     assert cp.alone == {"time-slicing": sliced.savings_usd_month, "spot": spot.savings_usd_month}
+
+
+def test_a_time_sliced_pool_of_another_instance_type_is_not_put_on_the_spot_pools_terms() -> None:
+    """At k = 4 with no requests stored, the eight pods need two L4s: two g6.xlarge, not a g6.12xlarge. The spot
+    change's risk and savings are the g6.12xlarge's, so the two do not combine: one is the other's alternative."""
+    result = recommend.build(time_sliced_serving_on_two_on_demand_nodes(max_replicas=4, cpu_request=None).inputs())
+    (sliced,) = result.of_kind("time-slicing")
+    (spot,) = result.of_kind("spot")
+    assert (sliced.evidence["target_instance_type"], spot.evidence["instance_type"]) == ("g6.xlarge", "g6.12xlarge")
+    (cp,) = recommend.build_plan(result).clusters
+    assert len(cp.applied) == 1 and [a.rec.kind for a in cp.alternatives] == [
+        ({"time-slicing", "spot"} - {cp.applied[0].rec.kind}).pop()
+    ]
+    assert all("spot" not in a.rec.evidence for a in cp.applied)
 
 
 def test_mig_and_a_spot_pool_without_the_mig_config_do_not_both_apply() -> None:

@@ -48,6 +48,7 @@ from analysis.recommend.packing import (
     RULE as PACKING_RULE,
 )
 from analysis.recommend.packing import (
+    UNITS,
     Bucket,
     PodDoesNotFit,
     PoolSpec,
@@ -55,6 +56,7 @@ from analysis.recommend.packing import (
     gpu_share,
     pack_bucket,
     requests_of,
+    units,
 )
 from analysis.units import GIB, HOURS_PER_MONTH
 from analysis.window import Window
@@ -119,7 +121,7 @@ class PodRun:
             "namespace": self.namespace,
             "workload": self.workload,
             "pod": self.pod,
-            "gpu": round(float(gpu), 9),
+            "gpu": round(gpu / UNITS, 9),
             "cpu": cpu,
             "memory_gib": round(memory, 6),
             "hours": _runs(self.hours),
@@ -349,7 +351,7 @@ def node_fleet(
             continue
         if row["cpu"] is None and row["memory_gib"] is None:
             no_requests += 1
-        share = Fraction(float(row["gpu"])).limit_denominator(1000)
+        share = units(float(row["gpu"]))
         pods.append(
             PodRun(
                 key,
@@ -622,8 +624,8 @@ def _moved(
     if rec.kind == "gpu-count":
         want, used = int(ev.get("gpus_requested") or 0), int(ev.get("gpus_used") or 0)
         for p in pods:
-            if p.request[0] == want and used >= 1:
-                out[p] = replace(p, request=(Fraction(used), *p.request[1:]))
+            if p.request[0] == want * UNITS and used >= 1:
+                out[p] = replace(p, request=(used * UNITS, *p.request[1:]))
     elif rec.kind == "mig":
         profiles = {(w["namespace"], w["workload"]): w["profile"] for w in ev.get("workloads", [])}
         try:
@@ -632,8 +634,8 @@ def _moved(
             return {}, {}, 0.0, f"not banked: {error}"
         for p in pods:
             profile = profiles.get((p.namespace, p.workload))
-            if profile and p.request[0] == 1:
-                share = Fraction(gpu.profile(profile).slices, gpu.compute_slices)
+            if profile and p.request[0] == UNITS:
+                share = units(Fraction(gpu.profile(profile).slices, gpu.compute_slices))
                 out[p] = replace(p, request=(share, *p.request[1:]))
     elif rec.kind == "idle-reclaim":
         for p in pods:
@@ -645,14 +647,14 @@ def _moved(
         spot = ev.get("spot") if rec.kind == "time-slicing" else None
         k = int(ev.get("replicas_per_gpu") or 1) if rec.kind == "time-slicing" else 1
         for p in pods:
-            if rec.kind == "time-slicing" and p.request[0] != 1:
+            if rec.kind == "time-slicing" and p.request[0] != UNITS:
                 continue
             target = _target_pool(fleet, state.pools, rec, p.pool)
             if target is None:
                 note = f"not banked: no price for the target node pool of {'/'.join(p.pool)}"
                 continue
             pools[target.key] = target
-            request = (Fraction(1, k), *p.request[1:]) if k > 1 else p.request
+            request = (units(Fraction(1, k)), *p.request[1:]) if k > 1 else p.request
             out[p] = replace(p, pool=target.key, request=request)
         candidates = ev.get("candidates", []) if rec.kind == "spot" else (spot or {}).get("candidates", [])
         loss = sum(float(c.get("interruption_cost_usd_month") or 0.0) for c in candidates) / k

@@ -50,7 +50,10 @@ RULE: Final = (
 )
 _Dtypes = dict[str, pl.DataType | DataTypeClass]
 _DENOMINATOR: Final = 1000
-"""Shares are compared as fractions with denominators up to this, so 3/7 + 4/7 fills a GPU exactly."""
+"""A share is read as the nearest fraction with a denominator up to this (3/7, 1/3), then as ``UNITS``."""
+UNITS: Final = 27720
+"""A GPU in whole units: lcm(1..12), so MIG slices of a 7- or 4-slice GPU and 1/k time-slicing for k up to 12 are
+exact (3/7 + 4/7 fills a GPU) and packing compares integers."""
 
 
 class PackingInputError(AnalysisError):
@@ -114,14 +117,15 @@ class PoolSpec:
 @dataclass(frozen=True)
 class _Pod:
     name: str
-    gpu: Fraction
+    gpu: int
+    """``UNITS`` of a GPU."""
     cpu: float
     memory_gib: float
 
 
 @dataclass
 class _Node:
-    gpu_free: list[Fraction]
+    gpu_free: list[int]
     cpu_used: float = 0.0
     memory_used: float = 0.0
     pods: list[str] = field(default_factory=list)
@@ -131,12 +135,13 @@ class _Node:
             return False
         if pool.memory_gib is not None and self.memory_used + pod.memory_gib > pool.memory_gib + 1e-9:
             return False
-        if pod.gpu >= 1:
-            empty = [i for i, free in enumerate(self.gpu_free) if free == 1]
-            if len(empty) < pod.gpu:
+        if pod.gpu >= UNITS:
+            empty = [i for i, free in enumerate(self.gpu_free) if free == UNITS]
+            whole = pod.gpu // UNITS
+            if len(empty) < whole:
                 return False
-            for i in empty[: int(pod.gpu)]:
-                self.gpu_free[i] = Fraction(0)
+            for i in empty[:whole]:
+                self.gpu_free[i] = 0
         else:
             slot = next((i for i, free in enumerate(self.gpu_free) if free >= pod.gpu), None)
             if slot is None:
@@ -149,7 +154,7 @@ class _Node:
 
     @property
     def gpus_used(self) -> int:
-        return sum(1 for free in self.gpu_free if free < 1)
+        return sum(1 for free in self.gpu_free if free < UNITS)
 
 
 @dataclass(frozen=True)
@@ -195,8 +200,8 @@ def _pools(frame: pl.DataFrame) -> dict[tuple[Any, ...], PoolSpec]:
 
 
 def _too_large(pod: _Pod, pool: PoolSpec) -> str | None:
-    if pod.gpu > pool.gpus:
-        return f"{float(pod.gpu):g} GPUs requested, {pool.gpus} per node"
+    if pod.gpu > pool.gpus * UNITS:
+        return f"{pod.gpu / UNITS:g} GPUs requested, {pool.gpus} per node"
     if pool.vcpus is not None and pod.cpu > pool.vcpus:
         return f"{pod.cpu:g} vCPUs requested, {pool.vcpus:g} per node"
     if pool.memory_gib is not None and pod.memory_gib > pool.memory_gib:
@@ -204,8 +209,8 @@ def _too_large(pod: _Pod, pool: PoolSpec) -> str | None:
     return None
 
 
-Request = tuple[Fraction, float, float]
-"""A pod's (GPU share, vCPUs, GiB of memory) as the packing compares them."""
+Request = tuple[int, float, float]
+"""A pod's (GPU share in ``UNITS``, vCPUs, GiB of memory) as the packing compares them."""
 
 
 @dataclass(frozen=True)
@@ -222,10 +227,18 @@ class Bucket:
 
 def request(gpu: float, cpu: float | None = None, memory_gib: float | None = None, name: str = "a pod") -> Request:
     """A pod's request as the packing reads it (``InvalidGpuRequest`` for a share above 1 that is not whole)."""
-    share = Fraction(gpu).limit_denominator(_DENOMINATOR)
-    if gpu <= 0 or (share > 1 and share.denominator != 1) or not math.isfinite(gpu):
+    if gpu <= 0 or not math.isfinite(gpu):
         raise InvalidGpuRequest(name, gpu)
-    return share, float(cpu or 0.0), float(memory_gib or 0.0)
+    share = Fraction(gpu).limit_denominator(_DENOMINATOR)
+    if share > 1 and share.denominator != 1:
+        raise InvalidGpuRequest(name, gpu)
+    return units(share), float(cpu or 0.0), float(memory_gib or 0.0)
+
+
+def units(share: float | Fraction) -> int:
+    """A GPU share (1 = a whole GPU) in ``UNITS``: the nearest fraction with a small denominator, rounded."""
+    exact = share if isinstance(share, Fraction) else Fraction(share).limit_denominator(_DENOMINATOR)
+    return max(1, round(exact * UNITS))
 
 
 def requests_of(requests: Iterable[Request]) -> tuple[Request, ...]:
@@ -243,10 +256,10 @@ def pack_bucket(pool: PoolSpec, requests: tuple[Request, ...]) -> Bucket:
         pod = _Pod(f"#{i}", gpu, cpu, memory)
         reason = _too_large(pod, pool)
         if reason is not None:
-            raise PodDoesNotFit(f"request #{i} ({float(gpu):g} GPUs)", pool.key, reason)
+            raise PodDoesNotFit(f"request #{i} ({gpu / UNITS:g} GPUs)", pool.key, reason)
         index = next((j for j, node in enumerate(nodes) if node.place(pod, pool)), None)
         if index is None:
-            nodes.append(_Node([Fraction(1)] * pool.gpus))
+            nodes.append(_Node([UNITS] * pool.gpus))
             index = len(nodes) - 1
             if not nodes[index].place(pod, pool):
                 raise PodDoesNotFit(pod.name, pool.key, "its GPU, CPU and memory requests together exceed a node's")

@@ -256,11 +256,12 @@ def _nodepool(r: Recommendation) -> Manifest | None:
 
 
 def _combinable(sliced: Recommendation, spot: Recommendation) -> bool:
-    """Both are Karpenter NodePools of one instance type, and every workload of the time-sliced pool is a spot
-    candidate of ``spot``."""
+    """Both are Karpenter NodePools of one instance type (the time-sliced pool's own, which may not be the one its
+    workloads run on), and every workload of the time-sliced pool is a spot candidate of ``spot``."""
     if _nodepool(sliced) is None or _nodepool(spot) is None:
         return False
-    if sliced.evidence.get("instance_type") != spot.evidence.get("instance_type"):
+    pool_type = sliced.evidence.get("target_instance_type") or sliced.evidence.get("instance_type")
+    if pool_type != spot.evidence.get("instance_type"):
         return False
     return set(workloads_of(sliced)) <= set(workloads_of(spot))
 

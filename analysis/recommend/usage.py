@@ -251,16 +251,18 @@ def pod_hours(minutes: pl.LazyFrame, window: Window) -> tuple[pl.LazyFrame, pl.L
             .alias("memory_request_bytes"),
         )
     )
-    columns = [*POD_HOUR_KEYS, "ts", "share", "cpu_request", "memory_request_bytes"]
+    columns = [*POD_HOUR_KEYS, "share", "cpu_request", "memory_request_bytes"]
     rows = pl.concat([alone.select(columns), shared.select(columns)], how="vertical_relaxed")
+    keys = ["cluster", "gpu_uuid", "mig_instance_id", "bucket", "namespace", "pod"]
     per = (
         rows.filter(pl.col("pod").is_not_null())
-        .group_by(POD_HOUR_KEYS)
+        .group_by(keys)
         .agg(
+            pl.col(*(c for c in POD_HOUR_KEYS if c not in keys)).first(),  # the same on each of the group's rows
             pl.col("share").min(),
             pl.col("cpu_request").max(),
             pl.col("memory_request_bytes").max(),
-            pl.col("ts").n_unique().alias("minutes"),
+            pl.len().alias("minutes"),
         )
         .filter(pl.col("minutes") >= MIN_MINUTES_IN_HOUR)
         .drop("minutes")

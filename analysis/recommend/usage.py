@@ -253,7 +253,7 @@ def pod_hours(minutes: pl.LazyFrame, window: Window) -> tuple[pl.LazyFrame, pl.L
     )
     columns = [*POD_HOUR_KEYS, "share", "cpu_request", "memory_request_bytes"]
     rows = pl.concat([alone.select(columns), shared.select(columns)], how="vertical_relaxed")
-    keys = ["cluster", "gpu_uuid", "mig_instance_id", "bucket", "namespace", "pod"]
+    keys = ["gpu_uuid", "mig_instance_id", "bucket", "namespace", "pod"]
     per = (
         rows.filter(pl.col("pod").is_not_null())
         .group_by(keys)

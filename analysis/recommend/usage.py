@@ -106,17 +106,38 @@ def device_usage(minutes: pl.LazyFrame, window: Window, batches: int = 1) -> pl.
     when none did).
 
     Exact percentiles hold every minute of a group in memory (5 GiB for 1,024 GPUs x 7 days in one go), so with
-    ``batches`` > 1 the GPUs are split by a hash of their UUID into that many queries run one after another: the
-    same rows, a fraction of the memory, one more read of the minutes per batch."""
+    ``batches`` > 1 the GPUs are split by a hash of their (categorical) UUID into that many queries run one after
+    another: the same rows, a fraction of the memory. The held minutes are read once, keyed by GPU and pod alone
+    with text columns as categoricals (a GPU's cluster, node and model and a pod's workload are joined back after),
+    and the batches are cut from that frame: reading the minutes again per batch cost ~5 s a batch on 1,024 GPUs x 7
+    days, and string keys 3.5 GiB more (docs/benchmarks.md, "After issue 14")."""
     held = _held(minutes, window)
     if batches <= 1:
         return _device_usage(held)
-    part = pl.col("gpu_uuid").hash() % batches
-    return pl.concat([_device_usage(held.filter(part == i)) for i in range(batches)], parallel=False)
+    values = ["ts", "state", "share", "same_workload", "sm_active_mean", "util_mean_pct", "fb_used_max_bytes",
+              "fb_total_bytes", "split_method", "owner_kind", "cpu_request", "memory_request_bytes"]  # fmt: skip
+    gpu_keys, pod_keys = ["cluster", "node", "gpu_model"], ["workload"]
+    texts = [*_BATCH_KEYS, "state", "split_method", "owner_kind"]
+    frame = held.select(pl.col(texts).cast(pl.Categorical), pl.col(values).exclude(texts)).collect(engine="streaming")
+    gpus = held.group_by("gpu_uuid").agg(pl.col(gpu_keys).first()).collect(engine="streaming")
+    pods = held.group_by("namespace", "pod").agg(pl.col(pod_keys).first()).collect(engine="streaming")
+    part = pl.col("gpu_uuid").to_physical().hash() % batches
+    usage = pl.concat(
+        [_device_usage(frame.lazy().filter(part == i), _BATCH_KEYS) for i in range(batches)], parallel=False
+    ).with_columns(pl.col(*_BATCH_KEYS, "owner_kind").cast(pl.String))
+    return (
+        usage.join(gpus.lazy(), on="gpu_uuid", how="left")
+        .join(pods.lazy(), on=["namespace", "pod"], how="left", nulls_equal=True)
+        .select(*DEVICE_KEYS, pl.exclude(DEVICE_KEYS))
+    )
 
 
-def _device_usage(held: pl.LazyFrame) -> pl.LazyFrame:
-    return held.group_by(DEVICE_KEYS).agg(
+_BATCH_KEYS = ["gpu_uuid", "namespace", "pod", "container"]
+"""The keys a batch groups by: the rest of ``DEVICE_KEYS`` follow from them."""
+
+
+def _device_usage(held: pl.LazyFrame, keys: list[str] = DEVICE_KEYS) -> pl.LazyFrame:
+    return held.group_by(keys).agg(
         pl.col("share").sum().alias("minutes"),
         pl.col("share").filter(pl.col("state") == "active").sum().alias("active_minutes"),
         (1.0 / pl.col("same_workload")).sum().alias("observed_minutes"),

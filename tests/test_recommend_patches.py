@@ -9,6 +9,7 @@ a Kubernetes PodTemplate (kubernetes-validate)."""
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import re
 from collections.abc import Iterator
@@ -28,6 +29,10 @@ from tests.recommend_inputs import H100
 from tests.test_recommend import K8S_VERSION, Demo, demo  # noqa: F401  (the module-scoped demo fixture)
 
 OBJECTS = Path(__file__).parent / "fixtures" / "k8s-objects"
+CRDS = Path(__file__).parent / "fixtures" / "crds"
+CRD_FILES = {"PyTorchJob": "kubeflow.org_pytorchjobs.yaml"}
+"""Upstream CRDs (tests/fixtures/crds/SOURCES.md): a patched object of these kinds must also validate against the
+served version's openAPIV3Schema, which covers the fields outside the pod specs (runPolicy, replicas, ...)."""
 EXAMPLES = {
     "Deployment": "deployment-nginx.yaml",
     "StatefulSet": "statefulset-web.yaml",
@@ -50,6 +55,16 @@ COMMAND = re.compile(r"^# .*apply with: kubectl -n \S+ patch \S+ \S+ --type (\w+
 def upstream(kind: str) -> dict[str, Any]:
     (obj,) = [d for d in yaml.safe_load_all((OBJECTS / EXAMPLES[kind]).read_text()) if d and d["kind"] == kind]
     return dict(obj)
+
+
+@functools.cache
+def served_schema(kind: str) -> dict[str, Any]:
+    """The ``openAPIV3Schema`` of the CRD version that the exported patches' apiVersion names."""
+    crd = yaml.load((CRDS / CRD_FILES[kind]).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    assert crd["spec"]["names"]["kind"] == kind
+    version = CUSTOM[kind].api_version.rsplit("/", 1)[1]
+    (served,) = [v for v in crd["spec"]["versions"] if v["name"] == version and v["served"]]
+    return dict(served["schema"]["openAPIV3Schema"])
 
 
 def pod_specs(obj: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[str | int, ...]]:
@@ -134,8 +149,9 @@ def container_of(ptype: str, body: Any) -> str | None:
     return found.group(1) if found else None
 
 
-def check_patch(kind: str, ptype: str, body: Any, doc: dict[str, Any] | None = None) -> None:
-    """Apply ``body`` (as kubectl would with ``--type ptype``) to the live ``kind`` and validate the result."""
+def check_patch(kind: str, ptype: str, body: Any, doc: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Apply ``body`` (as kubectl would with ``--type ptype``) to the live ``kind``, validate the result and return
+    it."""
     live = as_observed(upstream(kind), container_of(ptype, body))
     if kind not in CUSTOM:
         assert ptype == "strategic", kind
@@ -143,7 +159,7 @@ def check_patch(kind: str, ptype: str, body: Any, doc: dict[str, Any] | None = N
         merged["apiVersion"] = (doc or {}).get("apiVersion", merged["apiVersion"])
         merged.setdefault("metadata", {})["namespace"] = "ns"
         assert kubernetes_validate.validate(merged, K8S_VERSION, strict=True)
-        return
+        return dict(merged)
     assert ptype in ("merge", "json"), f"{kind}: kubectl patch takes no strategic merge on a custom resource"
     after = merge_patch(live, body) if ptype == "merge" else jsonpatch.apply_patch(live, body)
     specs = list(pod_specs(live))
@@ -156,11 +172,14 @@ def check_patch(kind: str, ptype: str, body: Any, doc: dict[str, Any] | None = N
             ("metadata", "annotations"),
         )
         assert inside or stop or path[:3] == ("spec", "predictor", "minReplicas"), f"{kind}: patch writes {path}"
+    if kind in CRD_FILES:
+        jsonschema.validate(after, served_schema(kind))
     for path in pod_specs(after):
         template = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t", "namespace": "ns"}}
         spec = {k: v for k, v in at(after, path).items() if not (kind == "InferenceService" and k in PREDICTOR_ONLY)}
         template["template"] = {"spec": spec}
         assert kubernetes_validate.validate(template, K8S_VERSION, strict=True)
+    return dict(after)
 
 
 def docs_with_commands(path: Path) -> Iterator[tuple[dict[str, Any], str | None, Any]]:
@@ -207,6 +226,7 @@ def test_every_emitted_file_validates(demo: Demo, nodepool_schema: dict[str, Any
                             if profiles:
                                 assert mig.arrange(catalog.gpu(H100), profiles) is not None, name
     assert all(counts[k] for k in ("NodePool", "patch", "ConfigMap")), counts
+    assert all(counts.get(k) for k in CRD_FILES), counts  # the CRD check saw the demo's patches of these kinds
 
 
 def _body(m: Manifest) -> tuple[str, Any]:
@@ -279,3 +299,18 @@ def test_a_wrong_path_fails() -> None:
                 },
             ],
         )
+
+
+def test_crd_schema_rejects_a_wrong_field() -> None:
+    schema = served_schema("PyTorchJob")
+    assert set(schema["properties"]["spec"]["properties"]) >= {"pytorchReplicaSpecs", "runPolicy"}
+    good = check_patch("PyTorchJob", "merge", {"spec": {"runPolicy": {"suspend": True}}})
+    assert good["spec"]["runPolicy"]["suspend"] is True
+    worker = {"spec": {"pytorchReplicaSpecs": {"Worker": {"template": {"spec": {"nodeSelector": ["spot"]}}}}}}
+    with pytest.raises(jsonschema.ValidationError, match="is not of type 'object'") as err:
+        check_patch("PyTorchJob", "merge", worker)
+    assert list(err.value.absolute_path)[-1] == "nodeSelector"
+    # outside the pod specs only the CRD can tell: kubernetes-validate never sees runPolicy
+    with pytest.raises(jsonschema.ValidationError, match="is not of type 'boolean'") as err:
+        check_patch("PyTorchJob", "merge", {"spec": {"runPolicy": {"suspend": "yes"}}})
+    assert list(err.value.absolute_path) == ["spec", "runPolicy", "suspend"]

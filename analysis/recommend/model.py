@@ -173,6 +173,11 @@ class RecommendationSet:
 Workload = tuple[str, str]
 
 
+def nodepool_of(r: Recommendation) -> Manifest | None:
+    """The Karpenter NodePool a recommendation exports, if any."""
+    return next((m for m in r.manifests if not m.patch and m.obj.get("kind") == "NodePool"), None)
+
+
 def workloads_of(r: Recommendation) -> tuple[Workload, ...]:
     """The workloads a recommendation patches (namespace, owner name), in manifest order."""
     seen: dict[Workload, None] = {}

@@ -43,11 +43,9 @@ from analysis.errors import AnalysisError
 from analysis.instance_resources import resources_of
 from analysis.instances import instance_types
 from analysis.pricing import ON_DEMAND, SPOT, PriceCatalog
-from analysis.recommend.model import Recommendation, workloads_of
+from analysis.recommend.model import Recommendation, nodepool_of, workloads_of
 from analysis.recommend.packing import (
-    RULE as PACKING_RULE,
-)
-from analysis.recommend.packing import (
+    POOL_KEY,
     UNITS,
     Bucket,
     PodDoesNotFit,
@@ -56,7 +54,11 @@ from analysis.recommend.packing import (
     gpu_share,
     pack_bucket,
     requests_of,
+    to_free_a_node,
     units,
+)
+from analysis.recommend.packing import (
+    RULE as PACKING_RULE,
 )
 from analysis.units import GIB, HOURS_PER_MONTH
 from analysis.window import Window
@@ -296,8 +298,8 @@ def node_fleet(
     ``usage.idle_streaks``."""
     notes: list[str] = []
     pools = _pools(facts, prices, catalog)
-    pool_expr = [pl.col("cluster"), pl.col("node_group"), pl.col("instance_type"), pl.col("capacity_type")]
-    keys = ["cluster", "node_group", "instance_type", "capacity_type"]
+    pool_expr = [pl.col(k) for k in POOL_KEY]
+    keys = list(POOL_KEY)
     start = window.start
     hour = (pl.col("bucket") - pl.lit(start)).dt.total_seconds() // 3600
     node_pool = facts.select("cluster", "node", *keys[1:])
@@ -310,7 +312,7 @@ def node_fleet(
     )
     seen: dict[PoolKey, dict[int, int]] = {}
     for row in seen_rows.iter_rows(named=True):
-        seen_key: PoolKey = (row["cluster"], row["node_group"], row["instance_type"], row["capacity_type"])
+        seen_key = _pool_key(row)
         if seen_key in pools:
             seen.setdefault(seen_key, {})[row["hour"]] = row["nodes"]
     shares = _shares(held)
@@ -346,7 +348,7 @@ def node_fleet(
     pods = []
     no_requests = 0
     for row in runs_frame.iter_rows(named=True):
-        key: PoolKey = (row["cluster"], row["node_group"], row["instance_type"], row["capacity_type"])
+        key = _pool_key(row)
         if key not in pools:
             continue
         if row["cpu"] is None and row["memory_gib"] is None:
@@ -370,6 +372,11 @@ def node_fleet(
     return NodeFleet(window, pools, tuple(pods), seen, reclaim, catalog, tuple(notes), min_percentile)
 
 
+def _pool_key(row: Mapping[str, Any]) -> PoolKey:
+    cluster, group, itype, capacity = (row[k] for k in POOL_KEY)
+    return cluster, group, itype, capacity
+
+
 def _shares(held: pl.DataFrame) -> pl.DataFrame:
     """``held`` with each MIG instance's share = its profile's compute slices / the GPU's (``packing.gpu_share``)."""
     migs = held.filter(pl.col("mig_profile").is_not_null()).select("gpu_model", "mig_profile").unique()
@@ -391,7 +398,7 @@ def _shares(held: pl.DataFrame) -> pl.DataFrame:
 def _pools(facts: pl.DataFrame, prices: pl.DataFrame, catalog: PriceCatalog) -> dict[PoolKey, Pool]:
     """Today's pools from the nodes' facts: GPUs per node = the most of its nodes' (``analysis.gpu_count``), price
     per node-hour = the mean of its nodes' (GPU-hour price paid x GPUs per node), else the catalog's."""
-    keys = ["cluster", "node_group", "instance_type", "capacity_type"]
+    keys = list(POOL_KEY)
     gpu_models = _gpu_models()
     rows = (
         facts.join(prices, on=["cluster", "node"], how="left")
@@ -407,7 +414,7 @@ def _pools(facts: pl.DataFrame, prices: pl.DataFrame, catalog: PriceCatalog) -> 
     )
     pools: dict[PoolKey, Pool] = {}
     for row in rows.iter_rows(named=True):
-        key: PoolKey = (row["cluster"], row["node_group"], row["instance_type"], row["capacity_type"])
+        key = _pool_key(row)
         gpus = int(row["gpus"] or 0)
         if gpus <= 0:
             continue
@@ -599,13 +606,9 @@ def _to_free_a_node(
             b, a = old[h], new.get(h)
             if a is None or a.nodes < b.nodes or a.gpus_in_use >= b.gpus_in_use or a.nodes == 0:
                 continue
-            per_node = pools[key].spec.gpus
-            return (
-                f"saves $0 on the bill: frees {b.gpus_in_use - a.gpus_in_use} of {a.nodes * per_node} GPUs on "
-                f"{a.nodes} node{'s' if a.nodes != 1 else ''} of {'/'.join(key)} but no node; "
-                f"{a.least_gpus_on_a_node} more GPUs ({a.least_vcpus_on_a_node:g} vCPUs) of other pods would have "
-                "to move to free a node"
-            )
+            freed = b.gpus_in_use - a.gpus_in_use
+            what = to_free_a_node(freed, a.nodes, pools[key].spec.gpus, a.least_gpus_on_a_node, a.least_vcpus_on_a_node)
+            return f"saves $0 on the bill: {'/'.join(key)}: {what}"
     return "saves $0 on the bill: no node-hour goes away"
 
 
@@ -666,7 +669,8 @@ def _target_pool(fleet: NodeFleet, pools: Mapping[PoolKey, Pool], rec: Recommend
     """The node pool a placement change moves a pod to: the NodePool it exports (its name, instance type and
     capacity type requirements), else the node selector of its patches, same instance type and capacity."""
     cluster, group, itype, capacity = source
-    nodepool = next((m.obj for m in rec.manifests if not m.patch and m.obj.get("kind") == "NodePool"), None)
+    found = nodepool_of(rec)
+    nodepool = found.obj if found is not None else None
     if nodepool is not None:
         group = str(nodepool["metadata"]["name"])
         for q in nodepool["spec"]["template"]["spec"].get("requirements", []):
@@ -688,10 +692,10 @@ def _target_pool(fleet: NodeFleet, pools: Mapping[PoolKey, Pool], rec: Recommend
     if itype == source[2]:
         gpus, model = base.spec.gpus, base.gpu_model
     else:
-        found = instance_types().get(itype)
-        if found is None:
+        target = instance_types().get(itype)
+        if target is None:
             return None
-        gpus, model = found.gpu_count, found.gpu_model
+        gpus, model = target.gpu_count, target.gpu_model
     price = fleet.catalog.gpu_hour_price(itype, capacity or ON_DEMAND, model, base.region, gpu_count=gpus)
     if price.usd_per_node_hour is None:
         return None

@@ -331,10 +331,14 @@ def _to_free_a_node(row: dict[str, Any], gpus_per_node: int, with_cpu: bool) -> 
     freed = row["gpus_in_use_before"] - row["gpus_in_use_after"]
     if row["nodes_after"] < row["nodes_before"] or freed <= 0 or row["nodes_after"] == 0:
         return None
-    nodes = row["nodes_after"]
-    move = f"{row['least_gpus_on_a_node']} more GPUs"
-    if with_cpu:
-        move += f" ({row['least_vcpus_on_a_node']:g} vCPUs)"
+    vcpus = row["least_vcpus_on_a_node"] if with_cpu else None
+    return to_free_a_node(freed, row["nodes_after"], gpus_per_node, row["least_gpus_on_a_node"], vcpus)
+
+
+def to_free_a_node(freed: int, nodes: int, gpus_per_node: int, least_gpus: int, least_vcpus: float | None) -> str:
+    """What a change that frees GPUs but no node says: how many it frees, and what else would have to move (the
+    other pods of the least-used node; its vCPUs when CPU is checked)."""
+    move = f"{least_gpus} more GPUs" + (f" ({least_vcpus:g} vCPUs)" if least_vcpus is not None else "")
     return (
         f"frees {freed} of {nodes * gpus_per_node} GPUs on {nodes} node{'s' if nodes != 1 else ''}; {move} of other "
         "pods would have to move to free a node"

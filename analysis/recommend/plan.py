@@ -28,7 +28,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from analysis.pricing import SPOT
-from analysis.recommend.model import Manifest, Recommendation, RecommendationSet, Workload, workloads_of
+from analysis.recommend.model import (
+    Manifest,
+    Recommendation,
+    RecommendationSet,
+    Workload,
+    nodepool_of,
+    workloads_of,
+)
 from analysis.recommend.names import clean_text
 from analysis.recommend.node_hours import Banked, ClusterNodes, NodeFleet, bank
 
@@ -251,14 +258,10 @@ def _alternative(
     return Alternative(r, rank, tuple(workloads), tuple((h.rec.kind, h.rank) for h in holders), savings)
 
 
-def _nodepool(r: Recommendation) -> Manifest | None:
-    return next((m for m in r.manifests if not m.patch and m.obj.get("kind") == "NodePool"), None)
-
-
 def _combinable(sliced: Recommendation, spot: Recommendation) -> bool:
     """Both are Karpenter NodePools of one instance type (the time-sliced pool's own, which may not be the one its
     workloads run on), and every workload of the time-sliced pool is a spot candidate of ``spot``."""
-    if _nodepool(sliced) is None or _nodepool(spot) is None:
+    if nodepool_of(sliced) is None or nodepool_of(spot) is None:
         return False
     pool_type = sliced.evidence.get("target_instance_type") or sliced.evidence.get("instance_type")
     if pool_type != spot.evidence.get("instance_type"):
@@ -282,7 +285,7 @@ def _on_spot(sliced: Recommendation, spot: Recommendation) -> Recommendation:
     extra = sum(float(c["net_savings_usd_month"]) for c in moved) / k
     manifests = []
     for m in sliced.manifests:
-        if m is _nodepool(sliced):
+        if m is nodepool_of(sliced):
             obj = _with_capacity(m.obj, SPOT)
             why = (
                 f"On spot capacity (combined with the spot change for the same workloads): interruption risk "
@@ -332,7 +335,7 @@ def _without(spot: Recommendation, gone: Iterable[Workload], days: float, window
         if not (m.patch and (m.obj["metadata"].get("namespace"), m.obj["metadata"]["name"]) in gone_set)
     )
     gpu_minutes = sum(float(c.get("gpu_hours") or 0.0) for c in kept) * 60
-    pool = _nodepool(spot)
+    pool = nodepool_of(spot)
     name = pool.obj["metadata"]["name"] if pool is not None else "a spot node pool"
     names = ", ".join(f"{c['namespace']}/{c['workload']}" for c in kept)
     return replace(

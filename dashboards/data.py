@@ -65,7 +65,7 @@ def recommendations(
     window = Window(dt.datetime.fromisoformat(start), dt.datetime.fromisoformat(end))
     found = _source.recommendations(_lake(root), window)
     plan = build_plan(found)
-    applied = {a.rank: a for cp in plan.clusters for a in cp.applied}
+    applied = {a.rank: a for a in plan.applied}
     items = []
     for rank, item in enumerate(found.items, 1):
         a = applied.get(rank)

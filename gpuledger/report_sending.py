@@ -78,7 +78,7 @@ def top_recommendations(lake: Lake, settings: Settings, window: Window, now: dt.
     except (AnalysisError, WarehouseError) as exc:
         log.error("recommendations for %s failed (%s); the report goes without them", window.start.isoformat(), exc)
         return []
-    applied = sorted((a for cp in recommending.plan(result).clusters for a in cp.applied), key=lambda a: a.rank)
+    applied = recommending.plan(result).applied
     return [
         {
             "kind": a.rec.kind,

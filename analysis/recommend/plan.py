@@ -126,6 +126,11 @@ class Plan:
     clusters: tuple[ClusterPlan, ...]
 
     @property
+    def applied(self) -> list[Applied]:
+        """Every cluster's applied changes, in fleet rank order."""
+        return sorted((a for c in self.clusters for a in c.applied), key=lambda a: a.rank)
+
+    @property
     def savings_usd_month(self) -> float:
         return sum(c.savings_usd_month for c in self.clusters)
 

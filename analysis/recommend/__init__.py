@@ -23,7 +23,9 @@ first; ties go to the larger expected savings, then savings, then build order, t
 confidence from history length and sample count.
 
 **One plan per cluster** (``plan.build_plan``): each workload gets at most one change, the highest ranked;
-competing ones are alternatives, spot + time-slicing combine into one pool; the plan's total is the headline.
+competing ones are alternatives, spot + time-slicing combine into one pool; the plan's total is the headline, each
+change priced by the node-hours it removes (``node_hours.bank``, from the ``NodeFleet`` that ``build`` puts in the
+result when ``RecommendInputs.pod_hours`` is given; without it the plan keeps each change's own figure).
 
 **Names** come from telemetry and are untrusted: every name an exported object carries must satisfy Kubernetes'
 rules (``analysis.recommend.names``) or the recommendation is skipped with a warning.

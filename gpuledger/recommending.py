@@ -25,8 +25,8 @@ from warehouse.maintenance import diagnosing
 from warehouse.schema import GPU_MINUTES
 
 log = logging.getLogger(__name__)
-DEVICE_MINUTES_PER_BATCH = 2_000_000
-"""GPU-minutes per query of the exact per-device percentiles (about 1 GiB of memory each)."""
+DEVICE_MINUTES_PER_GROUPING = 2_000_000
+"""Held GPU-minutes per grouping of the exact per-device percentiles (``usage.device_usage``)."""
 ALL_ROWS = 1_000_000_000
 """``report_top_n`` for the report pieces recommendations read: every spot candidate, not the report's top N."""
 
@@ -50,13 +50,14 @@ def recommendations(
         priced = reporting.priced_usage(lake, settings, window)
         inputs = reporting.report_inputs(lake, settings.model_copy(update={"report_top_n": ALL_ROWS}), window, priced)
         options = settings.recommend_options
-        minutes = lake.scan(GPU_MINUTES, start=window.start, end=window.end)
-        batches = math.ceil(reporting.gpus_in_window(lake, window) * window.hours * 60 / DEVICE_MINUTES_PER_BATCH)
-        devices = recommend_usage.device_usage(minutes, window, batches).collect(engine="streaming")
-        demand = recommend_usage.held_demand(minutes, window, options.bucket_minutes).collect(engine="streaming")
-        streaks = recommend_usage.idle_streaks(minutes, window, int(options.idle_reclaim_hours * 60)).collect()
-        held, present = recommend_usage.pod_hours(minutes, window)
-        pod_hours = (held.collect(engine="streaming"), present.collect(engine="streaming"))
+        batches = lake.batches(GPU_MINUTES, start=window.start, end=window.end, columns=recommend_usage.READ_COLUMNS)
+        minutes = recommend_usage.fold(batches)
+        groups = math.ceil(minutes.held.height / DEVICE_MINUTES_PER_GROUPING)
+        devices = recommend_usage.device_usage(minutes, groups)
+        demand = recommend_usage.held_demand(minutes, options.bucket_minutes)
+        streaks = recommend_usage.idle_streaks(minutes, int(options.idle_reclaim_hours * 60))
+        pod_hours = recommend_usage.pod_hours(minutes)
+        del minutes
     result = recommend.build(
         recommend.RecommendInputs(
             window=window,

@@ -515,9 +515,37 @@ def test_untrusted_names_never_inject(namespace: str, workload: str, container: 
 @pytest.mark.parametrize("batches", [2, 5])
 def test_device_usage_in_batches_gives_the_same_rows(sim_warehouse: Path, batches: int) -> None:
     window = Window(dt.datetime(2026, 11, 17, 6, tzinfo=dt.UTC), dt.datetime(2026, 11, 20, tzinfo=dt.UTC))
-    minutes = Lake(sim_warehouse).scan(GPU_MINUTES, start=window.start, end=window.end)
-    whole = usage.device_usage(minutes, window).collect()
-    split = usage.device_usage(minutes, window, batches).collect()
+    minutes = usage.read(Lake(sim_warehouse).scan(GPU_MINUTES, start=window.start, end=window.end), window)
+    whole = usage.device_usage(minutes)
+    split = usage.device_usage(minutes, batches)
     keys = usage.DEVICE_KEYS
     assert whole.height > 0
     assert_frame_equal(split.sort(keys, nulls_last=True), whole.sort(keys, nulls_last=True))
+
+
+def test_the_window_folded_from_row_groups_gives_what_a_scan_gives(sim_warehouse: Path) -> None:
+    """``Lake.batches`` (categoricals from the Parquet dictionaries, one row group at a time) and ``Lake.scan``
+    (strings, one frame) feed the same passes the same minutes."""
+    lake = Lake(sim_warehouse)
+    window = Window(dt.datetime(2026, 11, 17, 6, tzinfo=dt.UTC), dt.datetime(2026, 11, 20, tzinfo=dt.UTC))
+    batches = list(lake.batches(GPU_MINUTES, start=window.start, end=window.end, columns=usage.READ_COLUMNS))
+    assert len(batches) > 1 and all(b.schema["pod"] == pl.Categorical() for b in batches)
+    assert min(b["ts"].min() for b in batches if b.height) >= window.start
+    assert max(b["ts"].max() for b in batches if b.height) < window.end
+    folded = usage.fold(batches)
+    scanned = usage.read(lake.scan(GPU_MINUTES, start=window.start, end=window.end), window)
+    assert folded.held.height == scanned.held.height > 0
+    pairs = [
+        (usage.device_usage(folded, 3), usage.device_usage(scanned), usage.DEVICE_KEYS),
+        (usage.held_demand(folded), usage.held_demand(scanned), ["cluster", "node", "bucket"]),
+        (
+            usage.idle_streaks(folded, 30),
+            usage.idle_streaks(scanned, 30),
+            ["cluster", "namespace", "workload", "start"],
+        ),
+        (*usage.pod_hours(folded)[:1], usage.pod_hours(scanned)[0], ["gpu_uuid", "mig_instance_id", "bucket", "pod"]),
+        (usage.pod_hours(folded)[1], usage.pod_hours(scanned)[1], ["cluster", "node", "bucket"]),
+    ]
+    for a, b, keys in pairs:
+        assert a.height > 0
+        assert_frame_equal(a.sort(keys, nulls_last=True), b.sort(keys, nulls_last=True), check_row_order=True)

@@ -158,3 +158,27 @@ def test_a_pod_whose_cpu_request_fills_a_node_keeps_it() -> None:
     (banked,), after = bank(nodes, "c1", [change])
     assert after.packed_today[G6] == 48.0
     assert banked.savings_usd_month == pytest.approx(0.0)
+
+
+def test_mig_on_a_spot_pool_banks_the_slices_packed_on_spot_nodes() -> None:
+    """14 one-GPU pods of one workload on two on-demand p5.48xlarge (8 GPUs each) all day; the MIG change on the spot
+    pool moves them to 1g.10gb (1/7 of a GPU) on the spot NodePool it exports: 2 GPUs, one spot node. Saving =
+    (48 on-demand node-hours x 55.04 - 24 spot node-hours x the spot price) x 730/24 - the loss x 1/7."""
+    pods = [pod(P5, "embed", f"embed-{i}", Fraction(1), range(24)) for i in range(14)]
+    nodes = fleet([pool(P5, 8, P5_USD)], pods, {})
+    spot = CATALOG.gpu_hour_price("p5.48xlarge", SPOT, H100, "us-east-1", gpu_count=8).usd_per_node_hour
+    assert spot is not None
+    evidence = {
+        "gpu_model": H100,
+        "workloads": [{"namespace": "ml", "workload": "embed", "profile": "1g.10gb"}],
+        "spot": {"candidates": [{"namespace": "ml", "workload": "embed", "interruption_cost_usd_month": 7.0}]},
+    }
+    change = rec("mig", ["embed"], evidence, (spot_pool("h100-train-spot-mig", "p5.48xlarge"),))
+    (banked,), after = bank(nodes, "c1", [change])
+    assert after.packed_today[P5] == 48.0 and after.after[P5] == 0.0
+    assert after.after[("c1", "h100-train-spot-mig", "p5.48xlarge", SPOT)] == 24 * BUCKET_HOURS
+    assert banked.spot_loss_usd_month == pytest.approx(1.0)
+    assert banked.savings_usd_month == pytest.approx((48 * P5_USD - 24 * spot) * MONTH - 1.0)
+    alone = rec("mig", ["embed"], {k: v for k, v in evidence.items() if k != "spot"})
+    (on_demand,), _ = bank(nodes, "c1", [alone])  # the same slices on the on-demand nodes: one node goes
+    assert on_demand.savings_usd_month == pytest.approx(24 * P5_USD * MONTH)

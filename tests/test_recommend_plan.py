@@ -1,20 +1,24 @@
 """One plan per cluster (analysis.recommend.plan, files.render): on hand-made fleets (tests/recommend_inputs.py), no
-workload gets two changes, spot + time-slicing become one time-sliced spot pool, MIG and a spot pool without its
-MIG config do not both apply, every file names its cluster, and the headline is the sum of the applied plan."""
+workload gets two changes, spot + time-slicing become one time-sliced spot pool, MIG + spot become one spot pool
+carrying the MIG config (and do not both apply when they cannot), every file names its cluster, and the headline is
+the sum of the applied plan."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 
-from analysis import recommend
+from analysis import mig, recommend
 from analysis.recommend.files import render
 from analysis.recommend.model import RecommendOptions
-from analysis.recommend.plan import Plan, folder_of, workloads_of
+from analysis.recommend.plan import MIG_COMBINE_RULE, MIG_CONFIG_LABEL, Plan, folder_of, workloads_of
 from tests.recommend_inputs import H100, L4, Fleet
 
 
@@ -64,6 +68,14 @@ def assert_consistent(plan: Plan) -> None:
                 )
 
 
+@pytest.fixture(scope="module")
+def nodepool_schema(fixtures: Path) -> dict[str, Any]:
+    """Karpenter's NodePool v1 openAPIV3Schema (tests/fixtures/karpenter/SOURCES.md)."""
+    crd = yaml.safe_load((fixtures / "karpenter" / "karpenter.sh_nodepools.yaml").read_text())
+    (v1,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    return dict(v1["schema"]["openAPIV3Schema"])
+
+
 def time_sliced_serving_on_two_on_demand_nodes(max_replicas: int = 2, cpu_request: float | None = 5.0) -> Fleet:
     """Eight one-GPU pods on two g6.12xlarge. By default at k = 2, each requesting 5 vCPUs: the time-sliced pool
     stays on g6.12xlarge (one node takes 8 pods for 4.6016 USD/hour; four g6.4xlarge of 2 cost 5.2928), the spot
@@ -87,6 +99,17 @@ def small_serving_on_two_on_demand_h100_nodes() -> Fleet:
     return f
 
 
+def small_serving_beside_a_busy_one_on_two_h100_nodes() -> Fleet:
+    """``small_serving_on_two_on_demand_h100_nodes`` and a busy replicated service on the same nodes: both are spot
+    candidates, only the small one fits a MIG slice."""
+    f = small_serving_on_two_on_demand_h100_nodes()
+    for node in ("n1", "n2"):
+        for i in range(2, 4):
+            pod = ("serve", f"chat-7c8d9e6f5a-{node}x{i}", "chat", "chat")
+            f.gpu(node, f"GPU-{node}-{i}", util=90.0, mem_gib=70, total_gib=80, pod=pod)
+    return f
+
+
 def idle_half_of_a_training_job() -> Fleet:
     f = Fleet(10)
     f.node("n1", "p5.48xlarge", "spot", H100, 8, "h100")
@@ -99,6 +122,7 @@ def idle_half_of_a_training_job() -> Fleet:
 FLEETS: list[Callable[[], Fleet]] = [
     time_sliced_serving_on_two_on_demand_nodes,
     small_serving_on_two_on_demand_h100_nodes,
+    small_serving_beside_a_busy_one_on_two_h100_nodes,
     idle_half_of_a_training_job,
 ]
 
@@ -142,14 +166,86 @@ def test_a_time_sliced_pool_of_another_instance_type_is_not_put_on_the_spot_pool
     assert all("spot" not in a.rec.evidence for a in cp.applied)
 
 
-def test_mig_and_a_spot_pool_without_the_mig_config_do_not_both_apply() -> None:
+def test_mig_and_spot_on_the_same_workloads_become_one_spot_pool_with_the_mig_config(
+    nodepool_schema: dict[str, Any],
+) -> None:
     result = recommend.build(small_serving_on_two_on_demand_h100_nodes().inputs())
-    (mig,) = result.of_kind("mig")
+    (mig_change,) = result.of_kind("mig")
     (spot,) = result.of_kind("spot")
-    assert set(workloads_of(mig)) & set(workloads_of(spot)) == {("serve", "embed")}
+    assert workloads_of(mig_change) == workloads_of(spot) == (("serve", "embed"),)
+    (cp,) = recommend.build_plan(result).clusters
+    assert cp.alternatives == ()
+    (applied,) = [a for a in cp.applied if a.rec.kind in ("mig", "spot")]
+    assert applied.rec.kind == "mig" and "combined with the spot change" in applied.note
+    (pool,) = [m.obj for m in applied.rec.manifests if m.obj["kind"] == "NodePool"]
+    jsonschema.validate(pool, nodepool_schema)
+    assert pool["metadata"]["name"] == "h100-serve-spot-mig"
+    config = mig_change.evidence["mig_config"]
+    assert pool["spec"]["template"]["metadata"]["labels"] == {MIG_CONFIG_LABEL: config}
+    requirements = {q["key"]: q["values"] for q in pool["spec"]["template"]["spec"]["requirements"]}
+    assert requirements["karpenter.sh/capacity-type"] == ["spot"]
+    assert requirements["node.kubernetes.io/instance-type"] == [spot.evidence["instance_type"]] == ["p5.48xlarge"]
+    (configmap,) = [m for m in applied.rec.manifests if m.obj["kind"] == "ConfigMap"]
+    assert config in yaml.safe_load(configmap.obj["data"]["config.yaml"])["mig-configs"]
+    (patch,) = [m for m in applied.rec.manifests if m.patch]  # one patch of the owner, not one per change
+    (profile,) = [w["profile"] for w in mig_change.evidence["workloads"]]
+    pod_spec = patch.obj["spec"]["template"]["spec"]
+    assert pod_spec["nodeSelector"] == {"karpenter.sh/nodepool": "h100-serve-spot-mig"}
+    (container,) = pod_spec["containers"]
+    assert container["resources"]["limits"] == {"nvidia.com/gpu": None, f"nvidia.com/mig-{profile}": 1}
+    gpu = mig.load_catalog().gpu(mig_change.evidence["gpu_model"])
+    share = gpu.profile(profile).slices / gpu.compute_slices
+    assert share == pytest.approx(1 / 7)  # 1g.10gb: 1 of the H100's 7 compute slices
+    (candidate,) = spot.evidence["candidates"]
+    assert applied.rec.savings_usd_month == pytest.approx(
+        mig_change.savings_usd_month + candidate["net_savings_usd_month"] * share
+    )
+    assert cp.alone == {"autoscaling": cp.alone["autoscaling"], "mig": mig_change.savings_usd_month,
+                        "spot": spot.savings_usd_month}  # fmt: skip
+    index = json.loads(render(recommend.build_plan(result))["c1/index.json"])
+    assert index["plan"]["combine_mig"] == MIG_COMBINE_RULE
+    assert [r["kind"] for r in index["recommendations"]].count("spot") == 0
+    assert_consistent(recommend.build_plan(result))
+
+
+def test_spot_candidates_outside_the_mig_change_stay_in_the_reduced_spot_pool() -> None:
+    result = recommend.build(small_serving_beside_a_busy_one_on_two_h100_nodes().inputs())
+    (mig_change,) = result.of_kind("mig")
+    (spot,) = result.of_kind("spot")
+    assert workloads_of(mig_change) == (("serve", "embed"),)
+    assert set(workloads_of(spot)) == {("serve", "embed"), ("serve", "chat")}
+    plan = recommend.build_plan(result)
+    (cp,) = plan.clusters
+    by_kind = {a.rec.kind: a for a in cp.applied}
+    assert workloads_of(by_kind["mig"].rec) == (("serve", "embed"),)
+    assert workloads_of(by_kind["spot"].rec) == (("serve", "chat"),)
+    (chat,) = [c for c in spot.evidence["candidates"] if c["workload"] == "chat"]
+    assert by_kind["spot"].rec.savings_usd_month == pytest.approx(chat["net_savings_usd_month"])
+    pools = sorted(
+        m.obj["metadata"]["name"]
+        for a in cp.applied
+        if a.rec.kind != "autoscaling"
+        for m in a.rec.manifests
+        if m.obj["kind"] == "NodePool"
+    )
+    assert pools == ["h100-serve-spot", "h100-serve-spot-mig"]
+    assert cp.alternatives == ()
+    assert_consistent(plan)
+
+
+def test_a_mig_change_on_another_instance_type_than_the_spot_pool_stays_an_alternative() -> None:
+    built = recommend.build(small_serving_on_two_on_demand_h100_nodes().inputs())
+    items = [
+        replace(r, evidence={**r.evidence, "instance_type": "p4de.24xlarge"}) if r.kind == "mig" else r
+        for r in built.items
+    ]
+    result = replace(built, items=items)
+    (mig_change,) = result.of_kind("mig")
+    (spot,) = result.of_kind("spot")
+    assert set(workloads_of(mig_change)) & set(workloads_of(spot)) == {("serve", "embed")}
     (cp,) = recommend.build_plan(result).clusters
     rank = {id(r): i for i, r in enumerate(result.items, 1)}
-    higher, lower = sorted((mig, spot), key=lambda r: rank[id(r)])
+    higher, lower = sorted((mig_change, spot), key=lambda r: rank[id(r)])
     assert [a.rec for a in cp.applied if a.rec.kind in ("mig", "spot")] == [higher]
     (alt,) = cp.alternatives
     assert (alt.rec, alt.workloads, alt.instead) == (lower, (("serve", "embed"),), ((higher.kind, rank[id(higher)]),))

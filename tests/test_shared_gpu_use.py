@@ -104,7 +104,7 @@ def shared_lake(lake: Lake, util: float, a: tuple[float, int], b: tuple[float, i
 
 def test_a_pods_device_usage_on_a_shared_gpu_is_its_share(lake: Lake) -> None:
     shared_lake(lake, 80.0, (60.0, 6 * GIB), (20.0, 2 * GIB), same_workload=False)
-    got = usage.device_usage(lake.scan(GPU_MINUTES), WINDOW).collect().sort("workload")
+    got = usage.device_usage(usage.read(lake.scan(GPU_MINUTES), WINDOW)).sort("workload")
     rows = {r["workload"]: r for r in got.iter_rows(named=True)}
     assert rows["trainer"]["minutes"] == pytest.approx(7.5) and rows["serve"]["minutes"] == pytest.approx(2.5)
     assert rows["trainer"]["active_minutes"] == pytest.approx(7.5)
@@ -116,7 +116,7 @@ def test_a_pods_device_usage_on_a_shared_gpu_is_its_share(lake: Lake) -> None:
 
 def test_idle_reclaim_streaks_charge_each_holder_its_memory_share(lake: Lake) -> None:
     shared_lake(lake, 0.0, (0.0, 6 * GIB), (0.0, 2 * GIB), same_workload=False)
-    got = usage.idle_streaks(lake.scan(GPU_MINUTES), WINDOW, min_minutes=5).collect()
+    got = usage.idle_streaks(usage.read(lake.scan(GPU_MINUTES), WINDOW), min_minutes=5)
     streaks = {r["workload"]: r for r in got.iter_rows(named=True)}
     assert streaks["trainer"]["minutes"] == 10 and streaks["serve"]["minutes"] == 10
     assert streaks["trainer"]["gpu_minutes"] == pytest.approx(7.5)
@@ -140,11 +140,11 @@ def test_idle_alerts_name_every_holder_of_a_shared_gpu_with_its_share(lake: Lake
 
 def test_replicas_sharing_a_gpu_do_not_lengthen_its_history(lake: Lake) -> None:
     shared_lake(lake, 80.0, (60.0, 6 * GIB), (20.0, 2 * GIB), same_workload=True)
-    got = usage.device_usage(lake.scan(GPU_MINUTES), WINDOW).collect()
+    got = usage.device_usage(usage.read(lake.scan(GPU_MINUTES), WINDOW))
     assert got.height == 2 and set(got["workload"]) == {"trainer"}
     assert float(got["observed_minutes"].sum()) == pytest.approx(10.0), "each GPU-minute once, not once per pod"
     assert float(got["minutes"].sum()) == pytest.approx(10.0)
-    streaks = usage.idle_streaks(lake.scan(GPU_MINUTES), WINDOW, min_minutes=1).collect()
+    streaks = usage.idle_streaks(usage.read(lake.scan(GPU_MINUTES), WINDOW), min_minutes=1)
     assert streaks.height == 0, "the workload was active"
 
 

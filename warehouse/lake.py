@@ -254,6 +254,26 @@ class Lake:
                 lf = lf.filter(col < _lit_end(table, end))
         return lf
 
+    def batches(
+        self,
+        table: Table,
+        *,
+        start: dt.datetime,
+        end: dt.datetime,
+        columns: Sequence[str],
+        categorical: bool = True,
+    ) -> Iterator[pl.DataFrame]:
+        """``columns`` of the rows in [start, end), one part's row group at a time (``reading.batches``: text
+        columns as ``Categorical`` by default), for a job that folds a long window in one pass and keeps only what
+        it needs of each batch."""
+        assert table.time_column is not None
+        files = self.parts(table, start=start.date(), end=end.date())
+        stamp = pl.col(table.time_column)
+        inside = (stamp >= _lit_time(table, start)) & (stamp < _lit_end(table, end))
+        wanted = list(dict.fromkeys([*columns, table.time_column]))
+        for part in reading.batches(table, files, wanted, categorical=categorical, verify=VERIFY_CHECKSUMS):
+            yield part.filter(inside).select(columns)
+
     def series_spans(self, table: Table, *, now: dt.datetime | None = None) -> pl.DataFrame:
         """First and last time of every series, per cluster, from the summaries in the parts' footers.
 

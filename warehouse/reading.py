@@ -30,35 +30,59 @@ if TYPE_CHECKING:
 def scan(table: Table, files: Sequence[Path | str]) -> pl.LazyFrame:
     """The parts ``files`` of ``table`` as one lazy frame with the table's schema: a column a part lacks (written
     before the column existed) reads as nulls, and a damaged page raises instead of decoding silently."""
-    frame = pl.from_arrow(table.schema.empty_table())
-    assert isinstance(frame, pl.DataFrame)
-    schema = frame.schema
-    paths = [str(f) for f in files]
+    schema = polars_schema(table)
 
-    def batches(
+    def read(
         with_columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None, _batch_size: int | None
     ) -> Iterator[pl.DataFrame]:
-        columns = with_columns if with_columns is not None else list(schema)
         left = n_rows
-        for path in paths:
-            handle = pq.ParquetFile(path, page_checksum_verification=True)
-            present = [c for c in columns if c in handle.schema_arrow.names]
-            for group in range(handle.num_row_groups):
-                if left is not None and left <= 0:
-                    return
-                part = pl.from_arrow(handle.read_row_group(group, columns=present))
-                assert isinstance(part, pl.DataFrame)
-                part = part.select(
-                    (pl.col(c) if c in present else pl.lit(None)).cast(schema[c]).alias(c) for c in columns
-                )
-                if predicate is not None:
-                    part = part.filter(predicate)
-                if left is not None:
-                    part = part.head(left)
-                    left -= part.height
-                yield part
+        for part in batches(table, files, with_columns, verify=True):
+            if left is not None and left <= 0:
+                return
+            if predicate is not None:
+                part = part.filter(predicate)
+            if left is not None:
+                part = part.head(left)
+                left -= part.height
+            yield part
 
-    return register_io_source(batches, schema=schema, is_pure=True, explain_name="gpuledger-parts")
+    return register_io_source(read, schema=schema, is_pure=True, explain_name="gpuledger-parts")
+
+
+def polars_schema(table: Table, *, categorical: bool = False) -> pl.Schema:
+    """``table``'s schema as Polars types; text columns as ``Categorical`` when ``categorical``."""
+    frame = pl.from_arrow(table.schema.empty_table())
+    assert isinstance(frame, pl.DataFrame)
+    if not categorical:
+        return frame.schema
+    return pl.Schema({c: pl.Categorical() if t == pl.String else t for c, t in frame.schema.items()})
+
+
+def batches(
+    table: Table,
+    files: Sequence[Path | str],
+    columns: Sequence[str] | None = None,
+    *,
+    categorical: bool = False,
+    verify: bool = True,
+) -> Iterator[pl.DataFrame]:
+    """The row groups of ``files`` one frame at a time, ``columns`` only (all when None), in ``table``'s schema; a
+    column a part lacks reads as nulls, and with ``verify`` a damaged page raises.
+
+    With ``categorical`` the text columns are read as ``Categorical`` straight from the parts' Parquet dictionaries
+    (every text column is dictionary-encoded, ``lake._write_options``), so no string is decoded per row: about a
+    sixth of the time and half the memory of reading the strings for a week of ``gpu_minutes`` on 1,024 GPUs
+    (docs/benchmarks.md, "Recommendations")."""
+    schema = polars_schema(table, categorical=categorical)
+    wanted = list(columns) if columns is not None else list(schema)
+    texts = [c for c in wanted if schema[c] == pl.Categorical()] if categorical else []
+    for path in files:
+        handle = pq.ParquetFile(str(path), page_checksum_verification=verify, read_dictionary=texts or None)
+        present = [c for c in wanted if c in handle.schema_arrow.names]
+        for group in range(handle.num_row_groups):
+            part = pl.from_arrow(handle.read_row_group(group, columns=present))
+            assert isinstance(part, pl.DataFrame)
+            yield part.select((pl.col(c) if c in present else pl.lit(None)).cast(schema[c]).alias(c) for c in wanted)
 
 
 def stored_time_max(files: Sequence[Path | str], column: str) -> dt.datetime | None:

@@ -28,7 +28,7 @@ from analysis.recommend.kinds import KINDS, TITLES
 from analysis.recommend.model import PATCH_NAMES, RANK_RULE, SCORE_RULE, Manifest, Recommendation
 from analysis.recommend.names import clean_text
 from analysis.recommend.node_hours import RULE as NODE_RULE
-from analysis.recommend.plan import COMBINE_RULE, PLAN_RULE, Applied, ClusterPlan, Plan
+from analysis.recommend.plan import COMBINE_RULE, MIG_COMBINE_RULE, PLAN_RULE, Applied, ClusterPlan, Plan
 
 
 class _Dumper(yaml.SafeDumper):
@@ -315,7 +315,7 @@ def render(plan: Plan) -> dict[str, str]:
             "window": window,
             "savings_usd_month": round(cp.savings_usd_month, 2),
             "expected_savings_usd_month": round(cp.expected_savings_usd_month, 2),
-            "plan": {"rule": PLAN_RULE, "combine": COMBINE_RULE},
+            "plan": {"rule": PLAN_RULE, "combine": COMBINE_RULE, "combine_mig": MIG_COMBINE_RULE},
             "if_applied_alone_usd_month": {k: round(v, 2) for k, v in cp.alone.items()},
             "ranking": {"score": SCORE_RULE, "order": RANK_RULE},
             "files": names,

@@ -5,7 +5,7 @@ price x 730). Claims its workloads: time-slicing and gpu-model skip them."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import polars as pl
@@ -38,7 +38,8 @@ def recommendations(ctx: Context) -> list[Recommendation]:
         gpu = catalog.gpu(model)
         used = ctx.devices.filter(pl.col("gpu_model") == model)
         patches: list[Manifest] = []
-        clusters, groups, replicas = set(), set(), 0
+        clusters, groups, itypes, replicas = set(), set(), set(), 0
+        containers_of: dict[tuple[str, str], list[str]] = {}
         ok = True
         for w in members:
             ns, wl, profile = w["namespace"], w["workload"], w["profile"]
@@ -46,22 +47,23 @@ def recommendations(ctx: Context) -> list[Recommendation]:
             containers = sorted(set(rows["container"].drop_nulls().to_list())) or ["main"]
             clusters.update(rows["cluster"].drop_nulls().to_list())
             groups.update(rows["node_group"].drop_nulls().to_list())
+            itypes.update(rows["instance_type"].drop_nulls().to_list())
+            containers_of[(ns, wl)] = containers
             replicas += int(w.get("replicas") or 1)
             checks = workload_checks(ns, wl)
             checks += [("container", c, "dns-1123 label") for c in containers]
             if not ctx.names_ok("mig", checks):
                 ok = False
                 break
-            resource = f"nvidia.com/mig-{profile}"
+            resource = mig_resource(profile)
             kind = ctx.kind(ns, wl)
-            resources = {"limits": {GPU_RESOURCE: None, resource: 1}, "requests": {GPU_RESOURCE: None, resource: 1}}
             owner = ctx.owner_kind(ns, wl)
             patches.append(
                 workload_patch(
                     kind,
                     ns,
                     wl,
-                    {"containers": [{"name": c, "resources": resources} for c in containers]},
+                    mig_pod_spec(profile, containers),
                     (
                         f"{ns}/{wl}: {GPU_RESOURCE}: 1 -> {resource}: 1 (mixed strategy). Its p95 compute "
                         f"{w['util_pct_p95']:.1f}% of a GPU x margin = {w['compute_demand']:.3f} of a GPU and peak "
@@ -119,6 +121,8 @@ def recommendations(ctx: Context) -> list[Recommendation]:
                 evidence={
                     "window": window_dict(ctx.window),
                     "gpu_model": model,
+                    "instance_type": next(iter(itypes)) if len(itypes) == 1 else None,
+                    "mig_config": config_name,
                     "gpus_now": model_row["gpus_now"],
                     "gpus_needed": needed,
                     "gpus_freed": model_row["gpus_freed"],
@@ -141,6 +145,7 @@ def recommendations(ctx: Context) -> list[Recommendation]:
                                 "minutes",
                             )
                         }
+                        | {"containers": containers_of[(w["namespace"], w["workload"])]}
                         for w in members
                     ],
                     "layouts": [{"index": lay["index"], "mig_devices": lay["mig_devices"]} for lay in model_layouts],
@@ -161,6 +166,18 @@ def recommendations(ctx: Context) -> list[Recommendation]:
         )
         ctx.claimed.update((model, w["namespace"], w["workload"]) for w in members)
     return out
+
+
+def mig_resource(profile: str) -> str:
+    """The extended resource the GPU Operator's device plugin advertises for a MIG profile (mixed strategy)."""
+    return f"nvidia.com/mig-{profile}"
+
+
+def mig_pod_spec(profile: str, containers: Sequence[str]) -> dict[str, Any]:
+    """The pod spec fields of the MIG patch: each container requests one ``profile`` instance instead of a GPU."""
+    resource = mig_resource(profile)
+    resources = {"limits": {GPU_RESOURCE: None, resource: 1}, "requests": {GPU_RESOURCE: None, resource: 1}}
+    return {"containers": [{"name": c, "resources": resources} for c in containers]}
 
 
 def _history(w: Mapping[str, Any]) -> str:

@@ -9,7 +9,9 @@ and their CPU and memory requests) are packed onto the nodes of their node pool 
 pods the previous ones left, and the pods are packed again the same way:
 
 - ``gpu-count``: the workload's pods request the GPUs they used;
-- ``mig``: its one-GPU pods request their MIG profile (slices / the GPU's) on the same nodes;
+- ``mig``: its one-GPU pods request their MIG profile (slices / the GPU's) on the same nodes (a MIG change on a
+  spot pool, ``plan.MIG_COMBINE_RULE``: on the spot NodePool it exports, its instance type at the spot price, with
+  each workload's expected interruption loss x its slices / the GPU's);
 - ``time-slicing``: its one-GPU pods request 1/k of a GPU on the time-sliced node pool;
 - ``gpu-model``: its pods move to the target instance type's node pool;
 - ``spot``: its pods move to the spot node pool of the same instance type (and a time-sliced pool on spot takes the
@@ -635,11 +637,23 @@ def _moved(
             gpu = mig.load_catalog().gpu(ev.get("gpu_model"))
         except AnalysisError as error:
             return {}, {}, 0.0, f"not banked: {error}"
+        shares = {w: Fraction(gpu.profile(p).slices, gpu.compute_slices) for w, p in profiles.items()}
+        spot = ev.get("spot")
         for p in pods:
             profile = profiles.get((p.namespace, p.workload))
             if profile and p.request[0] == UNITS:
-                share = units(Fraction(gpu.profile(profile).slices, gpu.compute_slices))
-                out[p] = replace(p, request=(share, *p.request[1:]))
+                moved = replace(p, request=(units(shares[(p.namespace, p.workload)]), *p.request[1:]))
+                if spot is not None:
+                    target = _target_pool(fleet, state.pools, rec, p.pool)
+                    if target is None:
+                        note = f"not banked: no price for the target node pool of {'/'.join(p.pool)}"
+                        continue
+                    pools[target.key] = target
+                    moved = replace(moved, pool=target.key)
+                out[p] = moved
+        for c in (spot or {}).get("candidates", []):
+            share = shares.get((c["namespace"], c["workload"]), Fraction(1))
+            loss += float(c.get("interruption_cost_usd_month") or 0.0) * float(share)
     elif rec.kind == "idle-reclaim":
         for p in pods:
             gone = fleet.reclaim.get((p.pool[0], p.namespace, p.workload), frozenset())

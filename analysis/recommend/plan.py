@@ -8,14 +8,22 @@ recommendation is applied when none of its workloads has a change yet; otherwise
 - ``spot`` + ``time-slicing`` on the same workloads combine into one node pool: the time-sliced pool on spot
   capacity, when both are Karpenter NodePools of the same instance type and every workload of the time-sliced pool
   is a spot candidate. The combined saving = the time-slicing saving + each moved workload's net spot saving / k
-  (time-slicing leaves 1/k of its GPU-hours to put on spot).
+  (time-slicing leaves 1/k of its GPU-hours to put on spot; ``COMBINE_RULE``).
+- ``spot`` + ``mig`` on the same workloads combine into one node pool: a spot NodePool ``<spot pool>-mig`` whose
+  nodes carry the label ``nvidia.com/mig.config: <the MIG change's mig-parted config>``, so the GPU Operator's
+  mig-manager partitions each node it launches, when the spot change exports a Karpenter NodePool, the MIG change's
+  nodes are of the spot pool's instance type and every MIG workload is a spot candidate. One patch per workload
+  owner requests the MIG profile and selects that pool; the mig-parted ConfigMap is still exported. The combined
+  saving = the MIG saving + each moved workload's net spot saving x its MIG slices / the GPU's slices (a slice is
+  that share of a spot GPU; ``MIG_COMBINE_RULE``).
 - a ``spot`` pool is separable (each candidate has its own net saving): the workloads that already have a change
-  leave it, and it is applied for the rest with the sum of their savings;
+  (or that a combined pool took) leave it, and it is applied for the rest with the sum of their savings;
 - anything else is an **alternative**: listed in the cluster's README.md and index.json with what it would have
   saved applied alone and which applied change it lost to, never written as a patch.
 
-MIG and a spot pool are never combined: mig-parted partitions the nodes of the MIG node group, so the lower-ranked of
-the two is an alternative. ``autoscaling`` (per node group, no workload patch) is always applied.
+A MIG change and a spot pool that cannot combine (another instance type, a MIG workload that is no spot candidate,
+no Karpenter NodePool) stay exclusive: the lower-ranked of the two is an alternative. ``autoscaling`` (per node group,
+no workload patch) is always applied.
 
 The plan's total (``ClusterPlan.savings_usd_month``, summed over clusters in ``Plan``) is the sum of the applied
 changes; per-kind figures are the kind's recommendations as built, each "if applied alone".
@@ -25,9 +33,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from typing import Any
 
+from analysis import mig
+from analysis.errors import AnalysisError
 from analysis.pricing import SPOT
+from analysis.recommend.manifests import GPU_RESOURCE, node_multiple, workload_patch
+from analysis.recommend.mig_slices import mig_pod_spec
 from analysis.recommend.model import (
     Manifest,
     Recommendation,
@@ -36,7 +49,7 @@ from analysis.recommend.model import (
     nodepool_of,
     workloads_of,
 )
-from analysis.recommend.names import clean_text
+from analysis.recommend.names import clean_text, is_dns_subdomain, is_label_value
 from analysis.recommend.node_hours import Banked, ClusterNodes, NodeFleet, bank
 
 NO_CLUSTER = "no-cluster"
@@ -45,10 +58,19 @@ COMBINE_RULE = (
     "spot + time-slicing on the same workloads: one time-sliced node pool on spot capacity; saving = time-slicing "
     "saving + each moved workload's net spot saving / k"
 )
+MIG_COMBINE_RULE = (
+    "spot + mig on the same workloads: one spot node pool whose nodes carry the MIG config (nvidia.com/mig.config); "
+    "saving = MIG saving + each moved workload's net spot saving x its MIG slices / the GPU's slices"
+)
+MIG_CONFIG_LABEL = "nvidia.com/mig.config"
+"""The node label the GPU Operator's mig-manager watches: it applies the mig-parted config of that name to the node."""
 PLAN_RULE = (
     "each workload gets at most one change (the highest ranked); a spot pool loses only the workloads that already "
-    "have one; spot + time-slicing combine into one pool; every other competing change is an alternative"
+    "have one; spot + time-slicing and spot + mig combine into one pool; every other competing change is an "
+    "alternative"
 )
+COMBINES = ("time-slicing", "mig")
+"""The kinds that combine with a spot pool over the same workloads into one node pool."""
 
 
 @dataclass(frozen=True)
@@ -232,15 +254,15 @@ def _plan(
             for i in holders:
                 held = applied[i]
                 shared = [w for w in taken if owner[w] == i]
-                if held.rec.kind == "time-slicing" and "spot" not in held.rec.evidence and _combinable(held.rec, r):
-                    take(replace(held, rec=_on_spot(held.rec, r), note=_combined_note(rank)), i)
+                if _combinable(held.rec, r):
+                    take(replace(held, rec=_on_spot(held.rec, r), note=_combined_note(held.rec.kind, rank)), i)
                 else:
                     alternatives.append(_alternative(r, rank, shared, [held], _candidate_savings(r, shared)))
             rest = [w for w in mine if w not in taken]
             if rest:
                 take(Applied(_without(r, taken, days, window_days), rank, _reduced_note(r, taken)))
             continue
-        if r.kind == "time-slicing" and len(holders) == 1 and set(taken) == set(mine):
+        if r.kind in COMBINES and len(holders) == 1 and set(taken) == set(mine):
             i = holders[0]
             held = applied[i]
             if held.rec.kind == "spot" and _combinable(r, held.rec):
@@ -249,9 +271,9 @@ def _plan(
                     take(replace(held, rec=_without(held.rec, mine, days, window_days)), i)
                     for w in mine:
                         del owner[w]
-                    take(Applied(_on_spot(r, held.rec), rank, _combined_note(held.rank)))
+                    take(Applied(_on_spot(r, held.rec), rank, _combined_note(r.kind, held.rank)))
                 else:
-                    take(Applied(_on_spot(r, held.rec), rank, _combined_note(held.rank)), i)
+                    take(Applied(_on_spot(r, held.rec), rank, _combined_note(r.kind, held.rank)), i)
                 continue
         alternatives.append(_alternative(r, rank, taken, [applied[i] for i in holders], r.savings_usd_month))
     return applied, alternatives
@@ -263,15 +285,62 @@ def _alternative(
     return Alternative(r, rank, tuple(workloads), tuple((h.rec.kind, h.rank) for h in holders), savings)
 
 
-def _combinable(sliced: Recommendation, spot: Recommendation) -> bool:
+def _combinable(change: Recommendation, spot: Recommendation) -> bool:
+    """``change`` (time-slicing or MIG, not yet on spot) and the spot pool can be one node pool."""
+    if "spot" in change.evidence or nodepool_of(spot) is None:
+        return False
+    if change.kind == "time-slicing":
+        return _sliced_combinable(change, spot)
+    if change.kind == "mig":
+        return _mig_combinable(change, spot)
+    return False
+
+
+def _sliced_combinable(sliced: Recommendation, spot: Recommendation) -> bool:
     """Both are Karpenter NodePools of one instance type (the time-sliced pool's own, which may not be the one its
     workloads run on), and every workload of the time-sliced pool is a spot candidate of ``spot``."""
-    if nodepool_of(sliced) is None or nodepool_of(spot) is None:
+    if nodepool_of(sliced) is None:
         return False
     pool_type = sliced.evidence.get("target_instance_type") or sliced.evidence.get("instance_type")
     if pool_type != spot.evidence.get("instance_type"):
         return False
     return set(workloads_of(sliced)) <= set(workloads_of(spot))
+
+
+def _mig_combinable(change: Recommendation, spot: Recommendation) -> bool:
+    """The MIG change's nodes are of an instance type the spot NodePool launches (its mig-parted layout is per GPU
+    of that node), it names its cluster and its config, every MIG workload is a spot candidate whose containers are
+    known, its GPU model is in the MIG catalog, and the combined pool's name is a valid NodePool name."""
+    ev = change.evidence
+    pool = nodepool_of(spot)
+    if pool is None or change.target.get("cluster") is None or not ev.get("mig_config"):
+        return False
+    if ev.get("instance_type") is None or ev.get("instance_type") not in _instance_types(pool.obj):
+        return False
+    if not set(workloads_of(change)) <= set(workloads_of(spot)):
+        return False
+    if any(w.get("containers") is None for w in ev.get("workloads", [])):
+        return False
+    try:
+        mig.load_catalog().gpu(ev.get("gpu_model"))
+    except AnalysisError:
+        return False
+    name = _mig_pool_name(pool.obj)
+    return is_label_value(name) and is_dns_subdomain(name)
+
+
+def _instance_types(pool: dict[str, Any]) -> list[str]:
+    """The instance types a NodePool's ``node.kubernetes.io/instance-type`` requirement allows."""
+    return [
+        str(v)
+        for q in pool["spec"]["template"]["spec"].get("requirements", [])
+        if q.get("key") == "node.kubernetes.io/instance-type" and q.get("operator") == "In"
+        for v in q.get("values", [])
+    ]
+
+
+def _mig_pool_name(spot_pool: dict[str, Any]) -> str:
+    return f"{spot_pool['metadata']['name']}-mig"
 
 
 def _candidates(spot: Recommendation, workloads: Iterable[Workload]) -> list[dict[str, Any]]:
@@ -283,7 +352,12 @@ def _candidate_savings(spot: Recommendation, workloads: Iterable[Workload]) -> f
     return sum(float(c["net_savings_usd_month"]) for c in _candidates(spot, workloads))
 
 
-def _on_spot(sliced: Recommendation, spot: Recommendation) -> Recommendation:
+def _on_spot(change: Recommendation, spot: Recommendation) -> Recommendation:
+    """``change`` (``_combinable`` with ``spot``) as one node pool on spot capacity."""
+    return _mig_on_spot(change, spot) if change.kind == "mig" else _sliced_on_spot(change, spot)
+
+
+def _sliced_on_spot(sliced: Recommendation, spot: Recommendation) -> Recommendation:
     """The time-sliced pool on spot capacity (``COMBINE_RULE``)."""
     k = int(sliced.evidence["replicas_per_gpu"])
     moved = _candidates(spot, workloads_of(sliced))
@@ -316,6 +390,100 @@ def _on_spot(sliced: Recommendation, spot: Recommendation) -> Recommendation:
         price_source="; ".join(sorted({*sliced.price_source.split("; "), *spot.price_source.split("; ")} - {""})),
         risk=f"{sliced.risk}; and {spot.risk}",
         assumptions=(*sliced.assumptions, *spot.assumptions, COMBINE_RULE),
+        manifests=tuple(manifests),
+    )
+
+
+def _mig_on_spot(change: Recommendation, spot: Recommendation) -> Recommendation:
+    """The MIG change on a spot NodePool that carries its mig-parted config (``MIG_COMBINE_RULE``): the pool's nodes
+    are labelled ``nvidia.com/mig.config``, each workload's one patch requests its MIG profile and selects the pool.
+
+    NVIDIA GPU Operator, "GPU Operator with MIG" (docs.nvidia.com/datacenter/cloud-native/gpu-operator/latest/
+    gpu-operator-mig.html): mig-manager watches each node's ``nvidia.com/mig.config`` label and applies the
+    mig-parted config of that name from the ConfigMap ``migManager.config.name`` names; the labels are per node
+    (NVIDIA/mig-parted#194), so a NodePool's ``template.metadata.labels`` puts it on every node Karpenter launches.
+    A node that joins with the label already set has been seen to need it set again (NVIDIA/gpu-operator#2670):
+    the pods request ``nvidia.com/mig-<profile>``, which a node advertises only once partitioned, so they never run
+    on whole GPUs; the comment says what to check."""
+    ev = change.evidence
+    gpu = mig.load_catalog().gpu(ev["gpu_model"])
+    itype = str(ev["instance_type"])
+    config = str(ev["mig_config"])
+    risk = spot.evidence.get("interruption_risk")
+    spot_pool = nodepool_of(spot)
+    assert spot_pool is not None
+    name = _mig_pool_name(spot_pool.obj)
+    profiles = {(w["namespace"], w["workload"]): w for w in ev.get("workloads", [])}
+    share = {w: Fraction(gpu.profile(p["profile"]).slices, gpu.compute_slices) for w, p in profiles.items()}
+    moved = [
+        {**c, "mig_share_of_gpu": str(share[(c["namespace"], c["workload"])])}
+        for c in _candidates(spot, workloads_of(change))
+    ]
+    net = sum(float(c["net_savings_usd_month"]) for c in moved)
+    extra = sum(float(c["net_savings_usd_month"]) * share[(c["namespace"], c["workload"])] for c in moved)
+    limit = node_multiple(itype, int(ev.get("gpus_needed") or 1))
+    template = spot_pool.obj["spec"]["template"]
+    labels = {**template.get("metadata", {}).get("labels", {}), MIG_CONFIG_LABEL: config}
+    pool_obj = {
+        **spot_pool.obj,
+        "metadata": {**spot_pool.obj["metadata"], "name": name},
+        "spec": {
+            **spot_pool.obj["spec"],
+            "template": {**template, "metadata": {**template.get("metadata", {}), "labels": labels}},
+            "limits": {**spot_pool.obj["spec"]["limits"], GPU_RESOURCE: str(limit)},
+        },
+    }
+    pool_comments = (
+        f"Spot node pool {name}: {itype} on spot, interruption risk {risk} of instances per month (AWS Spot "
+        f"Advisor), combined with the MIG change for the same workloads: every node it launches carries "
+        f"{MIG_CONFIG_LABEL}={config}, so the GPU Operator's mig-manager partitions it with that mig-parted config. "
+        f"limits {GPU_RESOURCE} {limit} = the {ev.get('gpus_needed')} GPU(s) partitioned, in whole nodes.",
+        *spot_pool.comments[1:],
+        f"Check a new node's nvidia.com/mig.config.state=success; if it stays pending, set {MIG_CONFIG_LABEL} on it "
+        "again (NVIDIA/gpu-operator#2670). Its pods request MIG instances, so none runs before the partition.",
+    )
+    spot_patches = {
+        (m.obj["metadata"].get("namespace"), m.obj["metadata"]["name"]): m for m in spot.manifests if m.patch
+    }
+    candidates = {(c["namespace"], c["workload"]): c for c in moved}
+    manifests: list[Manifest] = []
+    for m in change.manifests:
+        if not m.patch:
+            if m.obj.get("kind") == "ConfigMap":
+                use = (
+                    f"Use it: point the ClusterPolicy at it (spec.migManager.config.name="
+                    f"{m.obj['metadata']['name']}, spec.mig.strategy=mixed); the spot NodePool {name} labels each "
+                    f"node it launches {MIG_CONFIG_LABEL}={config}: no node to label by hand."
+                )
+                m = Manifest(m.obj, (*m.comments[:1], use), m.patch, m.patch_type)
+            manifests.append(m)
+            continue
+        ns, wl = m.obj["metadata"].get("namespace"), m.obj["metadata"]["name"]
+        w = profiles[(ns, wl)]
+        pod_spec = {"nodeSelector": {"karpenter.sh/nodepool": name}, **mig_pod_spec(w["profile"], w["containers"])}
+        whys = (m.comments[0], spot_patches[(ns, wl)].comments[0])
+        kind = str(candidates[(ns, wl)].get("workload_kind") or "inference")
+        manifests.append(workload_patch(kind, ns, wl, pod_spec, whys, m.obj["kind"]))
+    manifests.insert(1, Manifest(pool_obj, pool_comments))
+    return replace(
+        change,
+        change=f"{change.change} On spot node pool {name} ({itype}, interruption risk {risk}), its nodes "
+        f"partitioned by {MIG_CONFIG_LABEL}={config}.",
+        evidence={
+            **ev,
+            "spot": {
+                "combine_rule": MIG_COMBINE_RULE,
+                "node_pool": name,
+                "interruption_risk": risk,
+                "candidates": moved,
+                "net_spot_savings_usd_month": round(net, 2),
+                "added_savings_usd_month": round(extra, 2),
+            },
+        },
+        savings_usd_month=change.savings_usd_month + float(extra),
+        price_source="; ".join(sorted({*change.price_source.split("; "), *spot.price_source.split("; ")} - {""})),
+        risk=f"{change.risk}; and {spot.risk}",
+        assumptions=(*change.assumptions, *spot.assumptions, MIG_COMBINE_RULE),
         manifests=tuple(manifests),
     )
 
@@ -362,5 +530,6 @@ def _reduced_note(r: Recommendation, gone: Sequence[Workload]) -> str:
     )
 
 
-def _combined_note(rank: int) -> str:
-    return f"combined with the spot change ranked {rank}: one time-sliced node pool on spot capacity"
+def _combined_note(kind: str, rank: int) -> str:
+    pool = "spot node pool carrying the MIG config" if kind == "mig" else "time-sliced node pool on spot capacity"
+    return f"combined with the spot change ranked {rank}: one {pool}"

@@ -30,9 +30,18 @@ from tests.test_recommend import K8S_VERSION, Demo, demo  # noqa: F401  (the mod
 
 OBJECTS = Path(__file__).parent / "fixtures" / "k8s-objects"
 CRDS = Path(__file__).parent / "fixtures" / "crds"
-CRD_FILES = {"PyTorchJob": "kubeflow.org_pytorchjobs.yaml"}
+CRD_FILES = {
+    "PyTorchJob": "kubeflow.org_pytorchjobs.yaml",
+    "RayCluster": "ray.io_rayclusters.yaml",
+}
 """Upstream CRDs (tests/fixtures/crds/SOURCES.md): a patched object of these kinds must also validate against the
-served version's openAPIV3Schema, which covers the fields outside the pod specs (runPolicy, replicas, ...)."""
+served version's openAPIV3Schema, which covers the fields outside the pod specs (runPolicy, replicas, ...), and every
+field the patch writes must be one the schema declares (the API server prunes the others without an error)."""
+DEMO_CRD_KINDS = ("PyTorchJob", "RayCluster")
+"""The kinds in ``CRD_FILES`` whose owners the demo fleet has (``collector.fleet``)."""
+UNDECLARED = {("RayCluster", ("spec", "suspend")): "RayCluster spec.suspend came after KubeRay v1.0 (kuberay#1667)"}
+"""Fields our patches write that the pinned CRD version does not declare: a cluster running that version prunes them.
+``test_undeclared_fields_are_still_undeclared`` fails once the CRD file is updated past them."""
 EXAMPLES = {
     "Deployment": "deployment-nginx.yaml",
     "StatefulSet": "statefulset-web.yaml",
@@ -42,6 +51,7 @@ EXAMPLES = {
     "MPIJob": "mpijob-pi.yaml",
     "TFJob": "tfjob-simple.yaml",
     "RayCluster": "raycluster-sample.yaml",
+    "RayJob": "rayjob-sample.yaml",
     "JobSet": "jobset-paralleljobs.yaml",
     "LeaderWorkerSet": "leaderworkerset-sample.yaml",
     "Notebook": "notebook-sample-v1.yaml",
@@ -65,6 +75,24 @@ def served_schema(kind: str) -> dict[str, Any]:
     version = CUSTOM[kind].api_version.rsplit("/", 1)[1]
     (served,) = [v for v in crd["spec"]["versions"] if v["name"] == version and v["served"]]
     return dict(served["schema"]["openAPIV3Schema"])
+
+
+def declared(schema: dict[str, Any], path: tuple[str | int, ...]) -> bool:
+    """Whether a structural schema keeps the field at ``path`` (``properties``, a map's ``additionalProperties``, an
+    array's ``items``, or ``x-kubernetes-preserve-unknown-fields``) rather than pruning it."""
+    node = schema
+    for step in path:
+        if node.get("x-kubernetes-preserve-unknown-fields"):
+            return True
+        if isinstance(step, int):
+            node = node.get("items", {})
+        elif step in node.get("properties", {}):
+            node = node["properties"][step]
+        elif isinstance(node.get("additionalProperties"), dict):
+            node = node["additionalProperties"]
+        else:
+            return False
+    return True
 
 
 def pod_specs(obj: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[str | int, ...]]:
@@ -174,6 +202,9 @@ def check_patch(kind: str, ptype: str, body: Any, doc: dict[str, Any] | None = N
         assert inside or stop or path[:3] == ("spec", "predictor", "minReplicas"), f"{kind}: patch writes {path}"
     if kind in CRD_FILES:
         jsonschema.validate(after, served_schema(kind))
+        for path in changed(live, after):
+            known = (kind, path) in UNDECLARED
+            assert known or declared(served_schema(kind), path), f"{kind}: the CRD prunes {path}"
     for path in pod_specs(after):
         template = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t", "namespace": "ns"}}
         spec = {k: v for k, v in at(after, path).items() if not (kind == "InferenceService" and k in PREDICTOR_ONLY)}
@@ -213,6 +244,8 @@ def test_every_emitted_file_validates(demo: Demo, nodepool_schema: dict[str, Any
             elif doc["kind"] == "NodePool":
                 jsonschema.validate(doc, nodepool_schema)
                 counts["NodePool"] += 1
+            elif doc["kind"] == "NodeOverlay":  # validated and matched to its pool: tests/test_recommend_overlays.py
+                counts["NodeOverlay"] = counts.get("NodeOverlay", 0) + 1
             else:
                 assert doc["kind"] == "ConfigMap", doc["kind"]
                 assert kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
@@ -226,7 +259,7 @@ def test_every_emitted_file_validates(demo: Demo, nodepool_schema: dict[str, Any
                             if profiles:
                                 assert mig.arrange(catalog.gpu(H100), profiles) is not None, name
     assert all(counts[k] for k in ("NodePool", "patch", "ConfigMap")), counts
-    assert all(counts.get(k) for k in CRD_FILES), counts  # the CRD check saw the demo's patches of these kinds
+    assert all(counts.get(k) for k in DEMO_CRD_KINDS), counts  # the CRD check saw the demo's patches of these kinds
 
 
 def _body(m: Manifest) -> tuple[str, Any]:
@@ -314,3 +347,25 @@ def test_crd_schema_rejects_a_wrong_field() -> None:
     with pytest.raises(jsonschema.ValidationError, match="is not of type 'boolean'") as err:
         check_patch("PyTorchJob", "merge", {"spec": {"runPolicy": {"suspend": "yes"}}})
     assert list(err.value.absolute_path) == ["spec", "runPolicy", "suspend"]
+
+
+def test_undeclared_fields_are_still_undeclared() -> None:
+    for (kind, path), why in UNDECLARED.items():
+        assert not declared(served_schema(kind), path), (
+            f"{kind} {path} is declared now ({why}): drop it from UNDECLARED"
+        )
+    worker = ("spec", "workerGroupSpecs", 0, "template", "spec")
+    assert declared(served_schema("RayCluster"), (*worker, "nodeSelector", "karpenter.sh/nodepool"))
+    assert declared(served_schema("RayCluster"), (*worker, "containers", 0, "resources", "limits", GPU_RESOURCE))
+    assert not declared(served_schema("RayCluster"), (*worker, "nodeSelectors"))
+
+
+def test_ray_crd_rejects_a_wrong_field() -> None:
+    schema = served_schema("RayCluster")
+    assert set(schema["properties"]["spec"]["properties"]) >= {"headGroupSpec", "workerGroupSpecs"}
+    bad = [{"op": "add", "path": "/spec/workerGroupSpecs/0/template/spec/nodeSelector", "value": ["spot"]}]
+    with pytest.raises(jsonschema.ValidationError, match="is not of type 'object'") as err:
+        check_patch("RayCluster", "json", bad)
+    assert list(err.value.absolute_path) == ["spec", "workerGroupSpecs", 0, "template", "spec", "nodeSelector"]
+    with pytest.raises(AssertionError, match="the CRD prunes"):
+        check_patch("RayCluster", "merge", {"spec": {"headGroupSpec": {"template": {"spec": {"nodeSelectors": {}}}}}})

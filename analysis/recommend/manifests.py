@@ -344,6 +344,32 @@ def nodepool(
     }
 
 
+def node_overlay(name: str, *, nodepool: str, instance_type: str, capacity: Mapping[str, int]) -> dict[str, Any]:
+    """A Karpenter ``NodeOverlay`` (karpenter.sh/v1alpha1) giving ``instance_type``'s nodes of ``nodepool`` the
+    extended resources ``capacity`` in Karpenter's scheduling simulation. Karpenter plans nodes from the cloud's
+    instance-type data, which counts physical GPUs only: a time-sliced node advertises more ``nvidia.com/gpu`` and a
+    MIG node advertises ``nvidia.com/mig-<profile>``, which Karpenter cannot know before the node exists.
+
+    karpenter.sh/docs/concepts/nodeoverlays: ``spec.requirements`` select the instance types (NodePool
+    requirements: ``karpenter.sh/nodepool``, ``node.kubernetes.io/instance-type``), ``spec.capacity`` adds
+    extended resources to them; Alpha, it needs the ``NodeOverlay`` feature gate (helm
+    ``settings.featureGates.nodeOverlay=true``). aws-samples/karpenter-blueprints blueprints/node-overlay sets
+    ``nvidia.com/gpu`` this way for time-slicing."""
+    return {
+        "apiVersion": "karpenter.sh/v1alpha1",
+        "kind": "NodeOverlay",
+        "metadata": {"name": name},
+        "spec": {
+            "requirements": [
+                requirement("karpenter.sh/nodepool", nodepool),
+                requirement("node.kubernetes.io/instance-type", instance_type),
+            ],
+            "capacity": {key: int(value) for key, value in sorted(capacity.items())},
+            "weight": 10,
+        },
+    }
+
+
 def node_multiple(instance_type: str | None, gpus: int) -> int:
     """``gpus`` rounded up to whole nodes of ``instance_type``: a NodePool's GPU limit below one node's GPUs would
     stop Karpenter from launching any."""

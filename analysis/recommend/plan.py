@@ -36,11 +36,13 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
 
+import yaml
+
 from analysis import mig
 from analysis.errors import AnalysisError
 from analysis.pricing import SPOT
-from analysis.recommend.manifests import GPU_RESOURCE, node_multiple, workload_patch
-from analysis.recommend.mig_slices import mig_pod_spec
+from analysis.recommend.manifests import GPU_RESOURCE, node_multiple, node_overlay, workload_patch
+from analysis.recommend.mig_slices import mig_pod_spec, mig_resource
 from analysis.recommend.model import (
     Manifest,
     Recommendation,
@@ -465,6 +467,19 @@ def _mig_on_spot(change: Recommendation, spot: Recommendation) -> Recommendation
         kind = str(candidates[(ns, wl)].get("workload_kind") or "inference")
         manifests.append(workload_patch(kind, ns, wl, pod_spec, whys, m.obj["kind"]))
     manifests.insert(1, Manifest(pool_obj, pool_comments))
+    per_node = _mig_per_node(change, config)
+    if per_node:
+        capacity = {mig_resource(p): n for p, n in per_node.items()}
+        overlay_comments = (
+            f"Node overlay {name}: tells Karpenter that a {itype} node of {name} advertises "
+            + ", ".join(f"{r} {n}" for r, n in sorted(capacity.items()))
+            + f" (the instances of each profile per node: mig-parted config {config}'s layout per GPU, summed over "
+            "the node's partitioned GPUs). Karpenter's instance-type data knows no MIG resources, so without it no "
+            "node is launched for the pods.",
+            "Needs Karpenter's NodeOverlay feature gate (Alpha; helm settings.featureGates.nodeOverlay=true).",
+        )
+        overlay = node_overlay(name, nodepool=name, instance_type=itype, capacity=capacity)
+        manifests.insert(2, Manifest(overlay, overlay_comments))
     return replace(
         change,
         change=f"{change.change} On spot node pool {name} ({itype}, interruption risk {risk}), its nodes "
@@ -486,6 +501,24 @@ def _mig_on_spot(change: Recommendation, spot: Recommendation) -> Recommendation
         assumptions=(*change.assumptions, *spot.assumptions, MIG_COMBINE_RULE),
         manifests=tuple(manifests),
     )
+
+
+def _mig_per_node(change: Recommendation, config: str) -> dict[str, int]:
+    """Instances of each MIG profile on one node: the ``mig-devices`` of config ``config`` in the mig-parted
+    ConfigMap the MIG change exports, times the devices each entry names (device i takes layout i; the node's
+    other GPUs stay whole). Empty when the change exports no such config."""
+    counts: dict[str, int] = {}
+    for m in change.manifests:
+        text = m.obj.get("data", {}).get("config.yaml") if m.obj.get("kind") == "ConfigMap" else None
+        if text is None:
+            continue
+        for entry in yaml.safe_load(text).get("mig-configs", {}).get(config, []):
+            devices = entry.get("devices")
+            if not entry.get("mig-enabled") or not isinstance(devices, list):
+                continue
+            for profile, n in entry.get("mig-devices", {}).items():
+                counts[profile] = counts.get(profile, 0) + int(n) * len(devices)
+    return dict(sorted(counts.items()))
 
 
 def _with_capacity(pool: dict[str, Any], capacity: str) -> dict[str, Any]:

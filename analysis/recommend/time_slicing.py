@@ -45,6 +45,7 @@ from analysis.recommend.manifests import (
     GPU_OPERATOR_NAMESPACE,
     GPU_RESOURCE,
     node_multiple,
+    node_overlay,
     node_selector_patch,
     nodepool,
     requirement,
@@ -346,6 +347,26 @@ def recommendations(ctx: Context) -> list[Recommendation]:
                     ),
                 )
             )
+            if chosen is not None and chosen.gpus:
+                manifests.append(
+                    Manifest(
+                        node_overlay(
+                            pool,
+                            nodepool=pool,
+                            instance_type=chosen.instance_type,
+                            capacity={GPU_RESOURCE: chosen.gpus * k},
+                        ),
+                        (
+                            f"Node overlay {pool}: tells Karpenter that a {chosen.instance_type} node of {pool} "
+                            f"advertises {GPU_RESOURCE} {chosen.gpus * k} = {chosen.gpus} GPU"
+                            f"{'s' if chosen.gpus != 1 else ''} of the instance type x {k} (time-sliced), so it "
+                            f"plans up to {chosen.gpus * k} one-GPU pods per node.",
+                            "Needs Karpenter's NodeOverlay feature gate (Alpha; helm "
+                            "settings.featureGates.nodeOverlay=true): without it Karpenter plans one pod per "
+                            "physical GPU and launches more nodes than this plan counts.",
+                        ),
+                    )
+                )
         selector = {"karpenter.sh/nodepool": pool} if aws else {"nvidia.com/device-plugin.config": pool}
         for r in members:
             kind = ctx.kind(r["namespace"], r["workload"])

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from analysis.units import GIB
-from bench import dashboard, fleet, ingest, machine, nvml, promql, recommend, report, rollup, scrape
+from bench import dashboard, fleet, follow_step, ingest, machine, nvml, promql, recommend, report, rollup, scrape
 from bench.common import Progress, Result, free_bytes
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -47,10 +47,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="repeats for best-of timings (default 3)")
     parser.add_argument(
         "--only",
-        choices=("ingest", "fleet", "nvml", "scrape", "promql", "dashboard", "rollup", "recommend"),
+        choices=("ingest", "fleet", "nvml", "scrape", "follow", "promql", "dashboard", "rollup", "recommend"),
         default=None,
         help="ingest: benchmark 1; fleet: simulate, bytes, report; nvml: the NVML sampler's CPU per sample; "
-        "scrape: points/s from a real Prometheus; promql: idle waste, gpuledger report vs PromQL on a real Prometheus; "
+        "scrape: points/s from a real Prometheus; follow: CPU of one follow step (the newest minute of --gpus GPUs); "
+        "promql: idle waste, gpuledger report vs PromQL on a real Prometheus; "
         "dashboard: first render of the Overview page in Chromium (fleet cached under bench/cache/); "
         "rollup: one rollup partition with shared-GPU splits against the rollup before them (same cached fleet); "
         "recommend: gpuledger recommend over the last 7 days against the same window's report (same cached fleet)",
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="gpuledger-bench-", dir=base))
     results: list[Result] = []
     try:
-        fleet_too = args.only not in ("ingest", "dashboard", "rollup", "recommend")
+        fleet_too = args.only not in ("ingest", "follow", "dashboard", "rollup", "recommend")
         check_disk(workdir, args.gpus, args.days, progress, fleet_too=fleet_too)
         if args.only in (None, "ingest"):
             results += ingest.run(
@@ -160,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             results += scrape.run(
                 gpus=min(args.gpus, 64), hours=6, workdir=workdir, progress=progress, repeats=args.repeats
             )
+        if args.only in (None, "follow"):
+            results += follow_step.run(gpus=args.gpus, workdir=workdir, progress=progress, repeats=args.repeats)
         if args.only in (None, "fleet"):
             simulated = fleet.simulate(
                 gpus=args.gpus,

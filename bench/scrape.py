@@ -26,7 +26,7 @@ from collector.prometheus.scraper import DCGM_METRICS, PrometheusScraper
 from gpuledger.jobs import scrape_store
 from warehouse.lake import Lake
 
-TARGET_RATIO = 0.25
+TARGET_RATIO = 0.8
 STEP_S = 60
 GPUS_PER_NODE = 8
 ENDS_BEFORE_NOW_S = 15 * 60

@@ -23,11 +23,12 @@ import hashlib
 import logging
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
-from typing import NamedTuple, NoReturn
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, NamedTuple, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
+import numpy as np
 import pyarrow as pa
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -123,65 +124,151 @@ ReadingKey = tuple[str, int | None, dt.datetime]
 """(gpu_uuid, mig_instance_id, ts): the gpu_samples key."""
 
 
-@dataclass
 class _Reading:
-    """Everything the points say about one GPU or MIG instance at one time."""
+    """Everything the points say about one GPU or MIG instance at one time. A chunk holds tens of thousands, most
+    without a pod: the pods' containers are made when a pod first shows up."""
 
-    node: str
-    gpu_index: float | None
-    gpu_model: str | None
-    mig_profile: str | None
-    values: dict[str, float] = field(default_factory=dict)
-    holders: set[Holder] = field(default_factory=set)
-    pod_values: dict[Holder, dict[str, float]] = field(default_factory=dict)
-    """Values of the series that carry a pod's labels, per pod, in the order they came."""
-    processes: dict[Holder, dict[str, float]] = field(default_factory=dict)
-    """Per pod, its processes' GPU_UTIL (SM %) and FB_USED (MiB): dcgm-exporter's per-process series."""
-    claims: dict[Holder, str] = field(default_factory=dict)
-    """The DRA ResourceClaim (``namespace/name``) through which a holder holds this device, when it is one."""
+    __slots__ = (
+        "claims",
+        "gpu_index",
+        "gpu_model",
+        "holders",
+        "mig_profile",
+        "node",
+        "pod_values",
+        "processes",
+        "values",
+    )
+
+    def __init__(self, node: str, gpu_index: float | None, gpu_model: str | None, mig_profile: str | None) -> None:
+        self.node = node
+        self.gpu_index = gpu_index
+        self.gpu_model = gpu_model
+        self.mig_profile = mig_profile
+        self.values: dict[str, float] = {}
+        self.holders: set[Holder] = _NO_HOLDERS
+        self.pod_values: dict[Holder, dict[str, float]] = _NO_POD_VALUES
+        """Values of the series that carry a pod's labels, per pod, in the order they came."""
+        self.processes: dict[Holder, dict[str, float]] = _NO_POD_VALUES
+        """Per pod, its processes' GPU_UTIL (SM %) and FB_USED (MiB): dcgm-exporter's per-process series."""
+        self.claims: dict[Holder, str] = _NO_CLAIMS
+        """The DRA ResourceClaim (``namespace/name``) through which a holder holds this device, when it is one."""
+
+
+_NO_HOLDERS: set[Holder] = set()
+_NO_POD_VALUES: dict[Holder, dict[str, float]] = {}
+_NO_CLAIMS: dict[Holder, str] = {}
+"""The shared empty containers of a reading without pods, never written: each is replaced by its own before the
+first write (see :func:`_collect` and :func:`_settle`)."""
+
+
+class DcgmSeries(NamedTuple):
+    """One DCGM metric series: its name, its labels and its (time, value) samples, in time order. A time is whatever
+    ``when`` of :func:`rows_from_series` turns into an aware UTC datetime (e.g. epoch seconds)."""
+
+    name: str
+    labels: Mapping[str, str]
+    samples: Sequence[tuple[float, float]]
 
 
 def rows_from_points(points: Iterable[DcgmPoint], *, cluster: str, source: str) -> Rows:
     """gpu_samples rows (one per GPU or MIG instance per timestamp) and gpu_allocations rows (one per holding pod
     of each of those). Points of other metrics, or without a ``UUID`` label, are ignored; out-of-range values
     become null and are logged once per column."""
-    readings = _collect(points)
+    readings = _collect((name, labels, ((ts, value),)) for name, labels, ts, value in points)
+    return _rows(readings, cluster, source)
+
+
+def rows_from_series(
+    series: Iterable[DcgmSeries], *, cluster: str, source: str, when: Callable[[float], dt.datetime]
+) -> Rows:
+    """:func:`rows_from_points` of every sample of every series (in that order), each series' labels read once and
+    each time turned into a datetime once per reading: the very same rows, without one DcgmPoint per sample."""
+    readings = _collect(series)
+    return _rows(readings, cluster, source, when)
+
+
+def _rows(
+    readings: dict[tuple[str, int | None, Any], _Reading],
+    cluster: str,
+    source: str,
+    when: Callable[[float], dt.datetime] | None = None,
+) -> Rows:
     for reading in readings.values():
-        _settle(reading)
-    keys = sorted(readings, key=_series_order)
-    samples = _samples_table(keys, readings, cluster, source)
-    allocations = _allocations_table(keys, readings, cluster, source)
+        if reading.pod_values:  # only a pod's series leave anything to settle
+            _settle(reading)
+    ordered = sorted(readings, key=_series_order)
+    keyed: dict[ReadingKey, _Reading] = {
+        (uuid, mig, ts if when is None else when(ts)): readings[(uuid, mig, ts)] for uuid, mig, ts in ordered
+    }
+    keys = list(keyed)
+    samples = _samples_table(keys, keyed, cluster, source)
+    allocations = _allocations_table(keys, keyed, cluster, source)
     return Rows(samples, allocations, NODES.schema.empty_table())
 
 
-def _collect(points: Iterable[DcgmPoint]) -> dict[ReadingKey, _Reading]:
-    readings: dict[ReadingKey, _Reading] = {}
-    for name, labels, ts, value in points:
-        uuid = labels.get("UUID")
-        if not uuid or not name.startswith("DCGM_"):
+_Facts = tuple[str, int | None, "Holder | None", bool, str | None, tuple[str, float | None, str | None, str | None]]
+"""What a series' labels say, read once per series: (UUID, MIG instance, holder, whether the holder holds this
+instance, its DRA claim, the new reading's node/index/model/profile)."""
+
+
+def _facts(labels: Mapping[str, str]) -> _Facts | None:
+    uuid = labels.get("UUID")
+    if not uuid:
+        return None
+    holder = _holder(labels)
+    holds = holder is not None and _holds_this_instance(labels)
+    claim = _claim(labels, holder) if holder is not None and holds else None
+    index = labels.get("gpu")
+    reading = (
+        labels.get("Hostname") or labels.get("hostname") or "",
+        _number(index) if index else None,
+        labels.get("modelName") or None,
+        labels.get("GPU_I_PROFILE") or _dra_mig_profile(labels),
+    )
+    return uuid, _instance_id(labels), holder, holds, claim, reading
+
+
+def _collect(
+    series: Iterable[tuple[str, Mapping[str, str], Iterable[tuple[Any, float]]]],
+) -> dict[tuple[str, int | None, Any], _Reading]:
+    """Every sample's reading, in the order the samples come (the first value of a metric wins); a series' labels
+    are read once for all its samples, and once for all the series that share the very same labels object."""
+    readings: dict[tuple[str, int | None, Any], _Reading] = {}
+    known: dict[int, tuple[Mapping[str, str], _Facts | None]] = {}
+    for name, labels, samples in series:
+        if not name.startswith("DCGM_"):
             continue
-        key = (uuid, _instance_id(labels), ts)
-        reading = readings.get(key)
-        if reading is None:
-            reading = readings[key] = _new_reading(labels)
-        holder = _holder(labels)
-        if name in METRICS:
-            _record_value(reading, name, value, holder)
-        if holder is not None and _holds_this_instance(labels):
-            reading.holders.add(holder)
-            claim = _claim(labels, holder)
-            if claim is not None:
-                reading.claims.setdefault(holder, claim)
+        seen = known.get(id(labels))
+        if seen is None or seen[0] is not labels:  # the labels object is kept alive in ``known``: its id stays its own
+            seen = known[id(labels)] = (labels, _facts(labels))
+        facts = seen[1]
+        if facts is None:
+            continue
+        uuid, instance, holder, holds, claim, new = facts
+        recorded = name in METRICS
+        get = readings.get
+        for ts, value in samples:
+            key = (uuid, instance, ts)
+            reading = get(key)
+            if reading is None:
+                reading = readings[key] = _Reading(*new)
+            if recorded:  # a series without pod labels is the device's own; a pod's waits for _settle
+                if holder is None:
+                    reading.values.setdefault(name, value)
+                else:
+                    if reading.pod_values is _NO_POD_VALUES:
+                        reading.pod_values = {}
+                    reading.pod_values.setdefault(holder, {}).setdefault(name, value)
+            if holds and holder is not None:
+                if reading.holders is _NO_HOLDERS:
+                    reading.holders = set()
+                reading.holders.add(holder)
+                if claim is not None:
+                    if reading.claims is _NO_CLAIMS:
+                        reading.claims = {}
+                    reading.claims.setdefault(holder, claim)
     return readings
-
-
-def _record_value(reading: _Reading, name: str, value: float, holder: Holder | None) -> None:
-    """A series without pod labels is the device's own; a pod's series is kept apart until ``_settle`` knows which
-    kind it is."""
-    if holder is None:
-        reading.values.setdefault(name, value)
-    else:
-        reading.pod_values.setdefault(holder, {}).setdefault(name, value)
 
 
 PROCESS_METRICS = (GPU_UTIL, FB_USED)
@@ -197,6 +284,8 @@ def _settle(reading: _Reading) -> None:
     for holder, values in reading.pod_values.items():
         measured = {n: v for n, v in values.items() if n in PROCESS_METRICS and n in own}
         if measured and holder in reading.holders:
+            if reading.processes is _NO_POD_VALUES:
+                reading.processes = {}
             reading.processes[holder] = measured
         for name, value in values.items():
             if name not in measured:
@@ -232,16 +321,6 @@ def _claim(labels: Mapping[str, str], holder: Holder) -> str | None:
         return None
     namespace = labels.get(DRA_CLAIM_NAMESPACE) or holder[0] or ""
     return f"{namespace}/{name}"
-
-
-def _new_reading(labels: Mapping[str, str]) -> _Reading:
-    index = labels.get("gpu")
-    return _Reading(
-        node=labels.get("Hostname") or labels.get("hostname") or "",
-        gpu_index=_number(index) if index else None,
-        gpu_model=labels.get("modelName") or None,
-        mig_profile=labels.get("GPU_I_PROFILE") or _dra_mig_profile(labels),
-    )
 
 
 def _dra_mig_profile(labels: Mapping[str, str]) -> str | None:
@@ -290,7 +369,7 @@ def _is_exporter_pod(labels: Mapping[str, str], pod: str) -> bool:
     return "dcgm-exporter" in pod or workload_from_pod(pod) in scrape_names or labels.get("container") in scrape_names
 
 
-def _series_order(key: ReadingKey) -> tuple[str, bool, int, dt.datetime]:
+def _series_order(key: tuple[str, int | None, Any]) -> tuple[str, bool, int, Any]:
     """Series by series, each in time order, whole GPU after its MIG instances: the nulls-last key order ingest
     keeps without sorting again."""
     uuid, mig, ts = key
@@ -298,80 +377,112 @@ def _series_order(key: ReadingKey) -> tuple[str, bool, int, dt.datetime]:
 
 
 def _samples_table(keys: list[ReadingKey], readings: dict[ReadingKey, _Reading], cluster: str, source: str) -> pa.Table:
-    converted = [_converted(readings[key].values) for key in keys]
-    values = {name: [row[name] for row in converted] for name in _VALUE_COLUMNS}
-    values["gpu_index"] = [readings[key].gpu_index for key in keys]
-    for name, column in values.items():
-        _drop_out_of_range(name, column, keys)
+    ordered = [readings[key] for key in keys]
+    values = _converted([reading.values for reading in ordered])
+    values["gpu_index"] = _Column.of([reading.gpu_index for reading in ordered])
     n = len(keys)
-    columns: dict[str, list[object]] = {
-        "ts": [key[2] for key in keys],
+    columns: dict[str, list[Any] | pa.Array] = {
+        "ts": _epoch_us([key[2] for key in keys]),
         "cluster": [cluster] * n,
-        "node": [readings[key].node for key in keys],
+        "node": [reading.node for reading in ordered],
         "gpu_uuid": [key[0] for key in keys],
-        "mig_profile": [readings[key].mig_profile for key in keys],
+        "mig_profile": [reading.mig_profile for reading in ordered],
         "mig_instance_id": [key[1] for key in keys],
-        "gpu_model": [readings[key].gpu_model for key in keys],
+        "gpu_model": [reading.gpu_model for reading in ordered],
         "source": [source] * n,
     }
     for name, column in values.items():
+        _drop_out_of_range(name, column, keys)
         columns[name] = _typed(name, column)
     _warn_nodeless(keys, readings)
     return pa.table([pa.array(columns[f.name], f.type) for f in GPU_SAMPLES.schema], schema=GPU_SAMPLES.schema)
 
 
-def _converted(values: Mapping[str, float]) -> dict[str, float | None]:
-    """One reading's DCGM values in warehouse units (MiB to bytes, mJ to J), still unchecked floats."""
-    sm_active = values.get(GR_ENGINE_ACTIVE)
-    if sm_active is None or math.isnan(sm_active):
-        sm_active = values.get(SM_ACTIVE, sm_active)
-    energy = values.get(TOTAL_ENERGY)
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
+def _epoch_us(times: list[dt.datetime]) -> list[int]:
+    """Epoch microseconds of aware datetimes (a naive one taken as UTC): pyarrow turns ints into a timestamp column
+    many times faster than it converts aware datetimes."""
+    return [((ts if ts.tzinfo else ts.replace(tzinfo=dt.UTC)) - _EPOCH) // _MICROSECOND for ts in times]
+
+
+@dataclass
+class _Column:
+    """One value column of the readings, as float64 values (NaN where absent) and whether each one is there (a
+    NaN that came in is there: it is dropped and logged, an absent value is simply null)."""
+
+    value: np.ndarray
+    present: np.ndarray
+
+    @classmethod
+    def of(cls, items: list[float | None]) -> _Column:
+        value = np.array(items, dtype=np.float64)  # None reads as NaN
+        present = ~np.isnan(value)
+        unsure = np.flatnonzero(~present)
+        if len(unsure):
+            present[unsure] = [items[i] is not None for i in unsure]
+        return cls(value, present)
+
+    def where(self, cond: np.ndarray, other: _Column) -> _Column:
+        """This column where ``cond`` holds, else ``other``."""
+        return _Column(np.where(cond, self.value, other.value), np.where(cond, self.present, other.present))
+
+
+def _converted(readings: list[dict[str, float]]) -> dict[str, _Column]:
+    """The readings' DCGM values in warehouse units (MiB to bytes, mJ to J), still unchecked, column by column:
+    each field read from every reading at once."""
+
+    def read(name: str) -> _Column:
+        return _Column.of([values.get(name) for values in readings])
+
+    engine, sm = read(GR_ENGINE_ACTIVE), read(SM_ACTIVE)
+    # the graphics engine's activity, SM activity where it is absent or NaN (an absent SM keeps what the engine had)
+    sm_active = sm.where((~engine.present | np.isnan(engine.value)) & sm.present, engine)
+    util = read(GPU_UTIL)
+    # DCGM_FI_DEV_GPU_UTIL; where a device does not report it (MIG instances never do, dcgm-exporter issue 216),
+    # 100 x its graphics-engine activity (DCGM_FI_PROF_GR_ENGINE_ACTIVE, a 0-1 ratio), the same "some kernel was
+    # running" measure over the instance's own engines
+    util_pct = util.where(util.present, _Column(engine.value * 100.0, engine.present))
+    used, free = read(FB_USED), read(FB_FREE)
+    energy = read(TOTAL_ENERGY)
+    reasons = [read(name) for name in CLOCK_REASONS]
+    first_reason = reasons[-1]
+    for column in reversed(reasons[:-1]):
+        first_reason = column.where(column.present, first_reason)
     return {
-        "util_pct": _util_pct(values),
+        "util_pct": util_pct,
         "sm_active": sm_active,
-        "fb_used_bytes": _bytes(values.get(FB_USED)),
-        "fb_total_bytes": _bytes(_fb_total_mib(values)),
-        "power_w": values.get(POWER_USAGE),
-        "energy_j": None if energy is None else energy / 1000.0,
-        "temp_c": values.get(GPU_TEMP),
-        "sm_clock_mhz": values.get(SM_CLOCK),
-        "clock_event_reasons": next((values[n] for n in CLOCK_REASONS if n in values), None),
+        "fb_used_bytes": _Column(used.value * MIB, used.present),
+        "fb_total_bytes": _fb_total_bytes(used, free, read(FB_RESERVED), read(FB_TOTAL)),
+        "power_w": read(POWER_USAGE),
+        "energy_j": _Column(energy.value / 1000.0, energy.present),
+        "temp_c": read(GPU_TEMP),
+        "sm_clock_mhz": read(SM_CLOCK),
+        "clock_event_reasons": first_reason,
     }
 
 
-def _util_pct(values: Mapping[str, float]) -> float | None:
-    """DCGM_FI_DEV_GPU_UTIL; where a device does not report it (MIG instances never do, dcgm-exporter issue 216),
-    100 x its graphics-engine activity (DCGM_FI_PROF_GR_ENGINE_ACTIVE, a 0-1 ratio), the same "some kernel was
-    running" measure over the instance's own engines."""
-    util = values.get(GPU_UTIL)
-    if util is not None:
-        return util
-    engine = values.get(GR_ENGINE_ACTIVE)
-    return None if engine is None else engine * 100.0
-
-
-def _fb_total_mib(values: Mapping[str, float]) -> float | None:
+def _fb_total_bytes(used: _Column, free: _Column, reserved: _Column, total: _Column) -> _Column:
     """USED + FREE (+ RESERVED, which newer DCGM splits out of FREE); FB_TOTAL only when USED or FREE is missing.
     A negative or NaN part makes the total NaN, so it is dropped and logged rather than summed into nonsense."""
-    used, free = values.get(FB_USED), values.get(FB_FREE)
-    if used is None or free is None:
-        return values.get(FB_TOTAL)
-    parts = (used, free, values.get(FB_RESERVED, 0.0))
-    return math.nan if any(not part >= 0 for part in parts) else sum(parts)
+    reserved_mib = np.where(reserved.present, reserved.value, 0.0)
+    with np.errstate(invalid="ignore"):
+        sane = (used.value >= 0) & (free.value >= 0) & (reserved_mib >= 0)
+        summed = np.where(sane, used.value + free.value + reserved_mib, np.nan)
+    both = used.present & free.present
+    mib = _Column(summed, both).where(both, total)
+    return _Column(mib.value * MIB, mib.present)
 
 
-def _bytes(mib: float | None) -> float | None:
-    return None if mib is None else mib * MIB
-
-
-def _drop_out_of_range(name: str, column: list[float | None], keys: list[ReadingKey]) -> None:
-    """Replace, in place, values the warehouse would reject (NaN, infinite, outside the column's range or type)
-    with None, and log the column once."""
+def _drop_out_of_range(name: str, column: _Column, keys: list[ReadingKey]) -> None:
+    """Mark absent, in place, values the warehouse would reject (NaN, infinite, outside the column's range or
+    type), and log the column once."""
     low, high = _bounds(name)
-    bad = [
-        i for i, value in enumerate(column) if value is not None and not (math.isfinite(value) and low <= value <= high)
-    ]
-    if not bad:
+    with np.errstate(invalid="ignore"):
+        inside = np.isfinite(column.value) & _at_least(column.value, low) & _at_most(column.value, high)
+    bad = np.flatnonzero(column.present & ~inside)
+    if not len(bad):
         return
     uuid, mig, ts = keys[bad[0]]
     where = uuid if mig is None else f"{uuid} MIG instance {mig}"
@@ -381,12 +492,22 @@ def _drop_out_of_range(name: str, column: list[float | None], keys: list[Reading
         name,
         low,
         high,
-        column[bad[0]],
+        float(column.value[bad[0]]),
         where,
         ts.isoformat(),
     )
-    for i in bad:
-        column[i] = None
+    column.present[bad] = False
+
+
+def _at_least(values: np.ndarray, low: float) -> np.ndarray:
+    """``values >= low`` as Python compares a float with an int bound (exactly, even one no float holds)."""
+    bound = float(low)
+    return values > bound if bound < low else values >= bound
+
+
+def _at_most(values: np.ndarray, high: float) -> np.ndarray:
+    bound = float(high)
+    return values < bound if bound > high else values <= bound
 
 
 def _bounds(name: str) -> tuple[float, float]:
@@ -396,10 +517,16 @@ def _bounds(name: str) -> tuple[float, float]:
     return (type_low if low is None else low), (type_high if high is None else min(high, type_high))
 
 
-def _typed(name: str, column: list[float | None]) -> list[object]:
-    if pa.types.is_integer(GPU_SAMPLES.schema.field(name).type):
-        return [None if value is None else round(value) for value in column]
-    return list(column)
+def _typed(name: str, column: _Column) -> pa.Array:
+    """The column as the schema's type, absent values null; integers rounded half to even, as ``round`` does."""
+    kind = GPU_SAMPLES.schema.field(name).type
+    mask = ~column.present
+    if pa.types.is_integer(kind):
+        whole = np.rint(np.where(column.present, column.value, 0.0)).astype(np.int64)
+        return pa.array(whole, type=pa.int64(), mask=mask).cast(kind)
+    if kind == pa.float32():
+        return pa.array(column.value.astype(np.float32), type=kind, mask=mask)
+    return pa.array(column.value, type=kind, mask=mask)
 
 
 def _warn_nodeless(keys: list[ReadingKey], readings: dict[ReadingKey, _Reading]) -> None:
@@ -414,8 +541,8 @@ def _allocations_table(
     held = [(key, readings[key].node, holder) for key in keys for holder in sorted(readings[key].holders, key=_by_name)]
     workloads = {pod: workload_from_pod(pod) for pod in {holder[1] for _, _, holder in held}}
     n = len(held)
-    columns: dict[str, list[object]] = {
-        "ts": [key[2] for key, _, _ in held],
+    columns: dict[str, list[Any]] = {
+        "ts": _epoch_us([key[2] for key, _, _ in held]),
         "cluster": [cluster] * n,
         "node": [node for _, node, _ in held],
         "gpu_uuid": [key[0] for key, _, _ in held],

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
+import msgspec
 import requests
 
 from collector import fetch as bounded
@@ -34,6 +37,7 @@ UNREACHABLE_FIX = (
     "check the --prometheus URL and that Prometheus is running "
     "(e.g. `kubectl -n monitoring port-forward svc/prometheus-operated 9090`)"
 )
+MALFORMED_SERIES = "a range query answered with malformed series ({})"
 NOT_PROMETHEUS_FIX = (
     "pass Prometheus' base URL (the one whose /api/v1/query_range answers), e.g. http://prometheus:9090"
 )
@@ -93,9 +97,25 @@ class PrometheusClient:
 
     def query_range(self, query: str, span: Span, step_s: int) -> list[dict[str, Any]]:
         """The ``result`` list of ``query`` evaluated at every step of ``span`` (its end excluded)."""
-        start, end = span
-        params = {"query": query, "start": str(start), "end": str(end - step_s), "step": str(step_s)}
-        body = self._get("/api/v1/query_range", params)
+        return self._matrix(self._get("/api/v1/query_range", _range_params(query, span, step_s)))
+
+    def query_range_series(self, query: str, span: Span, step_s: int) -> list[RangeSeries]:
+        """:meth:`query_range`'s series with their values as numbers, decoded straight from the answer's bytes by
+        msgspec (the values' text read as floats as ``float()`` reads it). An answer that does not decode so (a
+        value such as ``+Inf``, which msgspec does not read, or a malformed one) is decoded as :meth:`query_range`
+        decodes it, with the same errors, and then converted."""
+        body = self._get("/api/v1/query_range", _range_params(query, span, step_s), decode=_decode_range)
+        if isinstance(body, _RangeAnswer) and body.status == "success" and body.data.resultType == "matrix":
+            return body.data.result
+        result = self._matrix(body)
+        try:
+            return [RangeSeries(item["metric"], [(float(t), float(v)) for t, v in item["values"]]) for item in result]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise SourceRejected(
+                WHAT, self.url, MALFORMED_SERIES.format(type(exc).__name__), NOT_PROMETHEUS_FIX
+            ) from None
+
+    def _matrix(self, body: Any) -> list[dict[str, Any]]:
         data = body.get("data")
         if not isinstance(data, dict) or data.get("resultType") != "matrix" or not isinstance(data.get("result"), list):
             raise SourceRejected(WHAT, self.url, "a range query answered without a matrix", NOT_PROMETHEUS_FIX)
@@ -120,13 +140,14 @@ class PrometheusClient:
         values = sorted(str(v) for v in data)
         return values[:limit], len(values) > limit
 
-    def _get(self, path: str, params: Mapping[str, str]) -> Any:
+    def _get(self, path: str, params: Mapping[str, str], decode: Callable[[bytes], Any] | None = None) -> Any:
         """One query's answer. Each try ends within ``timeout_s``; no try or wait starts that would end past
-        ``2 * timeout_s`` from the first, so a server that never answers ends the query there."""
+        ``2 * timeout_s`` from the first, so a server that never answers ends the query there. ``decode``: how a
+        200 answer is decoded first (None when it cannot be decoded so), before the plain JSON decoding."""
         url = self.base + path
         deadline = time.monotonic() + 2 * self.timeout_s
         for attempt in range(1, self.tries + 1):
-            failure = self._attempt(url, path, params, min(self.timeout_s, deadline - time.monotonic()))
+            failure = self._attempt(url, path, params, min(self.timeout_s, deadline - time.monotonic()), decode)
             if not isinstance(failure, _Retry):
                 return failure
             pause = self.backoff_s * 2 ** (attempt - 1)
@@ -139,7 +160,14 @@ class PrometheusClient:
             self.sleep(pause)
         raise AssertionError("unreachable")
 
-    def _attempt(self, url: str, path: str, params: Mapping[str, str], within_s: float) -> Any:
+    def _attempt(
+        self,
+        url: str,
+        path: str,
+        params: Mapping[str, str],
+        within_s: float,
+        decode: Callable[[bytes], Any] | None = None,
+    ) -> Any:
         """The decoded JSON answer, a _Retry for a transient failure, or raise for a permanent one."""
         self.queries += 1
         try:
@@ -161,6 +189,10 @@ class PrometheusClient:
             return _Retry(connection_failure(exc), UNREACHABLE_FIX)
         except requests.RequestException as exc:
             raise SourceUnreachable(WHAT, self.url, type(exc).__name__, UNREACHABLE_FIX) from None
+        if decode is not None and response.status_code == 200:
+            decoded = decode(response.content)
+            if decoded is not None:
+                return decoded
         return self._answer(response, path)
 
     def _answer(self, response: bounded.Reply, path: str) -> Any:
@@ -183,6 +215,78 @@ class PrometheusClient:
                 WHAT, self.url, f"{_status(response)}, not a Prometheus API answer", NOT_PROMETHEUS_FIX
             )
         return body
+
+
+class RangeSeries(msgspec.Struct):
+    """One series of a range query's answer: its labels as Prometheus sends them (``__name__`` too, when there)
+    and its (epoch seconds, value) pairs."""
+
+    metric: dict[str, str]
+    values: list[tuple[float, float]]
+
+
+class _Matrix(msgspec.Struct):
+    resultType: str
+    result: list[RangeSeries]
+
+
+class _RangeAnswer(msgspec.Struct):
+    status: str
+    data: _Matrix
+
+
+_RANGE_DECODER = msgspec.json.Decoder(_RangeAnswer, strict=False)  # strict=False: "0.5" decodes as a float
+
+
+def _decode_range(content: bytes) -> _RangeAnswer | None:
+    if b'"-0"' in content:  # msgspec reads the text "-0" as 0.0, float() as -0.0: let the plain decoding read it
+        return None
+    try:
+        return _RANGE_DECODER.decode(content)
+    except msgspec.MsgspecError:  # not this shape, "+Inf", or not JSON: the plain decoding says what it is
+        return None
+
+
+def _range_params(query: str, span: Span, step_s: int) -> dict[str, str]:
+    start, end = span
+    return {"query": query, "start": str(start), "end": str(end - step_s), "step": str(step_s)}
+
+
+T = TypeVar("T")
+
+
+def pipelined(calls: Sequence[Callable[[], T]]) -> Generator[T, None, None]:
+    """The answers of ``calls`` (each one query, e.g. a bound :meth:`PrometheusClient.query_range`), in order,
+    made by one worker thread one after the other, as soon as the one before it is done: while the caller reads
+    one answer the server works on the next, so the server's time overlaps the caller's CPU. Nothing is sent
+    after a call fails; its error is raised where its answer would come. At most two answers wait unread.
+    Closing the iterator early stops the worker and waits for the call in flight (bounded as every query is)."""
+    answers: queue.Queue[tuple[T | None, BaseException | None]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def work() -> None:
+        for call in calls:
+            if stop.is_set():
+                return
+            try:
+                answers.put((call(), None))
+            except BaseException as exc:  # handed to the reader, which raises it
+                answers.put((None, exc))
+                return
+
+    worker = threading.Thread(target=work, name="gpuledger-prometheus-queries", daemon=True)
+    worker.start()
+    try:
+        for _ in calls:
+            answer, failure = answers.get()
+            if failure is not None:
+                raise failure
+            yield answer  # type: ignore[misc]  # an answer came, not a failure
+    finally:
+        stop.set()
+        while not answers.empty():  # free a worker blocked on a full queue; it then sees stop and ends
+            answers.get_nowait()
+        worker.join()
 
 
 @dataclass(frozen=True)

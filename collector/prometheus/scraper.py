@@ -1,7 +1,7 @@
 """DCGM series and kube-state-metrics facts from one Prometheus, chunk by chunk, handed to a store; resumable.
 
-What is read: the DCGM fields in :data:`DCGM_METRICS`, turned into :class:`collector.dcgm.DcgmPoint` values and
-then rows by :func:`collector.dcgm.rows_from_points` (the one DCGM mapping; ``source="prometheus"``), completed with
+What is read: the DCGM fields in :data:`DCGM_METRICS`, turned into :class:`collector.dcgm.DcgmSeries` values and
+then rows by :func:`collector.dcgm.rows_from_series` (the one DCGM mapping; ``source="prometheus"``), completed with
 kube-state-metrics (:mod:`collector.prometheus.kube_state`).
 
 Sampling: every query is ``last_over_time(<selector>[<step> - 1 ms])`` evaluated at ``start, start + step, ...``:
@@ -28,9 +28,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from collector.dcgm import DcgmPoint, rows_from_points
+from collector.dcgm import DcgmSeries, rows_from_series
 from collector.errors import NoDcgmSeries
-from collector.prometheus.client import MAX_POINTS_PER_SERIES, PrometheusClient
+from collector.prometheus.client import MAX_POINTS_PER_SERIES, PrometheusClient, pipelined
 from collector.prometheus.kube_state import (
     CPU_MEMORY_REQUESTS,
     GPU_REQUESTS,
@@ -44,7 +44,7 @@ from collector.prometheus.kube_state import (
     KubeState,
     kube_rows,
 )
-from collector.prometheus.series import EPOCH, SOURCE, Series, Timestamps, dcgm_points, parse_series, parsed
+from collector.prometheus.series import EPOCH, SOURCE, Series, Timestamps, dcgm_series, parse_series, parsed
 from collector.prometheus.spans import Span, grid_ceil, grid_floor, merge_spans, plan_chunks, subtract_spans
 from collector.rows import Rows
 
@@ -107,7 +107,7 @@ class ScrapeResult:
 def _without_cyclic_gc() -> Iterator[None]:
     """Pause Python's cyclic garbage collector while a chunk's points are built.
 
-    A chunk creates hundreds of thousands of small, acyclic objects (JSON lists, DcgmPoints); each batch of them
+    A chunk creates hundreds of thousands of small, acyclic objects (JSON lists, samples); each batch of them
     triggers a collection that finds nothing to free, which costs about a third of the scrape's CPU time. Reference
     counting still frees everything; the collector runs as usual once the chunk is built."""
     enabled = gc.isenabled()
@@ -237,26 +237,49 @@ class PrometheusScraper:
             return self._fetch(span)
 
     def _fetch(self, span: Span) -> tuple[Rows, int]:
+        """The small kube-state-metrics answers first, then each DCGM answer read into rows as it arrives, while the
+        next answer is on its way (:func:`collector.prometheus.client.pipelined`): the server's work on the large
+        answers overlaps ours."""
         when = Timestamps()
-        dcgm: list[DcgmPoint] = []
-        for metric in DCGM_METRICS:
-            result = self.client.query_range(self._last(metric), span, self.step_s)
-            dcgm.extend(parsed(self.client.url, functools.partial(dcgm_points, metric, when=when), result))
-        node_labels = self.query_range(self._last(NODE_LABELS), span)
-        owners = self.query_range(self._last(POD_OWNER), span)
         running = f"({self._last(GPU_REQUESTS)}) and on(namespace, pod) ({self._last(RUNNING)} == 1)"
-        gpu_requests = self.query_range(running, span)
-        node_info = self.query_range(self._last(NODE_INFO), span)
-        replicaset_owners = self.query_range(self._last(REPLICASET_OWNER), span)
-        job_owners = self.query_range(self._last(JOB_OWNER), span)
         by = ", ".join(REQUEST_LABELS)
         summed = f"sum by ({by}) ({self._last(CPU_MEMORY_REQUESTS)})"
         gpu_pods = f"{summed} and on(namespace, pod) {self._last(GPU_REQUESTS)}"
-        cpu_memory = self.query_range(gpu_pods, span)
+        kube_queries = [
+            self._last(NODE_LABELS),
+            self._last(POD_OWNER),
+            running,
+            self._last(NODE_INFO),
+            self._last(REPLICASET_OWNER),
+            self._last(JOB_OWNER),
+            gpu_pods,
+        ]
+        calls: list[Callable[[], Any]] = [
+            functools.partial(self.client.query_range, query, span, self.step_s) for query in kube_queries
+        ]
+        calls += [
+            functools.partial(self.client.query_range_series, self._last(metric), span, self.step_s)
+            for metric in DCGM_METRICS
+        ]
+        dcgm_points = 0
+        with contextlib.closing(pipelined(calls)) as answers:
+            kube_series = [parsed(self.client.url, parse_series, next(answers)) for _ in kube_queries]
+
+            def arriving() -> Iterator[DcgmSeries]:
+                """Each answer's series, let go of once read (its many small objects freed while the next answer
+                is on its way, not all at the end)."""
+                nonlocal dcgm_points
+                known: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+                for metric in DCGM_METRICS:
+                    series = parsed(self.client.url, functools.partial(dcgm_series, metric, known=known), next(answers))
+                    dcgm_points += sum(len(s.samples) for s in series)
+                    yield from series
+
+            rows = rows_from_series(arriving(), cluster=self.cluster, source=SOURCE, when=when)
+        node_labels, owners, gpu_requests, node_info, replicaset_owners, job_owners, cpu_memory = kube_series
         kube = KubeState(node_labels, gpu_requests, owners, node_info, replicaset_owners, job_owners, cpu_memory)
         groups = (node_labels, owners, gpu_requests, node_info, replicaset_owners, job_owners, cpu_memory)
-        points = len(dcgm) + sum(len(s.values) for group in groups for s in group)
-        rows = rows_from_points(dcgm, cluster=self.cluster, source=SOURCE)
+        points = dcgm_points + sum(len(s.values) for group in groups for s in group)
         return kube_rows(rows, kube, cluster=self.cluster, when=when), points
 
     def _last(self, selector: str) -> str:

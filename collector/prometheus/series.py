@@ -10,9 +10,9 @@ import datetime as dt
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple, TypeVar
 
-from collector.dcgm import DcgmPoint
+from collector.dcgm import DcgmSeries
 from collector.errors import SourceRejected
-from collector.prometheus.client import NOT_PROMETHEUS_FIX, WHAT
+from collector.prometheus.client import MALFORMED_SERIES, NOT_PROMETHEUS_FIX, WHAT, RangeSeries
 
 SOURCE = "prometheus"
 """The ``source`` of every row read from Prometheus."""
@@ -45,19 +45,23 @@ class Timestamps:
         return value
 
 
-def dcgm_points(
-    metric: str, result: Iterable[Mapping[str, Any]], when: Callable[[float], dt.datetime]
-) -> list[DcgmPoint]:
-    """One DcgmPoint per finite value of a range query's ``result`` (its series as Prometheus' JSON has them)."""
-    points: list[DcgmPoint] = []
-    append = points.append
+def dcgm_series(
+    metric: str, result: Iterable[RangeSeries], known: dict[tuple[tuple[str, str], ...], dict[str, str]] | None = None
+) -> list[DcgmSeries]:
+    """The series of a range query's answer (:meth:`PrometheusClient.query_range_series`) with their finite values,
+    each sample as (epoch seconds, value), for :func:`collector.dcgm.rows_from_series`. ``known``: the label sets
+    already seen (in this chunk's other answers): a GPU's series of every metric then share one labels object, which
+    the mapping reads once. Each series' ``metric`` dict is taken over as its labels (``__name__`` removed from it).
+    """
+    known = {} if known is None else known
+    out: list[DcgmSeries] = []
     for item in result:
-        labels = {k: v for k, v in item["metric"].items() if k != "__name__"}
-        for seconds, text in item["values"]:
-            value = float(text)
-            if value - value == 0.0:  # finite: NaN and infinities give NaN
-                append(DcgmPoint(metric, labels, when(seconds), value))
-    return points
+        labels = item.metric
+        labels.pop("__name__", None)
+        labels = known.setdefault(tuple(labels.items()), labels)
+        finite = [sample for sample in item.values if sample[1] - sample[1] == 0.0]  # NaN and infinities give NaN
+        out.append(DcgmSeries(metric, labels, finite))
+    return out
 
 
 def parse_series(result: list[dict[str, Any]]) -> list[Series]:
@@ -78,5 +82,4 @@ def parsed(url: str, parse: Callable[[list[dict[str, Any]]], T], result: list[di
     try:
         return parse(result)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        reason = f"a range query answered with malformed series ({type(exc).__name__})"
-        raise SourceRejected(WHAT, url, reason, NOT_PROMETHEUS_FIX) from None
+        raise SourceRejected(WHAT, url, MALFORMED_SERIES.format(type(exc).__name__), NOT_PROMETHEUS_FIX) from None

@@ -8,8 +8,10 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -226,6 +228,67 @@ def dashboard(ctx: click.Context, warehouse: Path | None, host: str, port: int) 
 
 @main.command()
 @warehouse_option()
+@click.option("--prometheus", "prometheus_url", default=None, metavar="URL", help="Follow this Prometheus (scrape).")
+@click.option("--addr", default="127.0.0.1", show_default=True, help="Address of /healthz, /readyz and /metrics.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@click.option(
+    "--dashboard-port",
+    type=click.IntRange(1, 65535),
+    default=DASHBOARD_PORT,
+    show_default=True,
+    help="The dashboard's port, on 127.0.0.1 only (put an authenticating proxy in front).",
+)
+@click.option("--no-dashboard", is_flag=True, help="Serve no dashboard.")
+@click.option("--no-schedule", is_flag=True, help="Run no alert or report schedule, even with channels configured.")
+@click.option("--start", "start_at", default="-1h", show_default=True, help="Follow from here when no scrape ran yet.")
+@click.option("--step", type=click.IntRange(min=1), default=60, show_default=True, help="Seconds between points.")
+@click.pass_context
+@one_line_errors
+def server(
+    ctx: click.Context,
+    warehouse: Path | None,
+    prometheus_url: str | None,
+    addr: str,
+    port: int,
+    dashboard_port: int,
+    no_dashboard: bool,
+    no_schedule: bool,
+    start_at: str,
+    step: int,
+) -> None:
+    """Run the follow scrape, the rollup, the scheduler and the dashboard over one warehouse, with /healthz,
+    /readyz and the cost metrics on /metrics, until SIGTERM."""
+    from gpuledger import serving
+
+    options = serving.ServerOptions(
+        warehouse=warehouse_path(ctx, warehouse),
+        prometheus=prometheus_url,
+        addr=addr,
+        port=port,
+        dashboard_port=None if no_dashboard else dashboard_port,
+        schedule=not no_schedule,
+        follow_start=parse_time(start_at, now()),
+        step_s=step,
+        config=ctx.find_root().params.get("config"),
+    )
+    for name in ("gpuledger", "alerts"):
+        daemon_log = logging.getLogger(name)
+        if daemon_log.getEffectiveLevel() > logging.INFO:
+            daemon_log.setLevel(logging.INFO)  # a daemon says what it does
+    running = serving.Server(options, settings_from(ctx))
+    try:
+        running.open()
+    except serving.ServingError as exc:
+        raise Fail(str(exc)) from None
+
+    def announce(host: str, bound: int) -> None:
+        click.echo(f"serving /healthz, /readyz and /metrics on http://{host}:{bound} for {options.warehouse}", err=True)
+
+    running.run(on_serving=announce)
+
+
+@main.command()
+@warehouse_option()
 @click.argument("sql")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.pass_context
@@ -381,11 +444,18 @@ def recommend(ctx: click.Context, warehouse: Path | None, out: Path, start: str 
     help="Address for --metrics-port (loopback; 0.0.0.0 or the pod IP to let Prometheus in).",
 )
 @click.option("--node", default=None, help="Node name [default: $NODE_NAME, else the host name].")
+@click.option(
+    "--no-warehouse",
+    "no_warehouse",
+    is_flag=True,
+    help="Store nothing: only serve /metrics (needs --metrics-port) for Prometheus to scrape.",
+)
 @click.pass_context
 @one_line_errors
 def collect(
     ctx: click.Context,
     warehouse: Path | None,
+    no_warehouse: bool,
     source: str | None,
     dcgm_url: str | None,
     interval: float,
@@ -401,9 +471,26 @@ def collect(
     if once and duration is not None:
         raise Fail("--once and --duration are alternatives: pass one")
     settings = settings_from(ctx)
-    root = warehouse_path(ctx, warehouse)
+    if no_warehouse:
+        if warehouse is not None:
+            raise Fail("--warehouse and --no-warehouse are alternatives: pass one")
+        if metrics_port is None or once:
+            raise Fail("--no-warehouse only serves /metrics: pass --metrics-port PORT (and not --once)")
+    root = None if no_warehouse else warehouse_path(ctx, warehouse)
     node_name = node or os.environ.get("NODE_NAME") or socket.gethostname()
     read = sources.open_reader(settings, node=node_name, dcgm_url=dcgm_url)
+    if root is None:
+        assert metrics_port is not None
+        taken = jobs.run_exporter(
+            read,
+            interval_s=interval,
+            metrics_port=metrics_port,
+            metrics_addr=metrics_addr,
+            duration_s=duration,
+            on_serving=lambda addr, port: click.echo(f"serving /metrics on http://{addr}:{port}/metrics", err=True),
+        )
+        click.echo(f"collected {taken} samples, served on /metrics, stored nothing (--no-warehouse)", err=True)
+        return
     stats = jobs.run_agent(
         root,
         read,
@@ -425,18 +512,38 @@ def collect(
 @main.command()
 @click.option("--prometheus", "prometheus_url", required=True, metavar="URL", help="Prometheus base URL.")
 @warehouse_option()
-@click.option("--start", "start_at", required=True, help="Window start (T, e.g. -7d or 2026-11-01).")
-@click.option("--end", "end_at", default="now", show_default=True, help="Window end, exclusive (T).")
+@click.option(
+    "--start", "start_at", default=None, help="Window start (T, e.g. -7d or 2026-11-01); with --follow default -1h."
+)
+@click.option("--end", "end_at", default=None, help="Window end, exclusive (T) [default: now].")
 @click.option("--step", type=click.IntRange(min=1), default=60, show_default=True, help="Seconds between points.")
+@click.option(
+    "--follow",
+    is_flag=True,
+    help="Run until SIGTERM, scraping each step as it closes (from the watermark after a restart).",
+)
 @click.pass_context
 @one_line_errors
 def scrape(
-    ctx: click.Context, prometheus_url: str, warehouse: Path | None, start_at: str, end_at: str, step: int
+    ctx: click.Context,
+    prometheus_url: str,
+    warehouse: Path | None,
+    start_at: str | None,
+    end_at: str | None,
+    step: int,
+    follow: bool,
 ) -> None:
     """Copy DCGM and kube-state-metrics series from Prometheus; a re-run resumes where the last one stopped."""
     at = now()
-    window = Window(parse_time(start_at, at), parse_time(end_at, at))
     root = warehouse_path(ctx, warehouse)
+    if follow:
+        if end_at is not None:
+            raise Fail("--follow runs until stopped: drop --end")
+        follow_prometheus(ctx, root, prometheus_url, parse_time(start_at or "-1h", at), step)
+        return
+    if start_at is None:
+        raise Fail("no window start: pass --start T (e.g. -7d), or --follow to keep scraping")
+    window = Window(parse_time(start_at, at), parse_time(end_at or "now", at))
     with jobs.removed_on_failure(root), progress_bar("scraping Prometheus") as bar:
         result = jobs.scrape(
             Lake(root, create=True),
@@ -454,6 +561,42 @@ def scrape(
         f"done up to {done}",
         err=True,
     )
+
+
+def follow_prometheus(ctx: click.Context, root: Path, url: str, start: dt.datetime, step: int) -> None:
+    """`scrape --follow`: SIGTERM/SIGINT end it after the write in flight; one line per step with -v."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    steps = {"ok": 0, "failed": 0}
+
+    def stepped(step_done: jobs.FollowStep) -> None:
+        steps["ok" if step_done.ok else "failed"] += 1
+        mark = step_done.watermark.isoformat() if step_done.watermark else "-"
+        logging.getLogger("gpuledger.follow").info(
+            "step: %d points, %d samples stored, done up to %s; next in %.1f s",
+            step_done.points,
+            step_done.samples,
+            mark,
+            step_done.next_in_s,
+        )
+
+    click.echo(f"following {url} into {root} every {step} s (SIGTERM stops it)", err=True)
+    try:
+        with jobs.removed_on_failure(root):
+            jobs.follow(
+                Lake(root, create=True),
+                settings_from(ctx),
+                url=url,
+                start=start,
+                step_s=step,
+                stop=stop,
+                on_step=stepped,
+                refresh_rollup=True,
+            )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    click.echo(f"stopped following: {steps['ok']} steps stored, {steps['failed']} failed", err=True)
 
 
 @main.command("import-bill")

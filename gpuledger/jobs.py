@@ -6,8 +6,11 @@ Each function is what one CLI command does, without the CLI: tests and the sched
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import shutil
 import signal
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +23,7 @@ from collector.errors import NotStored
 from collector.fleet import plan
 from collector.metrics import LiveMetrics, serve
 from collector.prometheus.client import PrometheusClient
+from collector.prometheus.follow import Follower, FollowStep
 from collector.prometheus.scraper import PrometheusScraper, ScrapeResult, Store
 from collector.rows import Records, Rows
 from collector.simulate import FleetTelemetry
@@ -31,6 +35,7 @@ from warehouse.maintenance import diagnosing
 from warehouse.malformed import count_malformed
 from warehouse.schema import PRICES, utc_now
 
+log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 
 
@@ -175,12 +180,100 @@ def scrape(
         url, timeout_s=settings.prometheus_timeout_s, max_body_mib=settings.prometheus_max_body_mib
     )
     scraper = PrometheusScraper(
-        client, cluster=settings.cluster, store=scrape_store(lake), read_state=lake.read_state, step_s=step_s
+        client,
+        cluster=settings.cluster,
+        store=scrape_store(lake),
+        read_state=lake.read_state,
+        step_s=step_s,
+        settle_s=settings.prometheus_settle_s,
     )
     result = scraper.scrape(start, end, progress=progress)
     if result.chunks:
         refresh(lake, settings)
     return result
+
+
+def follow(
+    lake: Lake,
+    settings: Settings,
+    *,
+    url: str,
+    start: dt.datetime,
+    step_s: int,
+    stop: threading.Event,
+    on_step: Callable[[FollowStep], None] | None = None,
+    refresh_rollup: bool = False,
+) -> None:
+    """`gpuledger scrape --follow`: scrape each interval of ``url`` as it closes until ``stop`` is set, from the
+    warehouse's watermark when it holds one (whatever ``start`` says: no gap after a restart), else from ``start``.
+    With ``refresh_rollup``, the rollup is brought up to date after each step that stored rows. Never sets signal
+    handlers (the caller owns them) and never raises for a Prometheus or a disk that fails (see
+    ``collector.prometheus.follow``)."""
+    client = PrometheusClient(
+        url, timeout_s=settings.prometheus_timeout_s, max_body_mib=settings.prometheus_max_body_mib
+    )
+    scraper = PrometheusScraper(
+        client,
+        cluster=settings.cluster,
+        store=scrape_store(lake),
+        read_state=lake.read_state,
+        step_s=step_s,
+        settle_s=settings.prometheus_settle_s,
+    )
+    done = scraper.done_spans()
+    if done:
+        start = min(start, dt.datetime.fromtimestamp(done[-1][1], dt.UTC))
+
+    def after_store(_result: ScrapeResult) -> None:
+        if refresh_rollup:
+            with lake.writing():
+                refresh(lake, settings)
+
+    Follower(scraper, start=start, stop=stop, after_store=after_store, on_step=on_step).run()
+
+
+def run_exporter(
+    read: Callable[[], Rows | Records],
+    *,
+    interval_s: float,
+    metrics_port: int,
+    metrics_addr: str = "127.0.0.1",
+    stop: threading.Event | None = None,
+    duration_s: float | None = None,
+    on_serving: Callable[[str, int], None] | None = None,
+) -> int:
+    """`gpuledger collect --no-warehouse`: sample with ``read`` every ``interval_s`` and serve the newest readings on
+    /metrics, storing nothing (Prometheus scrapes them; `gpuledger scrape --follow` brings them to the warehouse).
+    Runs until SIGTERM/SIGINT (or ``stop``, or the duration); returns the samples taken. A reading that fails is
+    logged and the last good values keep being served."""
+    stop = stop or threading.Event()
+    live = LiveMetrics()
+    server = serve(live, metrics_port, metrics_addr)
+    if on_serving is not None:
+        on_serving(str(server.server_address[0]), server.server_port)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = (
+        {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)} if in_main else {}
+    )
+    taken = 0
+    began = time.monotonic()
+    try:
+        while not stop.is_set():
+            tick = time.monotonic()
+            try:
+                live.update(read())
+                taken += 1
+            except Exception as exc:  # a GPU or the kubelet failing one reading must not stop the exporter
+                log.error("collect: a reading failed (the last values keep being served): %s", exc)
+            if duration_s is not None and time.monotonic() - began >= duration_s:
+                break
+            stop.wait(max(0.0, interval_s - (time.monotonic() - tick)))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        server.shutdown()
+        server.server_close()
+    return taken
 
 
 def scrape_store(lake: Lake) -> Store:

@@ -60,8 +60,9 @@ def schedule_jobs(lake: Lake, settings: Settings, targets: dict[str, Channel]) -
     return jobs
 
 
-def run_scheduler(lake: Lake, settings: Settings) -> None:
-    """Run ``gpuledger schedule`` until SIGTERM."""
+def runner(lake: Lake, settings: Settings) -> Runner:
+    """The runner of ``gpuledger schedule`` (``gpuledger server`` runs it in a thread); raises NoChannel when no
+    channel is configured."""
     targets = channels(settings)
     if not targets:
         raise NoChannel()
@@ -72,4 +73,9 @@ def run_scheduler(lake: Lake, settings: Settings) -> None:
     def write(value: dict[str, Any]) -> None:
         lake.write_state(SCHEDULE_STATE, value)
 
-    Runner(schedule_jobs(lake, settings, targets), settings.scheduler, (read, write)).run_forever()
+    return Runner(schedule_jobs(lake, settings, targets), settings.scheduler, (read, write))
+
+
+def run_scheduler(lake: Lake, settings: Settings) -> None:
+    """Run ``gpuledger schedule`` until SIGTERM."""
+    runner(lake, settings).run_forever()

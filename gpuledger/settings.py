@@ -98,6 +98,12 @@ class Settings(BaseSettings):
     prometheus_max_body_mib: float = Field(
         default=256.0, gt=0, description="`gpuledger scrape`: a Prometheus answer larger than this is refused."
     )
+    prometheus_settle_s: int = Field(
+        default=120,
+        ge=0,
+        description="`gpuledger scrape`: steps newer than this many seconds are not fetched yet (Prometheus may "
+        "still be receiving their samples); `--follow` scrapes each step this long after it closes.",
+    )
     energy_every_s: float = Field(
         default=60.0, gt=0, description="NVML energy reads (~4 ms each on an H200) happen at most this often."
     )
@@ -225,6 +231,12 @@ class Settings(BaseSettings):
     )
     demo_gpus: int = Field(default=64, ge=1, description="GPUs in the demo fleet.")
     demo_days: int = Field(default=7, ge=1, description="Days of history in the demo fleet.")
+    metrics_every_s: float = Field(
+        default=60.0, gt=0, description="`gpuledger server`: the cost metrics on /metrics are recomputed this often."
+    )
+    rollup_every_s: float = Field(
+        default=60.0, gt=0, description="`gpuledger server`: the minute rollup is brought up to date this often."
+    )
     alerts: AlertRules = Field(
         default_factory=AlertRules,
         description="Alert rules: thresholds (0 turns a rule off), cooldown, when to evaluate, where to send.",

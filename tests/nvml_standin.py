@@ -84,6 +84,7 @@ class CapturedNVML:
         driver_loaded: bool = True,
         second_process_after_s: float | None = None,
         privileged: bool = True,
+        uuid_offset: int = 0,
     ) -> None:
         self.static = json.loads((capture_dir / "nvml_static.json").read_text())["devices"][0]
         self.trace = [json.loads(line) for line in (capture_dir / "nvml_trace.jsonl").read_text().splitlines() if line]
@@ -103,6 +104,8 @@ class CapturedNVML:
         }
         self.mig = [profiles[name] for name in (mig or [])]
         self.privileged = privileged
+        self.uuid_offset = uuid_offset
+        """Added to each GPU's number before its UUID is derived, so stand-ins of two nodes have distinct GPUs."""
         self.placements = _first_fit(self.mig, _possible_placements(capture_dir / "nvidia_smi.txt"))
 
     def __getattr__(self, name: str) -> Any:
@@ -133,7 +136,8 @@ class CapturedNVML:
 
     def nvmlDeviceGetUUID(self, handle: Handle) -> str:
         base = str(self.static["nvmlDeviceGetUUID"])
-        uuid = base if handle.gpu == 0 else f"{base[:-4]}{handle.gpu:04x}"  # derived: the capture has one GPU
+        number = handle.gpu + self.uuid_offset
+        uuid = base if number == 0 else f"{base[:-4]}{number:04x}"  # derived: the capture has one GPU
         if handle.mig_slot is not None:
             return "MIG" + uuid.removeprefix("GPU")[:-2] + f"{handle.mig_slot:02x}"
         return uuid

@@ -502,11 +502,16 @@ def create_blocks(openmetrics: Path, tsdb: Path) -> None:
 
 
 class PrometheusServer:
-    """One ``prometheus`` process on 127.0.0.1 serving ``data_dir``; no scrape targets."""
+    """One ``prometheus`` process on 127.0.0.1 serving ``data_dir``; no scrape targets unless ``config_text`` names
+    some."""
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, *, config_text: str | None = None) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
+        self.config_text = (
+            config_text or "global:\n  scrape_interval: 1h\n  evaluation_interval: 1h\nscrape_configs: []\n"
+        )
+        """The prometheus.yml it runs with: by default no scrape targets (the history is backfilled)."""
         self.config = data_dir.parent / f"{data_dir.name}.yml"
         self.log = data_dir.parent / f"{data_dir.name}.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -517,7 +522,7 @@ class PrometheusServer:
 
     def start(self, timeout_s: float = 30.0) -> PrometheusServer:
         binary, _promtool = require_binaries()
-        self.config.write_text("global:\n  scrape_interval: 1h\n  evaluation_interval: 1h\nscrape_configs: []\n")
+        self.config.write_text(self.config_text)
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [

@@ -71,6 +71,9 @@ class Rows:
     def allocation_dicts(self) -> list[dict[str, Any]]:
         return self.allocations.to_pylist()
 
+    def node_dicts(self) -> list[dict[str, Any]]:
+        return self.nodes.to_pylist()
+
 
 @dataclass(frozen=True)
 class Records:
@@ -100,6 +103,10 @@ class Records:
     def allocation_dicts(self) -> list[dict[str, Any]]:
         names = GPU_ALLOCATIONS.schema.names
         return [dict.fromkeys(names) | dict(zip(names, row, strict=False)) for row in self.allocations]
+
+    def node_dicts(self) -> list[dict[str, Any]]:
+        names = NODES.schema.names
+        return [dict.fromkeys(names) | dict(zip(names, row, strict=False)) for row in self.nodes]
 
 
 def combine(batches: Sequence[Rows | Records]) -> Rows:

@@ -127,6 +127,15 @@ class Settings(BaseSettings):
     kubelet_tls_verify: bool = Field(
         default=True, description="Check the kubelet's certificate; false only for kubelets with self-signed ones."
     )
+    kube_api_url: str | None = Field(
+        default=None,
+        description="The API server the agent reads its own Node object from (instance type, capacity type, zone); "
+        "unset: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT, none outside a pod.",
+    )
+    kube_api_ca_file: Path | None = Field(
+        default=Path("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"),
+        description="The CA the API server's certificate is checked against (the token is kubelet_token_file's).",
+    )
     kubelet_timeout_s: float = Field(
         default=5.0, gt=0, description="A kubelet /pods request, connecting and the whole body, ends within this."
     )

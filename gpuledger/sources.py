@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 from collections.abc import Callable, Iterable
 
 from collector.dra import device_names
 from collector.errors import CollectorError
 from collector.kubelet_pods import KUBELET_PORT, KubeletPods
+from collector.node_object import ThisNode, api_url_from
 from collector.nvml import Holder, NvmlSampler
 from collector.podresources.client import GpuAssignment, PodResourcesClient
 from collector.rows import Records, Rows
@@ -45,9 +47,36 @@ def open_reader(settings: Settings, *, node: str, dcgm_url: str | None) -> Calla
         )
     sampler.open()
     atexit.register(sampler.close)
-    if pods is None:
+    steps: list[Callable[[Rows | Records], Rows | Records]] = [pods.complete] if pods is not None else []
+    this_node = node_object(settings, node)
+    if this_node is not None:
+        steps.append(this_node.complete)
+    if not steps:
         return sampler.read
-    return lambda: pods.complete(sampler.read())
+
+    def read() -> Rows | Records:
+        reading: Rows | Records = sampler.read()
+        for step in steps:
+            reading = step(reading)
+        return reading
+
+    return read
+
+
+def node_object(settings: Settings, node: str) -> ThisNode | None:
+    """This node's Node object, for its ``nodes`` rows (see collector.node_object); None outside a cluster."""
+    url = settings.kube_api_url or api_url_from(os.environ)
+    if url is None:
+        log.info("no Kubernetes API server known (kube_api_url): the node's instance type stays unknown")
+        return None
+    return ThisNode(
+        url,
+        node,
+        cluster=settings.cluster,
+        token_file=settings.kubelet_token_file,
+        ca_file=settings.kube_api_ca_file,
+        timeout_s=settings.kubelet_timeout_s,
+    )
 
 
 def kubelet_pods(settings: Settings, node: str) -> KubeletPods:

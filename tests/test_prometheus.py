@@ -58,9 +58,10 @@ SECRET = "s3cr3t-Tok3n-do-not-print"
 T0 = dt.datetime(2024, 11, 2, 23, 58, tzinfo=dt.UTC)
 
 
-QUERIES_PER_CHUNK = len(DCGM_METRICS) + 7
+QUERIES_PER_CHUNK = len(DCGM_METRICS) + 10
 """One range query per DCGM field, then kube_node_labels, kube_pod_owner, the running pods' GPU requests,
-kube_node_info, kube_replicaset_owner, kube_job_owner and the GPU pods' CPU and memory requests."""
+kube_node_info, kube_replicaset_owner, kube_job_owner, the GPU pods' CPU and memory requests, and the node agents'
+gpuledger_node_info, gpuledger_pod_owner and gpuledger_pod_requests."""
 
 
 def no_sleep(_seconds: float) -> None:

@@ -255,13 +255,16 @@ def _range_params(query: str, span: Span, step_s: int) -> dict[str, str]:
 T = TypeVar("T")
 
 
-def pipelined(calls: Sequence[Callable[[], T]]) -> Generator[T, None, None]:
+def pipelined(calls: Sequence[Callable[[], T]], *, ahead: int = 1) -> Generator[T, None, None]:
     """The answers of ``calls`` (each one query, e.g. a bound :meth:`PrometheusClient.query_range`), in order,
     made by one worker thread one after the other, as soon as the one before it is done: while the caller reads
     one answer the server works on the next, so the server's time overlaps the caller's CPU. Nothing is sent
-    after a call fails; its error is raised where its answer would come. At most two answers wait unread.
-    Closing the iterator early stops the worker and waits for the call in flight (bounded as every query is)."""
-    answers: queue.Queue[tuple[T | None, BaseException | None]] = queue.Queue(maxsize=1)
+    after a call fails; its error is raised where its answer would come. At most ``ahead`` + 1 answers wait
+    unread. Closing the iterator early stops the worker and waits for the call in flight (bounded as every query
+    is)."""
+    if ahead < 1:
+        raise ValueError(f"ahead must be at least 1, not {ahead}")
+    answers: queue.Queue[tuple[T | None, BaseException | None]] = queue.Queue(maxsize=ahead)
     stop = threading.Event()
 
     def work() -> None:

@@ -9,12 +9,17 @@
   requests exactly the GPUs of that kind nobody else holds, see :func:`attribute`;
 - ``kube_pod_container_resource_requests`` for ``cpu`` (unit ``core``) and ``memory`` (unit ``byte``), summed over the
   pod's containers (init containers are ``kube_pod_init_container_resource_requests``, not read), onto the pod's
-  allocation rows at each step, see :func:`with_requests`.
+  allocation rows at each step, see :func:`with_requests`;
+- where kube-state-metrics' series are missing, the node agents' own (:mod:`collector.metrics`):
+  ``gpuledger_node_info`` for a node's row, ``gpuledger_pod_owner`` for a pod's owner chain and
+  ``gpuledger_pod_requests`` for its CPU and memory requests (kube-state-metrics wins where both say something: per
+  column of a node's row, per pod for owners, per pod and step for requests).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,10 +28,11 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
+from collector.metrics import NODE_INFO_LABELS
 from collector.prometheus.series import SOURCE, Series, timestamp
 from collector.rows import Rows
 from collector.workloads import ObjectRef, Owner, owner_chain, workload_from_owner, workload_from_pod
-from warehouse.schema import GPU_ALLOCATIONS, NODES
+from warehouse.schema import CAPACITY_TYPES, GPU_ALLOCATIONS, NODES
 
 NODE_LABELS = "kube_node_labels"
 NODE_INFO = "kube_node_info"
@@ -62,6 +68,12 @@ class KubeState:
     job_owners: list[Series] = field(default_factory=list)
     resource_requests: list[Series] = field(default_factory=list)
     """``kube_pod_container_resource_requests`` for cpu and memory, per pod (see :data:`REQUEST_LABELS`)."""
+    agent_nodes: list[Series] = field(default_factory=list)
+    """The node agents' ``gpuledger_node_info``: what a node without ``kube_node_labels`` is known by."""
+    agent_owners: list[Series] = field(default_factory=list)
+    """The node agents' ``gpuledger_pod_owner``: the owner of a pod without ``kube_pod_owner``."""
+    agent_requests: list[Series] = field(default_factory=list)
+    """The node agents' ``gpuledger_pod_requests``: the requests of a pod without CPU and memory request series."""
 
 
 def _label(labels: Mapping[str, str], name: str) -> str | None:
@@ -139,18 +151,40 @@ def _date(seconds: float) -> dt.date:
 
 
 def node_rows(
-    node_labels: Iterable[Series], samples: pa.Table, *, cluster: str, node_info: Iterable[Series] = ()
+    node_labels: Iterable[Series],
+    samples: pa.Table,
+    *,
+    cluster: str,
+    node_info: Iterable[Series] = (),
+    agent_nodes: Iterable[Series] = (),
 ) -> list[dict[str, Any]]:
-    """One ``nodes`` row per node per UTC date it appears on, in ``kube_node_labels`` (its newest labels that day)
-    or in gpu_samples (a node kube-state-metrics does not report gets a row with what DCGM saw); ``provider_id``
-    from the node's ``kube_node_info``."""
+    """One ``nodes`` row per node per UTC date it appears on, in ``kube_node_labels`` (its newest labels that day),
+    in the node agent's ``gpuledger_node_info`` or in gpu_samples (a node nobody describes gets a row with what DCGM
+    saw); ``provider_id`` from the node's ``kube_node_info``. What kube-state-metrics leaves null (all of it, for a
+    node it does not report) is taken from ``gpuledger_node_info`` that day (:func:`with_agent_facts`)."""
     provider_ids = {
         node: pid
         for series in node_info
         if (node := _label(series.labels, "node")) is not None and (pid := series.labels.get("provider_id"))
     }
+    newest = _newest_by_node_date(node_labels)
+    agent = _newest_by_node_date(agent_nodes)
+    seen = _gpus_by_node_date(samples)
+    rows = []
+    for node, date in sorted(newest.keys() | agent.keys() | seen.keys()):
+        model, count = seen.get((node, date), (None, None))
+        labels = newest.get((node, date), {})
+        facts = agent.get((node, date), {})
+        count = _int_or_none(facts.get("gpu_count")) or count
+        row = node_row(cluster, node, date, labels, model, count, provider_ids.get(node))
+        rows.append(with_agent_facts(row, facts))
+    return rows
+
+
+def _newest_by_node_date(series_list: Iterable[Series]) -> dict[tuple[str, dt.date], Mapping[str, str]]:
+    """(node, UTC date) -> the labels of the node's newest sample that day."""
     newest: dict[tuple[str, dt.date], tuple[float, Mapping[str, str]]] = {}
-    for series in node_labels:
+    for series in series_list:
         node = _label(series.labels, "node")
         if node is None:
             continue
@@ -158,13 +192,28 @@ def node_rows(
             key = (node, _date(seconds))
             if key not in newest or seconds > newest[key][0]:
                 newest[key] = (seconds, series.labels)
-    seen = _gpus_by_node_date(samples)
-    rows = []
-    for node, date in sorted(newest.keys() | seen.keys()):
-        model, count = seen.get((node, date), (None, None))
-        labels = newest[(node, date)][1] if (node, date) in newest else {}
-        rows.append(node_row(cluster, node, date, labels, model, count, provider_ids.get(node)))
-    return rows
+    return {key: labels for key, (_seconds, labels) in newest.items()}
+
+
+_AGENT_ALLOWED: dict[str, tuple[str, ...]] = {
+    "capacity_type": CAPACITY_TYPES,
+    "mig_strategy": NODES.allowed["mig_strategy"],
+}
+
+
+def with_agent_facts(row: dict[str, Any], facts: Mapping[str, str]) -> dict[str, Any]:
+    """``row`` with the columns it leaves null taken from the node agent's ``gpuledger_node_info`` labels ``facts``
+    (a value the warehouse would refuse, such as an unknown capacity type, is left out)."""
+    filled = dict(row)
+    for column in NODE_INFO_LABELS:
+        value = facts.get(column) or None
+        if filled.get(column) is not None or value is None:
+            continue
+        if column == "gpu_count":
+            filled[column] = _int_or_none(value)
+        elif value in _AGENT_ALLOWED.get(column, (value,)):
+            filled[column] = value
+    return filled
 
 
 def _gpus_by_node_date(samples: pa.Table) -> dict[tuple[str, dt.date], tuple[str | None, int]]:
@@ -233,6 +282,38 @@ def pod_owners(
         parents[(namespace, "Job", name)] = ref
     owners = _controllers(pods, lambda lb: _label(lb, "pod"))
     return {(ns, pod): owner_chain(ns, pod, ref, parents) for (ns, pod), ref in owners.items()}
+
+
+def agent_pod_owners(series_list: Iterable[Series]) -> dict[tuple[str, str], Owner]:
+    """(namespace, pod) -> its owner chain as the node agent read it from its kubelet's pod list
+    (``gpuledger_pod_owner``, its newest series), the workload given by the chain as :func:`pod_owners` gives it
+    (``Pod<-ReplicaSet/x<-Deployment/y`` -> ``y``; a chain of one owner is read from its name, a Job's run giving
+    its CronJob's name)."""
+    newest: dict[tuple[str, str], tuple[float, Owner]] = {}
+    for series in series_list:
+        namespace, pod = _label(series.labels, "namespace"), _label(series.labels, "pod")
+        ref = _owner_ref(series.labels)
+        if namespace is None or pod is None or ref is None or not series.values:
+            continue
+        last = max(seconds for seconds, _value in series.values)
+        if (namespace, pod) not in newest or last > newest[(namespace, pod)][0]:
+            owner = _agent_owner(namespace, pod, ref, series.labels.get("owner_chain") or None)
+            newest[(namespace, pod)] = (last, owner)
+    return {key: owner for key, (_last, owner) in newest.items()}
+
+
+def _agent_owner(namespace: str, pod: str, top: ObjectRef, chain: str | None) -> Owner:
+    """The Owner an agent's ``owner_chain`` (``Pod<-Kind/name<-...``, ending at ``top``) gives, climbed as
+    :func:`collector.workloads.owner_chain` climbs; a missing or unreadable chain leaves the workload to
+    :func:`owner_workload`."""
+    refs: list[ObjectRef] = []
+    for link in (chain or "").split("<-")[1:]:
+        kind, _, name = link.partition("/")
+        refs.append((kind, name))
+    if not chain or not chain.startswith("Pod<-") or not refs or refs[-1] != top or not all(all(r) for r in refs):
+        return Owner(owner_workload(*top, pod), *top, chain)
+    parents = {(namespace, *child): parent for child, parent in itertools.pairwise(refs)}
+    return owner_chain(namespace, pod, refs[0], parents)
 
 
 _REQUEST_SCHEMA: dict[str, pl.DataType] = {
@@ -409,13 +490,20 @@ def pod_requests(requests: Iterable[Series], when: Callable[[float], dt.datetime
 
 
 def with_requests(
-    allocations: pa.Table, requests: Iterable[Series], when: Callable[[float], dt.datetime] | None = None
+    allocations: pa.Table,
+    requests: Iterable[Series],
+    when: Callable[[float], dt.datetime] | None = None,
+    agent_requests: Iterable[Series] = (),
 ) -> pa.Table:
-    """``allocations`` with each pod's CPU and memory requests at the row's step (:func:`pod_requests`); a pod
-    without request series at that step keeps them null."""
+    """``allocations`` with each pod's CPU and memory requests at the row's step (:func:`pod_requests`), from
+    ``requests`` (kube-state-metrics), else from ``agent_requests`` (the node agent's ``gpuledger_pod_requests``) at
+    a step where kube-state-metrics has no series of the pod; a pod with neither at that step keeps them null."""
     frame = pl.from_arrow(allocations)
     assert isinstance(frame, pl.DataFrame)
     known = pod_requests(requests, when or timestamp)
+    if fallback := list(agent_requests):
+        agent = pod_requests(fallback, when or timestamp)
+        known = pl.concat([known, agent.join(known, on=["namespace", "pod", "ts"], how="anti")])
     if frame.height == 0 or known.height == 0:
         return allocations
     joined = frame.drop("cpu_request", "memory_request_bytes").join(
@@ -425,14 +513,18 @@ def with_requests(
 
 
 def kube_rows(rows: Rows, kube: KubeState, *, cluster: str, when: Callable[[float], dt.datetime] | None = None) -> Rows:
-    """DCGM rows completed with kube-state-metrics: owner chains and workloads, proven allocations, the pods' CPU and
-    memory requests, node rows."""
+    """DCGM rows completed with kube-state-metrics (and, where its series are missing, the node agents' own):
+    owner chains and workloads, proven allocations, the pods' CPU and memory requests, node rows."""
     when = when or timestamp
-    nodes = node_rows(kube.node_labels, rows.samples, cluster=cluster, node_info=kube.node_info)
+    nodes = node_rows(
+        kube.node_labels, rows.samples, cluster=cluster, node_info=kube.node_info, agent_nodes=kube.agent_nodes
+    )
     single = {row["node"] for row in nodes if row["mig_strategy"] == "single"}
-    workloads = pod_owners(kube.pod_owners, kube.replicaset_owners, kube.job_owners)
+    workloads = agent_pod_owners(kube.agent_owners) | pod_owners(
+        kube.pod_owners, kube.replicaset_owners, kube.job_owners
+    )
     allocations = attribute(
         rows, kube.gpu_requests, workloads, cluster=cluster, when=when, single_strategy_nodes=single
     )
-    allocations = with_requests(allocations, kube.resource_requests, when)
+    allocations = with_requests(allocations, kube.resource_requests, when, kube.agent_requests)
     return Rows(rows.samples, allocations, pa.Table.from_pylist(nodes, schema=NODES.schema))

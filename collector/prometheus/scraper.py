@@ -2,7 +2,8 @@
 
 What is read: the DCGM fields in :data:`DCGM_METRICS`, turned into :class:`collector.dcgm.DcgmSeries` values and
 then rows by :func:`collector.dcgm.rows_from_series` (the one DCGM mapping; ``source="prometheus"``), completed with
-kube-state-metrics (:mod:`collector.prometheus.kube_state`).
+kube-state-metrics (:mod:`collector.prometheus.kube_state`) and, where its series are missing, with the node agents'
+``gpuledger_node_info``, ``gpuledger_pod_owner`` and ``gpuledger_pod_requests`` (:mod:`collector.metrics`).
 
 Sampling: every query is ``last_over_time(<selector>[<step> - 1 ms])`` evaluated at ``start, start + step, ...``:
 each step carries the newest sample of the step that ends there, and a step without a sample has no point, so a
@@ -30,6 +31,9 @@ from typing import Any, Protocol
 
 from collector.dcgm import DcgmSeries, rows_from_series
 from collector.errors import NoDcgmSeries
+from collector.metrics import NODE_INFO as AGENT_NODE_INFO
+from collector.metrics import POD_OWNER as AGENT_POD_OWNER
+from collector.metrics import POD_REQUESTS as AGENT_POD_REQUESTS
 from collector.prometheus.client import MAX_POINTS_PER_SERIES, PrometheusClient, pipelined
 from collector.prometheus.kube_state import (
     CPU_MEMORY_REQUESTS,
@@ -253,6 +257,9 @@ class PrometheusScraper:
             self._last(REPLICASET_OWNER),
             self._last(JOB_OWNER),
             gpu_pods,
+            self._last(AGENT_NODE_INFO),
+            self._last(AGENT_POD_OWNER),
+            self._last(AGENT_POD_REQUESTS),
         ]
         calls: list[Callable[[], Any]] = [
             functools.partial(self.client.query_range, query, span, self.step_s) for query in kube_queries
@@ -276,10 +283,11 @@ class PrometheusScraper:
                     yield from series
 
             rows = rows_from_series(arriving(), cluster=self.cluster, source=SOURCE, when=when)
-        node_labels, owners, gpu_requests, node_info, replicaset_owners, job_owners, cpu_memory = kube_series
-        kube = KubeState(node_labels, gpu_requests, owners, node_info, replicaset_owners, job_owners, cpu_memory)
-        groups = (node_labels, owners, gpu_requests, node_info, replicaset_owners, job_owners, cpu_memory)
-        points = dcgm_points + sum(len(s.values) for group in groups for s in group)
+        node_labels, owners, gpu_requests, node_info, replicaset_owners, job_owners, cpu_memory, *agent = kube_series
+        kube = KubeState(
+            node_labels, gpu_requests, owners, node_info, replicaset_owners, job_owners, cpu_memory, *agent
+        )
+        points = dcgm_points + sum(len(s.values) for group in kube_series for s in group)
         return kube_rows(rows, kube, cluster=self.cluster, when=when), points
 
     def _last(self, selector: str) -> str:

@@ -223,6 +223,9 @@ def _serve_dashboard(root: Path, settings: Settings, host: str, port: int) -> No
 @one_line_errors
 def dashboard(ctx: click.Context, warehouse: Path | None, host: str, port: int) -> None:
     """Serve the Streamlit dashboard of a warehouse (read-only) until stopped."""
+    from gpuledger.parent import end_with_parent
+
+    end_with_parent(os.environ)
     _serve_dashboard(warehouse_path(ctx, warehouse), settings_from(ctx), host, port)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from collector.prometheus.follow import FollowStep
 from exposition.collector import registry_of, render
 from exposition.snapshot import CostSnapshot, ScrapeHealth, ServerHealth
 from gpuledger import __version__, exposing, jobs
+from gpuledger.parent import child_env
 from gpuledger.settings import Settings
 from warehouse.lake import Lake
 
@@ -293,7 +295,9 @@ class Server:
             with self._dashboard_lock:
                 if self.stopping.is_set():
                     return
-                self.dashboard = subprocess.Popen(dashboard_command(self.options, port), stdin=subprocess.DEVNULL)
+                self.dashboard = subprocess.Popen(
+                    dashboard_command(self.options, port), stdin=subprocess.DEVNULL, env=child_env(os.environ)
+                )
                 child = self.dashboard
             started = self.clock()
             while not self.stopping.wait(1.0):

@@ -108,7 +108,7 @@ def test_steps_follow_the_clock_and_survive_a_prometheus_restart(
     assert down.error is not None and "cannot be reached" in down.error and server.url in down.error
     assert down.watermark == steps[-1].watermark  # nothing was recorded done while it was down
 
-    PrometheusServer(server.data_dir, server.port).start()  # the same port and data, as after a pod restart
+    restarted = PrometheusServer(server.data_dir, server.port).start()  # the same port and data, as after a restart
     try:
         clock.at += 60
         back = follow.step()
@@ -117,7 +117,7 @@ def test_steps_follow_the_clock_and_survive_a_prometheus_restart(
         assert follow.scraper.done_spans() == [(history.start, history.start + 43 * 60)]
         expected = one_shot(server.url, tmp_path / "once", history.start, history.start + 43 * 60)
     finally:
-        PrometheusServer(server.data_dir, server.port).stop()
+        restarted.stop()
     assert_frame_equal(samples(lake), expected)
 
 

@@ -23,7 +23,7 @@ from collector.dcgm import rows_from_points
 from collector.errors import CollectorError, SourceRejected, SourceUnreachable
 from collector.prometheus.client import MAX_POINTS_PER_SERIES, PrometheusClient
 from collector.prometheus.credentials import credentials_from_env
-from collector.prometheus.scraper import DCGM_METRICS, PrometheusScraper
+from collector.prometheus.scraper import DCGM_METRICS, PARTS, PrometheusScraper, dcgm_parts
 from collector.prometheus.spans import merge_spans, plan_chunks, subtract_spans
 from gpuledger.jobs import scrape_store
 from tests import prometheus_server
@@ -58,10 +58,18 @@ SECRET = "s3cr3t-Tok3n-do-not-print"
 T0 = dt.datetime(2024, 11, 2, 23, 58, tzinfo=dt.UTC)
 
 
-QUERIES_PER_CHUNK = len(DCGM_METRICS) + 10
-"""One range query per DCGM field, then kube_node_labels, kube_pod_owner, the running pods' GPU requests,
-kube_node_info, kube_replicaset_owner, kube_job_owner, the GPU pods' CPU and memory requests, and the node agents'
-gpuledger_node_info, gpuledger_pod_owner and gpuledger_pod_requests."""
+KUBE_QUERIES = 10
+QUERIES_PER_CHUNK = len(DCGM_METRICS) + KUBE_QUERIES
+"""For a chunk of one part (at most 2 x PART_MIN_STEPS steps): one range query per DCGM field, then kube_node_labels,
+kube_pod_owner, the running pods' GPU requests, kube_node_info, kube_replicaset_owner, kube_job_owner, the GPU pods'
+CPU and memory requests, and the node agents' gpuledger_node_info, gpuledger_pod_owner and gpuledger_pod_requests."""
+
+
+def queries_of(span: tuple[int, int], step_s: int = 60) -> int:
+    """A chunk's queries: the kube-state-metrics and agent ones once, the DCGM ones once per part."""
+    parts = dcgm_parts(span, step_s)
+    assert sum(b - a for a, b in parts) == span[1] - span[0] and len(parts) <= PARTS  # the parts cover the chunk
+    return KUBE_QUERIES + len(DCGM_METRICS) * len(parts)
 
 
 def no_sleep(_seconds: float) -> None:
@@ -216,7 +224,9 @@ def test_scrape_stores_exactly_the_history(lake: Lake, prometheus: PrometheusSer
     assert_matches_history(lake, history)
     samples, allocations, nodes = stored(lake)
     assert (result.samples, result.allocations, result.nodes) == (samples.height, allocations.height, nodes.height)
-    assert result.chunks == 1 and result.queries == QUERIES_PER_CHUNK and progress == [(0, 1), (1, 1)]
+    span = (history.start, history.end + 60)
+    assert result.chunks == 1 and result.queries == queries_of(span) and progress == [(0, 1), (1, 1)]
+    assert queries_of(span) == KUBE_QUERIES + PARTS * len(DCGM_METRICS)  # 4 h at 60 s: DCGM asked in 3 parts
     assert result.watermark == history.end_dt
     # units and labels, spot-checked against the OpenMetrics history itself
     first = samples.filter(pl.col("gpu_uuid") == UUID_A0).row(0, named=True)
@@ -285,7 +295,7 @@ def test_a_window_of_more_than_11000_steps_is_split(lake: Lake, prometheus: Prom
     session = CountingSession()
     fine = scraper(prometheus.url, lake, session=session, step_s=1, chunk_s=86_400)
     result = fine.scrape(history.start_dt, history.end_dt)  # 4 h at 1 s: 14,400+ steps
-    assert result.chunks == 2 and result.queries == 2 * QUERIES_PER_CHUNK == len(session.sent)
+    assert result.chunks == 2 and result.queries == 2 * (KUBE_QUERIES + PARTS * len(DCGM_METRICS)) == len(session.sent)
     points_per_query = [(int(q["end"]) - int(q["start"])) // int(q["step"]) + 1 for q in session.sent]
     assert max(points_per_query) == MAX_POINTS_PER_SERIES
     assert sum(points_per_query) == QUERIES_PER_CHUNK * (history.end - history.start + 60)

@@ -98,6 +98,21 @@ def test_a_dashboard_that_dies_is_started_again(start: list[ServerProcess], ware
     assert "the dashboard exited with -9: starting it again" in server.output()
 
 
+def test_a_killed_server_takes_its_dashboard_with_it(
+    start: list[ServerProcess],
+    warehouse: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """SIGKILL gives the server no chance to stop its child: the child ends itself (gpuledger.parent)."""
+    dashboard_port = free_port()
+    server = launch(start, tmp_path, "--warehouse", str(warehouse), "--dashboard-port", str(dashboard_port))
+    wait_ok(server, f"http://127.0.0.1:{dashboard_port}/_stcore/health")
+    (child,) = psutil.Process(server.process.pid).children()
+    server.kill()
+    child.wait(timeout=30)  # psutil.TimeoutExpired if it outlives the server
+    assert not child.is_running()
+
+
 def test_a_failing_scrape_stops_neither_metrics_nor_health(
     start: list[ServerProcess],
     warehouse: Path,  # noqa: F811

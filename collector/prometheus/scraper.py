@@ -25,6 +25,7 @@ import functools
 import gc
 import hashlib
 import logging
+import operator
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -121,6 +122,19 @@ def _without_cyclic_gc() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+PARTS = 3
+"""A chunk's DCGM queries are asked in up to this many parts (of at least PART_MIN_STEPS steps each), each part's
+rows built while the next part downloads: a 6 h chunk at 60 s is three parts, a follow step one."""
+PART_MIN_STEPS = 60
+
+
+def dcgm_parts(span: Span, step_s: int) -> list[Span]:
+    """The parts of ``span`` its DCGM queries are asked in (see :data:`PARTS`)."""
+    steps = (span[1] - span[0]) // step_s
+    parts = max(1, min(PARTS, steps // PART_MIN_STEPS))
+    return plan_chunks([span], step_s=step_s, max_steps=-(-steps // parts))
 
 
 def _utcnow() -> dt.datetime:
@@ -241,9 +255,10 @@ class PrometheusScraper:
             return self._fetch(span)
 
     def _fetch(self, span: Span) -> tuple[Rows, int]:
-        """The small kube-state-metrics answers first, then each DCGM answer read into rows as it arrives, while the
-        next answer is on its way (:func:`collector.prometheus.client.pipelined`): the server's work on the large
-        answers overlaps ours."""
+        """The small kube-state-metrics answers first, then the DCGM answers part by part (:func:`dcgm_parts`), each
+        answer read as it arrives and each part's rows built while the next part's answers are on their way
+        (:func:`collector.prometheus.client.pipelined`, a part ahead): the server's work on the large answers
+        overlaps ours, and only the last part's tables are built after the last answer."""
         when = Timestamps()
         running = f"({self._last(GPU_REQUESTS)}) and on(namespace, pod) ({self._last(RUNNING)} == 1)"
         by = ", ".join(REQUEST_LABELS)
@@ -264,25 +279,28 @@ class PrometheusScraper:
         calls: list[Callable[[], Any]] = [
             functools.partial(self.client.query_range, query, span, self.step_s) for query in kube_queries
         ]
+        parts = dcgm_parts(span, self.step_s)
         calls += [
-            functools.partial(self.client.query_range_series, self._last(metric), span, self.step_s)
+            functools.partial(self.client.query_range_series, self._last(metric), part, self.step_s)
+            for part in parts
             for metric in DCGM_METRICS
         ]
         dcgm_points = 0
-        with contextlib.closing(pipelined(calls)) as answers:
+        known: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+        with contextlib.closing(pipelined(calls, ahead=len(DCGM_METRICS))) as answers:
             kube_series = [parsed(self.client.url, parse_series, next(answers)) for _ in kube_queries]
 
             def arriving() -> Iterator[DcgmSeries]:
-                """Each answer's series, let go of once read (its many small objects freed while the next answer
-                is on its way, not all at the end)."""
+                """One part's answers' series, each answer let go of once read (its many small objects freed while
+                the next answer is on its way, not all at the end)."""
                 nonlocal dcgm_points
-                known: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
                 for metric in DCGM_METRICS:
                     series = parsed(self.client.url, functools.partial(dcgm_series, metric, known=known), next(answers))
                     dcgm_points += sum(len(s.samples) for s in series)
                     yield from series
 
-            rows = rows_from_series(arriving(), cluster=self.cluster, source=SOURCE, when=when)
+            built = [rows_from_series(arriving(), cluster=self.cluster, source=SOURCE, when=when) for _ in parts]
+        rows = functools.reduce(operator.add, built)
         node_labels, owners, gpu_requests, node_info, replicaset_owners, job_owners, cpu_memory, *agent = kube_series
         kube = KubeState(
             node_labels, gpu_requests, owners, node_info, replicaset_owners, job_owners, cpu_memory, *agent

@@ -5,16 +5,21 @@ fourth GPU held by a pod, plus kube-state-metrics node and pod series) is backfi
 by the ``prometheus`` binary (Debian package ``prometheus``). Both sides send the very same
 ``/api/v1/query_range`` requests, in the same order, to the same server: the scraper (HTTP, JSON, DCGM mapping,
 kube-state-metrics attribution, warehouse append and watermark, into a fresh warehouse each repeat) against
-``requests.get(...).content`` of each of those requests, the least any client must do to have the bytes. Each
-side takes the best of ``repeats`` runs, interleaved, so a busy neighbour hurts both alike.
+``requests.get(...).content`` of each of those requests, one after another, the least any client must do to have
+the bytes. The scraper keeps two queries under way at once (``prometheus_queries_in_flight``), so the same raw
+download two at a time is measured too (``scrape_points_per_s_vs_in_flight``, no target): how far the scraper is
+from the bytes when both sides ask alike. Each side takes the best of ``repeats`` runs, interleaved, so a busy
+neighbour hurts all alike.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +32,8 @@ from gpuledger.jobs import scrape_store
 from warehouse.lake import Lake
 
 TARGET_RATIO = 0.8
+IN_FLIGHT = 2
+"""As `prometheus_queries_in_flight` defaults."""
 STEP_S = 60
 GPUS_PER_NODE = 8
 ENDS_BEFORE_NOW_S = 15 * 60
@@ -101,7 +108,7 @@ def run(*, gpus: int, hours: int, workdir: Path, progress: Progress, repeats: in
         (root / "history.om").unlink()
     server = PrometheusServer(root / "tsdb").start()
     try:
-        ours, bare, points = _measure(server.url, end, hours, root, progress, repeats)
+        ours, bare, bare_in_flight, points = _measure(server.url, end, hours, root, progress, repeats)
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
@@ -110,6 +117,8 @@ def run(*, gpus: int, hours: int, workdir: Path, progress: Progress, repeats: in
         + ", ".join(f"{t:.2f}" for t in ours)
         + " s; raw download runs "
         + ", ".join(f"{t:.2f}" for t in bare)
+        + f" s; raw download {IN_FLIGHT} at a time "
+        + ", ".join(f"{t:.2f}" for t in bare_in_flight)
         + " s"
     )
     note = f"{gpus} GPUs x {hours} h at {STEP_S} s, best of {repeats}; baseline: requests.get of the same queries"
@@ -121,7 +130,14 @@ def run(*, gpus: int, hours: int, workdir: Path, progress: Progress, repeats: in
             baseline=points / min(bare),
             target=Target(">=", TARGET_RATIO, on="ratio"),
             note=note,
-        )
+        ),
+        Result(
+            "scrape_points_per_s_vs_in_flight",
+            points / min(ours),
+            "points/s",
+            baseline=points / min(bare_in_flight),
+            note=f"the same; baseline: the same requests.get, {IN_FLIGHT} under way at once as the scraper keeps them",
+        ),
     ]
 
 
@@ -137,11 +153,12 @@ class _Recording(requests.Session):
 
 def _measure(
     url: str, end: int, hours: int, root: Path, progress: Progress, repeats: int
-) -> tuple[list[float], list[float], int]:
+) -> tuple[list[float], list[float], list[float], int]:
     start_dt = dt.datetime.fromtimestamp(end - hours * 3600 + STEP_S, dt.UTC)
     end_dt = dt.datetime.fromtimestamp(end + STEP_S, dt.UTC)
     ours: list[float] = []
     bare: list[float] = []
+    bare_in_flight: list[float] = []
     points = 0
     with progress.step(f"scrape: scraper vs raw download, best of {repeats}") as update:
         for i in range(repeats):
@@ -155,6 +172,7 @@ def _measure(
                 read_state=lake.read_state,
                 step_s=STEP_S,
                 chunk_s=86_400,
+                in_flight=IN_FLIGHT,
             )
             started = time.perf_counter()
             result = scraper.scrape(start_dt, end_dt)
@@ -168,5 +186,18 @@ def _measure(
                 response.raise_for_status()
                 _ = response.content
             bare.append(time.perf_counter() - started)
-            update(f"repeat {i + 1}/{repeats}: scraper {ours[-1]:.2f} s, raw {bare[-1]:.2f} s")
-    return ours, bare, points
+            started = time.perf_counter()
+            with ThreadPoolExecutor(IN_FLIGHT) as pool:
+                list(pool.map(functools.partial(_download, raw), *zip(*session.sent, strict=True)))
+            bare_in_flight.append(time.perf_counter() - started)
+            update(
+                f"repeat {i + 1}/{repeats}: scraper {ours[-1]:.2f} s, raw {bare[-1]:.2f} s, "
+                f"raw {IN_FLIGHT} at a time {bare_in_flight[-1]:.2f} s"
+            )
+    return ours, bare, bare_in_flight, points
+
+
+def _download(session: requests.Session, target: str, params: dict[str, str]) -> bytes:
+    response = session.get(target, params=params, timeout=120)
+    response.raise_for_status()
+    return response.content

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import logging
 import math
 import re
@@ -182,10 +183,12 @@ def rows_from_points(points: Iterable[DcgmPoint], *, cluster: str, source: str) 
 def rows_from_series(
     series: Iterable[DcgmSeries], *, cluster: str, source: str, when: Callable[[float], dt.datetime]
 ) -> Rows:
-    """:func:`rows_from_points` of every sample of every series (in that order), each series' labels read once and
-    each time turned into a datetime once per reading: the very same rows, without one DcgmPoint per sample."""
-    readings = _collect(series)
-    return _rows(readings, cluster, source, when)
+    """:func:`rows_from_points` of every sample of every series (in that order): the very same rows, without one
+    DcgmPoint per sample. A device's own series (no pod, one each per metric, the same labels, times rising) are
+    mapped as arrays (:class:`_Plain`); every other GPU's series are read sample by sample, each series' labels read
+    once and each time turned into a datetime once per reading."""
+    plain, held = _split(series)
+    return _rows(_collect(held), cluster, source, when, plain)
 
 
 def _rows(
@@ -193,6 +196,7 @@ def _rows(
     cluster: str,
     source: str,
     when: Callable[[float], dt.datetime] | None = None,
+    plain: Mapping[tuple[str, int | None], _Plain] | None = None,
 ) -> Rows:
     for reading in readings.values():
         if reading.pod_values:  # only a pod's series leave anything to settle
@@ -202,8 +206,9 @@ def _rows(
         (uuid, mig, ts if when is None else when(ts)): readings[(uuid, mig, ts)] for uuid, mig, ts in ordered
     }
     keys = list(keyed)
-    samples = _samples_table(keys, keyed, cluster, source)
-    allocations = _allocations_table(keys, keyed, cluster, source)
+    joined = _Readings.joined(_blocks(keys, keyed, plain or {}, _Stamps(when)))
+    samples = _samples_table(joined, cluster, source)
+    allocations = _allocations_table(joined, cluster, source)
     return Rows(samples, allocations, NODES.schema.empty_table())
 
 
@@ -269,6 +274,72 @@ def _collect(
                         reading.claims = {}
                     reading.claims.setdefault(holder, claim)
     return readings
+
+
+PLAIN_MIN_SAMPLES = 16
+"""Shorter series are read sample by sample: for a few points (a follow step's one), numpy's per-call cost is more
+than the Python loop's (``make bench BENCH_ARGS="--only follow"``)."""
+
+
+class _Plain:
+    """One GPU's or MIG instance's series while they allow array mapping: the same holder (or none) and the same
+    reading facts (node, index, model, profile) on all, each metric once, each series' times rising. Its rows are
+    the union of the series' times; a metric's value is its series' value at that time, absent elsewhere; the
+    holder, when it holds this device, holds it at every one of those times."""
+
+    __slots__ = ("arrays", "held", "new", "series")
+
+    def __init__(self, facts: _Facts) -> None:
+        self.new = facts[5]
+        self.held = facts[2:5]
+        """(holder, whether it holds this device, its DRA claim), as :func:`_facts` reads them."""
+        self.series: list[tuple[str, Mapping[str, str], Sequence[tuple[Any, float]]]] = []
+        """Every series as it came, for :func:`_collect` should the group stop being plain."""
+        self.arrays: dict[str, tuple[np.ndarray, np.ndarray]] | None = {}
+        """Per metric, its (times, values); None once the group is not plain."""
+
+    def add(self, name: str, labels: Mapping[str, str], samples: Sequence[tuple[Any, float]], facts: _Facts) -> None:
+        self.series.append((name, labels, samples))
+        if self.arrays is None:
+            return
+        if len(samples) < PLAIN_MIN_SAMPLES or facts[5] != self.new or facts[2:5] != self.held or name in self.arrays:
+            self.arrays = None
+            return
+        try:
+            flat = np.fromiter(itertools.chain.from_iterable(samples), np.float64, count=2 * len(samples))
+        except (TypeError, ValueError):
+            self.arrays = None
+            return
+        times = flat[0::2]
+        if not np.all(times[1:] > times[:-1]):  # repeated, unordered or NaN times: the first value must win
+            self.arrays = None
+            return
+        self.arrays[name] = (times, flat[1::2])
+
+
+def _split(
+    series: Iterable[tuple[str, Mapping[str, str], Sequence[tuple[Any, float]]]],
+) -> tuple[dict[tuple[str, int | None], _Plain], list[tuple[str, Mapping[str, str], Sequence[tuple[Any, float]]]]]:
+    """The DCGM series by GPU or MIG instance: the plain groups (mapped as arrays), and the series of every other
+    group in the order they came (mapped sample by sample by :func:`_collect`)."""
+    groups: dict[tuple[str, int | None], _Plain] = {}
+    known: dict[int, tuple[Mapping[str, str], _Facts | None]] = {}
+    for name, labels, samples in series:
+        if not name.startswith("DCGM_"):
+            continue
+        seen = known.get(id(labels))
+        if seen is None or seen[0] is not labels:  # kept alive in ``known``: the id stays this labels object's
+            seen = known[id(labels)] = (labels, _facts(labels))
+        facts = seen[1]
+        if facts is None:
+            continue
+        group = groups.get((facts[0], facts[1]))
+        if group is None:
+            group = groups[(facts[0], facts[1])] = _Plain(facts)
+        group.add(name, labels, samples, facts)
+    plain = {key: group for key, group in groups.items() if group.arrays is not None}
+    held = [one for group in groups.values() if group.arrays is None for one in group.series]
+    return plain, held
 
 
 PROCESS_METRICS = (GPU_UTIL, FB_USED)
@@ -376,25 +447,156 @@ def _series_order(key: tuple[str, int | None, Any]) -> tuple[str, bool, int, Any
     return uuid, mig is None, mig or 0, ts
 
 
-def _samples_table(keys: list[ReadingKey], readings: dict[ReadingKey, _Reading], cluster: str, source: str) -> pa.Table:
-    ordered = [readings[key] for key in keys]
-    values = _converted([reading.values for reading in ordered])
-    values["gpu_index"] = _Column.of([reading.gpu_index for reading in ordered])
-    n = len(keys)
-    columns: dict[str, list[Any] | pa.Array] = {
-        "ts": _epoch_us([key[2] for key in keys]),
+class _Stamps:
+    """Epoch microseconds of a plain group's times (``when`` of each distinct time, once)."""
+
+    def __init__(self, when: Callable[[float], dt.datetime] | None) -> None:
+        self._when = when
+        self._us: dict[float, int] = {}
+
+    def __call__(self, times: np.ndarray) -> np.ndarray:
+        if self._when is None:
+            raise ValueError("plain series need a `when`")  # only rows_from_series makes plain groups
+        us = self._us
+        for t in times.tolist():
+            if t not in us:
+                us[t] = _epoch_us([self._when(t)])[0]
+        return np.array([us[t] for t in times.tolist()], dtype=np.int64)
+
+
+@dataclass
+class _Readings:
+    """Readings as columns, in the gpu_samples key order: who and when, and each DCGM metric's raw values."""
+
+    ts_us: np.ndarray
+    uuid: list[str]
+    mig: list[int | None]
+    node: list[str]
+    gpu_model: list[str | None]
+    mig_profile: list[str | None]
+    gpu_index: _Column
+    values: dict[str, _Column]
+    held: dict[str, list[Any]]
+    """The gpu_allocations columns of the pods holding these readings (:data:`_HELD_COLUMNS`)."""
+
+    @classmethod
+    def of_objects(cls, keys: list[ReadingKey], readings: dict[ReadingKey, _Reading]) -> _Readings:
+        ordered = [readings[key] for key in keys]
+        return cls(
+            np.array(_epoch_us([key[2] for key in keys]), dtype=np.int64),
+            [key[0] for key in keys],
+            [key[1] for key in keys],
+            [reading.node for reading in ordered],
+            [reading.gpu_model for reading in ordered],
+            [reading.mig_profile for reading in ordered],
+            _Column.of([reading.gpu_index for reading in ordered]),
+            {name: _Column.of([reading.values.get(name) for reading in ordered]) for name in METRICS},
+            _held_of_objects(keys, readings),
+        )
+
+    @classmethod
+    def of_plain(cls, key: tuple[str, int | None], group: _Plain, stamps: _Stamps) -> _Readings:
+        times = np.unique(np.concatenate([t for t, _ in group.arrays.values()])) if group.arrays else np.empty(0)
+        n = len(times)
+        node, gpu_index, gpu_model, mig_profile = group.new
+        values: dict[str, _Column] = {}
+        for name in METRICS:
+            column = _Column(np.full(n, np.nan), np.zeros(n, dtype=bool))
+            if group.arrays and name in group.arrays:
+                at, value = group.arrays[name]
+                where = np.searchsorted(times, at)
+                column.value[where] = value
+                column.present[where] = True
+            values[name] = column
+        index = np.nan if gpu_index is None else gpu_index
+        ts_us = stamps(times)
+        return cls(
+            ts_us,
+            [key[0]] * n,
+            [key[1]] * n,
+            [node] * n,
+            [gpu_model] * n,
+            [mig_profile] * n,
+            _Column(np.full(n, index), np.full(n, gpu_index is not None)),
+            values,
+            _held_of_plain(key, group, ts_us),
+        )
+
+    @classmethod
+    def joined(cls, blocks: list[_Readings]) -> _Readings:
+        if not blocks:
+            return cls.of_objects([], {})
+        if len(blocks) == 1:
+            return blocks[0]
+
+        def column(get: Callable[[_Readings], _Column]) -> _Column:
+            return _Column(
+                np.concatenate([get(b).value for b in blocks]), np.concatenate([get(b).present for b in blocks])
+            )
+
+        return cls(
+            np.concatenate([b.ts_us for b in blocks]),
+            [x for b in blocks for x in b.uuid],
+            [x for b in blocks for x in b.mig],
+            [x for b in blocks for x in b.node],
+            [x for b in blocks for x in b.gpu_model],
+            [x for b in blocks for x in b.mig_profile],
+            column(lambda b: b.gpu_index),
+            {name: column(lambda b, name=name: b.values[name]) for name in METRICS},  # type: ignore[misc]
+            {name: [x for b in blocks for x in b.held[name]] for name in _HELD_COLUMNS},
+        )
+
+    def where(self, i: int) -> str:
+        """Row ``i`` for a log line: its GPU or MIG instance and time."""
+        uuid, mig = self.uuid[i], self.mig[i]
+        ts = _EPOCH + dt.timedelta(microseconds=int(self.ts_us[i]))
+        return f"{uuid if mig is None else f'{uuid} MIG instance {mig}'} at {ts.isoformat()}"
+
+
+def _blocks(
+    keys: list[ReadingKey],
+    readings: dict[ReadingKey, _Reading],
+    plain: Mapping[tuple[str, int | None], _Plain],
+    stamps: _Stamps,
+) -> list[_Readings]:
+    """The readings of every GPU and MIG instance, sample-mapped and plain, as column blocks in key order."""
+    runs: dict[tuple[str, int | None], list[ReadingKey]] = {}
+    for key in keys:  # already in key order: each GPU's or instance's keys one run
+        runs.setdefault((key[0], key[1]), []).append(key)
+    order = sorted([*runs, *plain], key=lambda g: _series_order((g[0], g[1], 0)))
+    blocks: list[_Readings] = []
+    pending: list[ReadingKey] = []  # consecutive sample-mapped groups make one block
+    for group in order:
+        if group not in plain:
+            pending += runs[group]
+            continue
+        if pending:
+            blocks.append(_Readings.of_objects(pending, readings))
+            pending = []
+        blocks.append(_Readings.of_plain(group, plain[group], stamps))
+    if pending or not blocks:
+        blocks.append(_Readings.of_objects(pending, readings))
+    return blocks
+
+
+def _samples_table(readings: _Readings, cluster: str, source: str) -> pa.Table:
+    values = _converted(readings.values)
+    values["gpu_index"] = readings.gpu_index
+    n = len(readings.uuid)
+    columns: dict[str, list[Any] | pa.Array | np.ndarray] = {
+        "ts": readings.ts_us,
         "cluster": [cluster] * n,
-        "node": [reading.node for reading in ordered],
-        "gpu_uuid": [key[0] for key in keys],
-        "mig_profile": [reading.mig_profile for reading in ordered],
-        "mig_instance_id": [key[1] for key in keys],
-        "gpu_model": [reading.gpu_model for reading in ordered],
+        "node": readings.node,
+        "gpu_uuid": readings.uuid,
+        "mig_profile": readings.mig_profile,
+        "mig_instance_id": readings.mig,
+        "gpu_model": readings.gpu_model,
         "source": [source] * n,
     }
     for name, column in values.items():
-        _drop_out_of_range(name, column, keys)
+        _drop_out_of_range(name, column, readings)
         columns[name] = _typed(name, column)
-    _warn_nodeless(keys, readings)
+    _warn_nodeless(readings)
     return pa.table([pa.array(columns[f.name], f.type) for f in GPU_SAMPLES.schema], schema=GPU_SAMPLES.schema)
 
 
@@ -429,12 +631,9 @@ class _Column:
         return _Column(np.where(cond, self.value, other.value), np.where(cond, self.present, other.present))
 
 
-def _converted(readings: list[dict[str, float]]) -> dict[str, _Column]:
-    """The readings' DCGM values in warehouse units (MiB to bytes, mJ to J), still unchecked, column by column:
-    each field read from every reading at once."""
-
-    def read(name: str) -> _Column:
-        return _Column.of([values.get(name) for values in readings])
+def _converted(raw: Mapping[str, _Column]) -> dict[str, _Column]:
+    """The readings' DCGM values (``raw``, by metric) in warehouse units (MiB to bytes, mJ to J), still unchecked."""
+    read = raw.__getitem__
 
     engine, sm = read(GR_ENGINE_ACTIVE), read(SM_ACTIVE)
     # the graphics engine's activity, SM activity where it is absent or NaN (an absent SM keeps what the engine had)
@@ -475,7 +674,7 @@ def _fb_total_bytes(used: _Column, free: _Column, reserved: _Column, total: _Col
     return _Column(mib.value * MIB, mib.present)
 
 
-def _drop_out_of_range(name: str, column: _Column, keys: list[ReadingKey]) -> None:
+def _drop_out_of_range(name: str, column: _Column, readings: _Readings) -> None:
     """Mark absent, in place, values the warehouse would reject (NaN, infinite, outside the column's range or
     type), and log the column once."""
     low, high = _bounds(name)
@@ -484,17 +683,14 @@ def _drop_out_of_range(name: str, column: _Column, keys: list[ReadingKey]) -> No
     bad = np.flatnonzero(column.present & ~inside)
     if not len(bad):
         return
-    uuid, mig, ts = keys[bad[0]]
-    where = uuid if mig is None else f"{uuid} MIG instance {mig}"
     log.warning(
-        "dcgm: dropped %d %s value(s) outside [%s, %s], first %r on %s at %s",
+        "dcgm: dropped %d %s value(s) outside [%s, %s], first %r on %s",
         len(bad),
         name,
         low,
         high,
         float(column.value[bad[0]]),
-        where,
-        ts.isoformat(),
+        readings.where(int(bad[0])),
     )
     column.present[bad] = False
 
@@ -529,29 +725,37 @@ def _typed(name: str, column: _Column) -> pa.Array:
     return pa.array(column.value, type=kind, mask=mask)
 
 
-def _warn_nodeless(keys: list[ReadingKey], readings: dict[ReadingKey, _Reading]) -> None:
-    nodeless = {key[0] for key in keys if not readings[key].node}
+def _warn_nodeless(readings: _Readings) -> None:
+    nodeless = {uuid for uuid, node in zip(readings.uuid, readings.node, strict=True) if not node}
     if nodeless:
         log.warning("dcgm: %d GPU(s) have no Hostname/hostname label, node left empty", len(nodeless))
 
 
-def _allocations_table(
-    keys: list[ReadingKey], readings: dict[ReadingKey, _Reading], cluster: str, source: str
-) -> pa.Table:
+_HELD_COLUMNS = (
+    "ts",
+    "node",
+    "gpu_uuid",
+    "mig_instance_id",
+    "namespace",
+    "pod",
+    "container",
+    "claim",
+    "process_util_pct",
+    "process_fb_used_bytes",
+)
+"""The gpu_allocations columns a block of readings gives (the rest are the chunk's, or the pod's workload)."""
+
+
+def _held_of_objects(keys: list[ReadingKey], readings: dict[ReadingKey, _Reading]) -> dict[str, list[Any]]:
     held = [(key, readings[key].node, holder) for key in keys for holder in sorted(readings[key].holders, key=_by_name)]
-    workloads = {pod: workload_from_pod(pod) for pod in {holder[1] for _, _, holder in held}}
-    n = len(held)
-    columns: dict[str, list[Any]] = {
+    return {
         "ts": _epoch_us([key[2] for key, _, _ in held]),
-        "cluster": [cluster] * n,
         "node": [node for _, node, _ in held],
         "gpu_uuid": [key[0] for key, _, _ in held],
         "mig_instance_id": [key[1] for key, _, _ in held],
         "namespace": [holder[0] for _, _, holder in held],
         "pod": [holder[1] for _, _, holder in held],
         "container": [holder[2] for _, _, holder in held],
-        "workload": [workloads[holder[1]] for _, _, holder in held],
-        "source": [source] * n,
         "claim": [readings[key].claims.get(holder) for key, _, holder in held],
         "process_util_pct": [
             _process_util(readings[key].processes.get(holder, {}).get(GPU_UTIL)) for key, _, holder in held
@@ -559,6 +763,38 @@ def _allocations_table(
         "process_fb_used_bytes": [
             _process_bytes(readings[key].processes.get(holder, {}).get(FB_USED)) for key, _, holder in held
         ],
+    }
+
+
+def _held_of_plain(key: tuple[str, int | None], group: _Plain, ts_us: np.ndarray) -> dict[str, list[Any]]:
+    holder, holds, claim = group.held
+    if holder is None or not holds:
+        holder, claim, ts_us = (None, "", None), None, ts_us[:0]
+    n = len(ts_us)
+    namespace, pod, container = holder
+    return {
+        "ts": ts_us.tolist(),
+        "node": [group.new[0]] * n,
+        "gpu_uuid": [key[0]] * n,
+        "mig_instance_id": [key[1]] * n,
+        "namespace": [namespace] * n,
+        "pod": [pod] * n,
+        "container": [container] * n,
+        "claim": [claim] * n,
+        "process_util_pct": [None] * n,
+        "process_fb_used_bytes": [None] * n,
+    }
+
+
+def _allocations_table(readings: _Readings, cluster: str, source: str) -> pa.Table:
+    held = readings.held
+    n = len(held["ts"])
+    workloads = {pod: workload_from_pod(pod) for pod in set(held["pod"])}
+    columns: dict[str, list[Any]] = {
+        **held,
+        "cluster": [cluster] * n,
+        "workload": [workloads[pod] for pod in held["pod"]],
+        "source": [source] * n,
     }
     schema = GPU_ALLOCATIONS.schema
     return pa.table([pa.array(columns.get(f.name, [None] * n), f.type) for f in schema], schema=schema)
@@ -569,7 +805,11 @@ def _process_util(pct: float | None) -> float | None:
 
 
 def _process_bytes(mib: float | None) -> int | None:
-    return None if mib is None or not math.isfinite(mib) or mib < 0 else round(mib * MIB)
+    """Null where the value is not a size an int64 column holds (negative, NaN, infinite or absurdly large)."""
+    if mib is None or not math.isfinite(mib) or mib < 0:
+        return None
+    size = round(mib * MIB)
+    return size if size < 2**63 else None
 
 
 def _by_name(holder: Holder) -> tuple[str, str, str]:

@@ -176,21 +176,26 @@ def scrape(
     progress: Progress | None = None,
 ) -> ScrapeResult:
     """`gpuledger scrape`: copy [start, end) from Prometheus (resuming where the last run stopped), then roll up."""
+    scraper = _scraper(lake, settings, url, step_s)
+    result = scraper.scrape(start, end, progress=progress)
+    if result.chunks:
+        refresh(lake, settings)
+    return result
+
+
+def _scraper(lake: Lake, settings: Settings, url: str, step_s: int) -> PrometheusScraper:
     client = PrometheusClient(
         url, timeout_s=settings.prometheus_timeout_s, max_body_mib=settings.prometheus_max_body_mib
     )
-    scraper = PrometheusScraper(
+    return PrometheusScraper(
         client,
         cluster=settings.cluster,
         store=scrape_store(lake),
         read_state=lake.read_state,
         step_s=step_s,
         settle_s=settings.prometheus_settle_s,
+        in_flight=settings.prometheus_queries_in_flight,
     )
-    result = scraper.scrape(start, end, progress=progress)
-    if result.chunks:
-        refresh(lake, settings)
-    return result
 
 
 def follow(
@@ -209,17 +214,7 @@ def follow(
     With ``refresh_rollup``, the rollup is brought up to date after each step that stored rows. Never sets signal
     handlers (the caller owns them) and never raises for a Prometheus or a disk that fails (see
     ``collector.prometheus.follow``)."""
-    client = PrometheusClient(
-        url, timeout_s=settings.prometheus_timeout_s, max_body_mib=settings.prometheus_max_body_mib
-    )
-    scraper = PrometheusScraper(
-        client,
-        cluster=settings.cluster,
-        store=scrape_store(lake),
-        read_state=lake.read_state,
-        step_s=step_s,
-        settle_s=settings.prometheus_settle_s,
-    )
+    scraper = _scraper(lake, settings, url, step_s)
     done = scraper.done_spans()
     if done:
         start = min(start, dt.datetime.fromtimestamp(done[-1][1], dt.UTC))

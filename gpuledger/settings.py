@@ -98,6 +98,12 @@ class Settings(BaseSettings):
     prometheus_max_body_mib: float = Field(
         default=256.0, gt=0, description="`gpuledger scrape`: a Prometheus answer larger than this is refused."
     )
+    prometheus_queries_in_flight: int = Field(
+        default=2,
+        ge=1,
+        le=8,
+        description="`gpuledger scrape`: how many range queries it keeps under way at once (1: one after another).",
+    )
     prometheus_settle_s: int = Field(
         default=120,
         ge=0,

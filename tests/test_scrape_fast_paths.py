@@ -1,17 +1,19 @@
 """The scraper's fast paths give what the plain ones give: range answers decoded straight to numbers (msgspec, with
-the plain decoding behind it), whole series mapped at once (``rows_from_series``), and queries pipelined one ahead."""
+the plain decoding behind it), whole series mapped at once (``rows_from_series``, as arrays where a GPU's series
+allow it), and queries pipelined ahead, one or two under way at once."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 import math
+import random
 import threading
 
 import pyarrow as pa
 import pytest
 
-from collector.dcgm import DcgmSeries, rows_from_points, rows_from_series
+from collector.dcgm import METRICS, DcgmPoint, DcgmSeries, rows_from_points, rows_from_series
 from collector.errors import SourceRejected
 from collector.prometheus.client import PrometheusClient, pipelined
 from collector.prometheus.series import Timestamps, dcgm_series
@@ -99,6 +101,83 @@ def test_rows_from_series_are_rows_from_points() -> None:
     assert by_series.samples.num_rows > 0 and by_series.allocations.num_rows > 0
 
 
+def random_series(seed: int) -> list[DcgmSeries]:
+    """GPUs whose series take every mapping path: a device's own series alone (arrays), one pod's series alone
+    (arrays, with its allocation), an exporter's own pod, a DRA MIG claim of this or another profile, and every
+    mix that must be read sample by sample (device and pod series together, a second node name, a metric twice,
+    repeated or unordered times, values out of range)."""
+    r = random.Random(seed)
+    names = [*sorted(METRICS), "DCGM_FI_DEV_XID_ERRORS"]
+    out: list[DcgmSeries] = []
+    for g in range(r.randint(1, 5)):
+        base = {"UUID": f"GPU-{seed}-{g}", "gpu": str(g), "modelName": "NVIDIA H100", "Hostname": r.choice(["n1", ""])}
+        mode = r.random()
+        if mode < 0.25:
+            kinds = [{**base, "pod": f"job-{g}-abcde", "namespace": "ns", "container": r.choice(["c", ""])}]
+        elif mode < 0.35:
+            kinds = [{**base, "pod": "nvidia-dcgm-exporter-wqqqn", "namespace": "gpu-operator", "container": "x"}]
+        elif mode < 0.45:
+            claimed = r.choice(["1g.10gb", "2g.20gb"])
+            mig = {"GPU_I_PROFILE": "1g.10gb", "GPU_I_ID": "3", "dra_claim_name": "cl", "dra_mig_profile": claimed}
+            kinds = [{**base, "exported_pod": f"p-{g}", "exported_namespace": "a", **mig}]
+        else:
+            kinds = [dict(base)]
+            if r.random() < 0.3:
+                kinds.append({**base, "GPU_I_PROFILE": "1g.10gb", "GPU_I_ID": str(r.randint(1, 7))})
+            if r.random() < 0.3:
+                kinds.append({**base, "pod": f"train-{g}-abc12-xyz34", "namespace": "ml", "container": "c"})
+            if r.random() < 0.1:
+                kinds.append({**base, "Hostname": "other"})
+        for labels in kinds:
+            for name in r.sample(names, r.randint(1, len(names))):
+                start = 1_790_000_000 + 60 * r.randint(0, 3)
+                times = [start + 60 * i for i in range(r.randint(0, 8))]
+                if r.random() < 0.1 and times:
+                    times = [*times, times[-1]] if r.random() < 0.5 else times[::-1]
+                values = [r.choice([0.0, 1.5, 55.0, 1e30, -1.0, math.nan, 300.0]) for _ in times]
+                out.append(DcgmSeries(name, labels, list(zip(times, values, strict=True))))
+            if r.random() < 0.2:
+                out.append(DcgmSeries(r.choice(names), labels, [(1_790_000_000, 3.0)]))
+    if r.random() < 0.5:
+        r.shuffle(out)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_series_mapped_as_arrays_are_the_points_mapped_one_by_one(seed: int) -> None:
+    series = random_series(seed)
+    stamp = Timestamps()
+    points = [DcgmPoint(s.name, s.labels, stamp(t), v) for s in series for t, v in s.samples]
+    by_points = rows_from_points(points, cluster="c", source="prometheus")
+    by_series = rows_from_series(series, cluster="c", source="prometheus", when=Timestamps())
+    for table in ("samples", "allocations"):
+        want: pa.Table = getattr(by_points, table)
+        got: pa.Table = getattr(by_series, table)
+        assert got.schema == want.schema, table
+        assert got.to_pylist() == want.to_pylist() or same_with_nan(got.to_pylist(), want.to_pylist()), table
+
+
+def same_with_nan(got: list[dict], want: list[dict]) -> bool:
+    """Row lists equal where a NaN equals a NaN (no column should hold one: a mismatch here is a real one)."""
+
+    def same(a: object, b: object) -> bool:
+        return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
+
+    return len(got) == len(want) and all(same(g[k], w[k]) for g, w in zip(got, want, strict=True) for k in w)
+
+
+def test_a_per_process_size_no_int64_holds_is_dropped_not_a_crash() -> None:
+    labels = {"UUID": "GPU-1", "Hostname": "n1"}
+    pod = {**labels, "pod": "job-abcde", "namespace": "ns"}
+    series = [
+        DcgmSeries("DCGM_FI_DEV_FB_USED", labels, [(1_790_000_000, 10.0)]),
+        DcgmSeries("DCGM_FI_DEV_FB_USED", pod, [(1_790_000_000, 1e30)]),
+    ]
+    rows = rows_from_series(series, cluster="c", source="prometheus", when=Timestamps())
+    assert rows.allocations.column("process_fb_used_bytes").to_pylist() == [None]
+    assert rows.samples.column("fb_used_bytes").to_pylist() == [10 * 1024 * 1024]
+
+
 def test_pipelined_keeps_order_and_stops_at_the_first_failure() -> None:
     called: list[int] = []
 
@@ -122,6 +201,38 @@ def test_closing_pipelined_early_stops_the_worker() -> None:
     answers.close()
     assert len(called) <= 3  # the one read, at most one waiting and one in flight
     assert not [t for t in threading.enumerate() if t.name == "gpuledger-prometheus-queries"]
+
+
+def test_two_in_flight_keep_order_and_send_at_most_one_more_after_a_failure() -> None:
+    called: list[int] = []
+    gate = threading.Event()
+
+    def call(i: int) -> int:
+        called.append(i)
+        if i == 3:
+            gate.wait(5)  # the failure of 4 lands while 3 is still under way
+            return 30
+        if i == 4:
+            gate.set()
+            raise SourceRejected("Prometheus", "http://p", "no", "fix")
+        return i * 10
+
+    answers = pipelined([lambda i=i: call(i) for i in range(20)], ahead=2, in_flight=2)
+    assert [next(answers) for _ in range(4)] == [0, 10, 20, 30]  # in order, whichever finished first
+    with pytest.raises(SourceRejected):
+        next(answers)
+    assert max(called) <= 5  # 4 failed: at most the one call beside it was sent after
+    assert not [t for t in threading.enumerate() if t.name == "gpuledger-prometheus-queries"]
+
+
+def test_two_in_flight_run_at_once() -> None:
+    both = threading.Barrier(2, timeout=5)
+
+    def call(i: int) -> int:
+        both.wait()  # only returns when the other call is under way too
+        return i
+
+    assert list(pipelined([lambda i=i: call(i) for i in range(4)], in_flight=2)) == [0, 1, 2, 3]
 
 
 def test_timestamps_stay_exact() -> None:

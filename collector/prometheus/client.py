@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
@@ -255,41 +254,59 @@ def _range_params(query: str, span: Span, step_s: int) -> dict[str, str]:
 T = TypeVar("T")
 
 
-def pipelined(calls: Sequence[Callable[[], T]], *, ahead: int = 1) -> Generator[T, None, None]:
+def pipelined(calls: Sequence[Callable[[], T]], *, ahead: int = 1, in_flight: int = 1) -> Generator[T, None, None]:
     """The answers of ``calls`` (each one query, e.g. a bound :meth:`PrometheusClient.query_range`), in order,
-    made by one worker thread one after the other, as soon as the one before it is done: while the caller reads
-    one answer the server works on the next, so the server's time overlaps the caller's CPU. Nothing is sent
-    after a call fails; its error is raised where its answer would come. At most ``ahead`` + 1 answers wait
-    unread. Closing the iterator early stops the worker and waits for the call in flight (bounded as every query
-    is)."""
-    if ahead < 1:
-        raise ValueError(f"ahead must be at least 1, not {ahead}")
-    answers: queue.Queue[tuple[T | None, BaseException | None]] = queue.Queue(maxsize=ahead)
+    made by ``in_flight`` worker threads, each taking the next call as soon as its last one is done: while the
+    caller reads one answer the server works on the next ones, so the server's time overlaps the caller's CPU
+    (and, with ``in_flight`` > 1, the server answers that many queries at once). Nothing is sent after a call
+    fails, but the ``in_flight`` - 1 calls that may be under way then; its error is raised where its answer would
+    come. At most ``ahead`` + ``in_flight`` calls are made or under way and unread. Closing the iterator early
+    stops the workers and waits for the calls in flight (bounded as every query is)."""
+    if ahead < 1 or in_flight < 1:
+        raise ValueError(f"ahead and in_flight must be at least 1, not {ahead} and {in_flight}")
+    done: dict[int, tuple[T | None, BaseException | None]] = {}
+    ready = threading.Condition()
+    slots = threading.Semaphore(ahead + in_flight)
+    order = iter(range(len(calls)))
     stop = threading.Event()
 
     def work() -> None:
-        for call in calls:
-            if stop.is_set():
+        while True:
+            slots.acquire()
+            with ready:  # one worker at a time takes a call, so calls start in order
+                i = None if stop.is_set() else next(order, None)
+            if i is None:
                 return
             try:
-                answers.put((call(), None))
+                outcome: tuple[T | None, BaseException | None] = (calls[i](), None)
             except BaseException as exc:  # handed to the reader, which raises it
-                answers.put((None, exc))
-                return
+                stop.set()
+                outcome = (None, exc)
+            with ready:
+                done[i] = outcome
+                ready.notify_all()
 
-    worker = threading.Thread(target=work, name="gpuledger-prometheus-queries", daemon=True)
-    worker.start()
+    workers = [
+        threading.Thread(target=work, name="gpuledger-prometheus-queries", daemon=True)
+        for _ in range(min(in_flight, max(1, len(calls))))
+    ]
+    for worker in workers:
+        worker.start()
     try:
-        for _ in calls:
-            answer, failure = answers.get()
+        for i in range(len(calls)):
+            with ready:
+                ready.wait_for(lambda i=i: i in done)  # type: ignore[misc]
+                answer, failure = done.pop(i)
+            slots.release()
             if failure is not None:
                 raise failure
             yield answer  # type: ignore[misc]  # an answer came, not a failure
     finally:
         stop.set()
-        while not answers.empty():  # free a worker blocked on a full queue; it then sees stop and ends
-            answers.get_nowait()
-        worker.join()
+        for _ in workers:  # free the workers waiting for a slot; each then sees stop and ends
+            slots.release()
+        for worker in workers:
+            worker.join()
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,10 @@ together with the state document ``prometheus-<hash>`` (one per URL and cluster)
 ``store`` writes only once the rows are stored. A re-run with an overlapping window fetches only what is not done,
 so a scrape killed anywhere resumes with no gap and no duplicate. Steps newer than ``now - settle_s`` are never
 fetched: Prometheus may still be receiving their samples.
+
+Speed: a chunk's queries go out ``in_flight`` at a time (``prometheus_queries_in_flight``, 2 by default), the small
+kube-state-metrics ones first, and its DCGM fields in up to :data:`PARTS` parts of its time range, each part mapped
+while the next one downloads (``docs/benchmarks.md``, "Issue 15: scraper speed").
 """
 
 from __future__ import annotations
@@ -160,6 +164,7 @@ class PrometheusScraper:
         max_points_per_series: int = MAX_POINTS_PER_SERIES,
         chunk_s: int = 6 * 3600,
         settle_s: int = 120,
+        in_flight: int = 2,
     ) -> None:
         if not (isinstance(step_s, int) and step_s >= 1):
             raise ValueError(f"step_s must be a whole number of seconds >= 1, not {step_s!r}")
@@ -173,6 +178,8 @@ class PrometheusScraper:
         self.step_s = step_s
         self.max_steps = min(max_points_per_series, max(1, chunk_s // step_s))
         self.settle_s = settle_s
+        self.in_flight = in_flight
+        """How many range queries are under way at once (:func:`pipelined`)."""
 
     def __repr__(self) -> str:
         auth = self.client.credentials.describe or "none"
@@ -287,7 +294,7 @@ class PrometheusScraper:
         ]
         dcgm_points = 0
         known: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
-        with contextlib.closing(pipelined(calls, ahead=len(DCGM_METRICS))) as answers:
+        with contextlib.closing(pipelined(calls, ahead=len(DCGM_METRICS), in_flight=self.in_flight)) as answers:
             kube_series = [parsed(self.client.url, parse_series, next(answers)) for _ in kube_queries]
 
             def arriving() -> Iterator[DcgmSeries]:

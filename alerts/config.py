@@ -1,8 +1,8 @@
 """What alerting is told by the config file: rule thresholds, report schedules, channels and delivery policy.
 
 These are the nested sections of the one settings object (``gpuledger.settings.Settings``: ``[alerts]``,
-``[reports]``, ``[scheduler]``, ``[slack]``, ``[email]``, ``[delivery]``). Secrets are never values here: a channel
-names the environment variable that holds its secret, or a file to read it from.
+``[reports]``, ``[scheduler]``, ``[slack]``, ``[email]``, ``[team_channels.<team>]``, ``[delivery]``). Secrets are
+never values here: a channel names the environment variable that holds its secret, or a file to read it from.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from alerts.secrets import env_name_problem, file_setting_problem
@@ -63,6 +63,11 @@ class AlertRules(_Section):
     channels: list[ChannelName] = Field(
         default_factory=_every_channel, description="Where alerts go (configured channels only)."
     )
+    platform_gets_team_alerts: bool = Field(
+        default=True,
+        description="Alerts about a team that has its own channels go to the platform channels too "
+        "(false: to the team only).",
+    )
 
 
 class Reports(_Section):
@@ -93,8 +98,8 @@ class _SecretNames(_Section):
 
     @field_validator("webhook_url_env", "password_env", check_fields=False)
     @classmethod
-    def _names_a_variable(cls, value: str) -> str:
-        problem = env_name_problem(value)
+    def _names_a_variable(cls, value: str | None) -> str | None:
+        problem = env_name_problem(value) if value is not None else None
         if problem:
             raise PydanticCustomError("secret_in_setting", problem)
         return value
@@ -127,6 +132,45 @@ class Email(_SecretNames):
     ca_file: Path | None = Field(default=None, description="CA bundle for a server with a private certificate.")
 
 
+class TeamChannels(_SecretNames):
+    """One team's own channels (a team of the ``teams`` setting): its Slack incoming webhook, and its email
+    recipients, mailed through the ``[email]`` server. The team gets its own daily and weekly reports and the alerts
+    about its namespaces there."""
+
+    webhook_url_env: str | None = Field(
+        default=None, description="Environment variable holding the team's incoming-webhook URL."
+    )
+    webhook_url_file: Path | None = Field(default=None, description="Or a file holding it (a mounted secret).")
+    recipients: list[str] = Field(default_factory=list, description="The team's email recipients.")
+
+    @field_validator("recipients")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        if any("@" not in address or "://" in address or " " in address.strip() for address in value):
+            raise PydanticCustomError(
+                "secret_in_setting", "must be email addresses (name@example.com): fix the one that is not"
+            )
+        return [address.strip() for address in value]
+
+    @model_validator(mode="after")
+    def _has_a_channel(self) -> TeamChannels:
+        if not self.kinds:
+            raise PydanticCustomError(
+                "no_channel", "must have webhook_url_env, webhook_url_file or recipients: add one or remove the team"
+            )
+        return self
+
+    @property
+    def slack(self) -> bool:
+        return self.webhook_url_env is not None or self.webhook_url_file is not None
+
+    @property
+    def kinds(self) -> list[ChannelName]:
+        """The kinds of channel this team has, in the order of ``_every_channel``."""
+        has = {"slack": self.slack, "email": bool(self.recipients)}
+        return [kind for kind in _every_channel() if has[kind]]
+
+
 class Delivery(_Section):
     attempts: int = Field(default=3, ge=1, description="Tries per delivery before the message waits in the outbox.")
     backoff_s: float = Field(default=1.0, ge=0, description="First wait between tries; doubles each time.")
@@ -138,3 +182,23 @@ class Delivery(_Section):
         "at once: the message may have arrived).",
     )
     keep_sent_days: float = Field(default=30.0, gt=0, description="How long the sent ledger remembers a message.")
+
+
+def team_channels_problem(
+    team_channels: dict[str, TeamChannels], teams: dict[str, list[str]], email: Email | None
+) -> str | None:
+    """Why ``team_channels`` cannot be used with these ``teams`` and ``[email]`` section, or None. A team is named
+    (a key, never a secret); a value is not."""
+    unknown = [team for team in team_channels if team not in teams]
+    if unknown:
+        return (
+            f"must name teams of the `teams` setting: `{unknown[0]}` is not one "
+            "(add it to [teams] with its namespaces, or fix the name)"
+        )
+    mailed = [team for team, channels in team_channels.items() if channels.recipients]
+    if mailed and email is None:
+        return (
+            f"must go with an [email] section when a team has recipients (`{mailed[0]}` has; team mail goes "
+            "through that SMTP server): add one"
+        )
+    return None

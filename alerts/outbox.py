@@ -9,8 +9,11 @@ Layout under ``<warehouse>/_outbox/``::
     .lock               flock held while enqueueing or flushing, so two processes never send the same message
 
 ``id`` is a hash of the message's *idempotency key* (``report:weekly:2026-11-16/2026-11-23@slack``): enqueueing a key
-that is pending or in the ledger does nothing, so a job that runs twice, or a restart, never sends twice. Each file
-is written whole to a temporary name, fsynced, renamed into place, and its directory fsynced.
+that is pending or in the ledger does nothing, so a job that runs twice, or a restart, never sends twice. The part
+after ``@`` names the recipient (``slack``, ``email``, ``team:<team>/slack``, ... — ``alerts.routing``): each
+recipient's copy is its own entry, delivered, retried and remembered on its own, so the guarantees below hold per
+recipient and one that fails holds back no other. Each file is written whole to a temporary name, fsynced, renamed
+into place, and its directory fsynced.
 
 Delivery is exactly once except in two windows, where it is at least once:
 

@@ -13,9 +13,11 @@ import html
 from dataclasses import dataclass
 from typing import Any
 
+from alerts.footnotes import Footnotes, Marks
 from alerts.outbox import Entry, channel_key
-from alerts.render import _summary, _usd, to_html, to_markdown
+from alerts.render import to_html, to_markdown
 from alerts.rules import RULES, Finding
+from alerts.tables import scope_line, summary, usd, when, window_line
 
 MAX_BLOCKS = 50
 MAX_TEXT = 3000
@@ -56,55 +58,77 @@ def report_message(
     report: dict[str, Any], recommendations: list[dict[str, Any]], *, title: str, top_n: int = 5
 ) -> Rendered:
     """A summary of ``report`` (spend, waste, top idle workloads, top namespaces by cost, the top
-    ``recommendations``) for Slack and email."""
+    ``recommendations``) for Slack and email; price sources are footnotes (``[1]`` per line, the texts once below),
+    numbered as in the report's tables."""
     fleet, waste, util = report["fleet"], report["idle_waste"], report["utilization"]
+    footnotes = Footnotes.of(report)
+    marks, rec_marks = Marks(footnotes), Marks(footnotes)
     idle_rows = [
-        f"{_esc(r['namespace'])}/{_esc(r['workload'])}: {_h(r['gpu_hours'])} idle GPU-hours, {_usd(r.get('cost_usd'))}"
-        + (f", last active {r['last_active'][:16].replace('T', ' ')}" if r.get("last_active") else "")
+        f"{_esc(r['namespace'])}/{_esc(r['workload'])}: {_h(r['gpu_hours'])} idle GPU-hours, {usd(r.get('cost_usd'))}"
+        + (f", last active {when(r['last_active'])} UTC" if r.get("last_active") else "")
+        + _marked(marks, [r.get("price_source")])
         for r in waste["by_workload"][:top_n]
     ]
     ns_rows = [
-        f"{_esc(str(r['namespace']))}: {_usd(r.get('cost_usd'))}, {_h(r['gpu_hours'])} GPU-hours, "
-        f"{_pct(r.get('mean_pct'))} mean utilization"
+        f"{_esc(str(r['namespace']))}: {usd(r.get('cost_usd'))}, {_h(r['gpu_hours'])} GPU-hours, "
+        f"{_pct(r.get('mean_pct'))} mean utilization" + _marked(marks, r.get("price_sources") or [])
         for r in sorted(util["by_namespace"], key=lambda r: -(r.get("cost_usd") or 0.0))[:top_n]
     ]
+    cluster_rows = [
+        f"{_esc(str(r['cluster']))}: {usd(r.get('cost_usd'))}, idle waste {usd(r.get('idle_cost_usd'))}, "
+        f"{_h(r['gpu_hours'])} GPU-hours, {_pct(r.get('mean_pct'))} mean utilization"
+        + _marked(marks, r.get("price_sources") or [])
+        for r in (report.get("by_cluster") or [])[:top_n]
+    ]
+    team_rows = [
+        f"{_esc(str(r['team']))}: {usd(r.get('total_cost_usd'))} ({usd(r.get('used_cost_usd'))} used, "
+        f"{usd(r.get('held_idle_cost_usd'))} held idle"
+        + (f", {usd(r['shared_idle_usd'])} shared idle" if r.get("shared_idle_usd") else "")
+        + ")"
+        + _marked(marks, r.get("price_sources") or [])
+        for r in ((report.get("cost_allocation") or {}).get("by_team") or [])[:top_n]
+    ]
     rec_rows = [
-        f"{_esc(r.get('change') or r.get('kind') or '')} ({_usd(r.get('savings_usd_month'))}/month"
+        f"{_esc(r.get('change') or r.get('kind') or '')} ({usd(r.get('savings_usd_month'))}/month"
         + (
-            f" on the bill, {_usd(r['savings_usd_month_if_applied_alone'])} if applied alone"
+            f" on the bill, {usd(r['savings_usd_month_if_applied_alone'])} if applied alone"
             if r.get("savings_usd_month_if_applied_alone") is not None
             else ""
         )
         + (
-            f", confidence {float(r['confidence']):.2f}, expected {_usd(r.get('expected_savings_usd_month'))}/month"
+            f", confidence {float(r['confidence']):.2f}, expected {usd(r.get('expected_savings_usd_month'))}/month"
             if r.get("confidence") is not None
             else ""
         )
-        + (f"; {_esc(r['price_source'])}" if r.get("price_source") else "")
         + ")"
+        + _marked(rec_marks, [r.get("price_source")])
         for r in recommendations[:top_n]
     ]
     sources = fleet.get("price_sources") or []
     fallbacks = [s for s in sources if s.get("price_fallback")]
-    window = f"{report['window']['start']} to {report['window']['end']} (UTC, end exclusive)"
+    window = window_line(report).removeprefix("Window: ")
     price_note = f"{len(sources)} price source{'s' if len(sources) != 1 else ''}" + (
         f", {len(fallbacks)} fallback ({_h(sum(s['gpu_hours'] for s in fallbacks))} GPU-hours)" if fallbacks else ""
     )
     share = waste.get("share_of_cost")
     fields = [
-        ("Spend", _usd(fleet["cost_usd"])),
-        ("Idle waste", _usd(waste["cost_usd"]) + (f" ({100 * share:.1f}% of spend)" if share is not None else "")),
-        ("GPUs", f"{fleet['gpus']}"),
+        ("Spend", usd(fleet["cost_usd"])),
+        ("Idle waste", usd(waste["cost_usd"]) + (f" ({100 * share:.1f}% of spend)" if share is not None else "")),
+        ("GPUs its pods held" if _team(report) else "GPUs", f"{fleet['gpus']}"),
         ("GPU-hours", _h(fleet["gpu_hours"])),
         ("Mean utilization", _pct(util.get("mean_pct"))),
         ("Idle GPU-hours", _h(waste["gpu_hours"])),
     ]
     underused = report.get("underused")
     if underused:
-        fields.append(("Underused", f"{_usd(underused['cost_usd'])} ({_h(underused['gpu_hours'])} GPU-hours)"))
+        fields.append(("Underused", f"{usd(underused['cost_usd'])} ({_h(underused['gpu_hours'])} GPU-hours)"))
+    context = [f"Window: {window}", f"Prices: {price_note}"]
+    scope = scope_line(report)
+    if scope:
+        context.append(_esc(scope))
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": _clip(title, MAX_HEADER)}},
-        _context([f"Window: {window}", f"Prices: {price_note}"]),
+        _context(context),
         {
             "type": "section",
             "fields": [{"type": "mrkdwn", "text": _clip(f"*{k}*\n{v}", MAX_FIELD)} for k, v in fields][:MAX_FIELDS],
@@ -113,28 +137,48 @@ def report_message(
     ]
     blocks += _list_section("Top idle workloads", idle_rows, "no idle workloads in this window")
     blocks += _list_section("Top recommendations", rec_rows, "no recommendation in this window")
+    if len(cluster_rows) > 1:
+        blocks += _list_section("Spend by cluster", cluster_rows, "")
     blocks += _list_section("Spend by namespace", ns_rows, "no namespace held GPUs")
+    if not _team(report) and (report.get("cost_allocation") or {}).get("teams_configured"):
+        blocks += _list_section("Spend by team", team_rows, "")
+    footnote_lines = [_esc(n) for n in Marks(footnotes, marks.used | rec_marks.used).notes()]
     blocks.append(
         _context(
             [
                 "Idle waste = GPU-hours idle_held + idle_allocated + unallocated x their GPU-hour price.",
                 "Underused = active GPU-time x (1 - utilization) x its GPU-hour price.",
+                *(["Price sources: " + "; ".join(footnote_lines)] if footnote_lines else []),
             ]
         )
     )
     slack = {
-        "text": _clip(f"{title}: spend {_usd(fleet['cost_usd'])}, idle waste {_usd(waste['cost_usd'])}", MAX_FALLBACK),
+        "text": _clip(f"{title}: spend {usd(fleet['cost_usd'])}, idle waste {usd(waste['cost_usd'])}", MAX_FALLBACK),
         "blocks": _cap(blocks),
     }
 
-    digest_text = [title, "", f"Window: {window}", ""]
-    digest_text += [f"- {line.replace('**', '')}" for line in _summary(report)]
+    digest_text = [title, "", window_line(report), ""]
+    digest_text += [f"- {line.replace('**', '')}" for line in summary(report)]
     digest_text += ["", "Top recommendations:"] + ([f"- {r}" for r in _plain(rec_rows)] or ["- none in this window"])
-    text = "\n".join(digest_text) + "\n\n" + to_markdown(report)
+    digest_text += ["", *rec_marks.notes()] if rec_marks.used else []
+    text = "\n".join(digest_text) + "\n\n" + to_markdown(report, footnotes)
     recs_html = "".join(f"<li>{html.escape(r)}</li>" for r in _plain(rec_rows)) or "<li>none in this window</li>"
-    digest_html = f"<h1>{html.escape(title)}</h1><h2>Top recommendations</h2><ol class='recs'>{recs_html}</ol>"
-    page = to_html(report).replace("<body>", f"<body>{digest_html}", 1)
+    rec_notes = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in rec_marks.notes())
+    digest_html = (
+        f"<h1>{html.escape(title)}</h1><h2>Top recommendations</h2><ol class='recs'>{recs_html}</ol>"
+        f"<div class='notes'>{rec_notes}</div>"
+    )
+    page = to_html(report, footnotes).replace("<body>", f"<body>{digest_html}", 1)
     return Rendered(title, slack, {"subject": title, "text": text, "html": page})
+
+
+def _marked(marks: Marks, sources: list[str | None]) -> str:
+    found = marks.mark(sources)
+    return f" {found}" if found else ""
+
+
+def _team(report: dict[str, Any]) -> bool:
+    return bool((report.get("scope") or {}).get("team"))
 
 
 # ------------------------------------------------------------------------------------------------------- alerts

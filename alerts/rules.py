@@ -18,6 +18,9 @@ notified when it starts firing, not while it keeps firing; one that stops and st
 of its last notification is not notified again, so a flapping condition never storms. The state is persisted in the
 warehouse (``_state/alerts.json``) after the messages are in the outbox; the outbox entries also name the subjects
 they cover, so a process that died in between rebuilds the state from them and a restart never re-sends.
+
+A finding about a namespace names it (``Finding.namespace``), so ``alerts.routing`` can send it to that namespace's
+team as well as to the platform.
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ class Finding:
     subject: str
     text: str
     """One line with the evidence and numbers, plain text."""
+    namespace: str | None = None
+    """The namespace the finding is about (idle workloads, namespaces): its team gets the alert too. None: a
+    fleet-wide finding (spend, nodes, prices), for the platform channels only."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,7 @@ def findings(c: Conditions, rules: AlertRules) -> dict[str, list[Finding]]:
                 f"{r['namespace']}/{r['workload']}",
                 f"{r['namespace']}/{r['workload']}: {r['gpus']} GPU{'s' if r['gpus'] != 1 else ''} idle for "
                 f"{r['longest_hours']:.1f} h (since {_at(r['idle_since'])}) on {r['nodes']}{_shared(r)}",
+                r["namespace"],
             )
             for r in idle_workloads(c.idle_streaks, rules.idle_hours).iter_rows(named=True)
         ]
@@ -98,6 +105,7 @@ def findings(c: Conditions, rules: AlertRules) -> dict[str, list[Finding]]:
                 r["namespace"],
                 f"{r['namespace']}: {r['mean_pct']:.1f}% mean utilization over the last "
                 f"{c.namespace_window_hours:g} h, {r['gpu_hours']:,.1f} GPU-hours held (${r['cost_usd'] or 0:,.2f})",
+                r["namespace"],
             )
             for r in low.iter_rows(named=True)
         ]

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from analysis.units import GIB
-from bench import dashboard, fleet, follow_step, ingest, machine, nvml, promql, recommend, report, rollup, scrape
+from bench import cli, dashboard, fleet, follow_step, ingest, machine, nvml, promql, recommend, report, rollup, scrape
 from bench.common import Progress, Result, free_bytes
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -47,14 +47,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="repeats for best-of timings (default 3)")
     parser.add_argument(
         "--only",
-        choices=("ingest", "fleet", "nvml", "scrape", "follow", "promql", "dashboard", "rollup", "recommend"),
+        choices=("ingest", "fleet", "nvml", "scrape", "follow", "promql", "dashboard", "rollup", "recommend", "cli"),
         default=None,
         help="ingest: benchmark 1; fleet: simulate, bytes, report; nvml: the NVML sampler's CPU per sample; "
         "scrape: points/s from a real Prometheus; follow: CPU of one follow step (the newest minute of --gpus GPUs); "
         "promql: idle waste, gpuledger report vs PromQL on a real Prometheus; "
-        "dashboard: first render of the Overview page in Chromium (fleet cached under bench/cache/); "
+        "dashboard: first render of every page and the longest skeleton in Chromium (fleet cached under bench/cache/); "
         "rollup: one rollup partition with shared-GPU splits against the rollup before them (same cached fleet); "
-        "recommend: gpuledger recommend over the last 7 days against the same window's report (same cached fleet)",
+        "recommend: gpuledger recommend over the last 7 days against the same window's report (same cached fleet); "
+        "cli: gpuledger --help, usage errors and a report on the demo fleet (cached too), each a fresh process",
     )
     parser.add_argument(
         "--tmpdir", type=Path, default=None, help="where the temporary warehouses go (default: $TMPDIR)"
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="gpuledger-bench-", dir=base))
     results: list[Result] = []
     try:
-        fleet_too = args.only not in ("ingest", "follow", "dashboard", "rollup", "recommend")
+        fleet_too = args.only not in ("ingest", "follow", "dashboard", "rollup", "recommend", "cli")
         check_disk(workdir, args.gpus, args.days, progress, fleet_too=fleet_too)
         if args.only in (None, "ingest"):
             results += ingest.run(
@@ -208,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
                     progress=progress,
                     repeats=args.repeats,
                 )
+        if args.only in (None, "cli"):
+            results += cli.run(
+                seed=args.seed, end=DEFAULT_END, workdir=workdir, progress=progress, repeats=args.repeats
+            )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     machine_block["load_average_at_end"] = machine.load_average()

@@ -19,6 +19,9 @@ from warehouse.errors import WarehouseError
 from warehouse.lake import Lake
 
 VIEWS = Path(__file__).resolve().parent / "views"
+# The page icon is a file the dashboard serves itself: for a `:material/...:` page icon Streamlit's front end fetches
+# the picture from fonts.gstatic.com, which an air-gapped cluster cannot reach (an emoji it draws locally).
+ICON = Path(__file__).resolve().parent / "icon.png"
 PAGES = [
     ("overview.py", "Overview", ":material/dashboard:"),
     ("idle_waste.py", "Idle waste", ":material/hourglass_empty:"),
@@ -101,7 +104,7 @@ def sidebar_filters(view: FleetView) -> Filters:
 
 
 def main() -> None:
-    st.set_page_config(page_title="gpuledger", page_icon=":material/bolt:", layout="wide")
+    st.set_page_config(page_title="gpuledger", page_icon=str(ICON), layout="wide")
     served = context.served()
     root = served.warehouse if served else None
     if served is None or root is None:
@@ -149,7 +152,10 @@ def main() -> None:
         st.Page(str(VIEWS / name), title=title, icon=icon, default=i == 0)
         for i, (name, title, icon) in enumerate(PAGES)
     ]
-    st.navigation(pages).run()
+    try:
+        st.navigation(pages).run()
+    finally:  # a page that stops early (st.stop) has been drawn too
+        context.rendered()
 
 
 def stale_text(root: Path) -> str:

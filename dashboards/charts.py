@@ -16,6 +16,7 @@ STATE_COLORS = {
     "unallocated": "#9aa5b1",
     "no_data": "#d64550",
 }
+NO_DATA_GREY = "#c4c9d0"
 _STATE_SCALE = alt.Scale(domain=list(STATES), range=[STATE_COLORS[s] for s in STATES])
 
 alt.data_transformers.disable_max_rows()  # the largest chart (the GPU heatmap) is bounded by the page instead
@@ -63,7 +64,7 @@ def gpu_heatmap(cells: pl.DataFrame, every: str) -> alt.Chart:
     base = alt.Chart(data).encode(
         x=alt.X("bucket:T", title=f"time (UTC, {every} buckets)"),
         x2="bucket_end:T",
-        y=alt.Y("gpu:N", title=None, sort=None, axis=alt.Axis(labelLimit=360)),
+        y=alt.Y("gpu:N", title=None, sort=None, axis=alt.Axis(labelLimit=360, labelOverlap=False, labelFontSize=11)),
         tooltip=[
             "gpu:N",
             "gpu_uuid:N",
@@ -73,16 +74,18 @@ def gpu_heatmap(cells: pl.DataFrame, every: str) -> alt.Chart:
             alt.Tooltip("main_state:N", title="main state"),
         ],
     )
+    # A bucket no sample covers has no cell: the plot's grey background shows through, as does a null mean.
     return (
         base.mark_rect()
         .encode(
             color=alt.condition(
-                "datum.mean_pct === null",
-                alt.value("#e3e6ea"),
+                "datum.mean_pct === null || !isFinite(datum.mean_pct)",
+                alt.value(NO_DATA_GREY),
                 alt.Color("mean_pct:Q", title="util %", scale=alt.Scale(scheme="viridis", domain=[0, 100])),
             )
         )
         .properties(height=alt.Step(16))
+        .configure_view(fill=NO_DATA_GREY, stroke=None)
     )
 
 

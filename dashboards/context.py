@@ -3,6 +3,7 @@ Streamlit starts, in the same process. Unset, the app shows how to start it."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,3 +31,16 @@ def reset() -> None:
 
 def served() -> Served | None:
     return _served
+
+
+_rendered = threading.Event()
+
+
+def rendered() -> None:
+    """A page has been drawn once (the app calls it after each run): the server's background reads may start."""
+    _rendered.set()
+
+
+def wait_rendered(timeout_s: float) -> bool:
+    """Wait until a page has been drawn, so background reads do not slow the first visitor's page."""
+    return _rendered.wait(timeout_s)

@@ -19,9 +19,11 @@ import streamlit as st
 from analysis import report, timeline
 from analysis.filters import Filters, narrow
 from analysis.recommend.files import render
+from analysis.recommend.model import workloads_of
 from analysis.recommend.plan import build_plan
 from analysis.report import ReportInputs
 from analysis.window import Window
+from dashboards import charts
 from dashboards.source import FleetView, History, Source
 from warehouse.ingest import RejectedTimes, rejected_times
 from warehouse.lake import Lake
@@ -60,8 +62,9 @@ def recommendations(
     root: str, version: str, start: str, end: str, settings_key: str, _source: Source
 ) -> dict[str, Any]:
     """``{"items": [Recommendation.to_dict()...], "files": {name: text}}``: every ranked recommendation with its
-    ``rank``, whether its cluster's plan applies it (``in_plan``) and, if so, what it banks there
-    (``plan_savings_usd_month``: the node-hours it removes x their price; ``plan_expected_usd_month``)."""
+    ``rank``, the workloads it patches (``workloads``: [namespace, name]), whether its cluster's plan applies it
+    (``in_plan``) and, if so, what it banks there (``plan_savings_usd_month``: the node-hours it removes x their
+    price; ``plan_expected_usd_month``)."""
     window = Window(dt.datetime.fromisoformat(start), dt.datetime.fromisoformat(end))
     found = _source.recommendations(_lake(root), window)
     plan = build_plan(found)
@@ -72,6 +75,7 @@ def recommendations(
         items.append(
             {
                 **item.to_dict(),
+                "workloads": [list(w) for w in workloads_of(item)],
                 "rank": rank,
                 "in_plan": a is not None,
                 "plan_savings_usd_month": a.savings_usd_month if a is not None else None,
@@ -79,6 +83,28 @@ def recommendations(
             }
         )
     return {"items": items, "files": render(plan)}
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def heatmap_spec(
+    root: str,
+    version: str,
+    start: str,
+    end: str,
+    settings_key: str,
+    fleet: str,
+    node: str | None,
+    _buckets: pl.DataFrame,
+    every: str,
+    max_gpus: int,
+) -> tuple[dict[str, Any], int]:
+    """The GPU heatmap's Vega-Lite spec for the first ``max_gpus`` GPUs of ``_buckets`` (the page's, narrowed by the
+    filters named in ``fleet`` and to ``node``), and how many GPUs there are: built once per warehouse version, as
+    writing ~10,000 cells out as a chart takes longer than anything else on the page."""
+    per_gpu = timeline.gpus(_buckets)
+    keys = per_gpu.head(max_gpus).select(timeline.GPU_KEYS)
+    shown = _buckets.join(keys, on=timeline.GPU_KEYS, how="semi", nulls_equal=True)
+    return charts.gpu_heatmap(timeline.gpu_heatmap(shown, every), every).to_dict(), per_gpu.height
 
 
 @dataclass(frozen=True)

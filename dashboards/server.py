@@ -27,6 +27,7 @@ WARM_THREAD = "gpuledger-warm"
 READY_THREAD = "gpuledger-ready"
 RUNTIME_WAIT_S = 30.0
 READY_WAIT_S = 120.0
+FIRST_RENDER_WAIT_S = 20.0
 HEALTH_PATH = "/_stcore/health"
 
 
@@ -95,7 +96,10 @@ def wait_ready(url: str, ready: threading.Event, on_ready: Callable[[], None], t
 
 def warm(warehouse: Path, source: Source) -> None:
     """Read the default window into the cache while the server starts, so the first visitor's Overview does not
-    wait for it (a visitor arriving earlier waits on the same computation: Streamlit locks each cache entry)."""
+    wait for it (a visitor arriving earlier waits on the same computation: Streamlit locks each cache entry); then,
+    once a page has been drawn (or after ``FIRST_RENDER_WAIT_S``), the slower reads of the other pages (the
+    recommendations and their plan first, then the MIG fit, spot and percentiles, and the samples per node), so that
+    opening those pages finds them ready instead of computing them."""
     from streamlit import runtime
 
     deadline = time.monotonic() + RUNTIME_WAIT_S
@@ -108,7 +112,12 @@ def warm(warehouse: Path, source: Source) -> None:
         version = Lake(warehouse).version()
         hist = data.history(root, version, key, source)
         window = source.window_of(None, None, hist.newest_minute)
-        data.fleet_view(root, version, window.start.isoformat(), window.end.isoformat(), key, source)
+        bounds = (window.start.isoformat(), window.end.isoformat())
+        data.fleet_view(root, version, *bounds, key, source)
+        context.wait_rendered(FIRST_RENDER_WAIT_S)  # the first visitor's page first, then the slower reads
+        data.recommendations(root, version, *bounds, key, source)  # the slowest: seconds, where the others take one
+        data.full_inputs(root, version, *bounds, key, source)
+        data.sample_sources(root, version, *bounds, source)
     except Exception:  # the page reports it: an empty or missing warehouse shows its help page
         log.debug("warming the dashboard cache failed", exc_info=True)
 

@@ -1,4 +1,5 @@
-"""The alert job: read the warehouse for the alert conditions, evaluate the rules, queue a message per rule.
+"""The alert job: read the warehouse for the alert conditions, evaluate the rules, queue a message per rule for the
+platform channels and one per rule for each team with channels whose namespaces it is about (``alerts.routing``).
 
 Reading happens here; the conditions are computed by ``analysis.conditions``, the rules and their state by
 ``alerts.rules``, the messages by ``alerts.report``; delivery is ``gpuledger.delivering``.
@@ -12,12 +13,13 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from alerts import rules
+from alerts import routing, rules
+from alerts.outbox import Entry
 from alerts.report import alert_message
 from analysis import conditions, usage
 from analysis.window import Window
-from gpuledger import jobs, reporting
-from gpuledger.delivering import configured, outbox
+from gpuledger import delivering, jobs, reporting
+from gpuledger.delivering import outbox
 from gpuledger.settings import Settings
 from warehouse.lake import Lake
 from warehouse.maintenance import diagnosing
@@ -87,18 +89,27 @@ def evaluate(lake: Lake, settings: Settings, now: dt.datetime, *, refresh: bool 
     state = rules.AlertState.from_json(lake.read_state(rules.STATE_NAME))
     state.absorb_outbox(box)
     notify = rules.decide(found, state, now, dt.timedelta(hours=settings.alerts.cooldown_hours))
-    names = configured(settings, list(settings.alerts.channels))
-    queued: list[str] = []
+    wanted = list(settings.alerts.channels)
+    to_platform = delivering.platform(settings, wanted)
+    to_teams = delivering.teams(settings, wanted)
     by_rule: dict[str, list[rules.Finding]] = {}
     for item in notify:
         by_rule.setdefault(item.rule, []).append(item)
+    entries: list[Entry] = []
     for rule, items in by_rule.items():
-        if not names:
-            log.warning("alert %s fired for %d subjects but no channel is configured", rule, len(items))
-            continue
-        key = rules.message_key(rule, items, now)
-        rendered = alert_message(rule, items, now=now, thresholds=rules.thresholds(settings.alerts, rule))
-        added = box.enqueue(rendered.entries(key, names, [[rule, f.subject] for f in items]), now)
-        queued += [e.key for e in added]
+        by_team = routing.team_findings(items, settings.teams, to_teams)
+        messages = [(found_items, to_teams[team]) for team, found_items in by_team.items()]
+        platform_items = routing.platform_findings(
+            items, by_team, platform_gets_team_alerts=settings.alerts.platform_gets_team_alerts
+        )
+        if platform_items and to_platform:
+            messages.insert(0, (platform_items, to_platform))
+        elif platform_items:
+            log.warning("alert %s fired for %d subjects but no channel is configured", rule, len(platform_items))
+        for found_items, destinations in messages:
+            rendered = alert_message(rule, found_items, now=now, thresholds=rules.thresholds(settings.alerts, rule))
+            key = rules.message_key(rule, found_items, now)
+            entries += routing.entries(rendered, key, destinations, [[rule, f.subject] for f in found_items])
+    queued = [e.key for e in box.enqueue(entries, now)]  # every destination's copy under one lock
     lake.write_state(rules.STATE_NAME, state.to_json())
     return Evaluation(found, notify, queued)

@@ -1,4 +1,10 @@
-"""The ``gpuledger`` command: parse arguments, call one job, turn a domain error into one line and exit code 2."""
+"""The ``gpuledger`` command: parse arguments, call one job, turn a domain error into one line and exit code 2.
+
+Parsing needs only Click: this module imports nothing heavy at its top, so ``--help`` and usage errors answer at
+once. Each command imports its wiring module (``gpuledger.jobs``, ``gpuledger.reporting``, ...) and the warehouse
+inside its function, and the settings load once a command's arguments parsed (``SettingsCommand``).
+``tests/test_cli_startup.py`` keeps Polars, DuckDB, PyArrow, Pydantic and Streamlit out of those paths.
+"""
 
 from __future__ import annotations
 
@@ -15,33 +21,25 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import click
-import polars as pl
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table as RichTable
 
-from alerts.errors import AlertsError
-from alerts.render import to_html, to_json, to_markdown
-from analysis.errors import AnalysisError
 from analysis.window import Window, parse_time
-from collector.errors import CollectorError
-from dashboards.errors import DashboardError
-from gpuledger import __version__, jobs, recommending, reporting, sources
-from gpuledger.settings import Settings, SettingsError, load_settings
-from warehouse import maintenance
-from warehouse.errors import WarehouseError
-from warehouse.lake import Lake
-from warehouse.views import run_query
+from gpuledger import __version__
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from gpuledger import jobs
+    from gpuledger.settings import Settings
+    from warehouse.lake import Lake
 
 P = ParamSpec("P")
 R = TypeVar("R")
 DEMO_MARKER = "demo.json"
 DASHBOARD_HOST = "127.0.0.1"
 DASHBOARD_PORT = 8501
-err = Console(stderr=True)
 
 
 class Fail(click.ClickException):
@@ -50,20 +48,71 @@ class Fail(click.ClickException):
     exit_code = 2
 
 
+def domain_errors() -> tuple[type[Exception], ...]:
+    """The errors a command turns into one line; imported only once something failed (the settings' errors
+    import Pydantic)."""
+    from alerts.errors import AlertsError
+    from analysis.errors import AnalysisError
+    from collector.errors import CollectorError
+    from dashboards.errors import DashboardError
+    from gpuledger.settings_errors import SettingsError
+    from warehouse.errors import WarehouseError
+
+    return WarehouseError, AnalysisError, CollectorError, SettingsError, AlertsError, DashboardError
+
+
 def one_line_errors(func: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
-        except (WarehouseError, AnalysisError, CollectorError, SettingsError, AlertsError, DashboardError) as exc:
-            raise Fail(str(exc)) from None
+        except click.ClickException:
+            raise
+        except Exception as exc:
+            if isinstance(exc, domain_errors()):
+                raise Fail(str(exc)) from None
+            raise
 
     return wrapper
+
+
+class SettingsCommand(click.Command):
+    """A command that loads the settings (``--config``, ``GPULEDGER_*``) once its own arguments parsed, before it
+    runs: ``--help`` and usage errors never read them, and every command that runs fails on bad settings."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        root = ctx.find_root()
+        if root.obj is None:
+            root.obj = one_line_errors(_load_settings)(root.params.get("config"))
+        return super().invoke(ctx)
+
+
+class CommandGroup(click.Group):
+    """A group whose commands are ``SettingsCommand`` and whose groups are ``CommandGroup`` too."""
+
+    command_class = SettingsCommand
+    group_class = type
+
+
+def _load_settings(config: Path | None) -> Settings:
+    from gpuledger.settings import load_settings
+
+    return load_settings(config)
+
+
+@functools.cache
+def stderr_console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True)
 
 
 @contextmanager
 def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
     """A progress bar on stderr when it is a terminal; silent otherwise (logs and CI stay clean)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    err = stderr_console()
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -96,7 +145,8 @@ def warehouse_option(required: bool = True) -> Callable[[Callable[..., Any]], Ca
 
 
 def settings_from(ctx: click.Context) -> Settings:
-    settings: Settings = ctx.obj
+    """The settings ``SettingsCommand`` loaded before this command ran."""
+    settings: Settings = ctx.find_root().obj
     return settings
 
 
@@ -107,7 +157,7 @@ def warehouse_path(ctx: click.Context, given: Path | None) -> Path:
     return path
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(cls=CommandGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="gpuledger")
 @click.option(
     "--config",
@@ -116,14 +166,11 @@ def warehouse_path(ctx: click.Context, given: Path | None) -> Path:
     help="TOML settings file (default: ./gpuledger.toml when present). GPULEDGER_* variables override it.",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details (retries, chunks, flushes) on stderr.")
-@click.pass_context
-@one_line_errors
-def main(ctx: click.Context, config: Path | None, verbose: bool) -> None:
+def main(config: Path | None, verbose: bool) -> None:
     """gpuledger: which GPU-hours did useful work, which were wasted, by whom, and what should change."""
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s", force=True
     )
-    ctx.obj = load_settings(config)
 
 
 @main.command()
@@ -136,6 +183,9 @@ def main(ctx: click.Context, config: Path | None, verbose: bool) -> None:
 @one_line_errors
 def simulate(ctx: click.Context, warehouse: Path | None, gpus: int, days: int, seed: int, end_at: str | None) -> None:
     """Simulate a realistic GPU fleet (60 s samples) into the warehouse and roll it up per minute."""
+    from gpuledger import jobs
+    from warehouse.lake import Lake
+
     root = warehouse_path(ctx, warehouse)
     if end_at:
         parse_time(end_at, now())  # a bad --end fails before anything is made
@@ -144,6 +194,8 @@ def simulate(ctx: click.Context, warehouse: Path | None, gpus: int, days: int, s
 
 
 def _simulate(ctx: click.Context, lake: Lake, gpus: int, days: int, seed: int, end_at: str | None) -> None:
+    from gpuledger import jobs
+
     end = parse_time(end_at, now()) if end_at else now().replace(hour=0, minute=0, second=0, microsecond=0)
     with progress_bar("simulating days") as sim, progress_bar("rolling up minutes") as roll:
         result = jobs.simulate(
@@ -166,8 +218,12 @@ def _simulate(ctx: click.Context, lake: Lake, gpus: int, days: int, seed: int, e
 
 @main.command()
 @warehouse_option(required=False)
-@click.option("--gpus", type=click.IntRange(min=1), default=None, help="GPUs in the demo fleet [default: 64].")
-@click.option("--days", type=click.IntRange(min=1), default=None, help="Days of history [default: 7].")
+@click.option(
+    "--gpus", type=click.IntRange(min=1), default=None, help="GPUs in the demo fleet [default: the demo_gpus setting]."
+)
+@click.option(
+    "--days", type=click.IntRange(min=1), default=None, help="Days of history [default: the demo_days setting]."
+)
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--no-dashboard", is_flag=True, help="Only print the report.")
 @click.option("--port", type=click.IntRange(1, 65535), default=DASHBOARD_PORT, show_default=True)
@@ -183,6 +239,10 @@ def demo(
     port: int,
 ) -> None:
     """Simulate the default fleet into ./demo-warehouse (made anew each run), print its report, serve the dashboard."""
+    from alerts.render import to_markdown
+    from gpuledger import reporting
+    from warehouse.lake import Lake
+
     settings = settings_from(ctx)
     root = warehouse or settings.demo_warehouse
     if not no_dashboard:
@@ -299,6 +359,13 @@ def server(
 def query(ctx: click.Context, warehouse: Path | None, sql: str, fmt: str) -> None:
     """Run read-only SQL (SELECT, EXPLAIN, DESCRIBE, SHOW, SUMMARIZE) against the warehouse tables (DuckDB views:
     gpu_samples, gpu_allocations, nodes, prices, gpu_minutes); no file, network or extension access."""
+    import polars as pl
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
+    from warehouse.lake import Lake
+    from warehouse.views import run_query
+
     frame = pl.from_arrow(run_query(Lake(warehouse_path(ctx, warehouse)), sql))
     assert isinstance(frame, pl.DataFrame)
     if fmt == "csv":
@@ -318,12 +385,25 @@ def query(ctx: click.Context, warehouse: Path | None, sql: str, fmt: str) -> Non
 @click.option("--end", default=None, help="Window end, exclusive (T). Default: just after the newest sample.")
 @click.option("--format", "fmt", type=click.Choice(["md", "json", "html"]), default="md", show_default=True)
 @click.option("--send", is_flag=True, help="Also send it now to the configured Slack and email channels.")
+@click.option("--team", default=None, help="One team's report (a team of the `teams` setting) instead of the fleet's.")
 @click.pass_context
 @one_line_errors
 def report(
-    ctx: click.Context, warehouse: Path | None, start: str | None, end: str | None, fmt: str, send: bool
+    ctx: click.Context,
+    warehouse: Path | None,
+    start: str | None,
+    end: str | None,
+    fmt: str,
+    send: bool,
+    team: str | None,
 ) -> None:
     """Fleet report: GPUs, GPU-hours, GPU-hours per state, utilization, top namespaces and idle workloads."""
+    if send and team is not None:
+        raise click.UsageError("--team and --send together: --send sends every team its own report; drop --team")
+    from alerts.render import to_html, to_json, to_markdown
+    from gpuledger import reporting
+    from warehouse.lake import Lake
+
     lake = Lake(warehouse_path(ctx, warehouse))
     if send:
         from gpuledger import report_sending
@@ -331,7 +411,7 @@ def report(
         outcome = report_sending.send_report(lake, settings_from(ctx), start=start, end=end, now=now)
         result = outcome.report
     else:
-        result = reporting.fleet_report(lake, settings_from(ctx), start=start, end=end, now=now())
+        result = reporting.fleet_report(lake, settings_from(ctx), start=start, end=end, now=now(), team=team)
     rendered = {"json": to_json, "md": to_markdown, "html": to_html}[fmt](result)
     click.echo(rendered, nl=fmt == "json")
     if send:
@@ -359,8 +439,9 @@ def report(
 def schedule(ctx: click.Context, config: Path | None, warehouse: Path | None) -> None:
     """Run the alert rules and the daily and weekly reports on their cron schedules until SIGTERM."""
     from gpuledger import scheduling
+    from warehouse.lake import Lake
 
-    settings = load_settings(config) if config is not None else settings_from(ctx)
+    settings = _load_settings(config) if config is not None else settings_from(ctx)
     root = warehouse or settings.warehouse
     if root is None:
         raise Fail("no warehouse given: pass --warehouse DIR (or set `warehouse` in the config file)")
@@ -382,6 +463,12 @@ def schedule(ctx: click.Context, config: Path | None, warehouse: Path | None) ->
 def recommend(ctx: click.Context, warehouse: Path | None, out: Path, start: str | None, end: str | None) -> None:
     """Export one plan per cluster as ready-to-apply config: --out/<cluster>/ holds a YAML per kind, README.md and
     index.json; --out/README.md and index.json list the clusters."""
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
+    from gpuledger import jobs, recommending
+    from warehouse.lake import Lake
+
     lake = Lake(warehouse_path(ctx, warehouse))
     if out.exists() and not out.is_dir():
         raise Fail(f"--out {out} is a file: pass a folder")
@@ -469,6 +556,8 @@ def collect(
     node: str | None,
 ) -> None:
     """Sample GPUs (NVML on this node, or a dcgm-exporter) into the warehouse until stopped (SIGTERM flushes)."""
+    from gpuledger import jobs, sources
+
     if source and dcgm_url:
         raise Fail("--source nvml and --dcgm-exporter URL are alternatives: pass one")
     if once and duration is not None:
@@ -537,6 +626,9 @@ def scrape(
     follow: bool,
 ) -> None:
     """Copy DCGM and kube-state-metrics series from Prometheus; a re-run resumes where the last one stopped."""
+    from gpuledger import jobs
+    from warehouse.lake import Lake
+
     at = now()
     root = warehouse_path(ctx, warehouse)
     if follow:
@@ -568,6 +660,9 @@ def scrape(
 
 def follow_prometheus(ctx: click.Context, root: Path, url: str, start: dt.datetime, step: int) -> None:
     """`scrape --follow`: SIGTERM/SIGINT end it after the write in flight; one line per step with -v."""
+    from gpuledger import jobs
+    from warehouse.lake import Lake
+
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     steps = {"ok": 0, "failed": 0}
@@ -612,6 +707,7 @@ def import_bill(ctx: click.Context, files: tuple[Path, ...], warehouse: Path | N
     their effective cost per hour from the bill."""
     from analysis.pricing.bill import period_label
     from gpuledger.billing import import_bill as run_import
+    from warehouse.lake import Lake
 
     lake = Lake(warehouse_path(ctx, warehouse))
     result = run_import(lake, files)
@@ -621,6 +717,48 @@ def import_bill(ctx: click.Context, files: tuple[Path, ...], warehouse: Path | N
         f"imported {result.lines:,} compute usage lines from {names}: {len(result.periods)} billing "
         f"period{'s' if len(result.periods) != 1 else ''} ({periods}), {result.resources:,} resources; "
         f"{result.added:,} new, {result.replaced:,} replaced"
+    )
+
+
+@main.group()
+def export() -> None:
+    """Export GPU cost allocation for other tools (FOCUS, for a FinOps platform that ingests the cloud bill)."""
+
+
+@export.command("focus")
+@warehouse_option()
+@click.option("--start", default=None, help="Window start (T). Default: report_days before --end.")
+@click.option("--end", default=None, help="Window end, exclusive (T). Default: just after the newest sample.")
+@click.option(
+    "--out", "out", type=click.Path(path_type=Path), required=True, help="The file: NAME.csv or NAME.parquet."
+)
+@click.pass_context
+@one_line_errors
+def export_focus(ctx: click.Context, warehouse: Path | None, start: str | None, end: str | None, out: Path) -> None:
+    """Write GPU cost allocation as FOCUS 1.2 (CSV or Parquet by --out's extension): one row per node, GPU model,
+    workload and day, with its cost, the GPU-time states and the price source; replaces --out atomically."""
+    from exposition.focus_file import FocusFileError
+    from gpuledger.exporting import export_focus as run_export
+    from warehouse.lake import Lake
+
+    def progress(step: str) -> None:
+        click.echo(f"export focus: {step}", err=True)
+
+    try:
+        result = run_export(
+            Lake(warehouse_path(ctx, warehouse)),
+            settings_from(ctx),
+            out,
+            start=start,
+            end=end,
+            now=now(),
+            progress=progress,
+        )
+    except FocusFileError as exc:
+        raise Fail(str(exc)) from None
+    click.echo(
+        f"wrote {result.rows:,} FOCUS rows to {result.path}: {result.gpu_hours:,.1f} GPU-hours, "
+        f"${result.cost_usd:,.2f}, {result.window.start.isoformat()} to {result.window.end.isoformat()}"
     )
 
 
@@ -636,6 +774,9 @@ def warehouse() -> None:
 @one_line_errors
 def check(ctx: click.Context, warehouse: Path | None, quarantine: bool) -> None:
     """Read every part completely; list the unreadable ones (exit 1 when any remain in place)."""
+    from warehouse import maintenance
+    from warehouse.lake import Lake
+
     lake = Lake(warehouse_path(ctx, warehouse))
     with progress_bar("verifying parts") as bar:
         problems = maintenance.check(lake, quarantine=quarantine, progress=bar)
@@ -655,6 +796,9 @@ def check(ctx: click.Context, warehouse: Path | None, quarantine: bool) -> None:
 @one_line_errors
 def compact(ctx: click.Context, warehouse: Path | None) -> None:
     """Merge each partition's small parts (atomic per partition)."""
+    from warehouse import maintenance
+    from warehouse.lake import Lake
+
     lake = Lake(warehouse_path(ctx, warehouse))
     with progress_bar("compacting partitions") as bar:
         result = maintenance.compact(lake, target_rows=settings_from(ctx).compact_target_rows, progress=bar)
@@ -670,6 +814,10 @@ def compact(ctx: click.Context, warehouse: Path | None) -> None:
 @one_line_errors
 def prune(ctx: click.Context, warehouse: Path | None, keep_days: int | None) -> None:
     """Drop date partitions older than the retention period, then refresh the rollup."""
+    from gpuledger import jobs
+    from warehouse import maintenance
+    from warehouse.lake import Lake
+
     lake = Lake(warehouse_path(ctx, warehouse))
     settings = settings_from(ctx)
     removed = maintenance.prune(lake, keep_days=keep_days or settings.retention_days, today=now().date())
@@ -683,6 +831,9 @@ def prune(ctx: click.Context, warehouse: Path | None, keep_days: int | None) -> 
 @one_line_errors
 def rollup(ctx: click.Context, warehouse: Path | None) -> None:
     """Recompute the gpu_minutes rollup where its inputs or the state settings changed."""
+    from gpuledger import jobs
+    from warehouse.lake import Lake
+
     lake = Lake(warehouse_path(ctx, warehouse))
     with progress_bar("rolling up minutes") as bar:
         result = jobs.refresh(lake, settings_from(ctx), bar)

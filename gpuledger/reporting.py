@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
 
-from analysis import daily, pricing, report, silent_gpus, spot, usage
+from analysis import daily, pricing, report, silent_gpus, spot, team_scope, usage
 from analysis.costs import priced
 from analysis.errors import EmptyWarehouse, EmptyWindow
 from analysis.mig.window import window_fit
+from analysis.states import HELD_STATES
 from analysis.window import Window, parse_time, resolve
 from gpuledger.settings import Settings
 from warehouse import rollup
 from warehouse.lake import Lake
 from warehouse.maintenance import diagnosing
 from warehouse.reading import stored_time_max
-from warehouse.schema import BILL_LINES, GPU_MINUTES, GPU_SAMPLES, NODES, latest_plausible, utc_now
+from warehouse.schema import (
+    BILL_LINES,
+    GPU_MINUTES,
+    GPU_SAMPLES,
+    NODES,
+    latest_plausible,
+    utc_now,
+)
 
 
 def newest_minute(lake: Lake, now: dt.datetime | None = None) -> dt.datetime | None:
@@ -45,22 +54,46 @@ def fleet_report(
     end: str | None,
     now: dt.datetime,
     refresh: bool = True,
+    team: str | None = None,
 ) -> dict[str, Any]:
-    """The fleet report over the requested window.
+    """The fleet report over the requested window; ``team``: one team's report instead (a team of the ``teams``
+    setting: the GPU-time its namespaces' pods held, ``analysis.team_scope``), with ``scope.team`` set.
 
     The rollup is refreshed first when it is stale, unless ``refresh`` is false (read-only callers such as the
-    dashboard): then the report reads the rollup as it stands.
+    dashboard): then the report reads the rollup as it stands. An unknown team is ``analysis.report.UnknownTeam``.
     """
+    if team is not None and team not in settings.teams:
+        raise report.UnknownTeam(team, list(settings.teams))
     with diagnosing(lake):
         window = open_window(lake, settings, start=start, end=end, now=now, refresh=refresh)
-        return report.build(report_inputs(lake, settings, window, now=now))
+        inputs = report_inputs(lake, settings, window, now=now)
+        if team is not None:
+            inputs = team_report_inputs(lake, settings, inputs, team)
+        return report.build(inputs)
+
+
+def team_report_inputs(lake: Lake, settings: Settings, inputs: report.ReportInputs, team: str) -> report.ReportInputs:
+    """``inputs`` narrowed to ``team``'s namespaces (``analysis.team_scope``), with the GPUs its pods held."""
+    namespaces = team_scope.team_namespaces(inputs.groups["namespace"].unique().to_list(), settings.teams).get(team, [])
+    narrowed = team_scope.team_inputs(inputs, namespaces, gpus=team_gpus(lake, inputs.window, namespaces))
+    return dataclasses.replace(narrowed, team=team, gpus_by_cluster={})
+
+
+def team_gpus(lake: Lake, window: Window, namespaces: list[str]) -> int:
+    """Distinct physical GPUs the pods of ``namespaces`` held in the window."""
+    if not namespaces:
+        return 0
+    held = usage.in_window(lake.scan(GPU_MINUTES, start=window.start, end=window.end), window).filter(
+        pl.col("namespace").is_in(namespaces) & pl.col("state").is_in(HELD_STATES)
+    )
+    return int(held.select(pl.col("gpu_uuid").n_unique()).collect().item())
 
 
 def open_window(
     lake: Lake, settings: Settings, *, start: str | None, end: str | None, now: dt.datetime, refresh: bool
 ) -> Window:
-    """The window a command asked for (default: ``report_days`` ending at the newest minute), after checking the
-    times and that the warehouse holds samples, and refreshing the rollup when ``refresh`` is set."""
+    """The window a command asked for (default: ``report_days`` ending at the newest minute), in whole minutes, after
+    checking the times and that the warehouse holds samples, and refreshing the rollup when ``refresh`` is set."""
     for value in (start, end):
         if value:
             parse_time(value, now)
@@ -68,7 +101,14 @@ def open_window(
         raise EmptyWarehouse(str(lake.root))
     if refresh:
         ensure_fresh(lake, settings)
-    return resolve(start, end, newest=newest_minute(lake, now), default_days=settings.report_days, now=now)
+    window = resolve(start, end, newest=newest_minute(lake, now), default_days=settings.report_days, now=now)
+    return Window(to_minute(window.start), to_minute(window.end))
+
+
+def to_minute(at: dt.datetime) -> dt.datetime:
+    """``at`` floored to its minute in UTC: GPU-time is kept per minute, so a window of whole minutes covers exactly
+    the minutes it prints (``--start -1w`` is a week before the current minute, not to the microsecond)."""
+    return at.astimezone(dt.UTC).replace(second=0, microsecond=0)
 
 
 def ensure_fresh(lake: Lake, settings: Settings) -> None:
@@ -129,9 +169,18 @@ def empty_window(lake: Lake, window: Window) -> EmptyWindow:
 
 def gpus_in_window(lake: Lake, window: Window) -> int:
     """Distinct physical GPUs sampled in the window, from the parts' footer summaries (no scan of the minutes)."""
+    return int(_alive(lake, window)["gpu_uuid"].n_unique())
+
+
+def gpus_by_cluster(lake: Lake, window: Window) -> dict[str, int]:
+    """The same per cluster."""
+    alive = _alive(lake, window).group_by("cluster").agg(pl.col("gpu_uuid").n_unique())
+    return {str(cluster): int(n) for cluster, n in alive.iter_rows()}
+
+
+def _alive(lake: Lake, window: Window) -> pl.DataFrame:
     spans = lake.series_spans(GPU_SAMPLES)
-    alive = spans.filter((pl.col("first") < window.end) & (pl.col("last") >= window.start))
-    return int(alive["gpu_uuid"].n_unique())
+    return spans.filter((pl.col("first") < window.end) & (pl.col("last") >= window.start))
 
 
 def report_inputs(
@@ -173,6 +222,7 @@ def report_inputs(
         window=window,
         groups=groups,
         gpus=gpus_in_window(lake, window),
+        gpus_by_cluster=gpus_by_cluster(lake, window),
         histogram=histogram,
         heatmap=usage.hour_of_week(histogram),
         rules=settings.state_rules,

@@ -9,10 +9,11 @@ from __future__ import annotations
 import datetime as dt
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -22,16 +23,18 @@ from pydantic_settings import (
 )
 from pydantic_settings import SettingsError as SourceError
 
-from alerts.config import AlertRules, Delivery, Email, Reports, Scheduler, Slack
+from alerts.config import AlertRules, Delivery, Email, Reports, Scheduler, Slack, TeamChannels, team_channels_problem
 from analysis.daily import DailySummaries
 from analysis.mig import COMPUTE_MARGIN, MEMORY_MARGIN, MIN_HISTORY, MigAssumptions
 from analysis.pricing import PriceOverrides
-from analysis.recommend import RecommendOptions
 from analysis.spot import SpotAssumptions
 from analysis.states import StateRules
 from analysis.units import GIB
 from gpuledger.settings_errors import BadConfigFile, BadVariable, Origin, SettingsError, explain, json_kind
 from warehouse.rollup import RollupConfig
+
+if TYPE_CHECKING:
+    from analysis.recommend import RecommendOptions
 
 DEFAULT_CONFIG = Path("gpuledger.toml")
 
@@ -270,9 +273,23 @@ class Settings(BaseSettings):
         default=None,
         description="SMTP server, sender and recipients; the password comes from the environment or a file.",
     )
+    team_channels: dict[str, TeamChannels] = Field(
+        default_factory=dict,
+        description="Team (of `teams`) -> its own Slack webhook and email recipients: its daily and weekly reports "
+        "and the alerts about its namespaces.",
+    )
     delivery: Delivery = Field(
         default_factory=Delivery, description="Retries, backoff, timeouts and how long the sent ledger is kept."
     )
+
+    @field_validator("team_channels")
+    @classmethod
+    def _team_channels_fit(cls, value: dict[str, TeamChannels], info: ValidationInfo) -> dict[str, TeamChannels]:
+        if "teams" in info.data and "email" in info.data:  # else their own error is the one to report
+            problem = team_channels_problem(value, info.data["teams"], info.data["email"])
+            if problem:
+                raise PydanticCustomError("team_channels", problem)
+        return value
 
     @classmethod
     def settings_customise_sources(
@@ -324,6 +341,8 @@ class Settings(BaseSettings):
 
     @property
     def recommend_options(self) -> RecommendOptions:
+        from analysis.recommend import RecommendOptions  # the whole recommend package: not for every command
+
         return RecommendOptions(
             idle_reclaim_hours=self.idle_reclaim_hours,
             time_slicing_max_replicas=self.time_slicing_max_replicas,

@@ -256,3 +256,20 @@ def test_shared_idle_cost_and_teams_from_the_config(cli, sim_warehouse: Path, tm
     teams = {t["team"]: t for t in report["cost_allocation"]["by_team"]}
     assert "(idle: unallocated)" not in teams and teams["platform"]["shared_idle_usd"] > 0
     assert sum(t["total_cost_usd"] for t in teams.values()) == pytest.approx(report["fleet"]["cost_usd"], abs=0.05)
+
+
+def test_report_team_flag(cli, sim_warehouse: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GPULEDGER_TEAMS", '{"serving": ["search", "recsys", "vision"]}')
+    result = cli("report", "--warehouse", str(sim_warehouse), "--team", "serving", "--format", "json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["scope"] == {"team": "serving", "namespaces": ["recsys", "search", "vision"]}
+    assert {w["namespace"] for w in report["idle_waste"]["by_workload"]} <= {"recsys", "search", "vision"}
+    unknown = cli("report", "--warehouse", str(sim_warehouse), "--team", "nobody")
+    assert unknown.exit_code == 2
+    assert error_line(unknown) == (
+        "Error: team 'nobody' is not in the teams setting (teams: serving): add it, or pass one of them"
+    )
+    both = cli("report", "--warehouse", str(sim_warehouse), "--team", "serving", "--send")
+    assert both.exit_code == 2
+    assert "--team and --send together" in both.output

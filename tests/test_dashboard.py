@@ -215,3 +215,110 @@ def test_dashboard_command_is_documented_and_binds_localhost(cli: Callable[..., 
     result = cli("dashboard", "--help")
     assert result.exit_code == 0
     assert "--host" in result.output and "127.0.0.1" in result.output
+
+
+def shown_tables(at: AppTest) -> list[tuple[Any, dict[str, Any]]]:
+    """Every table on the page: its data and its column config (label, type and format per column)."""
+    return [(df.value, json.loads(df.proto.columns or "{}")) for df in at.dataframe]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_table_has_human_columns_and_no_none_cell(
+    page: str, app: Callable[[Path | None], AppTest], sim_warehouse: Path
+) -> None:
+    at = open_page(app(sim_warehouse), page)
+    if page == "gpus":  # the drill-down into one node adds its GPUs and who held them
+        at.selectbox(key="gpu_node").select_index(1).run()
+        assert not at.exception
+    for frame, config in shown_tables(at):
+        for name in frame.columns:
+            label = (config.get(name) or {}).get("label")
+            assert label and "_" not in label, (page, name, label)
+            column = frame[name]
+            assert not column.isna().any(), (page, label, "an empty cell shows as None")
+            assert not (column.astype(str) == "").any(), (page, label, "an empty cell shows nothing")
+
+
+def test_idle_cost_by_namespace_names_unallocated_time(
+    app: Callable[[Path | None], AppTest], sim_warehouse: Path, report: dict[str, Any]
+) -> None:
+    assert any(row["namespace"] is None for row in report["idle_waste"]["by_namespace"]), "the fixture has some"
+    at = open_page(app(sim_warehouse), "idle_waste")
+    by_namespace = at.dataframe[-1].value
+    assert any(str(n).startswith("(unallocated") for n in by_namespace["namespace"])
+    assert all(str(u).startswith("recommendations?") for u in by_namespace["fix"])
+
+
+def test_teams_lines_add_up_to_the_spend_shown(
+    app: Callable[[Path | None], AppTest], sim_warehouse: Path, report: dict[str, Any]
+) -> None:
+    at = open_page(app(sim_warehouse), "teams")
+    for mode in ("separate", "shared"):
+        at.radio(key="idle_mode").set_value(mode).run()
+        cents = sum(round(float(v) * 100) for v in at.dataframe[0].value["total_cost_usd"])
+        assert cents == round(report["fleet"]["cost_usd"] * 100), mode
+        assert any(f"Totals add up to {fmt.usd(report['fleet']['cost_usd'])}." in c.value for c in at.caption)
+
+
+def test_cents_adding_up_moves_only_rounding_cents() -> None:
+    assert fmt.cents_adding_up([10.004, 20.004, 0.004], 30.01) == ([10.0, 20.01, 0.0], 1)
+    assert fmt.cents_adding_up([1.0, 2.0], 3.0) == ([1.0, 2.0], 0)
+    assert fmt.cents_adding_up([1.0, 2.0], 4.0) == ([1.0, 2.0], 0), "a dollar off is not rounding"
+
+
+def test_mig_workloads_that_fit_come_first(app: Callable[[Path | None], AppTest], sim_warehouse: Path) -> None:
+    at = open_page(app(sim_warehouse), "mig_fit")
+    fits = [str(v) for v in at.dataframe[-1].value["fits"]]
+    assert fits == sorted(fits, key=lambda v: v not in ("True", "yes"))
+    assert "not MIG-capable" in set(at.dataframe[-1].value["profile"])
+
+
+def test_overview_breaks_the_fleet_down_by_cluster(
+    app: Callable[[Path | None], AppTest], sim_warehouse: Path, report: dict[str, Any]
+) -> None:
+    at = open_page(app(sim_warehouse), "overview")
+    by_cluster = next(frame for frame, _ in shown_tables(at) if "cluster" in frame.columns)
+    clusters = at.multiselect(key="f_cluster").options
+    assert len(clusters) > 1, "the fixture has several clusters"
+    assert sorted(by_cluster["cluster"]) == sorted(clusters)
+    assert round(float(by_cluster["cost_usd"].sum()), 2) == pytest.approx(report["fleet"]["cost_usd"], abs=0.05)
+    first = by_cluster.iloc[0]
+    at.multiselect(key="f_cluster").select(first["cluster"]).run()
+    assert metrics(at)["Spend"] == fmt.usd(first["cost_usd"])
+
+
+def test_a_waste_links_to_what_removes_it_and_back(
+    app: Callable[[Path | None], AppTest], sim_warehouse: Path, report: dict[str, Any]
+) -> None:
+    at = open_page(app(sim_warehouse), "overview")
+    top = report["idle_waste"]["by_workload"][0]
+    link = next(p.proto for p in at.get("page_link") if p.proto.label.startswith("What removes the top waste"))
+    assert link.page == "recommendations"
+    assert link.query_string == f"namespace={top['namespace']}&workload={top['workload']}"
+    wasters = next(frame for frame, _ in shown_tables(at) if "fix" in frame.columns)
+    assert wasters["fix"][0] == f"recommendations?{link.query_string}"
+
+    at.query_params.update({"namespace": top["namespace"], "workload": top["workload"]})
+    at.switch_page("views/recommendations.py").run()
+    assert not at.exception
+    focus = " ".join(i.value for i in at.info)
+    assert f"{top['namespace']}/{top['workload']}" in focus
+    back = [p.proto for p in at.get("page_link")]
+    assert any(p.label == "Show every recommendation" for p in back)
+    evidence = next(p for p in back if p.label == "See the evidence on its page")
+    assert evidence.page in ("idle_waste", "mig_fit", "spot", "gpus")
+    ranked = next(frame for frame, _ in shown_tables(at) if "evidence" in frame.columns)
+    assert {u.split("?")[0] for u in ranked["evidence"]} <= {"idle_waste", "mig_fit", "spot", "gpus"}
+
+
+def test_a_recommendation_matches_the_waste_it_targets_or_changes() -> None:
+    from dashboards import links
+
+    idle = {"target": {"namespace": "ml", "workload": "train", "cluster": "c"}, "workloads": []}
+    pool = {"target": {"namespace": None, "workload": None, "node_group": "h100"}, "workloads": [["ml", "train"]]}
+    assert links.matches(idle, links.fix_params("ml", "train"))
+    assert links.matches(pool, links.fix_params("ml", "train")), "a spot pool that moves the workload"
+    assert not links.matches(idle, links.fix_params("ml", "other"))
+    assert links.matches(pool, links.fix_params(None, None)) and not links.matches(idle, links.fix_params(None, None))
+    assert links.evidence_url("mig", {}) == "mig_fit"
+    assert links.evidence_url("idle-reclaim", {"namespace": "ml", "workload": "train"}) == "idle_waste?q=train"

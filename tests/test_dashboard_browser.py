@@ -1,6 +1,8 @@
 """End to end: `gpuledger dashboard` as a real subprocess on a simulated warehouse, every page opened in headless
-Chromium (Playwright, the system's /usr/bin/chromium), the headline numbers of `gpuledger report` visible on it, and
-one screenshot per page under tests/artifacts/."""
+Chromium (Playwright, the system's /usr/bin/chromium): the headline numbers of `gpuledger report` visible on it, no
+traceback, no empty panel, no "None" cell, every request the page makes going to the dashboard's own host, the links
+from a waste to its recommendation and back, and one screenshot per page under tests/artifacts/ (with
+``GPULEDGER_DOCS_SCREENSHOTS=1``, under docs/ too: the README's screenshots are made this way)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +28,7 @@ from gpuledger.cli import main
 
 CHROMIUM = Path(os.environ.get("GPULEDGER_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+DOCS = Path(__file__).resolve().parent.parent / "docs"
 PAGES = {
     "": "Overview",
     "idle_waste": "Idle waste",
@@ -110,13 +114,60 @@ def wait_rendered(page: Any, title: str) -> None:
     page.wait_for_timeout(500)
 
 
-def screenshot(page: Any, path: Path) -> None:
-    """The whole page: Streamlit scrolls inside its main block, so the viewport grows to the content first."""
+def full_height(page: Any) -> None:
+    """Grow the viewport to the content (Streamlit scrolls inside its main block, and a table draws only what is in
+    view), so every panel is drawn for the checks and the screenshot."""
     height = page.evaluate("() => document.querySelector('[data-testid=\"stMainBlockContainer\"]').scrollHeight")
     page.set_viewport_size({"width": 1400, "height": min(int(height) + 80, 6000)})
-    page.wait_for_timeout(400)
+    page.wait_for_timeout(600)
+
+
+def screenshot(page: Any, path: Path) -> None:
+    full_height(page)
     page.screenshot(path=str(path))
     page.set_viewport_size({"width": 1400, "height": 1000})
+
+
+def panel_defects(page: Any) -> list[str]:
+    """What a reader would call broken in the drawn page: a table with no rows, or a cell reading "None" or nothing
+    (in the grid's accessible copy of its cells, which it draws once hovered), a chart drawn at no size, a skeleton
+    still shown."""
+    for grid in page.locator('[data-testid="stDataFrame"]').all():
+        if grid.is_visible():
+            grid.hover()
+            page.wait_for_timeout(100)
+    found: list[str] = page.evaluate(
+        """() => {
+            const out = [];
+            document.querySelectorAll('[data-testid="stDataFrame"]').forEach((d, i) => {
+                if (!d.checkVisibility()) return;
+                const cells = [...d.querySelectorAll('table td')].map(c => c.innerText.trim());
+                if (!cells.length) out.push(`table ${i + 1} has no rows`);
+                if (cells.includes('None')) out.push(`table ${i + 1} shows a None cell`);
+                if (cells.includes('')) out.push(`table ${i + 1} shows an empty cell`);
+            });
+            document.querySelectorAll('[data-testid="stVegaLiteChart"]').forEach((c, i) => {
+                const box = c.querySelector('canvas, svg')?.getBoundingClientRect();
+                if (!box || box.width < 10 || box.height < 10) out.push(`chart ${i + 1} is empty`);
+            });
+            if (document.querySelector('[data-testid="stSkeleton"]')) out.push('a skeleton is still shown');
+            return out;
+        }"""
+    )
+    return found
+
+
+def own_host(requests: list[str], url: str) -> list[str]:
+    """The requests that went anywhere but the dashboard (an air-gapped cluster reaches nothing else)."""
+    host = urllib.parse.urlsplit(url).netloc
+    return sorted(
+        {
+            r
+            for r in requests
+            if urllib.parse.urlsplit(r).scheme in ("http", "https", "ws", "wss")
+            and urllib.parse.urlsplit(r).netloc != host
+        }
+    )
 
 
 @pytest.mark.slow
@@ -144,7 +195,10 @@ def test_every_page_in_a_real_browser(sim_warehouse: Path, tmp_path: Path) -> No
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             errors: list[str] = []
+            requests: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("request", lambda request: requests.append(request.url))
+            docs = os.environ.get("GPULEDGER_DOCS_SCREENSHOTS") == "1"
             for path, title in PAGES.items():
                 page.goto(f"{url}/{path}")
                 wait_rendered(page, title)
@@ -153,7 +207,28 @@ def test_every_page_in_a_real_browser(sim_warehouse: Path, tmp_path: Path) -> No
                 for number in headline[path]:
                     assert number in main_text, f"{title}: {number} not visible"
                 assert report["window"]["start"][:10] in main_text, f"{title}: window not shown"
-                screenshot(page, ARTIFACTS / f"dashboard-{path or 'overview'}.png")
+                full_height(page)
+                assert not panel_defects(page), (title, panel_defects(page))
+                name = f"dashboard-{(path or 'overview').replace('_', '-')}.png"
+                screenshot(page, ARTIFACTS / name)
+                if docs:
+                    screenshot(page, DOCS / name)
+            # a waste leads to what removes it, and the recommendation back to its evidence
+            page.goto(url)
+            wait_rendered(page, "Overview")
+            top = report["idle_waste"]["by_workload"][0]
+            page.get_by_role("link", name="What removes the top waste").click()
+            wait_rendered(page, "Recommendations")
+            assert f"workload={top['workload']}" in page.url
+            focus = page.locator('[data-testid="stMain"]').inner_text()
+            assert f"{top['namespace']}/{top['workload']}" in focus, focus[:400]
+            page.get_by_role("link", name="Show every recommendation").click()
+            wait_rendered(page, "Recommendations")
+            page.get_by_role("link", name="See the evidence on its page").click()
+            page.wait_for_function("() => !location.pathname.endsWith('/recommendations')", timeout=30_000)
+            assert page.locator('[data-testid="stException"]').count() == 0
             assert not errors, errors
+            assert not own_host(requests, url), f"requests outside the dashboard: {own_host(requests, url)}"
+            assert any(urllib.parse.urlsplit(r).path.startswith("/media/") for r in requests), "the page icon is served"
         finally:
             browser.close()

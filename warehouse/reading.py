@@ -51,7 +51,7 @@ def scan(table: Table, files: Sequence[Path | str]) -> pl.LazyFrame:
 
 def polars_schema(table: Table, *, categorical: bool = False) -> pl.Schema:
     """``table``'s schema as Polars types; text columns as ``Categorical`` when ``categorical``."""
-    frame = pl.from_arrow(table.schema.empty_table())
+    frame = pl.from_arrow(pa.Table.from_batches([], schema=table.schema))  # ``Schema.empty_table`` imports pandas
     assert isinstance(frame, pl.DataFrame)
     if not categorical:
         return frame.schema

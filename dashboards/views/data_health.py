@@ -6,7 +6,7 @@ import polars as pl
 import streamlit as st
 
 from analysis import shares, timeline
-from dashboards import data, fmt
+from dashboards import columns, data, fmt, tables
 
 page = data.current()
 r = page.report
@@ -69,17 +69,7 @@ if silent:
         "unobserved, in the cost and in no_data. The GPU count is the instance type's, else GPU Feature Discovery's "
         "label, else what was seen."
     )
-    st.dataframe(
-        pl.DataFrame(silent).select(
-            "cluster", "node", "instance_type", "gpus", "gpu_count_basis", "reporting", "silent_gpu_hours", "cost_usd"
-        ),
-        hide_index=True,
-        column_config={
-            "gpu_count_basis": st.column_config.TextColumn("GPU count from"),
-            "silent_gpu_hours": st.column_config.NumberColumn("silent GPU-hours", format="%.1f"),
-            "cost_usd": st.column_config.NumberColumn("cost", format="dollar"),
-        },
-    )
+    tables.table(pl.DataFrame(silent, infer_schema_length=None), columns.SILENT_NODES)
 
 split = shares.split_summary(page.inputs.groups)
 st.subheader("Shared GPUs")
@@ -93,59 +83,27 @@ if split.height:
         )
         + ". Active minutes by SM share, idle-held ones by memory share (per-process readings), else equally."
     )
-    st.dataframe(
-        split,
-        hide_index=True,
-        column_config={
-            "split_method": st.column_config.TextColumn("split by"),
-            "gpu_minutes": st.column_config.NumberColumn("GPU-minutes", format="%.0f"),
-            "gpu_hours": st.column_config.NumberColumn("GPU-hours", format="%.1f"),
-            "cost_usd": st.column_config.NumberColumn("cost", format="dollar"),
-        },
-    )
+    tables.table(split, columns.SPLITS)
 else:
     st.success("No GPU-minute in the window was shared by several pods or processes.")
 
 st.subheader("Sources and last sample per node")
-st.dataframe(
-    sources,
-    hide_index=True,
-    column_config={
-        "first_sample": st.column_config.DatetimeColumn("first sample (UTC)", format="YYYY-MM-DD HH:mm"),
-        "last_sample": st.column_config.DatetimeColumn("last sample (UTC)", format="YYYY-MM-DD HH:mm"),
-    },
-)
+tables.table(sources, columns.SOURCES)
 st.caption("Samples in the window, per node and source (nvml, dcgm-exporter, prometheus, simulator).")
 
 st.subheader("Gaps (no_data)")
 if gaps.height:
-    st.dataframe(
-        gaps.select("cluster", "node", "gpu_uuid", "mig_instance_id", "gpu_model", "start", "end", "no_data_hours"),
-        hide_index=True,
-        column_config={
-            "start": st.column_config.DatetimeColumn("from (UTC)", format="YYYY-MM-DD HH:mm"),
-            "end": st.column_config.DatetimeColumn("to (UTC)", format="YYYY-MM-DD HH:mm"),
-            "no_data_hours": st.column_config.NumberColumn("no_data GPU-hours", format="%.2f"),
-        },
-    )
+    tables.table(gaps, columns.GAPS)
     st.caption(f"Consecutive {page.view.every} buckets holding no_data, merged per GPU; longest first.")
 else:
     st.success("No gaps: every GPU-minute in the window is covered by a sample.")
 
 st.subheader("Prices in use")
-st.dataframe(
-    pl.DataFrame(r["fleet"]["price_sources"]),
-    hide_index=True,
-    column_config={
-        "price_fallback": st.column_config.CheckboxColumn("fallback"),
-        "gpu_hours": st.column_config.NumberColumn("GPU-hours", format="%.1f"),
-        "cost_usd": st.column_config.NumberColumn("cost", format="dollar"),
-    },
-)
+tables.table(pl.DataFrame(r["fleet"]["price_sources"], infer_schema_length=None), columns.PRICES)
 per_node = (
     page.inputs.groups.group_by("cluster", "node", "gpu_model", "price_source", "price_fallback")
     .agg(pl.col("usd_per_gpu_hour").mean().round(4), pl.col("gpu_hours").sum().round(2))
     .sort("cluster", "node")
 )
 with st.expander("Price per node"):
-    st.dataframe(per_node, hide_index=True)
+    tables.table(per_node, columns.NODE_PRICES)

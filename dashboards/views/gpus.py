@@ -6,7 +6,7 @@ import polars as pl
 import streamlit as st
 
 from analysis import timeline, utilization, waste
-from dashboards import charts, data, fmt
+from dashboards import columns, data, fmt, tables
 
 MAX_HEATMAP_GPUS = 64
 page = data.current()
@@ -33,38 +33,37 @@ idle = waste.idle_by(groups, ["node"])
 nodes = nodes.join(idle, on="node", how="left").with_columns(pl.col("idle_cost_usd").fill_null(0.0))
 
 st.subheader("Nodes")
-st.dataframe(
-    nodes.select("node", "gpu_hours", "active_hours", "mean_pct", "allocation_rate", "cost_usd", "idle_cost_usd"),
-    hide_index=True,
-    column_config={
-        "gpu_hours": st.column_config.NumberColumn("GPU-hours", format="%.1f"),
-        "active_hours": st.column_config.NumberColumn("active GPU-hours", format="%.1f"),
-        "mean_pct": st.column_config.NumberColumn("mean util %", format="%.1f"),
-        "allocation_rate": st.column_config.ProgressColumn("allocated", format="percent", min_value=0, max_value=1),
-        "cost_usd": st.column_config.NumberColumn("cost", format="dollar"),
-        "idle_cost_usd": st.column_config.NumberColumn("idle cost", format="dollar"),
-    },
-)
+tables.table(nodes, columns.NODES)
 
 everything = "(all nodes)"
 node = st.selectbox("Drill down into a node", [everything, *nodes["node"].to_list()], key="gpu_node")
 buckets = page.buckets if node == everything else page.buckets.filter(pl.col("node") == node)
 per_gpu = timeline.gpus(buckets)
-cells = timeline.gpu_heatmap(buckets, page.view.every)
-shown = per_gpu["gpu"].head(MAX_HEATMAP_GPUS).to_list()
+w = page.window
+spec, gpu_count = data.heatmap_spec(
+    str(page.root),
+    page.version,
+    w.start.isoformat(),
+    w.end.isoformat(),
+    page.source.key,
+    page.filter_text(),
+    None if node == everything else node,
+    buckets,
+    page.view.every,
+    MAX_HEATMAP_GPUS,
+)
 st.subheader("Utilization per GPU over time")
-if per_gpu.height > MAX_HEATMAP_GPUS:
-    st.caption(f"The first {MAX_HEATMAP_GPUS} of {per_gpu.height} GPUs by node; pick a node to see its GPUs.")
-st.altair_chart(charts.gpu_heatmap(cells.filter(pl.col("gpu").is_in(shown)), page.view.every), width="stretch")
-st.caption("Mean utilization per bucket (SM activity where DCGM reports it, else GPU_UTIL); grey: no data.")
+if gpu_count > MAX_HEATMAP_GPUS:
+    st.caption(f"The first {MAX_HEATMAP_GPUS} of {gpu_count} GPUs by node; pick a node to see its GPUs.")
+st.vega_lite_chart(spec=spec, width="stretch")
+st.caption(
+    "Mean utilization per bucket (SM activity where DCGM reports it, else GPU_UTIL); grey: no data (no sample "
+    "covers that GPU and bucket)."
+)
 
 if node != everything:
     st.subheader(f"Node {node}")
-    st.dataframe(
-        per_gpu.drop("gpu"),
-        hide_index=True,
-        column_config={c: st.column_config.NumberColumn(format="%.1f") for c in per_gpu.columns if c.endswith("hours")},
-    )
+    tables.table(per_gpu, columns.GPU_STATES)
     held = (
         groups.filter(pl.col("node") == node)
         .group_by("namespace", "workload", "state", pl.col("split_method").fill_null("").alias("split_by"))
@@ -72,4 +71,4 @@ if node != everything:
         .sort("gpu_hours", "namespace", "workload", "state", "split_by", descending=[True, False, False, False, False])
     )
     st.markdown("**Who held its GPUs** (GPU-hours and cost by state; split by: how a shared GPU's minutes were split)")
-    st.dataframe(held, hide_index=True)
+    tables.table(held, columns.HOLDERS)

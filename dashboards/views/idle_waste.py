@@ -6,8 +6,9 @@ import polars as pl
 import streamlit as st
 
 from analysis import waste
-from dashboards import data, fmt
+from dashboards import columns, data, fmt, links, tables
 
+UNALLOCATED = "(unallocated: no pod held the GPU)"
 page = data.current()
 r = page.report
 st.title("Idle waste")
@@ -27,6 +28,8 @@ st.subheader("Idle workloads, most expensive first")
 if board.height == 0:
     st.info("No workload held a GPU idle in this window.")
     st.stop()
+if links.SEARCH in st.query_params and "idle_search" not in st.session_state:  # a link from a recommendation
+    st.session_state["idle_search"] = st.query_params[links.SEARCH]
 search = st.text_input("Filter by namespace or workload", key="idle_search", placeholder="e.g. research or jupyter")
 top_hours = max(1.0, float(board.select(pl.col("gpu_hours").max()).item() or 0.0))
 min_hours = st.slider("At least this many idle GPU-hours", 0.0, top_hours, 0.0, key="idle_min")
@@ -37,47 +40,32 @@ if search:
         pl.col("namespace").str.to_lowercase().str.contains(needle, literal=True)
         | pl.col("workload").str.to_lowercase().str.contains(needle, literal=True)
     )
-st.dataframe(
-    shown.select(
-        "namespace",
-        "workload",
-        "gpu_hours",
-        "idle_held_hours",
-        "peak_mem_gib",
-        "last_active",
-        "cost_usd",
-        "gpu_models",
-        "price_source",
-        "split_by",
-    ),
-    hide_index=True,
-    column_config={
-        "gpu_hours": st.column_config.NumberColumn("idle GPU-hours", format="%.1f"),
-        "idle_held_hours": st.column_config.NumberColumn("with memory held", format="%.1f"),
-        "peak_mem_gib": st.column_config.NumberColumn("peak GiB held", format="%.1f"),
-        "last_active": st.column_config.TextColumn("last active (UTC)"),
-        "cost_usd": st.column_config.NumberColumn("idle cost", format="dollar"),
-        "gpu_models": st.column_config.TextColumn("GPU models"),
-        "price_source": st.column_config.TextColumn("priced by"),
-        "split_by": st.column_config.TextColumn(
-            "split by", help="How GPU-minutes it shared with other pods were split (empty: it shared none)."
-        ),
-    },
+shown = shown.with_columns(
+    pl.struct("namespace", "workload")
+    .map_elements(lambda k: links.fix_url(k["namespace"], k["workload"]), return_dtype=pl.String)
+    .alias("fix")
 )
+if shown.height:
+    tables.table(shown, columns.IDLE_WORKLOADS)
+else:
+    st.info("No idle workload matches this filter: clear the search or lower the hours.")
 st.caption(
     f"{shown.height} of {board.height} workloads. Idle: below {r['assumptions']['active_threshold_pct']:g}% "
     f"utilization while a pod held the GPU; memory held: more than {r['assumptions']['held_memory_gib']:g} GiB in "
-    "use. Last active: the last minute in the window the workload was active (empty: never). A GPU several pods "
-    "shared is charged to each its share: active minutes by SM share, idle-held ones by memory share, else equally "
-    "(split by)."
+    "use. Last active: the last minute in the window the workload was active (never in window: not once). A GPU "
+    "several pods shared is charged to each its share: active minutes by SM share, idle-held ones by memory share, "
+    "else equally (split by). Fix: the recommendations that remove the waste."
 )
 
 st.subheader("Idle cost by namespace")
-st.dataframe(
-    pl.DataFrame(r["idle_waste"]["by_namespace"]),
-    hide_index=True,
-    column_config={
-        "idle_gpu_hours": st.column_config.NumberColumn("idle GPU-hours", format="%.1f"),
-        "idle_cost_usd": st.column_config.NumberColumn("idle cost", format="dollar"),
-    },
-)
+by_namespace = pl.DataFrame(r["idle_waste"]["by_namespace"], infer_schema_length=None)
+if by_namespace.height:
+    tables.table(
+        by_namespace.with_columns(
+            pl.col("namespace")
+            .map_elements(lambda n: links.fix_url(n, None), return_dtype=pl.String, skip_nulls=False)
+            .alias("fix"),
+        ).with_columns(pl.col("namespace").fill_null(UNALLOCATED)),
+        columns.IDLE_NAMESPACES,
+    )
+    st.caption(f"{UNALLOCATED}: GPU-time no pod held, paid for and idle; node-group changes remove it.")

@@ -6,7 +6,7 @@ import polars as pl
 import streamlit as st
 
 from analysis import mig
-from dashboards import charts, data, fmt
+from dashboards import charts, columns, data, fmt, tables
 
 page = data.current()
 fit = page.full_report()["mig_fit"]
@@ -34,14 +34,7 @@ if layouts:
     catalog = mig.load_catalog()
     slots = {m: catalog.gpu(m).memory_slots for m in {lay["gpu_model"] for lay in layouts}}
     st.altair_chart(charts.mig_layouts(layouts, slots), width="stretch")
-    st.dataframe(
-        pl.DataFrame(fit["by_model"]),
-        hide_index=True,
-        column_config={
-            "usd_per_gpu_hour": st.column_config.NumberColumn("USD per GPU-hour", format="dollar"),
-            "savings_usd_month": st.column_config.NumberColumn("savings per month", format="dollar"),
-        },
-    )
+    tables.table(pl.DataFrame(fit["by_model"], infer_schema_length=None), columns.MIG_MODELS)
 else:
     st.info("No workload in this window fits a MIG slice smaller than the whole GPU.")
 
@@ -51,14 +44,22 @@ if workloads.height:
     only_fits = st.toggle("Only workloads that fit a slice", value=False, key="mig_only_fits")
     if only_fits:
         workloads = workloads.filter(pl.col("fits"))
-    wanted = ["namespace", "workload", "gpu_model", "replicas", "peak_mem_gib", "util_pct_p95", "profile", "fits"]
-    rest = [c for c in ("reason", "history_hours", "confidence", "gpu_hours") if c in workloads.columns]
-    st.dataframe(workloads.select(*wanted, *rest), hide_index=True)
+    not_capable = pl.col("reason").fill_null("").str.contains("not MIG-capable", literal=True)
+    workloads = workloads.with_columns(
+        pl.when(pl.col("profile").is_not_null())
+        .then(pl.col("profile"))
+        .when(not_capable)
+        .then(pl.lit("not MIG-capable"))
+        .otherwise(pl.lit("none (see why)"))
+        .alias("profile")
+    ).sort(["fits", "gpu_hours"], descending=[True, True], nulls_last=True)
+    tables.table(workloads, columns.MIG_WORKLOADS)
     st.caption(
         f"Compute demand: p{round(fit['assumptions'].get('percentile', 0.95) * 100)} of utilization with a safety "
         f"margin, at most what a replica holds; memory demand: peak memory x "
         f"{fit['assumptions'].get('memory_margin', 1.1)}; no profile is claimed with less than "
-        f"{fit['assumptions'].get('min_history_hours', 24.0):g} h of history."
+        f"{fit['assumptions'].get('min_history_hours', 24.0):g} h of history. Workloads that fit a slice come "
+        "first; p95 utilization not measured: no percentile was computed for it (e.g. a GPU that is not MIG-capable)."
     )
 else:
     st.info("No workload held a GPU in this window.")

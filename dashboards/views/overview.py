@@ -5,8 +5,9 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
-from analysis import timeline
-from dashboards import charts, data, fmt
+from analysis import timeline, utilization, waste
+from dashboards import charts, columns, data, fmt, links, tables
+from dashboards.tables import Column
 
 page = data.current()
 r = page.report
@@ -15,9 +16,9 @@ st.caption(page.caption())
 for stale in r["fleet"].get("stale_prices") or []:
     st.warning(f"Stale list prices: {stale['message']}")
 
-spend, waste, util, gpus, hours = st.columns(5)
+spend, idle, util, gpus, hours = st.columns(5)
 spend.metric("Spend", fmt.usd(r["fleet"]["cost_usd"]), help=page.help("GPU-hours x each node's GPU-hour price."))
-waste.metric(
+idle.metric(
     "Idle waste",
     fmt.usd(r["idle_waste"]["cost_usd"]),
     delta=f"{fmt.share(r['idle_waste']['share_of_cost'])} of spend",
@@ -42,39 +43,49 @@ else:
 states = pl.DataFrame(
     {
         "state": list(r["states"]),
-        "GPU-hours": list(r["states"].values()),
-        "cost (USD)": [r["states_cost_usd"][s] for s in r["states"]],
+        "gpu_hours": list(r["states"].values()),
+        "cost_usd": [r["states_cost_usd"][s] for s in r["states"]],
     }
 )
 left, right = st.columns([2, 3])
 with left:
     st.markdown("**By state**")
-    st.dataframe(
+    tables.table(
         states,
-        hide_index=True,
-        column_config={
-            "GPU-hours": st.column_config.NumberColumn(format="%.1f"),
-            "cost (USD)": st.column_config.NumberColumn(format="dollar"),
-        },
+        {"state": Column("state"), "gpu_hours": Column("GPU-hours", "hours"), "cost_usd": Column("cost", "usd")},
     )
 with right:
-    st.markdown("**Top wasters** (held GPUs below the active threshold)")
+    st.markdown("**Top wasters** (held GPUs below the active threshold; *fix* opens what removes the waste)")
     top = r["idle_waste"]["by_workload"][:5]
     if top:
-        st.dataframe(
-            pl.DataFrame(top).select(
-                "namespace", "workload", "gpu_hours", "cost_usd", "peak_mem_gib", "last_active", "price_source"
-            ),
-            hide_index=True,
-            column_config={
-                "gpu_hours": st.column_config.NumberColumn("idle GPU-hours", format="%.1f"),
-                "cost_usd": st.column_config.NumberColumn("idle cost", format="dollar"),
-                "peak_mem_gib": st.column_config.NumberColumn("peak GiB", format="%.1f"),
-                "price_source": st.column_config.TextColumn("priced by"),
-            },
+        wasters = pl.DataFrame(top).with_columns(
+            pl.struct("namespace", "workload")
+            .map_elements(lambda k: links.fix_url(k["namespace"], k["workload"]), return_dtype=pl.String)
+            .alias("fix")
+        )
+        tables.table(wasters, columns.WASTERS)
+        first = top[0]
+        st.page_link(
+            links.RECOMMENDATIONS,
+            label=f"What removes the top waste ({first['namespace']}/{first['workload']}, "
+            f"{fmt.usd(first['cost_usd'])} idle)",
+            icon=":material/arrow_forward:",
+            query_params=links.fix_params(first["namespace"], first["workload"]),
         )
     else:
         st.info("No workload held a GPU idle in this window.")
+    st.page_link(links.IDLE_WASTE, label="Every idle workload, with its evidence", icon=":material/list:")
+
+st.subheader("By cluster")
+clusters = pl.DataFrame(utilization.by(page.inputs.groups, "cluster", max(page.inputs.groups.height, 1)))
+if clusters.height:
+    clusters = clusters.join(waste.idle_by(page.inputs.groups, ["cluster"]), on="cluster", how="left").with_columns(
+        pl.col("idle_cost_usd").fill_null(0.0)
+    )
+    tables.table(clusters, columns.CLUSTERS)
+    st.caption("Narrow every page to one cluster with the sidebar's Cluster filter.")
+else:
+    st.info("No GPU-time in this window for these filters.")
 
 st.subheader("Underuse and reconciliation with OpenCost and Kubecost")
 underused = r.get("underused")
@@ -88,18 +99,14 @@ if underused and reconciliation:
         delta_arrow="off",
         help=page.help(underused["definition"]),
     )
-    steps = {"start": "", "plus": "+", "equals": "=", "of which": "of which", "moved": "moved"}
-    money = {
-        "gpu_hours": st.column_config.NumberColumn("GPU-hours", format="%.1f"),
-        "cost_usd": st.column_config.NumberColumn("cost", format="dollar"),
-    }
+    steps = {"start": "start", "plus": "+", "equals": "=", "of which": "of which", "moved": "moved"}
     for part, title in (("cost", "OpenCost's GPU cost to the fleet cost"), ("idle", "Kubecost's workload idle")):
         walk = reconciliation[part]
         st.markdown(f"**{title}**" + ("" if walk["adds_up"] else " (does not add up)"))
         st.caption(walk["definition"])
         lines = pl.DataFrame(walk["lines"]).with_columns(pl.col("kind").replace_strict(steps).alias("step"))
-        st.dataframe(lines.select("step", "line", "gpu_hours", "cost_usd", "why"), hide_index=True, column_config=money)
+        tables.table(lines, columns.WALK)
     if reconciliation["by_namespace"]:
         st.markdown("**By namespace** (OpenCost by request, gpuledger by measured use)")
-        st.dataframe(pl.DataFrame(reconciliation["by_namespace"]), hide_index=True)
+        tables.table(pl.DataFrame(reconciliation["by_namespace"]), columns.RECONCILED)
     st.caption(f"Prices: {reconciliation['prices']}.")

@@ -9,7 +9,7 @@ import polars as pl
 import streamlit as st
 
 from analysis.errors import AnalysisError
-from dashboards import data, fmt
+from dashboards import columns, data, evidence, fmt, links, tables
 from warehouse.errors import WarehouseError
 
 page = data.current()
@@ -29,6 +29,17 @@ except (AnalysisError, WarehouseError) as exc:  # an expected failure: one line,
     st.error(str(exc))
     st.stop()
 items = page.filters.rows([{**item, **(item.get("target") or {})} for item in found["items"]])
+query = {k: st.query_params[k] for k in (links.NAMESPACE, links.WORKLOAD, links.UNALLOCATED) if k in st.query_params}
+focus = links.asked(query)
+if focus is not None:
+    items = [item for item in items if links.matches(item, query)]
+    st.info(
+        f"Showing what removes the waste of **{focus}**: {len(items)} recommendation(s)."
+        if items
+        else f"No recommendation in this window targets **{focus}**: its idle time is too short, too recent or "
+        "too uncertain to act on, or another change already covers it (see the full list)."
+    )
+    st.page_link(links.RECOMMENDATIONS, label="Show every recommendation", icon=":material/list:")
 planned = [item for item in items if item.get("in_plan")]
 total = sum(float(item.get("plan_savings_usd_month") or 0.0) for item in planned)
 expected = sum(float(item.get("plan_expected_usd_month") or 0.0) for item in planned)
@@ -61,7 +72,8 @@ if page.filters.active:
     st.caption("Filtered to the recommendations whose target matches the sidebar filters.")
 
 if not items:
-    st.info("Nothing to recommend in this window.")
+    if focus is None:
+        st.info("Nothing to recommend in this window.")
 else:
     table = pl.DataFrame(
         [
@@ -76,35 +88,31 @@ else:
                 "expected_usd_month": item.get("expected_savings_usd_month"),
                 "score": item.get("score"),
                 "risk": str(item.get("risk")),
-                "disruption": ", ".join(f"{k}={v}" for k, v in (item.get("disruption") or {}).items()),
+                "disruption": ", ".join(f"{k}={v}" for k, v in (item.get("disruption") or {}).items()) or None,
                 "target": ", ".join(f"{k}={v}" for k, v in (item.get("target") or {}).items() if v is not None),
                 "price_source": item.get("price_source"),
+                "evidence": links.evidence_url(str(item.get("kind")), item.get("target") or {}),
             }
             for item in items
         ],
         infer_schema_length=None,
     )
-    st.dataframe(
-        table,
-        hide_index=True,
-        column_config={
-            "in_plan": st.column_config.CheckboxColumn("in plan"),
-            "plan_savings_usd_month": st.column_config.NumberColumn("banked / month (plan)", format="dollar"),
-            "savings_usd_month": st.column_config.NumberColumn("if applied alone / month", format="dollar"),
-            "confidence": st.column_config.NumberColumn("confidence", format="%.2f"),
-            "expected_usd_month": st.column_config.NumberColumn("expected / month", format="dollar"),
-            "score": st.column_config.NumberColumn("score", format="%.2f"),
-        },
-    )
+    tables.table(table, columns.RECOMMENDATIONS)
     st.subheader("Evidence")
-    for i, item in enumerate(items[:50]):
-        label = (
-            f"{i + 1}. {item.get('kind')}: {item.get('change')} ({fmt.usd(item.get('savings_usd_month'))}/month, "
-            f"confidence {float(item.get('confidence') or 0.0):.2f}, "
-            f"expected {fmt.usd(item.get('expected_savings_usd_month'))}/month)"
-        )
-        with st.expander(label):
-            st.json(item.get("evidence") or {}, expanded=True)
+    labels = {
+        i: f"{i + 1}. {item.get('kind')}: {item.get('change')} ({fmt.usd(item.get('savings_usd_month'))}/month, "
+        f"confidence {float(item.get('confidence') or 0.0):.2f}, "
+        f"expected {fmt.usd(item.get('expected_savings_usd_month'))}/month)"
+        for i, item in enumerate(items)
+    }
+    chosen = st.selectbox("Recommendation", list(labels), format_func=labels.__getitem__, key="rec_evidence")
+    item = items[chosen if chosen is not None and chosen < len(items) else 0]
+    evidence_page, evidence_query = links.evidence(str(item.get("kind")), item.get("target") or {})
+    st.page_link(
+        evidence_page, label="See the evidence on its page", icon=":material/search:", query_params=evidence_query
+    )
+    with st.container(border=True):
+        st.markdown(evidence.outline(item.get("evidence") or {}) or "No evidence recorded.")
 
 files = found["files"]
 if files:
@@ -116,11 +124,16 @@ if files:
     st.download_button(
         "Download all (zip)", buffer.getvalue(), file_name="gpuledger-recommendations.zip", key="rec_zip"
     )
-    for name, text in sorted(files.items()):
-        mime = "application/yaml" if name.endswith((".yaml", ".yml")) else "text/plain"
-        with st.expander(name):
-            st.download_button(f"Download {name}", text, file_name=name.rsplit("/", 1)[-1], mime=mime, key=f"f_{name}")
-            language = (
-                "yaml" if name.endswith((".yaml", ".yml")) else ("json" if name.endswith(".json") else "markdown")
-            )
-            st.code(text if len(text) < 20000 else text[:20000] + "\n...", language=language)
+    name = st.selectbox("File", sorted(files), key="rec_file")
+    if name is not None:
+        text = files[name]
+        yaml = name.endswith((".yaml", ".yml"))
+        st.download_button(
+            f"Download {name}",
+            text,
+            file_name=name.rsplit("/", 1)[-1],
+            mime="application/yaml" if yaml else "text/plain",
+            key="rec_file_download",
+        )
+        language = "yaml" if yaml else ("json" if name.endswith(".json") else "markdown")
+        st.code(text if len(text) < 20000 else text[:20000] + "\n...", language=language)

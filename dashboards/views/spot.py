@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
-from dashboards import charts, data, fmt
+from dashboards import charts, columns, data, fmt, tables
 
 page = data.current()
 spot = page.full_report()["spot"]
@@ -29,32 +29,7 @@ if candidates.height == 0:
 st.altair_chart(charts.spot_scatter(candidates), width="stretch")
 only = st.toggle("Only recommended candidates", value=False, key="spot_only")
 shown = candidates.filter(pl.col("recommended")) if only else candidates
-cols = [
-    "namespace",
-    "workload",
-    "workload_kind",
-    "cluster",
-    "instance_type",
-    "replicas",
-    "gpu_hours",
-    "interruption_risk",
-    "interruptions_per_month",
-    "net_savings_usd_month",
-    "interruption_cost_usd_month",
-    "recommended",
-    "reason",
-    "on_demand_price_source",
-    "spot_price_source",
-]
-st.dataframe(
-    shown.select([c for c in cols if c in shown.columns]),
-    hide_index=True,
-    column_config={
-        "gpu_hours": st.column_config.NumberColumn("GPU-hours", format="%.1f"),
-        "net_savings_usd_month": st.column_config.NumberColumn("net savings / month", format="dollar"),
-        "interruption_cost_usd_month": st.column_config.NumberColumn("interruptions / month", format="dollar"),
-    },
-)
+tables.table(shown.sort("net_savings_usd_month", descending=True, nulls_last=True), columns.SPOT)
 with st.expander("Assumptions"):
     for line in spot.get("assumptions", []):
         st.markdown(f"- {line}")

@@ -6,7 +6,7 @@ import polars as pl
 import streamlit as st
 
 from analysis import allocation
-from dashboards import charts, data, fmt
+from dashboards import charts, columns, data, fmt, tables
 
 page = data.current()
 r = page.report
@@ -25,6 +25,9 @@ mode = st.radio(
     "in proportion to the cost they hold. `(no data)` is always its own line.",
 )
 teams = allocation.cost_by_team(page.inputs.groups, page.source.teams, mode)
+spend_usd = float(r["fleet"]["cost_usd"])
+totals, moved = fmt.cents_adding_up(teams["total_cost_usd"].to_list(), spend_usd)
+teams = teams.with_columns(pl.Series("total_cost_usd", totals, dtype=pl.Float64))
 total = float(teams["total_cost_usd"].sum() or 0.0)
 held_teams = teams.filter(~pl.col("team").is_in([allocation.IDLE_LINE, allocation.NO_DATA_LINE]))
 
@@ -38,22 +41,18 @@ idle.metric(
 )
 
 st.altair_chart(charts.hbar(teams, "total_cost_usd", "team", "total cost (USD)"), width="stretch")
-st.dataframe(
-    teams,
-    hide_index=True,
-    column_config={
-        "gpu_hours": st.column_config.NumberColumn("GPU-hours", format="%.1f"),
-        "used_cost_usd": st.column_config.NumberColumn("used", format="dollar"),
-        "held_idle_cost_usd": st.column_config.NumberColumn("held, idle", format="dollar"),
-        "held_cost_usd": st.column_config.NumberColumn("held", format="dollar"),
-        "shared_idle_usd": st.column_config.NumberColumn("shared idle", format="dollar"),
-        "total_cost_usd": st.column_config.NumberColumn("total", format="dollar"),
-        "split_by": st.column_config.TextColumn(
-            "split by", help="How GPU-minutes its pods shared with other teams' were split (empty: none shared)."
-        ),
-    },
+tables.table(teams, columns.TEAMS)
+rounding = (
+    f" Each line is rounded to the cent; the {moved} cent(s) that rounding left over went to the largest lines, so "
+    "the totals add up to the spend."
+    if moved
+    else ""
 )
-st.caption(f"Lines add up to {fmt.usd(total)}. Teams: {page.source.teams or 'none configured (one per namespace)'}.")
+if round(total, 2) != round(spend_usd, 2):
+    st.warning(f"The lines add up to {fmt.usd(total)}, not the spend {fmt.usd(spend_usd)}.")
+st.caption(
+    f"Totals add up to {fmt.usd(total)}.{rounding} Teams: {page.source.teams or 'none configured (one per namespace)'}."
+)
 st.download_button(
     "Download CSV",
     teams.write_csv(),

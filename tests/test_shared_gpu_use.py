@@ -206,10 +206,10 @@ def page(at: AppTest, name: str) -> AppTest:
 def test_idle_waste_and_teams_pages_show_the_split(app: Callable[[Path], AppTest], shared_fleet: Path) -> None:
     board = page(app(shared_fleet), "idle_waste").dataframe[0].value
     split = dict(zip(board["workload"], board["split_by"], strict=True))
-    assert "memory share" in split[SHARED_WORKLOAD] and split["nightly-embeddings"] == ""
+    assert "memory share" in split[SHARED_WORKLOAD] and split["nightly-embeddings"] == "not shared"
     teams = page(app(shared_fleet), "teams").dataframe[0].value
     by_team = dict(zip(teams["team"], teams["split_by"], strict=True))
-    assert by_team[SHARED_NAMESPACE] == "memory share, sm share" and by_team["(idle: unallocated)"] == ""
+    assert by_team[SHARED_NAMESPACE] == "memory share, sm share" and by_team["(idle: unallocated)"] == "not shared"
 
 
 def test_data_health_says_how_many_gpu_minutes_were_split_and_how(
@@ -251,7 +251,9 @@ def test_the_markdown_report_names_the_split_beside_idle_workloads_and_teams(sha
     result = CliRunner(env=env).invoke(main, ["report", "--warehouse", str(shared_fleet)])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert "| team | namespaces | GPU-hours | used | held idle | shared idle | total | shared split by |" in lines
-    assert any(line.startswith("| recsys | recsys |") and line.endswith("| memory share, sm share |") for line in lines)
+    header = "| team | namespaces | GPU-hours | used | held idle | shared idle | total | shared split by | priced by |"
+    assert header in lines
+    recsys = next(line for line in lines if line.startswith("| recsys | recsys |"))
+    assert recsys.split(" | ")[-2] == "memory share, sm share"  # the last cell: the price-source footnote markers
     idle_header = next(line for line in lines if line.startswith("| namespace | workload | idle GPU-hours"))
     assert idle_header.endswith("| priced by | shared split by |")

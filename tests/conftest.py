@@ -14,6 +14,7 @@ from click.testing import CliRunner, Result
 
 from gpuledger.cli import main
 from gpuledger.settings import Settings, load_settings
+from tests.demo_fleet import Demo, build_demo
 from tests.kubelet import serve, socket_dir  # noqa: F401  (fixtures: a real kubelet pod-resources socket)
 from warehouse.lake import Lake
 
@@ -21,6 +22,12 @@ REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures"
 """Real captures and reference files, copied unmodified, each folder with its SOURCES.md."""
 T0 = dt.datetime(2026, 11, 2, 0, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
+    """The demo fleet and its recommendations (``tests.demo_fleet``), shared by every test module that reads them."""
+    return build_demo(tmp_path_factory.mktemp("demo"))
 
 
 @pytest.fixture(scope="session")

@@ -9,14 +9,14 @@ import datetime as dt
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
 import yaml
-from click.testing import CliRunner, Result
+from click.testing import Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
@@ -28,8 +28,7 @@ from analysis.recommend.files import render
 from analysis.recommend.packing import what_if
 from analysis.window import Window
 from gpuledger import recommending
-from gpuledger.cli import main
-from gpuledger.settings import load_settings
+from tests.demo_fleet import Demo
 from tests.recommend_inputs import A100, CATALOG, H100, L4, Fleet, price, recommendations_of
 from tests.test_recommend_plan import assert_consistent
 from warehouse.lake import Lake
@@ -221,37 +220,6 @@ def test_mig_time_slicing_and_gpu_model_are_alternatives_in_registry_order() -> 
     assert all(alone.values()), alone  # each would apply on its own (the later ones would even save more)
     assert kinds(recommend.build(inputs)) == {"mig"}
     assert kinds(recommend.build(replace(inputs, mig_fit={}))) == {"time-slicing"}
-
-
-@dataclass(frozen=True)
-class Demo:
-    """The demo fleet after `gpuledger recommend` wrote its files, and the same window through the Python API (the
-    dashboard's read-only call, a day later on the clock) with the warehouse's files before and after that call."""
-
-    root: Path
-    out: Path
-    cli: Result
-    recs: recommend.RecommendationSet
-    files_before: list[tuple[Path, int]]
-    files_after: list[tuple[Path, int]]
-
-
-def _files(root: Path) -> list[tuple[Path, int]]:
-    return sorted((q, q.stat().st_mtime_ns) for q in root.rglob("*") if q.is_file())
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
-    base = tmp_path_factory.mktemp("demo")
-    root, out = base / "wh", base / "recs"
-    runner = CliRunner()
-    simulated = runner.invoke(main, ["simulate", "--warehouse", str(root), "--end", "2026-11-27"])
-    assert simulated.exit_code == 0, simulated.output
-    cli = runner.invoke(main, ["recommend", "--warehouse", str(root), "--out", str(out)], catch_exceptions=False)
-    before = _files(root)
-    later = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
-    recs = recommending.recommendations(Lake(root), load_settings(None), start=None, end=None, now=later, refresh=False)
-    return Demo(root, out, cli, recs, before, _files(root))
 
 
 def test_cli_recommend_on_the_demo_fleet(demo: Demo) -> None:

@@ -16,7 +16,7 @@ from analysis.instances import instance_types
 from analysis.recommend.manifests import node_overlay
 from analysis.recommend.model import Manifest
 from analysis.recommend.plan import Plan
-from tests.test_recommend import Demo, demo  # noqa: F401  (the module-scoped demo fixture)
+from tests.demo_fleet import Demo
 from tests.test_recommend_plan import (
     small_serving_on_two_on_demand_h100_nodes,
     time_sliced_serving_on_two_on_demand_nodes,
@@ -89,7 +89,7 @@ def _pools_with_more_gpu_resources(docs: list[dict[str, Any]]) -> int:
 
 
 def test_every_overlay_the_demo_writes_validates_and_matches_its_pool(
-    demo: Demo,  # noqa: F811
+    demo: Demo,
     overlay_schema: dict[str, Any],
 ) -> None:
     found = 0

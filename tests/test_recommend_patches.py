@@ -25,8 +25,9 @@ import yaml
 from analysis import mig
 from analysis.recommend.manifests import CUSTOM, GPU_RESOURCE, node_selector_patch, scale_to_zero_patch, workload_patch
 from analysis.recommend.model import Manifest
+from tests.demo_fleet import Demo
 from tests.recommend_inputs import H100
-from tests.test_recommend import K8S_VERSION, Demo, demo  # noqa: F401  (the module-scoped demo fixture)
+from tests.test_recommend import K8S_VERSION
 
 OBJECTS = Path(__file__).parent / "fixtures" / "k8s-objects"
 CRDS = Path(__file__).parent / "fixtures" / "crds"
@@ -232,7 +233,7 @@ def nodepool_schema(fixtures: Path) -> dict[str, Any]:
     return dict(v1["schema"]["openAPIV3Schema"])
 
 
-def test_every_emitted_file_validates(demo: Demo, nodepool_schema: dict[str, Any]) -> None:  # noqa: F811
+def test_every_emitted_file_validates(demo: Demo, nodepool_schema: dict[str, Any]) -> None:
     catalog = mig.load_catalog()
     counts: dict[str, int] = {"NodePool": 0, "patch": 0, "ConfigMap": 0}
     for path in sorted(demo.out.glob("*/*.yaml")):

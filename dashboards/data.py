@@ -3,6 +3,11 @@
 Every cached function takes the warehouse root and its version token, so new data (a collector's flush, a rollup)
 is read on the next rerun and nothing older is served; settings are part of the key too (``settings_key``: the
 source's ``key``). The reads are the ``Source``'s the dashboard was served with, which never write to the warehouse.
+
+The frames are cached as resources (``st.cache_resource``: one shared, immutable object, where ``st.cache_data``
+would unpickle a copy of the window's buckets on every rerun), which also lets the server read the default window
+before Streamlit's runtime exists (``server.warm_default``). Pages only read what they are given (Streamlit copies
+a chart spec before it adds to it).
 """
 
 from __future__ import annotations
@@ -18,9 +23,6 @@ import streamlit as st
 
 from analysis import report, timeline
 from analysis.filters import Filters, narrow
-from analysis.recommend.files import render
-from analysis.recommend.model import workloads_of
-from analysis.recommend.plan import build_plan
 from analysis.report import ReportInputs
 from analysis.window import Window
 from dashboards import charts
@@ -34,58 +36,44 @@ def _lake(root: str) -> Lake:
     return Lake(Path(root))
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@st.cache_resource(show_spinner=False, max_entries=16)
 def history(root: str, version: str, settings_key: str, _source: Source) -> History:
     return _source.history(_lake(root))
 
 
-@st.cache_data(show_spinner="Reading the warehouse ...", max_entries=8)
+@st.cache_resource(show_spinner="Reading the warehouse ...", max_entries=8)
 def fleet_view(root: str, version: str, start: str, end: str, settings_key: str, _source: Source) -> FleetView:
     window = Window(dt.datetime.fromisoformat(start), dt.datetime.fromisoformat(end))
     return _source.fleet_view(_lake(root), window)
 
 
-@st.cache_data(show_spinner="Reading the MIG fit, spot candidates and percentiles ...", max_entries=8)
+@st.cache_resource(show_spinner="Reading the MIG fit, spot candidates and percentiles ...", max_entries=8)
 def full_inputs(root: str, version: str, start: str, end: str, settings_key: str, _source: Source) -> ReportInputs:
     window = Window(dt.datetime.fromisoformat(start), dt.datetime.fromisoformat(end))
     return _source.full_inputs(_lake(root), window)
 
 
-@st.cache_data(show_spinner="Reading samples ...", max_entries=8)
+@st.cache_resource(show_spinner="Reading samples ...", max_entries=8)
 def sample_sources(root: str, version: str, start: str, end: str, _source: Source) -> pl.DataFrame:
     window = Window(dt.datetime.fromisoformat(start), dt.datetime.fromisoformat(end))
     return _source.sample_sources(_lake(root), window)
 
 
-@st.cache_data(show_spinner="Ranking recommendations ...", max_entries=8)
+@st.cache_resource(show_spinner="Ranking recommendations ...", max_entries=8)
 def recommendations(
     root: str, version: str, start: str, end: str, settings_key: str, _source: Source
 ) -> dict[str, Any]:
-    """``{"items": [Recommendation.to_dict()...], "files": {name: text}}``: every ranked recommendation with its
-    ``rank``, the workloads it patches (``workloads``: [namespace, name]), whether its cluster's plan applies it
-    (``in_plan``) and, if so, what it banks there (``plan_savings_usd_month``: the node-hours it removes x their
-    price; ``plan_expected_usd_month``)."""
+    """The window's ranked recommendations and plan (``Source.recommendations``: stored with the warehouse for this
+    data, or ranked now, which takes seconds to minutes)."""
     window = Window(dt.datetime.fromisoformat(start), dt.datetime.fromisoformat(end))
-    found = _source.recommendations(_lake(root), window)
-    plan = build_plan(found)
-    applied = {a.rank: a for a in plan.applied}
-    items = []
-    for rank, item in enumerate(found.items, 1):
-        a = applied.get(rank)
-        items.append(
-            {
-                **item.to_dict(),
-                "workloads": [list(w) for w in workloads_of(item)],
-                "rank": rank,
-                "in_plan": a is not None,
-                "plan_savings_usd_month": a.savings_usd_month if a is not None else None,
-                "plan_expected_usd_month": a.expected_savings_usd_month if a is not None else None,
-            }
-        )
-    return {"items": items, "files": render(plan)}
+    return _source.recommendations(_lake(root), window, version)
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
+HEATMAP_GPUS = 64
+"""The GPU heatmap's rows at most (the first GPUs by node): more is unreadable, and slow to draw."""
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
 def heatmap_spec(
     root: str,
     version: str,
@@ -157,15 +145,26 @@ class Page:
     def full_report(self) -> dict[str, Any]:
         """The whole report of the filtered fleet, MIG fit, spot and percentiles included (a slower, cached read)."""
         w = self.window
-        full = full_inputs(
+        bounds = (str(self.root), self.version, w.start.isoformat(), w.end.isoformat(), self.source.key)
+        full = full_inputs(*bounds, self.source)
+        return full_fleet_report(*bounds, repr(self.filters), full, self.filters, self.inputs.gpus)
+
+    def heatmap(self, node: str | None, buckets: pl.DataFrame) -> tuple[dict[str, Any], int]:
+        """The GPU heatmap's spec for ``buckets`` (the page's, or one ``node``'s of them) and how many GPUs they
+        hold (``heatmap_spec``)."""
+        w = self.window
+        return heatmap_spec(
             str(self.root),
             self.version,
             w.start.isoformat(),
             w.end.isoformat(),
             self.source.key,
-            self.source,
+            self.filter_text(),
+            node,
+            buckets,
+            self.view.every,
+            HEATMAP_GPUS,
         )
-        return _build(narrow(full, self.filters, gpus=self.inputs.gpus if self.filters.active else None))
 
     def sources(self) -> pl.DataFrame:
         w = self.window
@@ -182,9 +181,7 @@ class Page:
 
 
 def page(root: Path, version: str, source: Source, hist: History, view: FleetView, filters: Filters) -> Page:
-    buckets = filters.apply(view.buckets)
-    gpus = timeline.gpu_count(buckets) if filters.active else None
-    inputs = narrow(view.inputs, filters, gpus=gpus)
+    buckets, inputs = narrowed(str(root), version, *_bounds(view.window), source.key, repr(filters), view, filters)
     return Page(
         root=root,
         version=version,
@@ -193,9 +190,54 @@ def page(root: Path, version: str, source: Source, hist: History, view: FleetVie
         view=view,
         filters=filters,
         inputs=inputs,
-        report=_build(inputs),
+        report=fleet_report(str(root), version, *_bounds(view.window), source.key, repr(filters), inputs),
         buckets=buckets,
     )
+
+
+def _bounds(window: Window) -> tuple[str, str]:
+    return window.start.isoformat(), window.end.isoformat()
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def narrowed(
+    root: str,
+    version: str,
+    start: str,
+    end: str,
+    settings_key: str,
+    filters_key: str,
+    _view: FleetView,
+    _filters: Filters,
+) -> tuple[pl.DataFrame, ReportInputs]:
+    """The window's buckets and report inputs narrowed by the sidebar's filters (``filters_key``: their ``repr``)."""
+    buckets = _filters.apply(_view.buckets)
+    gpus = timeline.gpu_count(buckets) if _filters.active else None
+    return buckets, narrow(_view.inputs, _filters, gpus=gpus)
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def fleet_report(
+    root: str, version: str, start: str, end: str, settings_key: str, filters_key: str, _inputs: ReportInputs
+) -> dict[str, Any]:
+    """The report of the narrowed window (``narrowed``), built once per filters and shared: pages only read it."""
+    return _build(_inputs)
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def full_fleet_report(
+    root: str,
+    version: str,
+    start: str,
+    end: str,
+    settings_key: str,
+    filters_key: str,
+    _full: ReportInputs,
+    _filters: Filters,
+    _gpus: int,
+) -> dict[str, Any]:
+    """``Page.full_report``: the whole report of the window narrowed by the filters, built once per filters."""
+    return _build(narrow(_full, _filters, gpus=_gpus if _filters.active else None))
 
 
 def _build(inputs: ReportInputs) -> dict[str, Any]:

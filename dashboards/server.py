@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 APP = Path(__file__).resolve().parent / "app.py"
 WARM_THREAD = "gpuledger-warm"
 READY_THREAD = "gpuledger-ready"
-RUNTIME_WAIT_S = 30.0
 READY_WAIT_S = 120.0
 FIRST_RENDER_WAIT_S = 20.0
 HEALTH_PATH = "/_stcore/health"
@@ -94,18 +93,15 @@ def wait_ready(url: str, ready: threading.Event, on_ready: Callable[[], None], t
     log.warning("the dashboard has not answered %s in %.0f s", url, timeout_s)
 
 
-def warm(warehouse: Path, source: Source) -> None:
-    """Read the default window into the cache while the server starts, so the first visitor's Overview does not
-    wait for it (a visitor arriving earlier waits on the same computation: Streamlit locks each cache entry); then,
-    once a page has been drawn (or after ``FIRST_RENDER_WAIT_S``), the slower reads of the other pages (the
-    recommendations and their plan first, then the MIG fit, spot and percentiles, and the samples per node), so that
-    opening those pages finds them ready instead of computing them."""
-    from streamlit import runtime
-
-    deadline = time.monotonic() + RUNTIME_WAIT_S
-    while not runtime.exists() and time.monotonic() < deadline:  # caches made before it would not be the pages'
-        time.sleep(0.02)
-    from dashboards import data
+def warm_default(warehouse: Path, source: Source) -> None:
+    """Read the default window (its history, fleet view, report, GPU heatmap, and the full report with MIG fit, spot
+    and percentiles) into the cache before the server starts, and draw its Overview chart once, so that once the
+    server answers, its first visitor's pages come from memory (the reads are ``st.cache_resource`` entries, which
+    exist without Streamlit's runtime) and pay no first-use cost (importing pandas for Altair, loading Vega-Lite's
+    schema: about 0.7 s). A warehouse that cannot be read is left to the page, which shows its help."""
+    from analysis import timeline
+    from analysis.filters import Filters
+    from dashboards import charts, data
 
     try:
         root, key = str(warehouse.resolve()), source.key
@@ -113,13 +109,41 @@ def warm(warehouse: Path, source: Source) -> None:
         hist = data.history(root, version, key, source)
         window = source.window_of(None, None, hist.newest_minute)
         bounds = (window.start.isoformat(), window.end.isoformat())
-        data.fleet_view(root, version, *bounds, key, source)
-        context.wait_rendered(FIRST_RENDER_WAIT_S)  # the first visitor's page first, then the slower reads
-        data.recommendations(root, version, *bounds, key, source)  # the slowest: seconds, where the others take one
-        data.full_inputs(root, version, *bounds, key, source)
-        data.sample_sources(root, version, *bounds, source)
+        view = data.fleet_view(root, version, *bounds, key, source)
+        page = data.page(Path(root), version, source, hist, view, Filters())
+        charts.states_over_time(timeline.state_timeline(page.buckets), view.every).to_dict()
+        page.heatmap(None, page.buckets)
+        page.full_report()  # MIG fit, spot and percentiles: a second or so, wanted by two pages
     except Exception:  # the page reports it: an empty or missing warehouse shows its help page
-        log.debug("warming the dashboard cache failed", exc_info=True)
+        log.debug("reading the default window before serving failed", exc_info=True)
+
+
+def warm_rest(warehouse: Path, source: Source) -> None:
+    """Once a page has been drawn (or after ``FIRST_RENDER_WAIT_S``), read the Data health and Recommendations
+    pages' inputs for the default window (the samples per node, then the recommendations: stored by ``gpuledger
+    warehouse rollup``, ranked only when none is stored for this data) in a low-priority worker process
+    (``background``, ``worker``), so that opening those pages finds them ready without the reads slowing the pages
+    drawn meanwhile. A visitor arriving earlier waits on the same computation (Streamlit locks each cache entry)."""
+    from dashboards import background, data, worker
+
+    context.wait_rendered(FIRST_RENDER_WAIT_S)
+    try:
+        root, key = str(warehouse.resolve()), source.key
+        version = Lake(warehouse).version()
+        hist = data.history(root, version, key, source)
+        window = source.window_of(None, None, hist.newest_minute)
+        bounds = (window.start.isoformat(), window.end.isoformat())
+        with worker.started() as child:
+            slow = background.InBackground(source, child)
+            data.sample_sources(root, version, *bounds, slow)
+            data.recommendations(root, version, *bounds, key, slow)
+    except Exception as exc:  # each page reads what it needs when opened, and reports what fails then
+        log.warning("reading the pages' inputs in the background failed (each page reads its own): %s", exc)
+        log.debug("background read", exc_info=True)
+
+
+def _without(text: str) -> Callable[[logging.LogRecord], bool]:
+    return lambda record: text not in record.getMessage()
 
 
 def serve(
@@ -129,20 +153,28 @@ def serve(
     host: str,
     port: int,
     on_ready: Callable[[], None] | None = None,
+    on_reading: Callable[[], None] | None = None,
 ) -> None:
-    """Serve the dashboard for ``warehouse`` until interrupted (blocks); ``on_ready`` is called once the server
-    answers. A warehouse or an address that cannot be served raises a :class:`DashboardError` before it starts."""
+    """Serve the dashboard for ``warehouse`` until interrupted (blocks); ``on_reading`` is called before the default
+    window is read (seconds on a large fleet), ``on_ready`` once the server answers. A warehouse or an address that
+    cannot be served raises a :class:`DashboardError` before it starts."""
     from streamlit import config as st_config
     from streamlit.web import bootstrap
 
     check_warehouse(warehouse)
     check_port(host, port)
     context.configure(warehouse, source)
-    # Streamlit warns that the warming thread has no script context: expected, and noise to the user.
-    logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").addFilter(
-        lambda record: WARM_THREAD not in record.getMessage()
-    )
-    threading.Thread(target=warm, args=(warehouse, source), name=WARM_THREAD, daemon=True).start()
+    # Streamlit warns that the reads made before it starts, and the warming thread's, have no runtime or script
+    # context: expected, and noise to the user.
+    for name, expected in (
+        ("streamlit.runtime.scriptrunner_utils.script_run_context", "missing ScriptRunContext"),
+        ("streamlit.runtime.caching.cache_data_api", "No runtime found"),
+    ):
+        logging.getLogger(name).addFilter(_without(expected))
+    if on_reading is not None:
+        on_reading()
+    warm_default(warehouse, source)
+    threading.Thread(target=warm_rest, args=(warehouse, source), name=WARM_THREAD, daemon=True).start()
     ready = threading.Event()
     threading.Thread(
         target=wait_ready,

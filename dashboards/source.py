@@ -9,11 +9,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import polars as pl
 
-from analysis.recommend import RecommendationSet
 from analysis.report import ReportInputs
 from analysis.window import Window
 from warehouse.lake import Lake
@@ -69,4 +68,7 @@ class Source(Protocol):
 
     def sample_sources(self, lake: Lake, window: Window) -> pl.DataFrame: ...
 
-    def recommendations(self, lake: Lake, window: Window) -> RecommendationSet: ...
+    def recommendations(self, lake: Lake, window: Window, version: str) -> dict[str, Any]:
+        """The window's ranked recommendations and plan (``analysis.recommend.listing``): the copy stored with the
+        warehouse for exactly this window, warehouse ``version`` and settings when there is one, else ranked now."""
+        ...

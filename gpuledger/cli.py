@@ -214,6 +214,7 @@ def _simulate(ctx: click.Context, lake: Lake, gpus: int, days: int, seed: int, e
         f"{result.rollup.computed} rollup partitions computed",
         err=True,
     )
+    _store_plan(lake, settings_from(ctx))
 
 
 @main.command()
@@ -272,7 +273,10 @@ def _serve_dashboard(root: Path, settings: Settings, host: str, port: int) -> No
         url = server.url_of(host, port)
         click.echo(f"serving the dashboard of {root} on {url} (read-only; Ctrl+C stops it)", err=True)
 
-    server.serve(root, Viewing(settings), host=host, port=port, on_ready=announce)
+    def reading() -> None:
+        click.echo(f"reading the default window of {root} ...", err=True)
+
+    server.serve(root, Viewing(settings), host=host, port=port, on_ready=announce, on_reading=reading)
 
 
 @main.command()
@@ -835,9 +839,30 @@ def rollup(ctx: click.Context, warehouse: Path | None) -> None:
     from warehouse.lake import Lake
 
     lake = Lake(warehouse_path(ctx, warehouse))
+    settings = settings_from(ctx)
     with progress_bar("rolling up minutes") as bar:
-        result = jobs.refresh(lake, settings_from(ctx), bar)
+        result = jobs.refresh(lake, settings, bar)
     click.echo(f"rollup: {result.computed} partitions computed, {result.fresh} up to date, {result.removed} removed")
+    _store_plan(lake, settings)
+
+
+def _store_plan(lake: Lake, settings: Settings) -> None:
+    """Rank the default window's recommendations for the dashboard (``gpuledger.stored_plan``), saying so."""
+    from gpuledger import stored_plan
+
+    click.echo("ranking the default window's recommendations for the dashboard ...", err=True)
+    stored = stored_plan.store(lake, settings, now())
+    if stored is None:
+        click.echo(
+            "recommendations: none stored, the warehouse changed meanwhile (the dashboard ranks its own)", err=True
+        )
+        return
+    w = stored.window
+    click.echo(
+        f"recommendations: {stored.items} for {w.start:%Y-%m-%d %H:%M} to {w.end:%Y-%m-%d %H:%M} UTC "
+        "stored for the dashboard",
+        err=True,
+    )
 
 
 if __name__ == "__main__":

@@ -398,11 +398,14 @@ def load_settings(config: Path | None = None) -> Settings:
 
     try:
         env = Origin(_Environment(Settings)())
-        return _FromFile()
+        loaded = _FromFile()
     except ValidationError as exc:
         raise explain(Settings, exc.errors(include_input=False), env, file) from None
     except SourceError as exc:  # a source failed in a way the checks above do not know: pydantic names the field
         raise SettingsError(f"settings could not be read: {_first_line(exc)}") from None
+    # the validated values as a plain Settings: the class made here for the file cannot be pickled (the dashboard
+    # hands the settings to a worker process)
+    return Settings.model_construct(_fields_set=loaded.model_fields_set, **dict(loaded))
 
 
 def _first_line(exc: Exception) -> str:

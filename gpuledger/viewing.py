@@ -13,12 +13,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 
 from analysis import daily, silent_gpus, timeline, usage
 from analysis.errors import EmptyWarehouse
 from analysis.recommend import RecommendationSet
+from analysis.recommend.listing import listing
 from analysis.report import ReportInputs
 from analysis.window import Window, resolve
 from dashboards.source import FleetView, History
@@ -155,5 +157,8 @@ class Viewing:
     def sample_sources(self, lake: Lake, window: Window) -> pl.DataFrame:
         return sample_sources(lake, window)
 
-    def recommendations(self, lake: Lake, window: Window) -> RecommendationSet:
-        return recommendations(lake, self.settings, window)
+    def recommendations(self, lake: Lake, window: Window, version: str) -> dict[str, Any]:
+        from gpuledger import stored_plan  # it builds on this module's window_of
+
+        stored = stored_plan.load(lake, self.settings, window, version)
+        return stored if stored is not None else listing(recommendations(lake, self.settings, window))

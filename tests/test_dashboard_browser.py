@@ -97,10 +97,15 @@ def _read(cwd: Path) -> bytes:
 
 
 def wait_rendered(page: Any, title: str) -> None:
-    """The page's title is there, Streamlit has stopped running the script, and charts and visible tables are
-    drawn (a table in a collapsed expander is not)."""
+    """The page's title is there, Streamlit has stopped running the script, no element waits for its code, and
+    charts and visible tables are drawn (a table in a collapsed expander is not)."""
     page.get_by_role("heading", name=title, exact=True).first.wait_for(timeout=60_000)
     page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
+    # Streamlit draws a skeleton where an element's lazily loaded code is still on its way (a metric, say)
+    page.wait_for_function(
+        """() => !document.querySelector('[data-testid="stSkeleton"], [data-testid="stAppSkeleton"]')""",
+        timeout=30_000,
+    )
     page.wait_for_function(
         """() => [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')]
                  .every(c => c.querySelector('canvas, svg'))""",

@@ -8,7 +8,6 @@ import streamlit as st
 from analysis import timeline, utilization, waste
 from dashboards import columns, data, fmt, tables
 
-MAX_HEATMAP_GPUS = 64
 page = data.current()
 r = page.report
 st.title("GPUs")
@@ -39,22 +38,10 @@ everything = "(all nodes)"
 node = st.selectbox("Drill down into a node", [everything, *nodes["node"].to_list()], key="gpu_node")
 buckets = page.buckets if node == everything else page.buckets.filter(pl.col("node") == node)
 per_gpu = timeline.gpus(buckets)
-w = page.window
-spec, gpu_count = data.heatmap_spec(
-    str(page.root),
-    page.version,
-    w.start.isoformat(),
-    w.end.isoformat(),
-    page.source.key,
-    page.filter_text(),
-    None if node == everything else node,
-    buckets,
-    page.view.every,
-    MAX_HEATMAP_GPUS,
-)
+spec, gpu_count = page.heatmap(None if node == everything else node, buckets)
 st.subheader("Utilization per GPU over time")
-if gpu_count > MAX_HEATMAP_GPUS:
-    st.caption(f"The first {MAX_HEATMAP_GPUS} of {gpu_count} GPUs by node; pick a node to see its GPUs.")
+if gpu_count > data.HEATMAP_GPUS:
+    st.caption(f"The first {data.HEATMAP_GPUS} of {gpu_count} GPUs by node; pick a node to see its GPUs.")
 st.vega_lite_chart(spec=spec, width="stretch")
 st.caption(
     "Mean utilization per bucket (SM activity where DCGM reports it, else GPU_UTIL); grey: no data (no sample "

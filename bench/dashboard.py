@@ -174,6 +174,10 @@ def _started(command: list[str], workdir: Path, port: int, log_name: str) -> Ite
         log.close()
 
 
+def _seconds(values: list[float]) -> str:
+    return ", ".join(f"{v:.2f} s" for v in values)
+
+
 def hello_s(page: Any, url: str) -> float:
     """Seconds from navigation until the one-line app's title is drawn and it has finished running."""
     started = time.perf_counter()
@@ -290,35 +294,35 @@ def run(*, warehouse: Path, workdir: Path, progress: Progress, repeats: int = 3)
             browser.close()
     progress.note(
         "dashboard: one-line Streamlit app, cold browser "
-        + ", ".join(f"{s:.2f} s" for s in hellos)
+        + _seconds(hellos)
         + " (skeletons "
-        + ", ".join(f"{s:.2f} s" for s in hello_skeletons)
+        + _seconds(hello_skeletons)
         + "); Overview, cold browser "
-        + ", ".join(f"{s:.2f} s" for s in colds)
+        + _seconds(colds)
         + " (skeletons "
-        + ", ".join(f"{s:.2f} s" for s in cold_skeletons)
+        + _seconds(cold_skeletons)
         + ")"
     )
     progress.note(
         "dashboard: first renders "
-        + ", ".join(f"{s:.2f} s" for s in firsts)
+        + _seconds(firsts)
         + "; from process start "
-        + ", ".join(f"{s:.2f} s" for s in from_start)
+        + _seconds(from_start)
         + "; reloads "
-        + ", ".join(f"{s:.2f} s" for s in warms)
+        + _seconds(warms)
         + "; longest skeletons "
-        + ", ".join(f"{s:.2f} s" for s in skeletons)
+        + _seconds(skeletons)
     )
     progress.note(
         "dashboard: every page again by its URL (a new document each): slowest "
-        + ", ".join(f"{s:.2f} s" for s in deep_links)
+        + _seconds(deep_links)
         + "; longest skeletons "
-        + ", ".join(f"{s:.2f} s" for s in deep_skeletons)
+        + _seconds(deep_skeletons)
     )
     for name, times in pages.items():
-        progress.note(f"dashboard: {name} first renders " + ", ".join(f"{s:.2f} s" for s in times))
+        progress.note(f"dashboard: {name} first renders " + _seconds(times))
     for name, times in page_skeletons.items():
-        progress.note(f"dashboard: {name} longest skeletons " + ", ".join(f"{s:.2f} s" for s in times))
+        progress.note(f"dashboard: {name} longest skeletons " + _seconds(times))
     slowest = max(pages, key=lambda name: min(pages[name]))
     return [
         Result(

@@ -1,7 +1,7 @@
 """The server's reads for pages nobody has opened yet, in a worker process at the lowest CPU priority.
 
-On a small node (two cores) those reads (the MIG fit, spot and percentiles, the samples per node, the ranking of the
-recommendations) take seconds of CPU on every core Polars has, exactly while a visitor's first pages are being drawn.
+On a small node (two cores) those reads (the samples per node, the ranking of the recommendations when none is
+stored) take seconds of CPU on every core Polars has, exactly while a visitor's first pages are being drawn.
 Run in a worker at ``nice`` 19 (``worker``), they take only the CPU the pages leave over, and a page that needs one
 of them waits for the same cache entry (Streamlit locks it) instead of computing it again. The results come back
 pickled (Polars frames travel as Arrow IPC) and are cached like any other read.

@@ -142,23 +142,21 @@ class Page:
         lead = f"{what}\n\n" if what else ""
         return f"{lead}Window: {self.window_text()}\n\nFleet: {self.filter_text()}\n\nPriced by: {self.price_text()}"
 
+    def key(self) -> CacheKey:
+        return cache_key(self.root, self.version, self.window, self.source)
+
     def full_report(self) -> dict[str, Any]:
         """The whole report of the filtered fleet, MIG fit, spot and percentiles included (a slower, cached read)."""
-        w = self.window
-        bounds = (str(self.root), self.version, w.start.isoformat(), w.end.isoformat(), self.source.key)
-        full = full_inputs(*bounds, self.source)
-        return full_fleet_report(*bounds, repr(self.filters), full, self.filters, self.inputs.gpus)
+        full = narrow(
+            full_inputs(*self.key(), self.source), self.filters, gpus=self.inputs.gpus if self.filters.active else None
+        )
+        return fleet_report(*self.key(), f"{self.filters!r}, full", full)
 
     def heatmap(self, node: str | None, buckets: pl.DataFrame) -> tuple[dict[str, Any], int]:
         """The GPU heatmap's spec for ``buckets`` (the page's, or one ``node``'s of them) and how many GPUs they
         hold (``heatmap_spec``)."""
-        w = self.window
         return heatmap_spec(
-            str(self.root),
-            self.version,
-            w.start.isoformat(),
-            w.end.isoformat(),
-            self.source.key,
+            *self.key(),
             self.filter_text(),
             node,
             buckets,
@@ -167,8 +165,7 @@ class Page:
         )
 
     def sources(self) -> pl.DataFrame:
-        w = self.window
-        return sample_sources(str(self.root), self.version, w.start.isoformat(), w.end.isoformat(), self.source)
+        return sample_sources(*self.key()[:4], self.source)  # samples do not depend on the settings
 
     def rejected_times(self) -> RejectedTimes | None:
         """Rows ingest dropped for impossible timestamps. Not cached: it is one small state document, and a batch
@@ -180,8 +177,18 @@ class Page:
         return malformed_lines(_lake(str(self.root)))
 
 
+CacheKey = tuple[str, str, str, str, str]
+
+
+def cache_key(root: Path | str, version: str, window: Window, source: Source) -> CacheKey:
+    """What the cached reads of one window are keyed on: the warehouse, its version, the window (ISO start and
+    end) and the settings (``Source.key``), in the order the cached functions take them."""
+    return str(root), version, window.start.isoformat(), window.end.isoformat(), source.key
+
+
 def page(root: Path, version: str, source: Source, hist: History, view: FleetView, filters: Filters) -> Page:
-    buckets, inputs = narrowed(str(root), version, *_bounds(view.window), source.key, repr(filters), view, filters)
+    key = cache_key(root, version, view.window, source)
+    buckets, inputs = narrowed(*key, repr(filters), view, filters)
     return Page(
         root=root,
         version=version,
@@ -190,13 +197,9 @@ def page(root: Path, version: str, source: Source, hist: History, view: FleetVie
         view=view,
         filters=filters,
         inputs=inputs,
-        report=fleet_report(str(root), version, *_bounds(view.window), source.key, repr(filters), inputs),
+        report=fleet_report(*key, repr(filters), inputs),
         buckets=buckets,
     )
-
-
-def _bounds(window: Window) -> tuple[str, str]:
-    return window.start.isoformat(), window.end.isoformat()
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)
@@ -220,24 +223,9 @@ def narrowed(
 def fleet_report(
     root: str, version: str, start: str, end: str, settings_key: str, filters_key: str, _inputs: ReportInputs
 ) -> dict[str, Any]:
-    """The report of the narrowed window (``narrowed``), built once per filters and shared: pages only read it."""
+    """The report of ``_inputs``, the window narrowed by the filters (``filters_key`` says which, and whether they
+    are the full inputs), built once per filters and shared: pages only read it."""
     return _build(_inputs)
-
-
-@st.cache_resource(show_spinner=False, max_entries=32)
-def full_fleet_report(
-    root: str,
-    version: str,
-    start: str,
-    end: str,
-    settings_key: str,
-    filters_key: str,
-    _full: ReportInputs,
-    _filters: Filters,
-    _gpus: int,
-) -> dict[str, Any]:
-    """``Page.full_report``: the whole report of the window narrowed by the filters, built once per filters."""
-    return _build(narrow(_full, _filters, gpus=_gpus if _filters.active else None))
 
 
 def _build(inputs: ReportInputs) -> dict[str, Any]:

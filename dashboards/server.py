@@ -15,9 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from analysis.window import Window
 from dashboards import context
 from dashboards.errors import NotStarted, PortUnavailable
-from dashboards.source import Source
+from dashboards.source import History, Source
 from warehouse.lake import Lake
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,15 @@ def wait_ready(url: str, ready: threading.Event, on_ready: Callable[[], None], t
     log.warning("the dashboard has not answered %s in %.0f s", url, timeout_s)
 
 
+def default_window(warehouse: Path, source: Source) -> tuple[str, History, Window]:
+    """The warehouse's version, its history (cached, as the app reads it) and the window the app opens on."""
+    from dashboards import data
+
+    version = Lake(warehouse).version()
+    hist = data.history(str(warehouse.resolve()), version, source.key, source)
+    return version, hist, source.window_of(None, None, hist.newest_minute)
+
+
 def warm_default(warehouse: Path, source: Source) -> None:
     """Read the default window (its history, fleet view, report, GPU heatmap, and the full report with MIG fit, spot
     and percentiles) into the cache before the server starts, and draw its Overview chart once, so that once the
@@ -104,13 +114,9 @@ def warm_default(warehouse: Path, source: Source) -> None:
     from dashboards import charts, data
 
     try:
-        root, key = str(warehouse.resolve()), source.key
-        version = Lake(warehouse).version()
-        hist = data.history(root, version, key, source)
-        window = source.window_of(None, None, hist.newest_minute)
-        bounds = (window.start.isoformat(), window.end.isoformat())
-        view = data.fleet_view(root, version, *bounds, key, source)
-        page = data.page(Path(root), version, source, hist, view, Filters())
+        version, hist, window = default_window(warehouse, source)
+        view = data.fleet_view(*data.cache_key(warehouse.resolve(), version, window, source), source)
+        page = data.page(warehouse.resolve(), version, source, hist, view, Filters())
         charts.states_over_time(timeline.state_timeline(page.buckets), view.every).to_dict()
         page.heatmap(None, page.buckets)
         page.full_report()  # MIG fit, spot and percentiles: a second or so, wanted by two pages
@@ -128,15 +134,12 @@ def warm_rest(warehouse: Path, source: Source) -> None:
 
     context.wait_rendered(FIRST_RENDER_WAIT_S)
     try:
-        root, key = str(warehouse.resolve()), source.key
-        version = Lake(warehouse).version()
-        hist = data.history(root, version, key, source)
-        window = source.window_of(None, None, hist.newest_minute)
-        bounds = (window.start.isoformat(), window.end.isoformat())
+        version, _hist, window = default_window(warehouse, source)
+        key = data.cache_key(warehouse.resolve(), version, window, source)
         with worker.started() as child:
             slow = background.InBackground(source, child)
-            data.sample_sources(root, version, *bounds, slow)
-            data.recommendations(root, version, *bounds, key, slow)
+            data.sample_sources(*key[:4], slow)
+            data.recommendations(*key, slow)
     except Exception as exc:  # each page reads what it needs when opened, and reports what fails then
         log.warning("reading the pages' inputs in the background failed (each page reads its own): %s", exc)
         log.debug("background read", exc_info=True)

@@ -30,7 +30,6 @@ STATE = "dashboard-recommendations"
 class Stored:
     window: Window
     items: int
-    version: str
 
 
 def settings_digest(settings: Settings) -> str:
@@ -46,7 +45,7 @@ def store(lake: Lake, settings: Settings, now: dt.datetime) -> Stored | None:
     window = viewing.window_of(settings, None, None, reporting.newest_minute(lake))  # the dashboard's first window
     current = load(lake, settings, window, version)
     if current is not None:
-        return Stored(window=window, items=len(current.get("items", [])), version=version)
+        return Stored(window=window, items=len(current.get("items", [])))
     found = recommending.recommendations(
         lake, settings, start=window.start.isoformat(), end=window.end.isoformat(), now=now, refresh=False
     )
@@ -62,7 +61,7 @@ def store(lake: Lake, settings: Settings, now: dt.datetime) -> Stored | None:
             "listing": document,
         },
     )
-    return Stored(window=window, items=len(document["items"]), version=version)
+    return Stored(window=window, items=len(document["items"]))
 
 
 def load(lake: Lake, settings: Settings, window: Window, version: str) -> dict[str, Any] | None:

@@ -19,6 +19,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
+from typing import Final
 
 import polars as pl
 
@@ -37,6 +38,10 @@ def _catalog_digest() -> str:
     return hashlib.sha256(mig.CATALOG_JSON.read_bytes()).hexdigest()[:12]
 
 
+SUMS_ENGINE: Final = "in-memory"
+"""The engine a stored summary is computed on: the streaming engine adds a group's floats in an order that varies
+from run to run (a Float32 sum then differs in its last digits), and a summary must come out the same bytes in any
+process that computes it (the distributed rollup is checked byte for byte against the single-process one)."""
 UsageQuery = Callable[[pl.LazyFrame, Window, list[str]], pl.LazyFrame]
 TIMELINE_EVERY = "1h"
 """The stored timeline's bucket; coarser buckets are sums of these (``analysis.timeline.rebucket``)."""
@@ -56,7 +61,7 @@ class UsagePass:
 
     def summarize(self, minutes: pl.LazyFrame, start: dt.datetime, end: dt.datetime) -> pl.DataFrame:
         window = Window(start, end)
-        return self.query(minutes, window, usage.mig_parent_gpus(minutes, window)).collect(engine="streaming")
+        return self.query(minutes, window, usage.mig_parent_gpus(minutes, window)).collect(engine=SUMS_ENGINE)
 
 
 def _hourly_timeline(minutes: pl.LazyFrame, window: Window, mig_parents: list[str]) -> pl.LazyFrame:
@@ -97,7 +102,7 @@ class MigDemand:
     def summarize(self, minutes: pl.LazyFrame, start: dt.datetime, end: dt.datetime) -> pl.DataFrame:
         models = minutes.select(pl.col("gpu_model").unique()).collect(engine="streaming")["gpu_model"].to_list()
         histogram, devices = mig.demand_parts(minutes, self.assumptions, gpu_models=models)
-        return (histogram if self.part == "histogram" else devices).collect(engine="streaming")
+        return (histogram if self.part == "histogram" else devices).collect(engine=SUMS_ENGINE)
 
 
 @dataclass(frozen=True)

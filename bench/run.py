@@ -20,7 +20,21 @@ from rich.console import Console
 from rich.table import Table
 
 from analysis.units import GIB
-from bench import cli, dashboard, fleet, follow_step, ingest, machine, nvml, promql, recommend, report, rollup, scrape
+from bench import (
+    cli,
+    dashboard,
+    distributed,
+    fleet,
+    follow_step,
+    ingest,
+    machine,
+    nvml,
+    promql,
+    recommend,
+    report,
+    rollup,
+    scrape,
+)
 from bench.common import Progress, Result, free_bytes
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -30,6 +44,8 @@ DEFAULT_END = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
 """A fixed end of history, so every run simulates the very same fleet and samples."""
 H200_CAPTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "nvml-h200"
 """The real H200 capture the NVML stand-in replays."""
+DISTRIBUTED_DAYS = 3
+"""Days of the distributed rollup's fleet: enough partitions for two workers, each run recomputing all of them."""
 NVML_GPUS = 8
 """GPUs on the simulated node for the NVML benchmark (one p5/p5en node)."""
 
@@ -47,7 +63,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="repeats for best-of timings (default 3)")
     parser.add_argument(
         "--only",
-        choices=("ingest", "fleet", "nvml", "scrape", "follow", "promql", "dashboard", "rollup", "recommend", "cli"),
+        choices=(
+            "ingest",
+            "fleet",
+            "nvml",
+            "scrape",
+            "follow",
+            "promql",
+            "dashboard",
+            "rollup",
+            "recommend",
+            "cli",
+            "distributed",
+        ),
         default=None,
         help="ingest: benchmark 1; fleet: simulate, bytes, report; nvml: the NVML sampler's CPU per sample; "
         "scrape: points/s from a real Prometheus; follow: CPU of one follow step (the newest minute of --gpus GPUs); "
@@ -55,7 +83,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "dashboard: first render of every page and the longest skeleton in Chromium (fleet cached under bench/cache/); "
         "rollup: one rollup partition with shared-GPU splits against the rollup before them (same cached fleet); "
         "recommend: gpuledger recommend over the last 7 days against the same window's report (same cached fleet); "
-        "cli: gpuledger --help, usage errors and a report on the demo fleet (cached too), each a fresh process",
+        "cli: gpuledger --help, usage errors and a report on the demo fleet (cached too), each a fresh process; "
+        "distributed: the rollup of --gpus GPUs x 3 days in one process and on 1 and 2 Dask workers",
     )
     parser.add_argument(
         "--tmpdir", type=Path, default=None, help="where the temporary warehouses go (default: $TMPDIR)"
@@ -137,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="gpuledger-bench-", dir=base))
     results: list[Result] = []
     try:
-        fleet_too = args.only not in ("ingest", "follow", "dashboard", "rollup", "recommend", "cli")
+        fleet_too = args.only not in ("ingest", "follow", "dashboard", "rollup", "recommend", "cli", "distributed")
         check_disk(workdir, args.gpus, args.days, progress, fleet_too=fleet_too)
         if args.only in (None, "ingest"):
             results += ingest.run(
@@ -209,6 +238,16 @@ def main(argv: list[str] | None = None) -> int:
                     progress=progress,
                     repeats=args.repeats,
                 )
+        if args.only in (None, "distributed"):
+            results += distributed.run(
+                gpus=args.gpus,
+                days=min(args.days, DISTRIBUTED_DAYS),
+                seed=args.seed,
+                end=DEFAULT_END,
+                workdir=workdir,
+                progress=progress,
+                repeats=args.repeats,
+            )
         if args.only in (None, "cli"):
             results += cli.run(
                 seed=args.seed, end=DEFAULT_END, workdir=workdir, progress=progress, repeats=args.repeats

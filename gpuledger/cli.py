@@ -8,6 +8,7 @@ inside its function, and the settings load once a command's arguments parsed (``
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import json
@@ -55,10 +56,11 @@ def domain_errors() -> tuple[type[Exception], ...]:
     from analysis.errors import AnalysisError
     from collector.errors import CollectorError
     from dashboards.errors import DashboardError
+    from gpuledger.distributed_rollup import RollupEngineError
     from gpuledger.settings_errors import SettingsError
     from warehouse.errors import WarehouseError
 
-    return WarehouseError, AnalysisError, CollectorError, SettingsError, AlertsError, DashboardError
+    return WarehouseError, AnalysisError, CollectorError, SettingsError, AlertsError, DashboardError, RollupEngineError
 
 
 def one_line_errors(func: Callable[P, R]) -> Callable[P, R]:
@@ -831,17 +833,31 @@ def prune(ctx: click.Context, warehouse: Path | None, keep_days: int | None) -> 
 
 @warehouse.command()
 @warehouse_option()
+@click.option(
+    "--scheduler",
+    envvar="GPULEDGER_DASK_SCHEDULER",
+    metavar="ADDRESS",
+    default=None,
+    help="Run each (date, cluster) as a task on the Dask scheduler at ADDRESS (tcp://host:8786); its workers must "
+    "see the warehouse at the same path. Default: roll up in this process.",
+)
 @click.pass_context
 @one_line_errors
-def rollup(ctx: click.Context, warehouse: Path | None) -> None:
+def rollup(ctx: click.Context, warehouse: Path | None, scheduler: str | None) -> None:
     """Recompute the gpu_minutes rollup where its inputs or the state settings changed."""
     from gpuledger import jobs
     from warehouse.lake import Lake
 
     lake = Lake(warehouse_path(ctx, warehouse))
     settings = settings_from(ctx)
-    with progress_bar("rolling up minutes") as bar:
-        result = jobs.refresh(lake, settings, bar)
+    with contextlib.ExitStack() as stack:
+        runner = None
+        if scheduler:
+            from gpuledger.distributed_rollup import dask_runner
+
+            runner = stack.enter_context(dask_runner(scheduler))
+        bar = stack.enter_context(progress_bar("rolling up minutes" + (f" on {scheduler}" if scheduler else "")))
+        result = jobs.refresh(lake, settings, bar, runner)
     click.echo(f"rollup: {result.computed} partitions computed, {result.fresh} up to date, {result.removed} removed")
     _store_plan(lake, settings)
 

@@ -76,9 +76,14 @@ def simulate(
     return SimulateResult(fleet.gpu_count, days, samples, allocations, result)
 
 
-def refresh(lake: Lake, settings: Settings, progress: Progress | None = None) -> rollup.RollupResult:
+def refresh(
+    lake: Lake, settings: Settings, progress: Progress | None = None, runner: rollup.Runner | None = None
+) -> rollup.RollupResult:
+    """The minute rollup and daily summaries, in this process or by ``runner`` (``gpuledger.distributed_rollup``)."""
     with diagnosing(lake):
-        return rollup.refresh(lake, settings.state_rules, settings.rollup, progress, summaries=settings.summaries.all())
+        return rollup.refresh(
+            lake, settings.state_rules, settings.rollup, progress, summaries=settings.summaries.all(), runner=runner
+        )
 
 
 @dataclass(frozen=True)

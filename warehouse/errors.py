@@ -52,6 +52,14 @@ class CorruptPart(WarehouseError):
         self.path = path
 
 
+class PartitionFailed(WarehouseError):
+    """A rollup partition that failed in another process (a distributed engine's worker), with that failure's
+    message: the original error cannot always be pickled back."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+
 class QueryFailed(WarehouseError):
     def __init__(self, reason: str) -> None:
         first_line = reason.strip().splitlines()[0] if reason.strip() else "unknown error"

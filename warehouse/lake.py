@@ -131,8 +131,12 @@ class Lake:
         create: bool = False,
         lock_timeout_s: float = 30.0,
         retire_grace_s: float = RETIRE_GRACE_S,
+        stages_for_writer: bool = False,
     ) -> None:
+        """``stages_for_writer``: this process may stage parts without holding the lock, for a writer in another
+        process that holds it and commits them (a distributed rollup's task); it still never commits."""
         self.root = Path(root)
+        self.stages_for_writer = stages_for_writer
         self.lock_timeout_s = lock_timeout_s
         self.retire_grace_s = retire_grace_s
         if not self.root.exists():
@@ -537,7 +541,8 @@ class Lake:
 
     def stage(self, table: Table, partition: Partition, data: pa.Table, name: str | None = None) -> Staged:
         """Write ``data`` as a complete Parquet file under ``_tmp/``; invisible until committed."""
-        self._require_lock()
+        if not self.stages_for_writer:
+            self._require_lock()
         if table.series and table.time_column:
             data = data.replace_schema_metadata({**(data.schema.metadata or {}), SPANS_KEY: _spans_blob(table, data)})
         final = self.new_part_path(table, partition, name)

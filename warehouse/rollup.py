@@ -30,7 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -38,6 +38,7 @@ from typing import Protocol
 import polars as pl
 import pyarrow as pa
 
+from warehouse.errors import PartitionFailed, WarehouseError
 from warehouse.lake import SUMMARIES_DIR, Lake, Partition, Staged, read_part, scan_parts
 from warehouse.schema import GPU_ALLOCATIONS, GPU_MINUTES, GPU_SAMPLES, Table
 
@@ -100,38 +101,59 @@ class RollupResult:
 Progress = Callable[[int, int], None]
 
 
+@dataclass(frozen=True)
+class PartitionJob:
+    """One (date, cluster) of the rollup as a task: everything needed to compute its parts, from any process that
+    sees the warehouse (``refresh`` plans the jobs under the writer lock and commits what they stage)."""
+
+    root: str
+    partition: Partition
+    name: str
+    """The minute part's name: a fingerprint of its inputs and settings."""
+    existing: tuple[Path, ...]
+    """The minute parts there now; when they are just ``name``, the minutes are current and only read."""
+    lifetimes: pl.DataFrame
+    """The GPU lifetimes of this partition's cluster."""
+    classifier: Classifier
+    config: RollupConfig
+    summaries: tuple[Summary, ...]
+
+
+@dataclass(frozen=True)
+class PartitionOutput:
+    """What one job staged and what its commit replaces."""
+
+    partition: Partition
+    adds: tuple[Staged, ...]
+    removes: tuple[Path, ...]
+    computed: bool
+    """Whether the minutes were recomputed (else only summaries, if any)."""
+
+
+Runner = Callable[[Callable[[PartitionJob], PartitionOutput], Sequence[PartitionJob]], Iterable[PartitionOutput]]
+"""Runs ``stage_partition`` over the jobs somewhere else (a distributed engine), yielding outputs as they finish,
+in any order; the jobs only stage parts, so committing them stays with the one writer."""
+
+
 def refresh(
     lake: Lake,
     classifier: Classifier,
     config: RollupConfig = RollupConfig(),
     progress: Progress | None = None,
     summaries: Sequence[Summary] = (),
+    runner: Runner | None = None,
 ) -> RollupResult:
     """Bring ``gpu_minutes`` (and the daily ``summaries``) up to date with the stored samples; untouched partitions
-    are not recomputed."""
+    are not recomputed. Each partition commits on its own as soon as its parts are staged, here or by ``runner``."""
     with lake.writing():
         lifetimes = gpu_lifetimes(lake)
         todo = _partitions_to_cover(lifetimes)
-        computed = fresh = 0
-        for i, partition in enumerate(todo):
-            name = f"part-{_fingerprint(lake, partition, lifetimes, classifier, config)}.parquet"
-            existing = lake.parts(GPU_MINUTES, start=partition.date, end=partition.date, cluster=partition.cluster)
-            adds: list[Staged] = []
-            removes: list[Path] = []
-            if [p.name for p in existing] == [name]:
-                fresh += 1
-                frame: pl.LazyFrame = _scan(existing)
-            else:
-                day = minutes_for_day(lake, partition, lifetimes, classifier, config)
-                adds.append(lake.stage(GPU_MINUTES, partition, day.to_arrow().cast(GPU_MINUTES.schema), name))
-                removes += existing
-                frame = day.lazy()
-                computed += 1
-            for summary in summaries:
-                staged, stale = _stage_summary(lake, summary, partition, [name], frame)
-                adds += [staged] if staged else []
-                removes += stale
-            lake.commit(adds, removes=removes)
+        jobs = [_job(lake, partition, lifetimes, classifier, config, summaries) for partition in todo]
+        outputs = runner(stage_partition, jobs) if runner else (roll_partition(lake, job) for job in jobs)
+        computed = 0
+        for i, output in enumerate(outputs):
+            lake.commit(output.adds, removes=output.removes)
+            computed += output.computed
             if progress:
                 progress(i + 1, len(todo))
         wanted = set(todo)
@@ -142,7 +164,57 @@ def refresh(
             if Lake.partition_of(p.relative_to(lake.root)) not in wanted
         ]
         lake.commit([], removes=stale + (_retired_summaries(lake, summaries) if summaries else []))
-        return RollupResult(computed, fresh, len(stale))
+        return RollupResult(computed, len(todo) - computed, len(stale))
+
+
+def _job(
+    lake: Lake,
+    partition: Partition,
+    lifetimes: pl.DataFrame,
+    classifier: Classifier,
+    config: RollupConfig,
+    summaries: Sequence[Summary],
+) -> PartitionJob:
+    return PartitionJob(
+        root=str(lake.root),
+        partition=partition,
+        name=f"part-{_fingerprint(lake, partition, lifetimes, classifier, config)}.parquet",
+        existing=tuple(lake.parts(GPU_MINUTES, start=partition.date, end=partition.date, cluster=partition.cluster)),
+        lifetimes=lifetimes.filter(pl.col("cluster") == partition.cluster),
+        classifier=classifier,
+        config=config,
+        summaries=tuple(summaries),
+    )
+
+
+def stage_partition(job: PartitionJob) -> PartitionOutput:
+    """``roll_partition`` in a process that does not hold the writer lock (a distributed engine's worker): the
+    writer that planned the job holds it meanwhile and commits what this stages. A warehouse error comes back as
+    ``PartitionFailed`` with the same message, since the engine must pickle it."""
+    try:
+        return roll_partition(Lake(job.root, stages_for_writer=True), job)
+    except WarehouseError as exc:
+        raise PartitionFailed(str(exc)) from None
+
+
+def roll_partition(lake: Lake, job: PartitionJob) -> PartitionOutput:
+    """Stage one partition's minutes (unless current) and every summary that is not current."""
+    partition = job.partition
+    adds: list[Staged] = []
+    removes: list[Path] = []
+    computed = [p.name for p in job.existing] != [job.name]
+    if computed:
+        day = minutes_for_day(lake, partition, job.lifetimes, job.classifier, job.config)
+        adds.append(lake.stage(GPU_MINUTES, partition, day.to_arrow().cast(GPU_MINUTES.schema), job.name))
+        removes += job.existing
+        frame: pl.LazyFrame = day.lazy()
+    else:
+        frame = _scan(job.existing)
+    for summary in job.summaries:
+        staged, stale = _stage_summary(lake, summary, partition, [job.name], frame)
+        adds += [staged] if staged else []
+        removes += stale
+    return PartitionOutput(partition, tuple(adds), tuple(removes), computed)
 
 
 @dataclass(frozen=True)
@@ -235,8 +307,15 @@ def _stage_summary(
     if [p.name for p in existing] == [name]:
         return None, []
     day_start = dt.datetime.combine(partition.date, dt.time(), dt.UTC)
-    frame = summary.summarize(minutes, day_start, day_start + DAY)
+    frame = _in_stable_order(summary.summarize(minutes, day_start, day_start + DAY))
     return lake.stage(table, partition, frame.to_arrow(), name), existing
+
+
+def _in_stable_order(frame: pl.DataFrame) -> pl.DataFrame:
+    """Rows sorted by every flat column, so the same minutes give the same bytes in any process and on any run (a
+    hash group_by's row order varies with threads and load)."""
+    flat = [name for name, dtype in frame.schema.items() if not dtype.is_nested()]
+    return frame.sort(flat, nulls_last=True, maintain_order=True) if flat else frame
 
 
 def _retired_summaries(lake: Lake, summaries: Sequence[Summary]) -> list[Path]:

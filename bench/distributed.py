@@ -3,8 +3,8 @@
 The fleet is simulated fresh (``gpuledger simulate``, ``gpus`` x ``days``) under the run's temporary directory.
 Every timed run is ``gpuledger warehouse rollup`` (a fresh process) with a different ``active_threshold_pct``, so
 every (date, cluster) of ``gpu_minutes`` and its daily summaries is recomputed each time: in the process itself (the
-**baseline**), then with ``--scheduler`` on a local Dask cluster started here (``dask scheduler`` and one or two
-``dask worker --nthreads 1`` processes on loopback), interleaved, best of ``repeats``. The workers share this
+**baseline**), then with ``--scheduler`` on a local Dask cluster started here (``distributed.LocalCluster``: a scheduler
+and one or two single-threaded worker processes on loopback), interleaved, best of ``repeats``. The workers share this
 machine's cores with each other and with Polars' own threads, so on a 2-core machine the speed-up is what two
 processes add over one process that already uses both cores; on separate machines each worker brings its own.
 """
@@ -12,18 +12,13 @@ processes add over one process that already uses both cores; on separate machine
 from __future__ import annotations
 
 import datetime as dt
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from bench.common import Progress, Result, clean_env, gpuledger_command, simulate_command
-
-DASK = Path(sys.executable).with_name("dask")
-START_S = 120.0
 
 
 def run(
@@ -45,7 +40,7 @@ def run(
             best["one process"] = min(best["one process"], _rollup(warehouse, next(threshold), None))
             for workers in (1, 2):
                 name = f"{workers} worker" + ("s" if workers > 1 else "")
-                with _cluster(workdir / f"dask-{workers}", workers) as address:
+                with _cluster(workers) as address:
                     best[name] = min(best[name], _rollup(warehouse, next(threshold), address))
             update(f"run {i + 1}/{repeats}: " + ", ".join(f"{k} {v:.1f} s" for k, v in best.items()))
     size = f"{gpus} GPUs x {days} days, every partition recomputed"
@@ -81,44 +76,11 @@ def _rollup(warehouse: Path, threshold_step: int, scheduler: str | None) -> floa
 
 
 @contextmanager
-def _cluster(folder: Path, workers: int) -> Iterator[str]:
-    """A Dask scheduler and ``workers`` single-threaded workers on loopback; yields the scheduler's address."""
-    from distributed import Client
+def _cluster(workers: int) -> Iterator[str]:
+    """Dask's own local cluster: a scheduler and ``workers`` single-threaded worker processes on loopback."""
+    from distributed import LocalCluster
 
-    folder.mkdir(parents=True, exist_ok=True)
-    scheduler_file = str(folder / "scheduler.json")
-    env = clean_env()
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(*args: str) -> None:
-        started.append(
-            subprocess.Popen(
-                [str(DASK), *args, "--no-dashboard"],
-                cwd=folder,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-
-    try:
-        start("scheduler", "--host", "127.0.0.1", "--port", "0", "--scheduler-file", scheduler_file)
-        deadline = time.monotonic() + START_S
-        while not os.path.exists(scheduler_file):
-            if time.monotonic() > deadline:
-                raise SystemExit("distributed rollup bench: the Dask scheduler did not start")
-            time.sleep(0.1)
-        for _ in range(workers):
-            start("worker", "--scheduler-file", scheduler_file, "--nworkers", "1", "--nthreads", "1")
-        with Client(scheduler_file=scheduler_file, timeout=START_S) as client:
-            client.wait_for_workers(workers, timeout=START_S)
-            address = str(client.scheduler.address)
-        yield address
-    finally:
-        for process in started:
-            process.terminate()
-        for process in started:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+    with LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    ) as cluster:
+        yield str(cluster.scheduler_address)

@@ -20,7 +20,8 @@ import pytest
 from click.testing import Result
 
 from gpuledger import distributed_rollup
-from warehouse.lake import SUMMARIES_DIR, Lake
+from gpuledger.settings import Settings
+from warehouse.lake import Lake
 from warehouse.rollup import summary_table
 from warehouse.schema import GPU_MINUTES, GPU_SAMPLES, Table
 
@@ -39,17 +40,8 @@ def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("dask")
     scheduler_file = str(folder / "scheduler.json")
 
-    def start(name: str, *args: str) -> subprocess.Popen[bytes]:
-        log = (folder / f"{name}.log").open("wb")
-        return subprocess.Popen([str(DASK), *args, "--no-dashboard"], cwd=folder, stdout=subprocess.DEVNULL, stderr=log)
-
-    loopback = ["--host", "127.0.0.1", "--port", "0"]
-    processes = [start("scheduler", "scheduler", *loopback, "--scheduler-file", scheduler_file)]
+    processes = [_start_scheduler(folder)]
     try:
-        deadline = time.monotonic() + START_S
-        while not Path(scheduler_file).exists():
-            assert time.monotonic() < deadline, (folder / "scheduler.log").read_text()
-            time.sleep(0.1)
         worker = ["worker", "--scheduler-file", scheduler_file, "--nworkers", "1", "--nthreads", "1"]
         processes += [_start(folder, name, *worker, "--name", name, "--memory-limit", "4GiB") for name in ("w1", "w2")]
         with Client(scheduler_file=scheduler_file, timeout=START_S) as client:
@@ -57,18 +49,22 @@ def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             address = client.scheduler.address
         yield address
     finally:
-        for process in reversed(processes):
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        _stop(processes)
 
 
 def _start(folder: Path, name: str, *args: str) -> subprocess.Popen[bytes]:
     log = (folder / f"{name}.log").open("wb")
     return subprocess.Popen([str(DASK), *args, "--no-dashboard"], cwd=folder, stdout=subprocess.DEVNULL, stderr=log)
+
+
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in reversed(processes):
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def _start_scheduler(folder: Path) -> subprocess.Popen[bytes]:
@@ -94,26 +90,14 @@ def _ran_rollup_tasks(address: str) -> dict[str, int]:
         return client.run(count)
 
 
-def _tables(lake: Lake) -> list[Table]:
-    summaries = sorted(p.name for p in (lake.root / SUMMARIES_DIR).iterdir())
-    assert summaries, "the simulated fleet has daily summaries"
-    return [GPU_MINUTES, *(summary_table(_Named(name)) for name in summaries)]
-
-
-class _Named:
-    """Just the name ``summary_table`` needs, to list a stored summary's parts."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.fingerprint = ""
-
-    def summarize(self, *_: object) -> None:
-        raise NotImplementedError
+def _tables() -> list[Table]:
+    """The rollup's tables: the minutes and every daily summary the settings keep."""
+    return [GPU_MINUTES, *(summary_table(summary) for summary in Settings().summaries.all())]
 
 
 def _visible(lake: Lake) -> dict[str, bytes]:
     """Every visible part of the rollup's tables: its path in the warehouse and its bytes."""
-    return {str(p.relative_to(lake.root)): p.read_bytes() for table in _tables(lake) for p in lake.parts(table)}
+    return {str(p.relative_to(lake.root)): p.read_bytes() for table in _tables() for p in lake.parts(table)}
 
 
 def _copy(source: Path, to: Path) -> Path:
@@ -142,9 +126,8 @@ def test_distributed_rollup_commits_the_single_process_parts_byte_for_byte(
     assert ours.keys() == theirs.keys()
     different = [path for path in ours if ours[path] != theirs[path]]
     assert not different, f"{len(different)} of {len(ours)} parts differ, first {different[:3]}"
-    assert not list((there / "_tmp").glob("*.parquet")) or all(
-        p.stat().st_nlink > 1 for p in (there / "_tmp").glob("*.parquet")
-    ), "every part a worker staged was committed"
+    staged = list((there / "_tmp").glob("*.parquet"))
+    assert all(p.stat().st_nlink > 1 for p in staged), "every part a worker staged was committed"
 
     assert all(_ran_rollup_tasks(scheduler).values()), "both workers ran partitions"
 
@@ -230,8 +213,7 @@ def test_a_scheduler_without_workers_is_given_up_on_in_one_line(
 
         result = cli("warehouse", "rollup", "--warehouse", str(root), "--scheduler", address)
     finally:
-        process.terminate()
-        process.wait(timeout=20)
+        _stop([process])
 
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output

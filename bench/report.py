@@ -36,7 +36,7 @@ WINDOWS = {
 def run(*, warehouse: Path, workdir: Path, progress: Progress, repeats: int = 3) -> list[Result]:
     results: list[Result] = []
     for suffix, window in WINDOWS.items():
-        results += _run_window(warehouse, workdir, progress, repeats, suffix, window)
+        results += run_window(warehouse, workdir, progress, repeats, suffix, window)
     results.append(checksums(warehouse=warehouse, workdir=workdir, progress=progress, repeats=repeats))
     return results
 
@@ -71,7 +71,7 @@ def checksums(*, warehouse: Path, workdir: Path, progress: Progress, repeats: in
     )
 
 
-def _run_window(
+def run_window(
     warehouse: Path, workdir: Path, progress: Progress, repeats: int, suffix: str, window: list[str]
 ) -> list[Result]:
     args = [*gpuledger_command(), "report", "--warehouse", str(warehouse), "--format", "json", *window]

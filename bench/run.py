@@ -33,6 +33,7 @@ from bench import (
     recommend,
     report,
     rollup,
+    scale,
     scrape,
 )
 from bench.common import Progress, Result, free_bytes
@@ -87,6 +88,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "distributed: the rollup of --gpus GPUs x 3 days in one process and on 1 and 2 Dask workers",
     )
     parser.add_argument(
+        "--scale",
+        choices=("all", "fleet", "promql"),
+        nargs="?",
+        const="all",
+        default=None,
+        help="run the scale curves instead of the suite: fleet: simulate, rollup and report at "
+        + ", ".join(f"{g:,} GPUs x {d} days" for g, d in scale.FLEET_SIZES)
+        + "; promql: idle waste against PromQL at "
+        + ", ".join(f"{g:,} x {d}" for g, d in scale.PROMQL_SIZES)
+        + " (GPUs x days); all (the default): both. Hours on a 2-core machine",
+    )
+    parser.add_argument(
         "--tmpdir", type=Path, default=None, help="where the temporary warehouses go (default: $TMPDIR)"
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON results file (default {RESULTS})")
@@ -98,6 +111,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.days = args.days or size["days"]
     if args.gpus < 1 or args.days < 1 or args.repeats < 1:
         parser.error("--gpus, --days and --repeats must be at least 1")
+    if args.scale and (args.only or args.quick):
+        parser.error("--scale runs its own sizes: leave out --only and --quick")
     return args
 
 
@@ -160,12 +175,16 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats,
         "quick": args.quick,
         "only": args.only,
+        "scale": args.scale,
     }
     base = args.tmpdir or Path(tempfile.gettempdir())
     base.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="gpuledger-bench-", dir=base))
     results: list[Result] = []
     try:
+        if args.scale is not None:
+            results += run_scale(args, workdir, progress)
+            return finish(args, results, machine_block, started, out, progress)
         fleet_too = args.only not in ("ingest", "follow", "dashboard", "rollup", "recommend", "cli", "distributed")
         check_disk(workdir, args.gpus, args.days, progress, fleet_too=fleet_too)
         if args.only in (None, "ingest"):
@@ -254,6 +273,28 @@ def main(argv: list[str] | None = None) -> int:
             )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    return finish(args, results, machine_block, started, out, progress)
+
+
+def run_scale(args: argparse.Namespace, workdir: Path, progress: Progress) -> list[Result]:
+    common = {"seed": args.seed, "end": DEFAULT_END, "workdir": workdir, "progress": progress, "repeats": args.repeats}
+    results: list[Result] = []
+    if args.scale in ("all", "fleet"):
+        results += scale.fleet_curve(**common)
+    if args.scale in ("all", "promql"):
+        results += scale.promql_curve(**common)
+    return results
+
+
+def finish(
+    args: argparse.Namespace,
+    results: list[Result],
+    machine_block: dict[str, Any],
+    started: float,
+    out: Console,
+    progress: Progress,
+) -> int:
+    """Print the table, write the JSON results, say which targets were missed; the exit status."""
     machine_block["load_average_at_end"] = machine.load_average()
     machine_block["bench_wall_s"] = round(time.monotonic() - started, 1)
 

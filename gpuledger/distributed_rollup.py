@@ -10,8 +10,10 @@ only here; README, Commands, says how to start a cluster.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import CancelledError
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the CLI imports this module for its error; Polars only when a rollup runs
@@ -35,7 +37,6 @@ def dask_runner(address: str) -> Iterator[Runner]:
     connect_timeout_s = CONNECT_TIMEOUT_S
     try:
         from distributed import Client, wait
-        from distributed.client import FutureCancelledError
         from distributed.comm import CommClosedError
         from distributed.scheduler import KilledWorker
     except ImportError:
@@ -80,7 +81,7 @@ def dask_runner(address: str) -> Iterator[Runner]:
             raise RollupEngineError(
                 f"Dask workers died running rollup task {exc.task}: give them more memory; {kept}"
             ) from None
-        except (FutureCancelledError, CommClosedError) as exc:
+        except (CancelledError, CommClosedError) as exc:  # FutureCancelledError, FuturesCancelledError
             raise RollupEngineError(
                 f"the Dask scheduler at {address} went away mid-rollup ({type(exc).__name__}); {kept}"
             ) from None
@@ -93,8 +94,14 @@ def dask_runner(address: str) -> Iterator[Runner]:
             with contextlib.suppress(Exception):
                 client.cancel(list(pending))
 
-    with client:
-        yield run
+    client_log = logging.getLogger("distributed.client")
+    level = client_log.level
+    client_log.setLevel(logging.CRITICAL)  # a lost scheduler is said once, in our error, not as its traceback
+    try:
+        with client:
+            yield run
+    finally:
+        client_log.setLevel(level)
 
 
 def _workers(client: Any) -> int:

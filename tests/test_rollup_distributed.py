@@ -1,7 +1,8 @@
 """The minute rollup's (date, cluster) partitions as tasks on a real Dask cluster: a scheduler and two worker
 processes started here (`dask scheduler`, `dask worker`), driven through `gpuledger warehouse rollup --scheduler`.
 The parts it commits are the single-process rollup's, byte for byte; a second run is a no-op; a scheduler that does
-not answer, and a task that fails on a worker, end in one line and leave the warehouse as it was."""
+not answer, one killed while the tasks wait on it, and a task that fails on a worker, end in one line and leave the
+warehouse as it was."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -222,3 +224,51 @@ def test_a_scheduler_without_workers_is_given_up_on_in_one_line(
     assert _visible(Lake(root)) == before
     with Lake(root).writing():
         pass
+
+
+def test_a_scheduler_killed_mid_rollup_is_one_line_and_the_rollup_runs_again(
+    sim_warehouse: Path, tmp_path: Path, cli: Cli, scheduler: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rollup's tasks are on a scheduler (one without workers, so none has run) when it is killed: the command
+    ends in one line and writes nothing, and the next run, on a scheduler with workers, does every partition."""
+    from distributed import Client
+
+    root = _copy(sim_warehouse, tmp_path / "wh")
+    before = _visible(Lake(root))
+    folder = tmp_path / "doomed"
+    folder.mkdir()
+    process = _start_scheduler(folder)
+    monkeypatch.setattr(distributed_rollup, "POLL_S", 0.5)
+    monkeypatch.setenv(THRESHOLD, "12.5")
+    outcome: list[Result] = []
+    try:
+        with Client(scheduler_file=str(folder / "scheduler.json"), timeout=START_S) as client:
+            address = client.scheduler.address
+            rollup = threading.Thread(
+                target=lambda: outcome.append(
+                    cli("warehouse", "rollup", "--warehouse", str(root), "--scheduler", address)
+                )
+            )
+            rollup.start()
+            deadline = time.monotonic() + START_S
+            while not client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)):
+                assert time.monotonic() < deadline and rollup.is_alive(), "the rollup never sent its tasks"
+                time.sleep(0.1)
+        process.kill()
+        rollup.join(timeout=START_S)
+    finally:
+        _stop([process])
+
+    assert not rollup.is_alive(), "the rollup kept waiting for a scheduler that was killed"
+    [result] = outcome
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    [line] = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert line.startswith(f"Error: the Dask scheduler at {address} went away mid-rollup"), line
+    assert "the partitions committed so far are kept; run the rollup again" in line
+    assert _visible(Lake(root)) == before
+
+    again = cli("warehouse", "rollup", "--warehouse", str(root), "--scheduler", scheduler)
+    assert again.exit_code == 0, again.output
+    computed = len(Lake(root).partitions(GPU_MINUTES))
+    assert f"rollup: {computed} partitions computed, 0 up to date" in again.output

@@ -1,0 +1,100 @@
+"""The scale curves (``python -m bench.run --scale``): the cost of simulate, rollup and report as the fleet grows,
+and idle waste against PromQL on a real Prometheus as the history grows.
+
+Each point runs the same benchmark as the default suite (``bench.fleet``, ``bench.rollup``, ``bench.report``,
+``bench.promql``) on its own size; its results are renamed ``scale_<gpus>x<days>_<name>``, and a point's warehouse
+is deleted before the next is built, so the disk holds one size at a time. A PromQL point that fails (Prometheus
+refusing a query past its default limits, or not answering) ends that curve with a note saying where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from analysis.units import GIB
+from bench import fleet, promql, report, rollup
+from bench.common import Progress, Result, free_bytes
+
+FLEET_SIZES: tuple[tuple[int, int], ...] = ((1024, 30), (2048, 30), (4096, 30))
+"""(GPUs, days) of the simulate / rollup / report curve (issue 17)."""
+PROMQL_SIZES: tuple[tuple[int, int], ...] = ((64, 7), (256, 7), (1024, 7), (1024, 30))
+"""(GPUs, days) of the idle-waste-against-PromQL curve (issue 17)."""
+
+
+def point_name(gpus: int, days: int, name: str) -> str:
+    return f"scale_{gpus}x{days}_{name}"
+
+
+def _renamed(results: Sequence[Result], gpus: int, days: int) -> list[Result]:
+    return [
+        dataclasses.replace(r, name=point_name(gpus, days, r.name), note=f"{gpus} GPUs x {days} days: {r.note}")
+        for r in results
+    ]
+
+
+def fleet_curve(
+    *,
+    sizes: Sequence[tuple[int, int]] = FLEET_SIZES,
+    seed: int,
+    end: dt.datetime,
+    workdir: Path,
+    progress: Progress,
+    repeats: int,
+) -> list[Result]:
+    """simulate (with ingest and rollup), one rollup partition against its baseline, and the report over the
+    default window and the whole history, at every size."""
+    results: list[Result] = []
+    for gpus, days in sizes:
+        needed = fleet.estimated_bytes(gpus, days)
+        if free_bytes(workdir) < needed:
+            progress.note(
+                f"scale: stopped before {gpus} GPUs x {days} days, about {needed / GIB:,.1f} GiB needed under "
+                f"{workdir} (pass --tmpdir on a larger disk)"
+            )
+            break
+        here = workdir / f"fleet-{gpus}x{days}"
+        here.mkdir()
+        try:
+            progress.note(f"scale: {gpus} GPUs x {days} days")
+            simulated = fleet.simulate(gpus=gpus, days=days, seed=seed, end=end, workdir=here, progress=progress)
+            point = [*simulated.results]
+            point += rollup.run(warehouse=simulated.warehouse, workdir=here, progress=progress, repeats=repeats)
+            for suffix, window in report.WINDOWS.items():
+                point += report.run_window(simulated.warehouse, here, progress, repeats, suffix, window)
+            results += _renamed(point, gpus, days)
+        except RuntimeError as exc:  # a command that failed at this size: the curve ends, the points so far stay
+            progress.note(f"scale: the fleet curve stops at {gpus} GPUs x {days} days: {exc}")
+            break
+        finally:
+            shutil.rmtree(here, ignore_errors=True)
+    return results
+
+
+def promql_curve(
+    *,
+    sizes: Sequence[tuple[int, int]] = PROMQL_SIZES,
+    seed: int,
+    end: dt.datetime,
+    workdir: Path,
+    progress: Progress,
+    repeats: int,
+) -> list[Result]:
+    """``bench.promql`` at every size, in order, until one fails; the failure is noted, not raised."""
+    results: list[Result] = []
+    for gpus, days in sizes:
+        progress.note(f"scale: PromQL curve, {gpus} GPUs x {days} days")
+        try:
+            point = promql.run(
+                gpus=gpus, days=days, seed=seed, end=end, workdir=workdir, progress=progress, repeats=repeats
+            )
+        except Exception as exc:  # the curve ends here, and what stopped it is the finding
+            progress.note(f"scale: the PromQL curve stops at {gpus} GPUs x {days} days: {type(exc).__name__}: {exc}")
+            break
+        if not point:
+            break  # promql.run said why (no Prometheus installed)
+        results += _renamed(point, gpus, days)
+    return results

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from analysis.units import GIB
@@ -46,32 +46,25 @@ def fleet_curve(
     repeats: int,
 ) -> list[Result]:
     """simulate (with ingest and rollup), one rollup partition against its baseline, and the report over the
-    default window and the whole history, at every size."""
-    results: list[Result] = []
-    for gpus, days in sizes:
+    default window and the whole history, at every size; a command that fails ends the curve."""
+
+    def measure(gpus: int, days: int) -> list[Result]:
         needed = fleet.estimated_bytes(gpus, days)
         if free_bytes(workdir) < needed:
-            progress.note(
-                f"scale: stopped before {gpus} GPUs x {days} days, about {needed / GIB:,.1f} GiB needed under "
-                f"{workdir} (pass --tmpdir on a larger disk)"
-            )
-            break
+            raise RuntimeError(f"about {needed / GIB:,.1f} GiB needed under {workdir} (pass --tmpdir on a larger disk)")
         here = workdir / f"fleet-{gpus}x{days}"
         here.mkdir()
         try:
-            progress.note(f"scale: {gpus} GPUs x {days} days")
             simulated = fleet.simulate(gpus=gpus, days=days, seed=seed, end=end, workdir=here, progress=progress)
             point = [*simulated.results]
             point += rollup.run(warehouse=simulated.warehouse, workdir=here, progress=progress, repeats=repeats)
             for suffix, window in report.WINDOWS.items():
                 point += report.run_window(simulated.warehouse, here, progress, repeats, suffix, window)
-            results += _renamed(point, gpus, days)
-        except RuntimeError as exc:  # a command that failed at this size: the curve ends, the points so far stay
-            progress.note(f"scale: the fleet curve stops at {gpus} GPUs x {days} days: {exc}")
-            break
+            return point
         finally:
             shutil.rmtree(here, ignore_errors=True)
-    return results
+
+    return _curve("fleet", sizes, measure, progress, stops_on=RuntimeError)
 
 
 def promql_curve(
@@ -83,18 +76,34 @@ def promql_curve(
     progress: Progress,
     repeats: int,
 ) -> list[Result]:
-    """``bench.promql`` at every size, in order, until one fails; the failure is noted, not raised."""
+    """``bench.promql`` at every size; any failure (Prometheus refusing a query, or not answering) ends the curve,
+    and where it stopped is the finding."""
+
+    def measure(gpus: int, days: int) -> list[Result]:
+        return promql.run(gpus=gpus, days=days, seed=seed, end=end, workdir=workdir, progress=progress, repeats=repeats)
+
+    return _curve("PromQL", sizes, measure, progress, stops_on=Exception)
+
+
+def _curve(
+    label: str,
+    sizes: Sequence[tuple[int, int]],
+    measure: Callable[[int, int], list[Result]],
+    progress: Progress,
+    *,
+    stops_on: type[Exception],
+) -> list[Result]:
+    """``measure`` at every size in order, its results renamed per point, until one raises ``stops_on`` (noted, not
+    raised) or measures nothing (it said why, such as no Prometheus installed); the points before it stay."""
     results: list[Result] = []
     for gpus, days in sizes:
-        progress.note(f"scale: PromQL curve, {gpus} GPUs x {days} days")
+        progress.note(f"scale: {label} curve, {gpus} GPUs x {days} days")
         try:
-            point = promql.run(
-                gpus=gpus, days=days, seed=seed, end=end, workdir=workdir, progress=progress, repeats=repeats
-            )
-        except Exception as exc:  # the curve ends here, and what stopped it is the finding
-            progress.note(f"scale: the PromQL curve stops at {gpus} GPUs x {days} days: {type(exc).__name__}: {exc}")
+            point = measure(gpus, days)
+        except stops_on as exc:
+            progress.note(f"scale: the {label} curve stops at {gpus} GPUs x {days} days: {type(exc).__name__}: {exc}")
             break
         if not point:
-            break  # promql.run said why (no Prometheus installed)
+            break
         results += _renamed(point, gpus, days)
     return results

@@ -100,6 +100,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         + " (GPUs x days); all (the default): both. Hours on a 2-core machine",
     )
     parser.add_argument(
+        "--sizes",
+        type=_sizes,
+        default=None,
+        help="with --scale fleet or --scale promql: measure only these sizes, GPUSxDAYS separated by commas "
+        "(4096x30), to add a point to a curve measured before",
+    )
+    parser.add_argument(
         "--tmpdir", type=Path, default=None, help="where the temporary warehouses go (default: $TMPDIR)"
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON results file (default {RESULTS})")
@@ -113,7 +120,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--gpus, --days and --repeats must be at least 1")
     if args.scale and (args.only or args.quick):
         parser.error("--scale runs its own sizes: leave out --only and --quick")
+    if args.sizes and args.scale not in ("fleet", "promql"):
+        parser.error("--sizes belongs to one curve: pass --scale fleet or --scale promql with it")
     return args
+
+
+def _sizes(text: str) -> tuple[tuple[int, int], ...]:
+    """``4096x30,1024x7`` as ((4096, 30), (1024, 7))."""
+    sizes = []
+    for piece in text.split(","):
+        gpus, _, days = piece.strip().partition("x")
+        if not (gpus.isdigit() and days.isdigit() and int(gpus) > 0 and int(days) > 0):
+            raise argparse.ArgumentTypeError(f"{piece.strip()!r} is not GPUSxDAYS (such as 4096x30)")
+        sizes.append((int(gpus), int(days)))
+    return tuple(sizes)
 
 
 def _fmt(value: float | None, unit: str) -> str:
@@ -280,9 +300,9 @@ def run_scale(args: argparse.Namespace, workdir: Path, progress: Progress) -> li
     common = {"seed": args.seed, "end": DEFAULT_END, "workdir": workdir, "progress": progress, "repeats": args.repeats}
     results: list[Result] = []
     if args.scale in ("all", "fleet"):
-        results += scale.fleet_curve(**common)
+        results += scale.fleet_curve(**common, sizes=args.sizes or scale.FLEET_SIZES)
     if args.scale in ("all", "promql"):
-        results += scale.promql_curve(**common)
+        results += scale.promql_curve(**common, sizes=args.sizes or scale.PROMQL_SIZES)
     return results
 
 

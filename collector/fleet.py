@@ -8,9 +8,10 @@ the real capture; they are simulator assumptions, not measurements of your fleet
 Every pod has the owner chain its controller gives it (``Holder.owner``, built by ``collector.workloads.owner_chain``
 so its workload is what a scrape of kube-state-metrics would give): serving replicas (``h100-llm``, ``a10g-serve``,
 ``l4-serve``, ``l4-small``, the time-sliced ``autocomplete`` and ``reranker``) are ``Pod<-ReplicaSet/<deploy>-<template
-hash><-Deployment/<deploy>``; research notebooks ``Pod<-StatefulSet/jupyter-<user>-<rank>``; the research pool's
-fine-tuning runs and ``nightly-embeddings`` are runs of one CronJob each (``Pod<-Job/finetune-<scheduled
-minutes><-CronJob/finetune``, so all the runs are one workload ``finetune``); whole-node training is one PyTorchJob
+hash><-Deployment/<deploy>``; research notebooks ``Pod<-StatefulSet/jupyter-<user>-<rank>`` (on the pool's n-th
+node after the first ``jupyter-<user>-<n>-<rank>``, so no two pods share a name); the research pool's fine-tuning
+runs and ``nightly-embeddings`` are runs of one CronJob each (``Pod<-Job/finetune-<scheduled minutes><-CronJob/
+finetune``, so all the runs are one workload ``finetune``); whole-node training is one PyTorchJob
 per run (``Pod<-PyTorchJob/<team>-<5>``, pod ``<job>-worker-0``), except on the ``a100-train-spot`` pool, whose runs
 are KubeRay RayClusters (``Pod<-RayCluster/<team>-<5>``, pod ``<cluster>-gpu-group-worker-<5>`` as KubeRay's
 ``buildWorkerPod`` generates it: ``<raycluster>-<group>-worker-`` and 5 random characters).
@@ -100,6 +101,8 @@ class Node:
     power_limit_w: float
     offset_s: int
     gpu_uuids: list[str]
+    pool_index: int = 0
+    """The node's number within its pool (0 for the first), so names a pool's nodes share stay unique."""
 
     @property
     def provider_id(self) -> str:
@@ -275,7 +278,7 @@ def _nodes(gpus: int, rng: np.random.Generator) -> list[Node]:
     nodes: list[Node] = []
     for pool, n in _node_counts(gpus):
         itype = catalog[pool.instance_type]
-        for _ in range(n):
+        for index in range(n):
             if itype.gpu_model == calibration["gpu_model"]:
                 fb_total, limit = int(calibration["fb_total_bytes"]), float(calibration["power_limit_w"])
             else:
@@ -293,6 +296,7 @@ def _nodes(gpus: int, rng: np.random.Generator) -> list[Node]:
                     power_limit_w=limit,
                     offset_s=int(rng.integers(0, 60)),
                     gpu_uuids=[_uuid(rng) for _ in range(itype.gpu_count)],
+                    pool_index=index,
                 )
             )
     return nodes
@@ -436,8 +440,9 @@ def _plan_research(
     for rank, gpu in enumerate(ids):
         if rank < len(ids) // 2:
             user = users[int(rng.integers(len(users)))]
-            owners = (("StatefulSet", f"jupyter-{user}-{rank}"),)
-            holder = _holder(holders, node, "research", f"jupyter-{user}-{rank}-0", "notebook", owners, "notebook")
+            notebook = f"jupyter-{user}-{rank}" if not node.pool_index else f"jupyter-{user}-{node.pool_index}-{rank}"
+            owners = (("StatefulSet", notebook),)
+            holder = _holder(holders, node, "research", f"{notebook}-0", "notebook", owners, "notebook")
             segs.add(
                 gpu,
                 0.0,

@@ -6,12 +6,13 @@ from __future__ import annotations
 import datetime as dt
 from fractions import Fraction
 
+import polars as pl
 import pytest
 
 from analysis.pricing import ON_DEMAND, SPOT, PriceCatalog
 from analysis.recommend.manifests import node_selector_patch, nodepool, requirement
 from analysis.recommend.model import Manifest, Recommendation, RecommendationSet
-from analysis.recommend.node_hours import BUCKET_HOURS, NodeFleet, PodRun, Pool, bank
+from analysis.recommend.node_hours import BUCKET_HOURS, NodeFleet, PodRun, Pool, bank, node_fleet
 from analysis.recommend.packing import PoolSpec, units
 from analysis.recommend.plan import build_plan
 from analysis.units import HOURS_PER_MONTH
@@ -182,3 +183,59 @@ def test_mig_on_a_spot_pool_banks_the_slices_packed_on_spot_nodes() -> None:
     alone = rec("mig", ["embed"], {k: v for k, v in evidence.items() if k != "spot"})
     (on_demand,), _ = bank(nodes, "c1", [alone])  # the same slices on the on-demand nodes: one node goes
     assert on_demand.savings_usd_month == pytest.approx(24 * P5_USD * MONTH)
+
+
+A100 = "NVIDIA A100-SXM4-80GB"
+P4DE = ("c1", "a100-research", "p4de.24xlarge", ON_DEMAND)
+
+
+def _held_fleet(held: list[tuple[str, str, str, float | None]]) -> NodeFleet:
+    """``node_fleet`` over two p4de.24xlarge nodes present for 2 h and ``held`` rows (node, GPU, pod, vCPUs
+    requested), each held for both hours."""
+    hours = [START, START + dt.timedelta(hours=1)]
+    nodes = ["n1", "n2"]
+    held_rows = pl.DataFrame(
+        [
+            {"cluster": "c1", "node": node, "gpu_model": A100, "bucket": hour, "namespace": "research",
+             "workload": pod.rsplit("-", 1)[0], "pod": pod, "gpu_uuid": gpu, "mig_instance_id": None,
+             "mig_profile": None, "share": 1.0, "cpu_request": cpu, "memory_request_bytes": None}
+            for node, gpu, pod, cpu in held for hour in hours
+        ],
+        schema_overrides={"mig_instance_id": pl.Int64, "mig_profile": pl.String, "memory_request_bytes": pl.Int64,
+                          "cpu_request": pl.Float64},
+    )  # fmt: skip
+    present = pl.DataFrame([{"cluster": "c1", "node": n, "bucket": h} for n in nodes for h in hours])
+    facts = pl.DataFrame(
+        [{"cluster": "c1", "node": n, "node_group": P4DE[1], "instance_type": P4DE[2], "capacity_type": P4DE[3],
+          "region": "us-east-1", "gpu_count": 8, "gpu_count_basis": "instance type"} for n in nodes]
+    )  # fmt: skip
+    prices = pl.DataFrame(
+        [{"cluster": "c1", "node": n, "usd_per_gpu_hour": 5.12, "price_source": "hand-made"} for n in nodes]
+    )
+    streaks = pl.DataFrame(
+        schema={"cluster": pl.String, "namespace": pl.String, "workload": pl.String, "start": pl.Datetime("us", "UTC"),
+                "end": pl.Datetime("us", "UTC"), "minutes": pl.Int64}
+    )  # fmt: skip
+    return node_fleet(WINDOW, held_rows, present, facts, prices, streaks, CATALOG, idle_reclaim_hours=24.0)
+
+
+def test_a_pod_seen_on_two_nodes_in_one_hour_requests_what_it_held_on_one() -> None:
+    """A StatefulSet pod moved to another node keeps its name: its hour on both nodes is one pod of one GPU, not a
+    pod of two GPUs (the 4,096-GPU simulated fleet once summed 12 such GPUs into a request no 8-GPU node takes)."""
+    made = _held_fleet([("n1", "GPU-a", "jupyter-ann-0", None), ("n2", "GPU-b", "jupyter-ann-0", None)])
+    (only,) = made.pods
+    assert (only.pod, only.request[0], only.hours) == ("jupyter-ann-0", units(Fraction(1)), (0, 1))
+
+
+def test_a_request_no_node_of_its_pool_takes_is_named_and_the_plan_still_runs() -> None:
+    """A p4de.24xlarge has 96 vCPUs: a pod requesting 500 is not packed, the note names it, and the rest is banked."""
+    made = _held_fleet([("n1", "GPU-a", "huge-0", 500.0), ("n2", "GPU-b", "small-0", 4.0)])
+    assert [p.pod for p in made.pods] == ["small-0"]
+    (note,) = [n for n in made.notes if "fit on no node" in n]
+    assert note == (
+        "1 pod request(s) fit on no node of their pool and are not packed: research/huge-0 in "
+        "c1/a100-research/p4de.24xlarge/on-demand (500 vCPUs requested, 96 per node, 2 h); check the pods' GPU "
+        "requests and the nodes' instance types"
+    )
+    _, nodes = bank(made, "c1", [])
+    assert nodes.packed_today[P4DE] == 2.0  # small-0 on one node for 2 h

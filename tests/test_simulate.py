@@ -58,6 +58,15 @@ def test_fleet_has_exactly_the_gpus_asked_for(gpus: int) -> None:
     assert len({n.name for n in fleet.nodes}) == len(fleet.nodes)
 
 
+@pytest.mark.parametrize("gpus", [64, 1024, 4096])
+def test_no_two_pods_share_a_name(gpus: int) -> None:
+    """Kubernetes names a pod once per namespace: the 4,096-GPU fleet once gave 12 research nodes the same notebook
+    pod (8 names for 64 nodes' StatefulSets), which the node packing read as one pod holding 12 GPUs."""
+    holders = plan(gpus, 2, 42, END).holders
+    names = [(h.namespace, h.pod) for h in holders]
+    assert len(set(names)) == len(names)
+
+
 def test_nodes_use_real_instance_types(sim_warehouse: Path) -> None:
     nodes = Lake(sim_warehouse).scan(NODES).collect()
     catalog = instance_types()

@@ -26,7 +26,9 @@ x 730 / window hours, minus the expected spot interruption loss of the pods it p
 the packing before it (today's pods, packed, for the first), never against today's possibly loose fleet, so the
 changes add up: the plan's total is node-hours seen - node-hours after the plan, x price. A change that frees GPUs
 but no node saves $0 and says what else would have to move. Pods on nodes with no known instance type or price are
-not packed (the count is in ``notes``); pods with no CPU or memory request known are packed by their GPUs alone.
+not packed (the count is in ``notes``); pods with no CPU or memory request known are packed by their GPUs alone. A
+pod seen on two nodes in one hour (a StatefulSet pod moved to another node keeps its name) requests the most it held
+on one node; a request no node of its pool could take is not packed and named in ``notes``.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from analysis.recommend.packing import (
     pack_bucket,
     requests_of,
     to_free_a_node,
+    too_large_for,
     units,
 )
 from analysis.recommend.packing import (
@@ -66,6 +69,8 @@ from analysis.units import GIB, HOURS_PER_MONTH
 from analysis.window import Window
 
 BUCKET_HOURS: Final = 1.0
+_NAMED: Final = 5
+"""Pods a note names before it counts the rest."""
 RULE: Final = (
     "per cluster, today's pods packed hour by hour onto their node pools, then the plan's changes applied in plan "
     "order and packed again; a change's saving = node-hours removed x price per node-hour x 730 / window hours "
@@ -324,8 +329,10 @@ def node_fleet(
     )
     per_hour = (
         shares.join(node_pool, on=["cluster", "node"], how="left")
-        .group_by(*keys, "namespace", "workload", "pod", "bucket")
+        .group_by(*keys, "namespace", "workload", "pod", "bucket", "node")
         .agg(pl.col("share").sum().alias("gpu"))
+        .group_by(*keys, "namespace", "workload", "pod", "bucket")
+        .agg(pl.col("gpu").max())
         .with_columns(
             pl.when((pl.col("gpu") > 1) & (pl.col("gpu") != pl.col("gpu").round()))
             .then(pl.col("gpu").ceil())
@@ -349,22 +356,28 @@ def node_fleet(
     )
     pods = []
     no_requests = 0
+    too_large: list[str] = []
     for row in runs_frame.iter_rows(named=True):
         key = _pool_key(row)
         if key not in pools:
             continue
+        wanted: Request = (units(float(row["gpu"])), float(row["cpu"] or 0.0), float(row["memory_gib"] or 0.0))
+        name = f"{row['namespace']}/{row['pod']}"
+        reason = too_large_for(wanted, pools[key].spec)
+        if reason is not None:
+            too_large.append(f"{name} in {'/'.join(key)} ({reason}, {len(row['hour'])} h)")
+            continue
         if row["cpu"] is None and row["memory_gib"] is None:
             no_requests += 1
-        share = units(float(row["gpu"]))
         pods.append(
-            PodRun(
-                key,
-                row["namespace"],
-                row["workload"],
-                row["pod"],
-                (share, float(row["cpu"] or 0.0), float(row["memory_gib"] or 0.0)),
-                tuple(int(h) for h in row["hour"]),
-            )
+            PodRun(key, row["namespace"], row["workload"], row["pod"], wanted, tuple(int(h) for h in row["hour"]))
+        )
+    if too_large:
+        shown = "; ".join(too_large[:_NAMED])
+        more = f" and {len(too_large) - _NAMED} more" if len(too_large) > _NAMED else ""
+        notes.append(
+            f"{len(too_large)} pod request(s) fit on no node of their pool and are not packed: {shown}{more}; check "
+            "the pods' GPU requests and the nodes' instance types"
         )
     if no_requests:
         notes.append(

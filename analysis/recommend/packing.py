@@ -199,18 +199,20 @@ def _pools(frame: pl.DataFrame) -> dict[tuple[Any, ...], PoolSpec]:
     return pools
 
 
-def _too_large(pod: _Pod, pool: PoolSpec) -> str | None:
-    if pod.gpu > pool.gpus * UNITS:
-        return f"{pod.gpu / UNITS:g} GPUs requested, {pool.gpus} per node"
-    if pool.vcpus is not None and pod.cpu > pool.vcpus:
-        return f"{pod.cpu:g} vCPUs requested, {pool.vcpus:g} per node"
-    if pool.memory_gib is not None and pod.memory_gib > pool.memory_gib:
-        return f"{pod.memory_gib:g} GiB requested, {pool.memory_gib:g} GiB per node"
-    return None
-
-
 Request = tuple[int, float, float]
 """A pod's (GPU share in ``UNITS``, vCPUs, GiB of memory) as the packing compares them."""
+
+
+def too_large_for(wanted: Request, pool: PoolSpec) -> str | None:
+    """Why a request fits on no empty node of ``pool`` (which resource, how much of it a node has), or None."""
+    gpu, cpu, memory_gib = wanted
+    if gpu > pool.gpus * UNITS:
+        return f"{gpu / UNITS:g} GPUs requested, {pool.gpus} per node"
+    if pool.vcpus is not None and cpu > pool.vcpus:
+        return f"{cpu:g} vCPUs requested, {pool.vcpus:g} per node"
+    if pool.memory_gib is not None and memory_gib > pool.memory_gib:
+        return f"{memory_gib:g} GiB requested, {pool.memory_gib:g} GiB per node"
+    return None
 
 
 @dataclass(frozen=True)
@@ -254,7 +256,7 @@ def pack_bucket(pool: PoolSpec, requests: tuple[Request, ...]) -> Bucket:
     node_of = []
     for i, (gpu, cpu, memory) in enumerate(requests):
         pod = _Pod(f"#{i}", gpu, cpu, memory)
-        reason = _too_large(pod, pool)
+        reason = too_large_for((gpu, cpu, memory), pool)
         if reason is not None:
             raise PodDoesNotFit(f"request #{i} ({gpu / UNITS:g} GPUs)", pool.key, reason)
         index = next((j for j, node in enumerate(nodes) if node.place(pod, pool)), None)
@@ -296,7 +298,7 @@ def pack(pools: pl.DataFrame | pl.LazyFrame, pods: pl.DataFrame | pl.LazyFrame) 
             wanted = request(float(row["gpu"]), row.get("cpu"), row.get("memory_gib"), name)
             if pool is None:
                 raise UnknownNodePool(name, key)
-            reason = _too_large(_Pod(name, *wanted), pool)
+            reason = too_large_for(wanted, pool)
             if reason is not None:
                 raise PodDoesNotFit(name, key, reason)
             named.append((wanted, name))

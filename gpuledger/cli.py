@@ -800,6 +800,35 @@ def check(ctx: click.Context, warehouse: Path | None, quarantine: bool) -> None:
 @warehouse_option()
 @click.pass_context
 @one_line_errors
+def migrate(ctx: click.Context, warehouse: Path | None) -> None:
+    """Give every table a Delta Lake log listing its parts (Spark, Trino, Athena, DuckDB and Polars read it);
+    brings a log in line after an older release wrote, and makes a damaged one anew. Safe to run again."""
+    from warehouse import maintenance
+    from warehouse.lake import Lake
+
+    lake = Lake(warehouse_path(ctx, warehouse))
+    with progress_bar("writing Delta logs") as bar:
+        done = maintenance.migrate(lake, progress=bar)
+    for table in done:
+        if table.rebuilt:
+            click.echo(
+                f"{table.table}: the Delta log could not be read; moved it under _quarantine/, made it anew "
+                f"with {table.added} parts"
+            )
+        elif table.created:
+            click.echo(f"{table.table}: Delta log made with {table.added} parts")
+        elif table.added or table.removed:
+            click.echo(f"{table.table}: Delta log brought in line: {table.added} parts added, {table.removed} removed")
+        else:
+            click.echo(f"{table.table}: Delta log in line")
+    if not done:
+        click.echo("no tables to migrate: the warehouse is empty")
+
+
+@warehouse.command()
+@warehouse_option()
+@click.pass_context
+@one_line_errors
 def compact(ctx: click.Context, warehouse: Path | None) -> None:
     """Merge each partition's small parts (atomic per partition)."""
     from warehouse import maintenance

@@ -206,7 +206,7 @@ def test_quarantine_of_a_part_still_under_a_pending_journal(cli: Cli, root: Path
 
     lake = Lake(root)
 
-    def killed(self: Lake, journal: dict) -> None:
+    def killed(self: Lake, journal: object, version: int) -> None:
         raise RuntimeError("killed after the commit point")
 
     with monkeypatch.context() as patch, lake.writing():

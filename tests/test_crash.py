@@ -20,7 +20,7 @@ import polars as pl
 import pytest
 
 from tests.conftest import REPO, T0, sample_rows
-from warehouse import maintenance
+from warehouse import delta_log, maintenance
 from warehouse.ingest import append, conform
 from warehouse.lake import Lake, Partition, Staged
 from warehouse.schema import GPU_SAMPLES, TABLES
@@ -216,6 +216,9 @@ def test_killed_writers_leave_whole_batches_and_a_readable_warehouse(tmp_path: P
     table_dir = lake.table_dir(GPU_SAMPLES)
     assert all(table_dir in part.parents for part in lake.parts(GPU_SAMPLES))
     assert len(lake.parts(GPU_SAMPLES)) == PARTITIONS_PER_BATCH * len(visible)
+    # The Delta log, written after each commit's links and rolled forward with it, lists what gpuledger reads.
+    assert delta_log.logged_parts(table_dir) == sorted(str(p.relative_to(table_dir)) for p in lake.parts(GPU_SAMPLES))
+    assert pl.scan_delta(str(table_dir)).select(pl.len()).collect().item() == ROWS_PER_BATCH * len(visible)
 
 
 # ------------------------------------------------------------------------------- deterministic crash points
@@ -225,7 +228,7 @@ class WriterKilled(BaseException):
     """Stands for SIGKILL: a BaseException, so nothing between the crash point and the test catches it."""
 
 
-def _die(self: Lake, journal: dict[str, list]) -> None:
+def _die(self: Lake, journal: object, version: int) -> None:
     raise WriterKilled
 
 

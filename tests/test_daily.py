@@ -20,7 +20,7 @@ from gpuledger.settings import Settings
 from tests.conftest import T0, allocation_rows, sample_rows
 from warehouse import rollup
 from warehouse.ingest import append
-from warehouse.lake import Lake
+from warehouse.lake import SUMMARIES_DIR, Lake
 from warehouse.schema import GPU_ALLOCATIONS, GPU_MINUTES, GPU_SAMPLES
 
 NOW = dt.datetime(2026, 11, 27, tzinfo=dt.UTC)
@@ -56,11 +56,11 @@ def assert_same_report(got: Any, want: Any, path: str = "") -> None:
 
 @pytest.mark.parametrize("start", [None, "2000-01-01", "2026-11-18T07:31:00"])
 def test_report_from_stored_days_equals_report_from_minutes(sim_copy: Lake, settings: Settings, start) -> None:
-    stored = list((sim_copy.root / rollup.SUMMARIES_DIR).rglob("*.parquet"))
+    stored = list((sim_copy.root / SUMMARIES_DIR).rglob("*.parquet"))
     # the simulate job stored every summary of every day
     assert len(stored) == len(settings.summaries.all()) * len(sim_copy.parts(GPU_MINUTES))
     from_days = _report(sim_copy, settings, start)
-    shutil.rmtree(sim_copy.root / rollup.SUMMARIES_DIR)
+    shutil.rmtree(sim_copy.root / SUMMARIES_DIR)
     assert_same_report(_report(sim_copy, settings, start), from_days)
 
 
@@ -99,13 +99,13 @@ def test_changed_mig_settings_recompute_only_the_mig_summaries(sim_copy: Lake, s
     assert rollup.is_fresh(sim_copy, settings.state_rules, settings.rollup, settings.summaries.all())
     slower = settings.model_copy(update={"mig_half_life_hours": 48.0})
     assert not rollup.is_fresh(sim_copy, slower.state_rules, slower.rollup, slower.summaries.all())
-    before = {p.name for p in (sim_copy.root / rollup.SUMMARIES_DIR / "minute_groups").rglob("*.parquet")}
+    before = {p.name for p in (sim_copy.root / SUMMARIES_DIR / "minute_groups").rglob("*.parquet")}
     result = jobs.refresh(sim_copy, slower)
     assert result.computed == 0  # the minutes themselves did not change
-    assert {p.name for p in (sim_copy.root / rollup.SUMMARIES_DIR / "minute_groups").rglob("*.parquet")} == before
+    assert {p.name for p in (sim_copy.root / SUMMARIES_DIR / "minute_groups").rglob("*.parquet")} == before
     assert rollup.is_fresh(sim_copy, slower.state_rules, slower.rollup, slower.summaries.all())
     with_stored = _report(sim_copy, slower, "2000-01-01")
-    shutil.rmtree(sim_copy.root / rollup.SUMMARIES_DIR)
+    shutil.rmtree(sim_copy.root / SUMMARIES_DIR)
     assert_same_report(_report(sim_copy, slower, "2000-01-01"), with_stored)
 
 
@@ -122,7 +122,7 @@ def test_a_summary_of_replaced_minutes_is_not_read(lake: Lake, settings: Setting
     assert len(visible) == len(settings.summaries.all())  # one per summary: the replaced day's old ones are retired
     with Lake(lake.root, retire_grace_s=0).writing():
         pass  # past the grace period the next writer unlinks retired files
-    stored = list((lake.root / rollup.SUMMARIES_DIR).rglob("*.parquet"))
+    stored = list((lake.root / SUMMARIES_DIR).rglob("*.parquet"))
     assert sorted(stored) == sorted(visible)
     second = _report(lake, settings, "2026-11-02")
     assert second["states"]["active"] == pytest.approx(0.5)
@@ -152,19 +152,19 @@ def test_a_mig_gpu_counts_its_instances_on_the_days_they_exist(lake: Lake, setti
 
 def test_an_unreadable_summary_is_recomputed_not_fatal(sim_copy: Lake, settings: Settings, caplog) -> None:
     want = _report(sim_copy, settings, "2000-01-01")
-    broken = sorted((sim_copy.root / rollup.SUMMARIES_DIR / "minute_groups").rglob("*.parquet"))[1]
+    broken = sorted((sim_copy.root / SUMMARIES_DIR / "minute_groups").rglob("*.parquet"))[1]
     broken.write_bytes(b"not parquet")
     assert_same_report(_report(sim_copy, settings, "2000-01-01"), want)
     assert "unreadable" in caplog.text and broken.name in caplog.text
 
 
 def test_a_retired_summary_is_removed_by_the_next_rollup(sim_copy: Lake, settings: Settings) -> None:
-    retired = sim_copy.root / rollup.SUMMARIES_DIR / "gpu_timeline" / "date=2026-11-18" / "cluster=c1"
+    retired = sim_copy.root / SUMMARIES_DIR / "gpu_timeline" / "date=2026-11-18" / "cluster=c1"
     retired.mkdir(parents=True)
     (retired / "part-0123456789abcdef0123.parquet").write_bytes(b"an older version's summary")
     jobs.refresh(sim_copy, settings)
-    assert not sim_copy.parts(rollup._summary_table("gpu_timeline"))
+    assert not sim_copy.parts(rollup.summary_table_named("gpu_timeline"))
     with Lake(sim_copy.root, retire_grace_s=0).writing():
         pass  # past the grace period the next writer unlinks retired files
-    assert not list((sim_copy.root / rollup.SUMMARIES_DIR / "gpu_timeline").rglob("*.parquet"))
-    assert (sim_copy.root / rollup.SUMMARIES_DIR / "minute_groups").is_dir()
+    assert not list((sim_copy.root / SUMMARIES_DIR / "gpu_timeline").rglob("*.parquet"))
+    assert (sim_copy.root / SUMMARIES_DIR / "minute_groups").is_dir()

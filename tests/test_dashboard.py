@@ -17,8 +17,7 @@ from streamlit.testing.v1 import AppTest
 from dashboards import context, fmt
 from gpuledger.settings import Settings
 from gpuledger.viewing import Viewing
-from warehouse import rollup
-from warehouse.lake import Lake
+from warehouse.lake import SUMMARIES_DIR, Lake
 from warehouse.schema import GPU_MINUTES
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboards" / "app.py")
@@ -201,14 +200,14 @@ def test_without_daily_summaries_the_numbers_hold_and_a_note_says_why_it_is_slow
 ) -> None:
     root = tmp_path / "wh"
     shutil.copytree(sim_warehouse, root)
-    shutil.rmtree(root / rollup.SUMMARIES_DIR)
+    shutil.rmtree(root / SUMMARIES_DIR)
     at = open_page(app(root), "overview")
     assert not [w.value for w in at.warning if not w.value.startswith("Stale list prices:")]
     assert any("daily summaries" in i.value and "gpuledger warehouse rollup" in i.value for i in at.info)
     shown = metrics(at)
     for label, value in expected(report)["overview"].items():
         assert shown.get(label) == value, (label, shown)
-    assert not (root / rollup.SUMMARIES_DIR).exists(), "the dashboard wrote to the warehouse"
+    assert not (root / SUMMARIES_DIR).exists(), "the dashboard wrote to the warehouse"
 
 
 def test_dashboard_command_is_documented_and_binds_localhost(cli: Callable[..., Result]) -> None:

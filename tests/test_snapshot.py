@@ -214,7 +214,7 @@ def test_a_pending_journals_staged_path_stays_readable_after_the_roll_forward(
 ) -> None:
     root = lake.root
 
-    def killed(self: Lake, journal: object) -> None:
+    def killed(self: Lake, journal: object, version: int) -> None:
         raise RuntimeError("killed after the commit point")
 
     with monkeypatch.context() as patch, lake.writing():

@@ -516,7 +516,8 @@ class Lake:
             self._set_aside(path, self._doc(path))
         snapshot = self._snapshot()
         for name, journal in snapshot.journals.items():
-            self._apply(journal)
+            match = _DOC_NAME.match(name)
+            self._apply(journal, int(match.group(1)) if match else time.time_ns())
             (self.root / JOURNAL_DIR / name).unlink(missing_ok=True)
         keep = self._expire_retired()
         self._expire_staged(keep)
@@ -570,7 +571,8 @@ class Lake:
             self._confined(rel)
         jdir = self.root / JOURNAL_DIR
         jdir.mkdir(exist_ok=True)
-        name = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}.json"
+        version = time.time_ns()
+        name = f"{version}-{uuid.uuid4().hex[:8]}.json"
         pending = self.root / TMP_DIR / f"{name}.pending"
         pending.parent.mkdir(exist_ok=True)
         with pending.open("w") as handle:
@@ -579,11 +581,12 @@ class Lake:
             os.fsync(handle.fileno())
         os.replace(pending, jdir / name)
         fsync_dir(jdir)
-        self._apply(journal)
+        self._apply(journal, version)
         (jdir / name).unlink()
 
-    def _apply(self, journal: Journal) -> None:
-        """Link the adds into place and retire what the journal replaces; safe to run again after a crash."""
+    def _apply(self, journal: Journal, version: int) -> None:
+        """Link the adds into place, retire what the journal replaces and record both in the tables' Delta logs;
+        safe to run again after a crash (``version``, the journal's time, makes the Delta commits idempotent)."""
         staged_for = {final: tmp for tmp, final in journal.adds}
         retired: list[list[Any]] = []
         for rel in journal.removes:
@@ -610,6 +613,63 @@ class Lake:
             rdir = self.root / RETIRED_DIR
             rdir.mkdir(exist_ok=True)
             write_atomic(rdir / f"{time.time_ns()}-{uuid.uuid4().hex[:8]}.json", json.dumps({"retired": retired}))
+        self._record_delta(journal, version)
+
+    def _record_delta(self, journal: Journal, version: int) -> None:
+        """One Delta commit per table the journal touches (``warehouse.delta_log``). A log that cannot be written
+        does not fail the transaction, which gpuledger's readers already see: the warning says how to mend it."""
+        from warehouse import delta_log  # deltalake costs readers nothing
+
+        changes: dict[str, tuple[list[str], list[str]]] = {}
+        for _tmp, final_rel in journal.adds:
+            table = table_of(final_rel)
+            changes.setdefault(table.name, ([], []))[0].append(final_rel[len(table.name) + 1 :])
+        for rel in journal.removes:
+            table = table_of(rel)
+            changes.setdefault(table.name, ([], []))[1].append(rel[len(table.name) + 1 :])
+        for name, (adds, removes) in changes.items():
+            table = table_of(f"{name}/part-.parquet")
+            table_dir = self.table_dir(table)
+            try:
+                schema = self.delta_schema(table)
+                if schema is None:
+                    continue
+                delta_log.record(
+                    table_dir,
+                    schema,
+                    adds=adds,
+                    removes=removes,
+                    version=version,
+                    time_column=table.time_column,
+                    visible=lambda table=table, table_dir=table_dir: [  # type: ignore[misc]
+                        str(p.relative_to(table_dir)) for p in self.parts(table)
+                    ],
+                )
+            except delta_log.ERRORS as exc:
+                log.warning(
+                    "the Delta log of %s was not updated (%s); gpuledger reads the table as before, and "
+                    "`gpuledger warehouse migrate --warehouse %s` brings the log back in line",
+                    table_dir,
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                    self.root,
+                )
+
+    def summary_tables(self) -> list[Table]:
+        """Every daily summary stored, kept or not."""
+        root = self.root / SUMMARIES_DIR
+        if not root.is_dir():
+            return []
+        return [
+            summary_table_named(d.name) for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")
+        ]
+
+    def delta_schema(self, table: Table) -> pa.Schema | None:
+        """The columns a table's Delta log declares: the contract's, or for a summary (a cache whose columns are its
+        own) a visible part's; None for a summary with no part."""
+        if table.schema.names:
+            return table.schema
+        parts = self.parts(table)
+        return pq.read_schema(parts[-1]) if parts else None
 
     def _expire_retired(self) -> set[str]:
         """Unlink the files of retired documents older than the grace period (when still the same file) and the
@@ -695,6 +755,25 @@ class Lake:
             raise RuntimeError("warehouse writes must happen inside `with lake.writing():`")
 
 
+def summary_table_named(name: str) -> Table:
+    """Where the daily summary ``name`` lives: ``_summaries/<name>/date=.../cluster=...`` (a cache, outside the
+    contract: its columns are the summary's own)."""
+    return Table(
+        name=f"{SUMMARIES_DIR}/{name}",
+        schema=pa.schema([]),
+        key=(),
+        required=(),
+        time_column="ts",
+        partition_by_cluster=True,
+    )
+
+
+def table_of(rel: str) -> Table:
+    """The table a part path (relative to the root, already confined) belongs to."""
+    pieces = rel.split("/")
+    return summary_table_named(pieces[1]) if pieces[0] == SUMMARIES_DIR else TABLES[pieces[0]]
+
+
 def scan_parts(table: Table, files: Sequence[Path]) -> pl.LazyFrame:
     """A lazy frame over ``files`` (parts of ``table``) whose reads check every decoded page's CRC, so a damaged
     page fails the read that meets it instead of decoding into wrong numbers; columns a part lacks read as nulls."""
@@ -776,7 +855,10 @@ def _write_options(schema: pa.Schema) -> dict[str, Any]:
 
 
 def _wanted(folder: str, start: dt.date | None, end: dt.date | None, cluster: str | None) -> bool:
-    """Whether a listing descends into ``folder``: a date partition within [start, end], the cluster asked for."""
+    """Whether a listing descends into ``folder``: a date partition within [start, end], the cluster asked for (never
+    the Delta log)."""
+    if folder.startswith("_"):
+        return False
     if folder.startswith("date="):
         day = dt.date.fromisoformat(folder[5:])
         return not ((start and day < start) or (end and day > end))

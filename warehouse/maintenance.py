@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,8 @@ def check(lake: Lake, *, quarantine: bool = False, progress: Progress | None = N
                 problems.append(Problem(part, reason))
             if progress:
                 progress(i + 1, len(parts))
+        if quarantine and problems:
+            lake.commit([], removes=[p.path for p in problems])  # gone from the tables' Delta logs too
         problems = documents + problems
         if quarantine:
             for problem in problems:
@@ -66,6 +69,55 @@ def check(lake: Lake, *, quarantine: bool = False, progress: Progress | None = N
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(problem.path, target)
     return problems
+
+
+@dataclass(frozen=True)
+class Migrated:
+    """What ``migrate`` did to one table's Delta log."""
+
+    table: str
+    created: bool
+    added: int
+    removed: int
+    rebuilt: bool
+    """The log could not be read: it was moved under ``_quarantine/`` and made anew."""
+
+
+def migrate(lake: Lake, *, progress: Progress | None = None) -> list[Migrated]:
+    """Give every table a Delta log that lists exactly its visible parts (README "Delta Lake log"): made where
+    there is none (a warehouse an older release wrote), brought in line where an older release wrote parts since,
+    and made anew where it cannot be read. Running it again changes nothing."""
+    from warehouse import delta_log
+
+    done: list[Migrated] = []
+    with lake.writing():
+        tables = [*TABLES.values(), *lake.summary_tables()]
+        for i, table in enumerate(tables):
+            table_dir = lake.table_dir(table)
+            schema = lake.delta_schema(table)
+            if schema is not None and (table_dir.is_dir() or table.schema.names):
+                visible = [str(p.relative_to(table_dir)) for p in lake.parts(table)]
+                if visible or delta_log.has_log(table_dir):
+                    done.append(_migrate_table(lake, table, schema, visible))
+            if progress:
+                progress(i + 1, len(tables))
+    return done
+
+
+def _migrate_table(lake: Lake, table: Table, schema: pa.Schema, visible: list[str]) -> Migrated:
+    from warehouse import delta_log
+
+    table_dir = lake.table_dir(table)
+    rebuilt = False
+    try:
+        synced = delta_log.sync(table_dir, schema, visible, version=time.time_ns(), time_column=table.time_column)
+    except delta_log.ERRORS:
+        target = lake.root / "_quarantine" / table_dir.relative_to(lake.root) / f"{delta_log.LOG_DIR}.{time.time_ns()}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(table_dir / delta_log.LOG_DIR, target)
+        rebuilt = True
+        synced = delta_log.sync(table_dir, schema, visible, version=time.time_ns(), time_column=table.time_column)
+    return Migrated(table.name, synced.created, synced.added, synced.removed, rebuilt)
 
 
 def first_corrupt(lake: Lake) -> CorruptPart | None:

@@ -39,7 +39,7 @@ import polars as pl
 import pyarrow as pa
 
 from warehouse.errors import PartitionFailed, WarehouseError
-from warehouse.lake import SUMMARIES_DIR, Lake, Partition, Staged, read_part, scan_parts
+from warehouse.lake import Lake, Partition, Staged, read_part, scan_parts, summary_table_named
 from warehouse.schema import GPU_ALLOCATIONS, GPU_MINUTES, GPU_SAMPLES, Table
 
 log = logging.getLogger(__name__)
@@ -255,18 +255,7 @@ def is_fresh(
 
 def summary_table(summary: Summary) -> Table:
     """Where a summary's parts live: ``_summaries/<name>/date=.../cluster=...`` (a cache, outside the contract)."""
-    return _summary_table(summary.name)
-
-
-def _summary_table(name: str) -> Table:
-    return Table(
-        name=f"{SUMMARIES_DIR}/{name}",
-        schema=pa.schema([]),
-        key=(),
-        required=(),
-        time_column="ts",
-        partition_by_cluster=True,
-    )
+    return summary_table_named(summary.name)
 
 
 def summarized(lake: Lake, summary: Summary, start: dt.datetime, end: dt.datetime) -> pl.DataFrame:
@@ -320,16 +309,8 @@ def _in_stable_order(frame: pl.DataFrame) -> pl.DataFrame:
 
 def _retired_summaries(lake: Lake, summaries: Sequence[Summary]) -> list[Path]:
     """Parts of summaries no longer kept (a summary renamed or dropped by an upgrade)."""
-    root = lake.root / SUMMARIES_DIR
-    if not root.is_dir():
-        return []
-    kept = {s.name for s in summaries}
-    return [
-        part
-        for folder in root.iterdir()
-        if folder.is_dir() and folder.name not in kept
-        for part in lake.parts(_summary_table(folder.name))
-    ]
+    kept = {summary_table(s).name for s in summaries}
+    return [part for table in lake.summary_tables() if table.name not in kept for part in lake.parts(table)]
 
 
 def _summary_name(summary: Summary, minute_parts: Sequence[str]) -> str:

@@ -620,18 +620,15 @@ class Lake:
         does not fail the transaction, which gpuledger's readers already see: the warning says how to mend it."""
         from warehouse import delta_log  # deltalake costs readers nothing
 
-        changes: dict[str, tuple[list[str], list[str]]] = {}
-        for _tmp, final_rel in journal.adds:
-            table = table_of(final_rel)
-            changes.setdefault(table.name, ([], []))[0].append(final_rel[len(table.name) + 1 :])
-        for rel in journal.removes:
+        changes: dict[str, tuple[Table, list[str], list[str]]] = {}
+        for rel, added in [*((final, True) for _tmp, final in journal.adds), *((r, False) for r in journal.removes)]:
             table = table_of(rel)
-            changes.setdefault(table.name, ([], []))[1].append(rel[len(table.name) + 1 :])
-        for name, (adds, removes) in changes.items():
-            table = table_of(f"{name}/part-.parquet")
+            _, adds, removes = changes.setdefault(table.name, (table, [], []))
+            (adds if added else removes).append(rel[len(table.name) + 1 :])
+        for table, adds, removes in changes.values():
             table_dir = self.table_dir(table)
             try:
-                schema = self.delta_schema(table)
+                schema = self.delta_schema(table, [table_dir / rel for rel in adds])
                 if schema is None:
                     continue
                 delta_log.record(
@@ -663,12 +660,12 @@ class Lake:
             summary_table_named(d.name) for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")
         ]
 
-    def delta_schema(self, table: Table) -> pa.Schema | None:
+    def delta_schema(self, table: Table, added: Sequence[Path] = ()) -> pa.Schema | None:
         """The columns a table's Delta log declares: the contract's, or for a summary (a cache whose columns are its
-        own) a visible part's; None for a summary with no part."""
+        own) the part just ``added``'s, else a visible part's; None for a summary with no part."""
         if table.schema.names:
             return table.schema
-        parts = self.parts(table)
+        parts = [p for p in added if p.is_file()] or self.parts(table)
         return pq.read_schema(parts[-1]) if parts else None
 
     def _expire_retired(self) -> set[str]:

@@ -95,10 +95,9 @@ def migrate(lake: Lake, *, progress: Progress | None = None) -> list[Migrated]:
         for i, table in enumerate(tables):
             table_dir = lake.table_dir(table)
             schema = lake.delta_schema(table)
-            if schema is not None and (table_dir.is_dir() or table.schema.names):
-                visible = [str(p.relative_to(table_dir)) for p in lake.parts(table)]
-                if visible or delta_log.has_log(table_dir):
-                    done.append(_migrate_table(lake, table, schema, visible))
+            visible = [str(p.relative_to(table_dir)) for p in lake.parts(table)]
+            if schema is not None and (visible or delta_log.has_log(table_dir)):
+                done.append(_migrate_table(lake, table, schema, visible))
             if progress:
                 progress(i + 1, len(tables))
     return done
